@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The whole local stack: Kafka, PostgreSQL, schema, topics, then the PromptPulse services.
+#   stack.sh up      start everything (idempotent: what already runs is left as it is)
+#   stack.sh infra   only Kafka + PostgreSQL + schema + topics (what the tests need)
+#   stack.sh down    stop what `up` started, services first
+#   stack.sh status  one line per component; exit 1 if any is down
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+HERE="$REPO_DIR/deploy/local"
+
+# name → health URL; services are started in this order and stopped in reverse.
+SERVICES=(llmsim)
+declare -A HEALTH=(
+  [llmsim]="http://127.0.0.1:${PROMPTPULSE_LLMSIM__PORT:-8082}/healthz"
+)
+
+healthy() { "$PY" - "$1" <<'PY' >/dev/null 2>&1
+import sys, urllib.request
+urllib.request.urlopen(sys.argv[1], timeout=2).read()
+PY
+}
+
+start_service() {
+  local name=$1 pid_file="$RUN_DIR/$1.pid"
+  if pid_alive "$pid_file"; then log "$name: already running"; return 0; fi
+  log "$name: starting (log $LOG_DIR/$name.log)"
+  nohup "$VENV_DIR/bin/promptpulse" "$name" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
+  echo $! >"$pid_file"
+  for _ in $(seq 1 60); do
+    healthy "${HEALTH[$name]}" && { log "$name: ready (${HEALTH[$name]%/healthz})"; return 0; }
+    pid_alive "$pid_file" || break
+    sleep 0.5
+  done
+  tail -n 20 "$LOG_DIR/$name.log" >&2
+  die "$name: did not become healthy"
+}
+
+infra() {
+  [ -x "$PY" ] || die "virtualenv missing at $VENV_DIR: run \`make install\` first"
+  bash "$HERE/postgres.sh" up
+  bash "$HERE/kafka.sh" up
+  "$VENV_DIR/bin/promptpulse" migrate
+  "$VENV_DIR/bin/promptpulse" topics
+}
+
+up() {
+  infra
+  for name in "${SERVICES[@]}"; do start_service "$name"; done
+  cat >&2 <<MSG
+
+PromptPulse local stack is up.
+  LLM simulator (OpenAI-compatible):  http://127.0.0.1:${PROMPTPULSE_LLMSIM__PORT:-8082}/v1
+  Kafka:                              127.0.0.1:9092
+  PostgreSQL:                         127.0.0.1:5432/promptpulse
+  Logs:                               $LOG_DIR
+  Stop it with:                       make down
+MSG
+}
+
+down() {
+  local i
+  for ((i=${#SERVICES[@]}-1; i>=0; i--)); do stop_pidfile "$RUN_DIR/${SERVICES[$i]}.pid" "${SERVICES[$i]}"; done
+  bash "$HERE/kafka.sh" down
+  bash "$HERE/postgres.sh" down
+}
+
+status() {
+  local bad=0 name
+  bash "$HERE/postgres.sh" status || bad=1
+  bash "$HERE/kafka.sh" status || bad=1
+  for name in "${SERVICES[@]}"; do
+    if pid_alive "$RUN_DIR/$name.pid" && healthy "${HEALTH[$name]}"; then echo "$name: up"; else echo "$name: down"; bad=1; fi
+  done
+  return $bad
+}
+
+case "${1:-}" in
+  up) up ;;
+  infra) infra ;;
+  down) down ;;
+  status) status ;;
+  *) echo "usage: $0 up|infra|down|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,70 @@
+"""The `promptpulse` command: one entry point for every service and tool.
+
+Each subcommand imports only what it needs, so `promptpulse --help` stays fast and a service
+does not drag the others' dependencies into its process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from shared.settings import ServiceSettings, SettingsError, load_settings
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+
+
+def _llmsim(args: argparse.Namespace) -> int:
+    from services.llmsim.__main__ import main as llmsim_main
+
+    return llmsim_main()
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from services.aggregator.db.migrate import migrate
+
+    settings = load_settings(ServiceSettings)
+    applied = asyncio.run(migrate(settings.database_url.get_secret_value()))
+    print("applied: " + ", ".join(applied) if applied else "schema is up to date")
+    return 0
+
+
+def _stack(args: argparse.Namespace) -> int:
+    script = REPO_DIR / "deploy" / "local" / "stack.sh"
+    if not script.exists():
+        print(f"{script} not found: `promptpulse {args.command}` works from a source checkout", file=sys.stderr)
+        return 2
+    return subprocess.call(["bash", str(script), args.command], env=os.environ.copy())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="promptpulse", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("llmsim", help="run the OpenAI-compatible LLM simulator (a test tool)").set_defaults(func=_llmsim)
+    sub.add_parser("migrate", help="apply pending database schema migrations").set_defaults(func=_migrate)
+    for name, text in (
+        ("up", "start the local stack (Kafka, PostgreSQL, services)"),
+        ("down", "stop what `up` started"),
+        ("status", "show what is running"),
+    ):
+        sub.add_parser(name, help=text).set_defaults(func=_stack)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SettingsError as exc:
+        print(f"promptpulse {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
