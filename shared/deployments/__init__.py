@@ -1,0 +1,82 @@
+"""Deployments, connections and their loader, shared by the gateway, processor and aggregator.
+
+Typical use at start-up::
+
+    settings = load_settings(MyServiceSettings)
+    deployments = load_deployments(settings.deployments_dir)   # dict name -> Deployment
+    connections = load_connections(settings.deployments_dir)   # dict name -> Connection
+
+Any problem raises :class:`DeploymentConfigError`, whose message lists each bad field as
+``<file>: <field path>: <reason>``. See docs/deployments.md for the schema.
+"""
+
+from shared.deployments.base import (
+    DEFAULT_SCORE_THRESHOLD,
+    METRIC_COLUMNS,
+    METRICS,
+    QUALITY_STATISTICS,
+)
+from shared.deployments.connections import (
+    CONNECTIONS_FILE,
+    Connection,
+    create_openai_client,
+    load_connections,
+    load_connections_file,
+    openai_client_kwargs,
+)
+from shared.deployments.errors import (
+    ConnectionKeyMissingError,
+    DeploymentConfigError,
+    Problem,
+)
+from shared.deployments.loader import (
+    FLOW_FILE,
+    deployment_files,
+    load_api_keys_file,
+    load_deployment,
+    load_deployments,
+    read_flow_interface,
+    save_api_keys_file,
+)
+from shared.deployments.monitors import Monitor, Notification, format_duration, parse_duration
+from shared.deployments.schema import (
+    ColumnMapping,
+    Deployment,
+    Evaluation,
+    Judge,
+    Redaction,
+    Variant,
+)
+
+__all__ = [
+    "CONNECTIONS_FILE",
+    "DEFAULT_SCORE_THRESHOLD",
+    "FLOW_FILE",
+    "METRICS",
+    "METRIC_COLUMNS",
+    "QUALITY_STATISTICS",
+    "ColumnMapping",
+    "Connection",
+    "ConnectionKeyMissingError",
+    "Deployment",
+    "DeploymentConfigError",
+    "Evaluation",
+    "Judge",
+    "Monitor",
+    "Notification",
+    "Problem",
+    "Redaction",
+    "Variant",
+    "create_openai_client",
+    "deployment_files",
+    "format_duration",
+    "load_api_keys_file",
+    "load_connections",
+    "load_connections_file",
+    "load_deployment",
+    "load_deployments",
+    "openai_client_kwargs",
+    "parse_duration",
+    "read_flow_interface",
+    "save_api_keys_file",
+]

@@ -1,0 +1,216 @@
+"""The deployment schema: one YAML file per deployment, read by every service.
+
+The gateway reads the flow, variants, keys and redaction; the processor the ``evaluation``
+section and the column mapping; the aggregator the initial ``monitors`` (monitors.py). Field-local
+rules are pydantic constraints; rules that tie fields together live in each model's
+``problems()`` (see base.py). docs/deployments.md describes every field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, PrivateAttr, ValidationInfo, field_validator
+
+from shared.apikeys import ApiKeyRecord
+from shared.deployments.base import (
+    BASE_DIR,
+    COLUMNS,
+    CONNECTION_NAME_PATTERN,
+    DEFAULT_VARIANT_ID,
+    FIELD_NAME_PATTERN,
+    METRIC_COLUMNS,
+    NAME_PATTERN,
+    VARIANT_ID_PATTERN,
+    Column,
+    ConfigModel,
+    Count,
+    Metric,
+    Number,
+)
+from shared.deployments.errors import Loc
+from shared.deployments.monitors import Monitor
+
+
+class Variant(ConfigModel):
+    """One traffic variant of the deployment."""
+
+    id: str = Field(pattern=VARIANT_ID_PATTERN)
+    weight: Number = Field(1.0, ge=0, le=1_000_000)
+    nodes: dict[str, Annotated[str, Field(pattern=VARIANT_ID_PATTERN)]] | None = Field(
+        None,
+        description="Flow node -> that node's variant id. Unset: every node of the flow's "
+        "node_variants that has a variant with this id uses it, the others their default.",
+    )
+
+    def node_selection(self, node_variants: Mapping[str, Iterable[str]]) -> dict[str, str]:
+        """Node -> variant id to run, for the flow's ``node_variants`` (node -> its variant ids).
+
+        Nodes left out run their ``default_variant_id``.
+        """
+        if self.nodes is not None:
+            return dict(self.nodes)
+        return {node: self.id for node, ids in node_variants.items() if self.id in set(ids)}
+
+
+def _column_reference(value: Any) -> Any:
+    # Accept prompt flow's reference syntax too: ${inputs.question} means inputs.question.
+    if isinstance(value, str) and value.startswith("${") and value.endswith("}"):
+        return value[2:-1].strip()
+    return value
+
+
+ColumnReference = Annotated[
+    str,
+    BeforeValidator(_column_reference),
+    Field(pattern=r"^(inputs|outputs)\.[A-Za-z_][A-Za-z0-9_]*$"),
+]
+
+
+class ColumnMapping(ConfigModel):
+    """Which flow input or output plays each role the judges know."""
+
+    question: ColumnReference | None = None
+    answer: ColumnReference | None = None
+    context: ColumnReference | None = None
+    ground_truth: ColumnReference | None = None
+
+    def source(self, column: Column) -> tuple[Literal["inputs", "outputs"], str] | None:
+        """``("inputs", "question")`` for a mapped column, None for an unmapped one."""
+        if column not in COLUMNS:
+            raise ValueError(f"{column!r} is not one of {', '.join(COLUMNS)}")
+        reference = getattr(self, column)
+        if reference is None:
+            return None
+        side, _, name = reference.partition(".")
+        return ("inputs" if side == "inputs" else "outputs"), name
+
+    def value(self, column: Column, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> Any:
+        """The column's value in one request, or None when unmapped or absent."""
+        where = self.source(column)
+        if where is None:
+            return None
+        side, name = where
+        return (inputs if side == "inputs" else outputs).get(name)
+
+
+FieldName = Annotated[str, Field(pattern=FIELD_NAME_PATTERN)]
+
+
+class Redaction(ConfigModel):
+    """Flow input and output fields replaced before they enter any event."""
+
+    inputs: list[FieldName] = Field(default_factory=list)
+    outputs: list[FieldName] = Field(default_factory=list)
+
+
+class Judge(ConfigModel):
+    """The LLM that scores sampled requests."""
+
+    connection: str = Field(pattern=CONNECTION_NAME_PATTERN)
+    model: str = Field(min_length=1, max_length=200)
+    token_budget_per_hour: Count | None = Field(1_000_000, ge=1)
+    combined_call: bool = False
+
+
+class Evaluation(ConfigModel):
+    """What the processor judges for this deployment."""
+
+    metrics: list[Metric] = Field(min_length=1)
+    sampling_rate: Number = Field(0.10, ge=0, le=1)
+    judge: Judge
+
+    def problems(self) -> list[tuple[Loc, str]]:
+        found: list[tuple[Loc, str]] = []
+        seen: set[str] = set()
+        for index, metric in enumerate(self.metrics):
+            if metric in seen:
+                found.append((("metrics", index), f"{metric} is listed twice"))
+            seen.add(metric)
+        return found
+
+
+class Deployment(ConfigModel):
+    """One deployment: a flow behind an endpoint, and how its quality is watched."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str | None = None
+    flow: Path
+    variants: list[Variant] = Field(
+        default_factory=lambda: [Variant(id=DEFAULT_VARIANT_ID)], min_length=1
+    )
+    allow_forced_variant: bool = False
+    api_keys: list[ApiKeyRecord] = Field(default_factory=list)
+    api_keys_file: Path | None = None
+    column_mapping: ColumnMapping = Field(default_factory=ColumnMapping)
+    redaction: Redaction = Field(default_factory=Redaction)
+    evaluation: Evaluation | None = None
+    monitors: list[Monitor] = Field(default_factory=list)
+
+    _source: Path | None = PrivateAttr(None)
+
+    @field_validator("flow", "api_keys_file")
+    @classmethod
+    def _relative_to_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        base = (info.context or {}).get(BASE_DIR)
+        if value is None or base is None or value.is_absolute():
+            return value
+        return (Path(base) / value).resolve()
+
+    @property
+    def source(self) -> Path | None:
+        """The file this deployment was loaded from, if any."""
+        return self._source
+
+    def variant(self, variant_id: str) -> Variant | None:
+        return next((v for v in self.variants if v.id == variant_id), None)
+
+    def pick_variant(self, draw: float) -> Variant:
+        """The variant for a uniform ``draw`` in [0, 1), by weight (weight 0 is never picked)."""
+        total = sum(v.weight for v in self.variants)
+        point = draw * total
+        for variant in self.variants:
+            if point < variant.weight:
+                return variant
+            point -= variant.weight
+        return next(v for v in reversed(self.variants) if v.weight > 0)
+
+    def problems(self) -> list[tuple[Loc, str]]:
+        found: list[tuple[Loc, str]] = []
+        variant_ids: set[str] = set()
+        for index, variant in enumerate(self.variants):
+            if variant.id in variant_ids:
+                found.append((("variants", index, "id"), f"{variant.id!r} is listed twice"))
+            variant_ids.add(variant.id)
+        if self.variants and sum(v.weight for v in self.variants) <= 0:
+            found.append((("variants",), "at least one variant needs a weight > 0"))
+        key_ids: set[str] = set()
+        for index, key in enumerate(self.api_keys):
+            if key.id in key_ids:
+                found.append((("api_keys", index, "id"), f"key id {key.id!r} is listed twice"))
+            key_ids.add(key.id)
+        metrics: list[str] = []
+        if self.evaluation is not None:
+            metrics = list(self.evaluation.metrics)
+            for index, metric in enumerate(metrics):
+                for column in METRIC_COLUMNS[metric]:
+                    if getattr(self.column_mapping, column) is None:
+                        found.append(
+                            (("evaluation", "metrics", index), f"{metric} needs column_mapping.{column}")
+                        )
+        monitor_ids: set[str] = set()
+        for index, monitor in enumerate(self.monitors):
+            where: Loc = ("monitors", index)
+            if monitor.id in monitor_ids:
+                found.append(((*where, "id"), f"{monitor.id!r} is listed twice"))
+            monitor_ids.add(monitor.id)
+            if monitor.variant is not None and monitor.variant not in variant_ids:
+                found.append(((*where, "variant"), f"{monitor.variant!r} is not one of variants"))
+            if monitor.metric is not None and monitor.metric not in metrics:
+                missing = "there is no evaluation section" if self.evaluation is None else (
+                    f"{monitor.metric} is not in evaluation.metrics"
+                )
+                found.append(((*where, "metric"), f"{missing}, so {monitor.metric} is never scored"))
+        return found
