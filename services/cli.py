@@ -33,6 +33,18 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _topics(args: argparse.Namespace) -> int:
+    from shared.topics import Topics, ensure_topics
+
+    settings = load_settings(ServiceSettings)
+    topics = Topics.from_settings(settings)
+    result = asyncio.run(ensure_topics(settings, topics.all()))
+    print(f"topics: {len(result.created)} created, {len(result.existing)} already there")
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
 def _stack(args: argparse.Namespace) -> int:
     script = REPO_DIR / "deploy" / "local" / "stack.sh"
     if not script.exists():
@@ -46,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("llmsim", help="run the OpenAI-compatible LLM simulator (a test tool)").set_defaults(func=_llmsim)
     sub.add_parser("migrate", help="apply pending database schema migrations").set_defaults(func=_migrate)
+    sub.add_parser("topics", help="create the Kafka topics (idempotent)").set_defaults(func=_topics)
     for name, text in (
         ("up", "start the local stack (Kafka, PostgreSQL, services)"),
         ("down", "stop what `up` started"),

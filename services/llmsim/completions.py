@@ -1,0 +1,218 @@
+"""``POST /v1/chat/completions``: read the request, decide chat or judge, inject faults, answer."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from services.llmsim import latency, tokens
+from services.llmsim.answers import compose_answer, degrade
+from services.llmsim.drift import variant_of
+from services.llmsim.errors import openai_error
+from services.llmsim.faults import (
+    FAULT_HEADER,
+    Fault,
+    FaultHeaderError,
+    HangEnd,
+    Target,
+    hang_ended,
+    malformed_body,
+    rate_limited,
+    server_error,
+    wait_while_connected,
+)
+from services.llmsim.judge import UNPARSEABLE_VERDICT, judge, read_judge_request, render
+from services.llmsim.keys import STATE
+from services.llmsim.prompt import chat_view, message_text
+from services.llmsim.state import SimulatorState, utc_now
+from services.llmsim.streaming import Completion, pause, stream
+
+MODE_HEADER = "x-llmsim-mode"
+ECHO_HEADER = "x-llmsim-echo"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: str = Field(min_length=1)
+    content: str | list[dict[str, Any]] | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool = False
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["text", "json_object", "json_schema"]
+
+
+class ChatCompletionRequest(BaseModel):
+    """The fields llmsim reads; any other OpenAI field is accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = Field(None, min_length=1, max_length=256)
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    n: int = Field(1, ge=1, le=1, description="llmsim answers with one choice")
+    user: str | None = None
+    metadata: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+async def _read_request(request: web.Request) -> ChatCompletionRequest:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadRequest("the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    try:
+        chat = ChatCompletionRequest.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"])
+        raise BadRequest(f"{param}: {first['msg']}", param) from None
+    deployment = request.match_info.get("deployment")
+    if chat.model is None and deployment:
+        # Azure OpenAI names the model by its deployment in the path; the body may omit it.
+        chat.model = deployment
+    if chat.model is None:
+        raise BadRequest("model: Field required", "model")
+    return chat
+
+
+def _flag(request: web.Request, name: str, default: bool) -> bool:
+    value = request.headers.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise BadRequest(f"{name}: {value!r} is not one of 1, 0, true, false")
+
+
+def _forced_mode(request: web.Request) -> str | None:
+    value = request.headers.get(MODE_HEADER, "").strip().lower()
+    if value in ("", "auto"):
+        return None
+    if value not in ("chat", "judge"):
+        raise BadRequest(f"{MODE_HEADER}: {value!r} is not one of auto, chat, judge")
+    return value
+
+
+def _chat_answer(
+    state: SimulatorState,
+    request: web.Request,
+    chat: ChatCompletionRequest,
+    texts: list[tuple[str, str]],
+) -> tuple[str, dict[str, str]]:
+    view = chat_view(texts)
+    variant = variant_of(request.headers, chat.metadata, chat.user)
+    level = state.drift.level(variant, utc_now())
+    answer = degrade(compose_answer(view, state.section.answer_tokens), level, view.question)
+    return answer, {"x-llmsim-variant": variant, "x-llmsim-drift-level": f"{level:g}"}
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    try:
+        chat = await _read_request(request)
+        pace = latency.with_header(state.latency, request.headers.get(latency.LATENCY_HEADER))
+        forced = _forced_mode(request)
+        echo = _flag(request, ECHO_HEADER, state.judge_echo)
+        texts = [(m.role, message_text(m.content)) for m in chat.messages]
+        wants_json = chat.response_format is not None and chat.response_format.type != "text"
+        judged = None
+        if forced != "chat":
+            judged = read_judge_request(
+                "\n\n".join(t for _, t in texts), wants_json=wants_json, forced=forced == "judge"
+            )
+        mode = Target.JUDGE if judged else Target.CHAT
+        fault = state.faults.choose(request.headers.get(FAULT_HEADER), chat.model or "", mode)
+    except (BadRequest, FaultHeaderError, latency.LatencyHeaderError) as exc:
+        state.counters["bad_requests"] += 1
+        return openai_error(400, str(exc), param=getattr(exc, "param", None))
+
+    state.counters["requests"] += 1
+    state.counters[f"{mode.value}_requests"] += 1
+    if fault is not None:
+        state.counters[f"faults_{fault.value}"] += 1
+    if fault is Fault.RATE_LIMIT:
+        return rate_limited(state.section.faults.retry_after_seconds)
+    if fault is Fault.SERVER_ERROR:
+        return server_error()
+    if fault is Fault.HANG and not chat.stream:
+        end = await wait_while_connected(
+            request, state.stopping, state.section.faults.hang_cap_seconds
+        )
+        state.counters[f"hangs_ended_{end.value}"] += 1
+        if end is HangEnd.CAP:
+            return hang_ended()
+        # Nobody reads this (nginx's "client closed request" code marks it in the access log).
+        return web.Response(status=499, text="client gone")
+
+    headers = {"x-llmsim-mode": mode.value, "x-request-id": uuid.uuid4().hex}
+    if fault is Fault.UNPARSEABLE:
+        content = UNPARSEABLE_VERDICT
+    elif judged is not None:
+        content = render(judge(judged), judged, echo=echo)
+    else:
+        content, drift_headers = _chat_answer(state, request, chat, texts)
+        headers.update(drift_headers)
+        if wants_json:
+            content = json.dumps({"answer": content})
+    limit = chat.max_completion_tokens or chat.max_tokens
+    cut = False
+    if limit is not None:
+        content, cut = tokens.truncate(content, limit)
+    completion = Completion(
+        id=f"chatcmpl-{uuid.uuid4().hex}",
+        created=int(time.time()),
+        model=chat.model or "",
+        content=content,
+        finish_reason="length" if cut else "stop",
+        prompt_tokens=tokens.count_prompt_tokens([t for _, t in texts]),
+        completion_tokens=tokens.count_tokens(content),
+    )
+    if chat.stream:
+        include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
+        return await stream(
+            request,
+            state,
+            completion,
+            pace=pace,
+            include_usage=include_usage,
+            hang=fault is Fault.HANG,
+            malformed=fault is Fault.MALFORMED,
+            headers=headers,
+        )
+    if fault is Fault.MALFORMED:
+        return malformed_body()
+    delay = (
+        latency.first_token_delay(pace, state.rng)
+        + completion.completion_tokens / pace.tokens_per_second
+    )
+    await pause(state, delay)
+    return web.json_response(completion.as_body(), headers=headers)
