@@ -60,3 +60,16 @@ async def fresh_database(database_url: str) -> AsyncIterator[str]:
 def unique_name() -> str:
     """A fresh name for topics and consumer groups, so tests never see each other's data."""
     return f"it-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def private_kafka(tmp_path_factory: pytest.TempPathFactory):
+    """A broker of the test's own (see tests/support/private_kafka.py), stopped afterwards."""
+    from tests.support.private_kafka import PrivateKafka
+
+    broker = PrivateKafka(tmp_path_factory.mktemp("kafka"))
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.kill()

@@ -3,6 +3,7 @@
 #   kafka.sh fetch   jars from Maven Central (mvn), cached under .local/kafka/jars
 #   kafka.sh up      fetch if needed, format storage once, start, wait until the broker answers
 #   kafka.sh down    stop the broker this script started
+#   kafka.sh kill    SIGKILL it (fault tests)
 #   kafka.sh status  exit 0 when running and answering
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -10,7 +11,7 @@ KAFKA_PORT="${PROMPTPULSE_LOCAL_KAFKA_PORT:-9092}"
 CONTROLLER_PORT="${PROMPTPULSE_LOCAL_KAFKA_CONTROLLER_PORT:-9093}"
 KAFKA_HEAP="${PROMPTPULSE_LOCAL_KAFKA_HEAP:-512m}"
 KAFKA_DIR="$LOCAL_DIR/kafka"
-JARS_DIR="$KAFKA_DIR/jars"
+JARS_DIR="${PROMPTPULSE_LOCAL_KAFKA_JARS:-$KAFKA_DIR/jars}"
 DATA_DIR="$KAFKA_DIR/data"
 CONF_DIR="$REPO_DIR/deploy/local/kafka"
 PID_FILE="$RUN_DIR/kafka.pid"
@@ -70,6 +71,7 @@ case "${1:-}" in
   fetch) fetch ;;
   up) up ;;
   down) stop_pidfile "$PID_FILE" kafka ;;
+  kill) if pid_alive "$PID_FILE"; then kill -9 "$(cat "$PID_FILE")"; rm -f "$PID_FILE"; log "kafka: killed"; fi ;;
   status) if pid_alive "$PID_FILE" && answering 5; then echo "kafka: up (127.0.0.1:$KAFKA_PORT)"; else echo "kafka: down"; exit 1; fi ;;
-  *) echo "usage: $0 fetch|up|down|status" >&2; exit 2 ;;
+  *) echo "usage: $0 fetch|up|down|kill|status" >&2; exit 2 ;;
 esac
