@@ -1,0 +1,273 @@
+"""LLM nodes: their request parameters, and one chat completion through the official ``openai`` client.
+
+An llm node's ``inputs`` mix model parameters (``deployment_name``, ``model``, ``temperature``,
+``max_tokens``...) with template variables, as prompt flow's LLM tool does; prompt flow's YAML
+often writes numbers as strings (``max_tokens: "256"``) and unset ones as ``''``, so parameters
+are converted to the API's types and empty ones dropped. Streaming calls ask for
+``stream_options.include_usage`` so the token usage is the endpoint's own count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
+from services.gateway.flow import telemetry
+from services.gateway.flow.errors import LlmCallError
+from services.gateway.flow.references import Reference
+from services.gateway.flow.result import LlmCall
+
+MODEL_KEYS = ("model", "deployment_name")
+FLOAT_PARAMS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+INT_PARAMS = ("max_tokens", "max_completion_tokens", "n", "seed")
+OTHER_PARAMS = ("stop", "logit_bias", "user", "response_format")
+# The runtime decides streaming; prompt flow's completion-API leftovers mean nothing for chat.
+IGNORED_PARAMS = ("stream", "suffix", "echo", "logprobs", "best_of")
+UNSUPPORTED_PARAMS = ("tools", "tool_choice", "functions", "function_call")
+PARAM_KEYS = frozenset((*MODEL_KEYS, *FLOAT_PARAMS, *INT_PARAMS, *OTHER_PARAMS, *IGNORED_PARAMS, *UNSUPPORTED_PARAMS))
+
+OMIT: Any = object()
+
+
+class ParamError(ValueError):
+    """A model parameter with a value the API cannot take."""
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip()) or value in ({}, [])
+
+
+def convert_param(name: str, value: Any) -> Any:
+    """``value`` in the API's type, or OMIT for an unset one; raises ParamError."""
+    if _is_empty(value) or name in IGNORED_PARAMS:
+        return OMIT
+    if name in UNSUPPORTED_PARAMS:
+        raise ParamError("function and tool calling are not supported by the gateway's LLM nodes")
+    if name in MODEL_KEYS or name == "user":
+        if not isinstance(value, str):
+            raise ParamError(f"must be a string, not {type(value).__name__}")
+        return value.strip()
+    if name in FLOAT_PARAMS:
+        return _number(value, float)
+    if name in INT_PARAMS:
+        return _number(value, int)
+    if name == "stop":
+        if isinstance(value, str) or (isinstance(value, list) and all(isinstance(s, str) for s in value)):
+            return value
+        raise ParamError("must be a string or a list of strings")
+    if name in ("logit_bias", "response_format"):
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise ParamError("must be an object (or its JSON text)") from None
+        if not isinstance(value, dict):
+            raise ParamError("must be an object")
+        if name == "response_format" and value == {"type": "text"}:
+            return OMIT  # the default; some OpenAI-compatible servers reject it spelled out
+        return value
+    raise ParamError("is not a model parameter")  # pragma: no cover - callers pass PARAM_KEYS only
+
+
+def _number(value: Any, kind: type) -> Any:
+    if isinstance(value, bool):
+        raise ParamError(f"must be a number, not {value!r}")
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ParamError(f"{value!r} is not a number") from None
+    if not isinstance(value, int | float):
+        raise ParamError(f"must be a number, not {type(value).__name__}")
+    if kind is int:
+        if float(value) != int(value):
+            raise ParamError(f"{value!r} is not a whole number")
+        return int(value)
+    return float(value)
+
+
+def split_inputs(inputs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(model parameters, template variables) of an llm node's inputs."""
+    params = {k: v for k, v in inputs.items() if k in PARAM_KEYS}
+    variables = {k: v for k, v in inputs.items() if k not in PARAM_KEYS}
+    return params, variables
+
+
+def convert_literals(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Convert literal parameters at load time: (converted, problems by name). References stay."""
+    converted: dict[str, Any] = {}
+    problems: dict[str, str] = {}
+    for name, value in params.items():
+        if isinstance(value, Reference):
+            converted[name] = value
+            continue
+        try:
+            result = convert_param(name, value)
+        except ParamError as exc:
+            problems[name] = str(exc)
+            continue
+        if result is not OMIT:
+            converted[name] = result
+    return converted, problems
+
+
+def is_azure(client: Any) -> bool:
+    try:
+        from openai import AsyncAzureOpenAI
+    except ImportError:  # pragma: no cover - openai is a dependency
+        return False
+    return isinstance(client, AsyncAzureOpenAI)
+
+
+def choose_model(client: Any, model: str | None, deployment_name: str | None) -> str | None:
+    # Prompt flow's convention: Azure OpenAI takes the deployment name, OpenAI the model name.
+    if is_azure(client):
+        return deployment_name or model
+    return model or deployment_name
+
+
+async def chat_completion(
+    *,
+    node: str,
+    client: Any,
+    model: str,
+    messages: list[dict[str, Any]],
+    params: Mapping[str, Any],
+    tracer: trace.Tracer,
+    stream: bool = False,
+    on_delta: Callable[[str], None] | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+    node_variant: str | None = None,
+) -> tuple[str, LlmCall]:
+    """One chat completion: (the answer's text, its usage record); raises LlmCallError.
+
+    Streaming: ``on_delta`` receives each text delta as it arrives, and the span ends when the
+    stream does. Cancelling the calling task closes the HTTP response, which ends the call.
+    """
+    provider = "azure.ai.openai" if is_azure(client) else "openai"
+    attributes = {
+        telemetry.OPERATION: "chat",
+        telemetry.PROVIDER: provider,
+        telemetry.SYSTEM: provider,
+        telemetry.REQUEST_MODEL: model,
+        telemetry.NODE_NAME: node,
+        telemetry.STREAMED: stream,
+        **telemetry.request_attributes(dict(params)),
+        **telemetry.server_attributes(client),
+    }
+    if node_variant:
+        attributes[telemetry.NODE_VARIANT] = node_variant
+    request: dict[str, Any] = {"model": model, "messages": messages, **params}
+    if extra_headers:
+        request["extra_headers"] = dict(extra_headers)
+    with tracer.start_as_current_span(
+        f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes, record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        started = time.perf_counter()
+        try:
+            if stream:
+                text, outcome = await _streamed(client, request, started, on_delta)
+            else:
+                text, outcome = await _whole(client, request)
+        except asyncio.CancelledError:
+            # The caller went away: not a failure of the LLM, so no error status.
+            span.set_attribute(telemetry.CANCELLED, True)
+            raise
+        except LlmCallError as exc:
+            telemetry.record_error(span, exc.error_type, exc.message)
+            raise LlmCallError(node, exc.error_type, exc.message, status_code=exc.status_code) from exc
+        except Exception as exc:
+            error_type, message, status = _describe(exc)
+            telemetry.record_error(span, error_type, message)
+            raise LlmCallError(node, error_type, message, status_code=status) from exc
+        duration_ms = (time.perf_counter() - started) * 1000
+        usage = outcome["usage"]
+        call = LlmCall(
+            node=node,
+            model=outcome["model"] or model,
+            request_model=model,
+            prompt_tokens=_tokens(usage, "prompt_tokens"),
+            completion_tokens=_tokens(usage, "completion_tokens"),
+            total_tokens=_tokens(usage, "total_tokens"),
+            usage_reported=usage is not None,
+            duration_ms=duration_ms,
+            time_to_first_chunk_ms=outcome.get("ttfc_ms"),
+            finish_reason=outcome["finish_reason"],
+            streamed=stream,
+        )
+        span.set_attribute(telemetry.RESPONSE_MODEL, call.model)
+        if outcome.get("id"):
+            span.set_attribute(telemetry.RESPONSE_ID, outcome["id"])
+        if call.finish_reason:
+            span.set_attribute(telemetry.FINISH_REASONS, [call.finish_reason])
+        if usage is not None:
+            span.set_attribute(telemetry.INPUT_TOKENS, call.prompt_tokens)
+            span.set_attribute(telemetry.OUTPUT_TOKENS, call.completion_tokens)
+        if call.time_to_first_chunk_ms is not None:
+            span.set_attribute(telemetry.TIME_TO_FIRST_CHUNK, round(call.time_to_first_chunk_ms, 3))
+        return text, call
+
+
+async def _whole(client: Any, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    response = await client.chat.completions.create(**request)
+    choices = getattr(response, "choices", None) or []
+    if not choices:
+        raise LlmCallError("", "EmptyResponse", "the completion has no choices")
+    first = choices[0]
+    message = getattr(first, "message", None)
+    text = getattr(message, "content", None) or ""
+    return text, {
+        "usage": getattr(response, "usage", None),
+        "model": getattr(response, "model", None),
+        "id": getattr(response, "id", None),
+        "finish_reason": getattr(first, "finish_reason", None),
+    }
+
+
+async def _streamed(
+    client: Any, request: dict[str, Any], started: float, on_delta: Callable[[str], None] | None
+) -> tuple[str, dict[str, Any]]:
+    outcome: dict[str, Any] = {"usage": None, "model": None, "id": None, "finish_reason": None, "ttfc_ms": None}
+    parts: list[str] = []
+    stream = await client.chat.completions.create(
+        **request, stream=True, stream_options={"include_usage": True}
+    )
+    async with stream:
+        async for chunk in stream:
+            if outcome["ttfc_ms"] is None:
+                outcome["ttfc_ms"] = (time.perf_counter() - started) * 1000
+            outcome["model"] = getattr(chunk, "model", None) or outcome["model"]
+            outcome["id"] = getattr(chunk, "id", None) or outcome["id"]
+            usage = getattr(chunk, "usage", None)
+            if usage is not None:
+                outcome["usage"] = usage
+            for choice in getattr(chunk, "choices", None) or []:
+                if getattr(choice, "index", 0) != 0:
+                    continue  # with n > 1, the first choice is the answer, as in prompt flow
+                delta = getattr(getattr(choice, "delta", None), "content", None)
+                if delta:
+                    parts.append(delta)
+                    if on_delta is not None:
+                        on_delta(delta)
+                if getattr(choice, "finish_reason", None):
+                    outcome["finish_reason"] = choice.finish_reason
+    return "".join(parts), outcome
+
+
+def _tokens(usage: Any, name: str) -> int:
+    value = getattr(usage, name, None) if usage is not None else None
+    return value if isinstance(value, int) else 0
+
+
+def _describe(exc: Exception) -> tuple[str, str, int | None]:
+    """(error type, message, HTTP status) of a failed call, with nothing key-like in the message."""
+    status = getattr(exc, "status_code", None)
+    message = str(exc) or type(exc).__name__
+    return type(exc).__name__, telemetry.redact(message), status if isinstance(status, int) else None

@@ -1,0 +1,113 @@
+"""Running one node of each type, given its resolved inputs.
+
+Inputs that referenced a bypassed node arrive as :data:`BYPASSED`. As in prompt flow, a Python
+function then gets its parameter's default if it has one and None otherwise; templates and model
+parameters get None (an unset model parameter is simply not sent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from jinja2 import TemplateError
+from opentelemetry import trace
+
+from services.gateway.flow import llm, telemetry
+from services.gateway.flow.errors import NodeExecutionError
+from services.gateway.flow.model import Node
+from services.gateway.flow.python_node import call_tool
+from services.gateway.flow.result import LlmCall
+from services.gateway.flow.template import ChatTemplateError, render_chat, render_prompt
+
+
+class _Bypassed:
+    def __repr__(self) -> str:
+        return "BYPASSED"
+
+
+BYPASSED: Any = _Bypassed()
+
+
+def _template_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (None if v is BYPASSED else v) for k, v in values.items()}
+
+
+async def run_python(node: Node, values: Mapping[str, Any], tracer: trace.Tracer) -> Any:
+    assert node.tool is not None
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if value is BYPASSED:
+            if node.tool.parameters.get(key, False):
+                continue  # the function's own default applies
+            value = None
+        kwargs[key] = value
+    attributes = {
+        telemetry.OPERATION: "execute_tool",
+        telemetry.TOOL_NAME: node.name,
+        telemetry.TOOL_TYPE: "function",
+        telemetry.NODE_NAME: node.name,
+        "promptpulse.tool.function": node.tool.qualname,
+    }
+    if node.variant_id:
+        attributes[telemetry.NODE_VARIANT] = node.variant_id
+    with tracer.start_as_current_span(
+        f"execute_tool {node.name}", attributes=attributes, record_exception=False, set_status_on_exception=False
+    ) as span:
+        try:
+            return await call_tool(node.tool, kwargs)
+        except Exception as exc:
+            error_type = type(exc).__name__
+            telemetry.record_error(span, error_type, str(exc))
+            raise NodeExecutionError(node.name, error_type, telemetry.redact(str(exc))) from exc
+
+
+def run_prompt(node: Node, values: Mapping[str, Any], tracer: trace.Tracer) -> Any:
+    attributes = {telemetry.NODE_NAME: node.name}
+    if node.variant_id:
+        attributes[telemetry.NODE_VARIANT] = node.variant_id
+    with tracer.start_as_current_span(
+        f"render_prompt {node.name}", attributes=attributes, record_exception=False, set_status_on_exception=False
+    ) as span:
+        try:
+            return render_prompt(node.template, _template_values(values))
+        except TemplateError as exc:
+            telemetry.record_error(span, type(exc).__name__, str(exc))
+            raise NodeExecutionError(node.name, type(exc).__name__, telemetry.redact(str(exc))) from exc
+
+
+async def run_llm(
+    node: Node,
+    values: Mapping[str, Any],
+    params: Mapping[str, Any],
+    client: Any,
+    tracer: trace.Tracer,
+    *,
+    stream: bool,
+    on_delta: Callable[[str], None] | None,
+    extra_headers: Mapping[str, str] | None,
+    record: Callable[[LlmCall], None],
+) -> str:
+    """``params`` are the node's model parameters, references already resolved."""
+    converted: dict[str, Any] = {}
+    for key, value in params.items():
+        try:
+            result = llm.convert_param(key, None if value is BYPASSED else value)
+        except llm.ParamError as exc:
+            raise NodeExecutionError(node.name, "InvalidParameter", str(exc), field=key) from None
+        if result is not llm.OMIT:
+            converted[key] = result
+    model = llm.choose_model(client, converted.pop("model", None), converted.pop("deployment_name", None))
+    if not model:
+        raise NodeExecutionError(node.name, "InvalidParameter", "the model (or deployment_name) resolved to nothing",
+                                 field="model")
+    try:
+        messages = render_chat(node.template, _template_values(values))
+    except (TemplateError, ChatTemplateError) as exc:
+        raise NodeExecutionError(node.name, type(exc).__name__, telemetry.redact(str(exc))) from exc
+    text, call = await llm.chat_completion(
+        node=node.name, client=client, model=model, messages=messages, params=converted, tracer=tracer,
+        stream=stream, on_delta=on_delta, extra_headers=extra_headers, node_variant=node.variant_id,
+    )
+    record(call)
+    return text

@@ -1,0 +1,98 @@
+"""Span names and attributes of flow runs (OpenTelemetry API only; the service configures the SDK).
+
+Names follow the GenAI semantic conventions: ``invoke_workflow {flow}`` around a run,
+``chat {model}`` per LLM call, ``execute_tool {node}`` per Python node; prompt nodes get
+``render_prompt {node}``. Our own attributes are namespaced ``promptpulse.*``. Nothing here ever
+receives a client's configuration, so no key can reach a span.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+
+TRACER_NAME = "promptpulse.gateway.flow"
+
+OPERATION = "gen_ai.operation.name"
+PROVIDER = "gen_ai.provider.name"
+SYSTEM = "gen_ai.system"  # older name of gen_ai.provider.name, still read by many backends
+WORKFLOW_NAME = "gen_ai.workflow.name"
+REQUEST_MODEL = "gen_ai.request.model"
+RESPONSE_MODEL = "gen_ai.response.model"
+RESPONSE_ID = "gen_ai.response.id"
+FINISH_REASONS = "gen_ai.response.finish_reasons"
+INPUT_TOKENS = "gen_ai.usage.input_tokens"
+OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+TOOL_NAME = "gen_ai.tool.name"
+TOOL_TYPE = "gen_ai.tool.type"
+SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
+ERROR_TYPE = "error.type"
+TIME_TO_FIRST_CHUNK = "promptpulse.time_to_first_chunk_ms"
+NODE_NAME = "promptpulse.flow.node"
+NODE_VARIANT = "promptpulse.flow.node_variant"
+FLOW_VARIANT = "promptpulse.flow.variant"
+STREAMED = "promptpulse.llm.streamed"
+CANCELLED = "promptpulse.cancelled"
+
+REQUEST_PARAMS = {
+    "temperature": "gen_ai.request.temperature",
+    "top_p": "gen_ai.request.top_p",
+    "max_tokens": "gen_ai.request.max_tokens",
+    "max_completion_tokens": "gen_ai.request.max_tokens",
+    "presence_penalty": "gen_ai.request.presence_penalty",
+    "frequency_penalty": "gen_ai.request.frequency_penalty",
+    "seed": "gen_ai.request.seed",
+    "n": "gen_ai.request.choice.count",
+}
+
+
+def get_tracer(provider: trace.TracerProvider | None = None) -> trace.Tracer:
+    return trace.get_tracer(TRACER_NAME, tracer_provider=provider)
+
+
+def request_attributes(params: dict[str, Any]) -> dict[str, Any]:
+    attributes: dict[str, Any] = {}
+    for key, name in REQUEST_PARAMS.items():
+        value = params.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            attributes[name] = value
+    stop = params.get("stop")
+    if isinstance(stop, str):
+        attributes["gen_ai.request.stop_sequences"] = [stop]
+    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        attributes["gen_ai.request.stop_sequences"] = stop
+    return attributes
+
+
+def server_attributes(client: Any) -> dict[str, Any]:
+    url = getattr(client, "base_url", None)
+    host = getattr(url, "host", None)
+    if not host:
+        return {}
+    attributes: dict[str, Any] = {SERVER_ADDRESS: host}
+    port = getattr(url, "port", None)
+    if isinstance(port, int):
+        attributes[SERVER_PORT] = port
+    return attributes
+
+
+# Anything that looks like a credential: OpenAI-style keys (even masked ones, "sk-proj-****abcd")
+# and long unbroken tokens. Provider error messages sometimes echo part of the key they refused.
+_SECRET_LIKE = re.compile(r"sk-[^\s'\",}]+|[A-Za-z0-9_\-]{32,}")
+
+
+def redact(message: str, limit: int = 500) -> str:
+    """An error message fit for spans, logs and events: no key-like tokens, bounded length."""
+    cleaned = _SECRET_LIKE.sub("[redacted]", message)
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
+
+
+def record_error(span: trace.Span, error_type: str, message: str) -> None:
+    """Mark the span failed. Only the redacted message is recorded, never the exception's repr."""
+    span.set_attribute(ERROR_TYPE, error_type)
+    span.add_event("exception", {"exception.type": error_type, "exception.message": redact(message)})
+    span.set_status(Status(StatusCode.ERROR, error_type))
