@@ -62,7 +62,8 @@ async def load(client, concurrency, stream):
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - t0
-    q = lambda xs, p: statistics.quantiles(xs, n=100)[p - 1] * 1000 if len(xs) > 2 else float("nan")
+    def q(xs, p):
+        return statistics.quantiles(xs, n=100)[p - 1] * 1000 if len(xs) > 2 else float("nan")
     return len(lat) / elapsed, q(lat, 50), q(lat, 99), (q(ttft, 50) if ttft else None)
 
 
