@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import subprocess
 import sys
@@ -18,10 +19,24 @@ from shared.settings import ServiceSettings, SettingsError, load_settings
 REPO_DIR = Path(__file__).resolve().parent.parent
 
 
-def _llmsim(args: argparse.Namespace) -> int:
-    from services.llmsim.__main__ import main as llmsim_main
+# Long-running services: `promptpulse NAME` runs `services.NAME.__main__.main()`.
+SERVICES = {
+    "gateway": "serve deployed flows as authenticated endpoints (port 8080)",
+    "processor": "sample completed requests and have LLM judges score them",
+    "aggregator": "ingest events into PostgreSQL; rollups, monitors, alerts, query API (port 8081)",
+    "llmsim": "run the OpenAI-compatible LLM simulator (a test tool, port 8082)",
+}
 
-    return llmsim_main()
+
+def _service(args: argparse.Namespace) -> int:
+    module = importlib.import_module(f"services.{args.command}.__main__")
+    return module.main()
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from services.gateway.keys_cli import main as keys_main
+
+    return keys_main(args.rest)
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -56,7 +71,11 @@ def _stack(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="promptpulse", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("llmsim", help="run the OpenAI-compatible LLM simulator (a test tool)").set_defaults(func=_llmsim)
+    for name, text in SERVICES.items():
+        sub.add_parser(name, help=text).set_defaults(func=_service)
+    keys = sub.add_parser("keys", help="manage a deployment's API keys (create | list | revoke)", add_help=False)
+    keys.add_argument("rest", nargs=argparse.REMAINDER)
+    keys.set_defaults(func=_keys)
     sub.add_parser("migrate", help="apply pending database schema migrations").set_defaults(func=_migrate)
     sub.add_parser("topics", help="create the Kafka topics (idempotent)").set_defaults(func=_topics)
     for name, text in (
