@@ -1,0 +1,340 @@
+"""What the gateway adds on top of the LLM call: latency, time to first token, throughput, memory.
+
+One run, four processes: llmsim (ttft 0, then 1,000 tokens/s: 40-token answers in 40 ms, so a
+stream's tokens arrive one by one as a real model's do, only faster), the
+gateway (one process, a one-node flow on llmsim, events to the real Kafka broker, spans to the
+spans topic as in production), a bare aiohttp pass-through proxy (no flow, no events, no auth),
+and this load generator. Each phase alternates its modes round by round to spread machine noise.
+
+1. Throughput: 100 clients in a closed loop, no pause: llmsim direct, bare proxy, gateway
+   (non-streaming), then llmsim direct and gateway streaming.
+2. Latency (non-streaming) and time to first token (streaming), direct vs gateway, at 1 client
+   (closed loop) and at 100 clients sharing an offered load of half the slower path's throughput
+   from 1, so that latency is the path's cost, not queueing behind a saturated server. At 1
+   client, "openai" is the same call made directly with the openai client the gateway uses (the
+   floor of any gateway built on it) and "proxy" the same call through the bare proxy (the cost
+   of one more aiohttp hop).
+
+Added = gateway minus direct, per percentile. Prints a table; asserts nothing. Usage:
+``.venv/bin/python bench/gateway_overhead.py`` (needs Kafka on 127.0.0.1:9092; ~3 minutes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import aiohttp
+import yaml
+from aiohttp import web
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+ROUNDS = 3
+SECONDS = 2.5
+QUESTION = "How does the gateway record a request while it runs the flow?"
+FLOW = """\
+inputs:
+  question:
+    type: string
+outputs:
+  answer:
+    type: string
+    reference: ${answer.output}
+nodes:
+- name: answer
+  type: llm
+  source: {type: code, path: answer.jinja2}
+  inputs: {model: llmsim-chat, max_tokens: 40, question: "${inputs.question}"}
+  connection: llmsim
+  api: chat
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# ---- the bare pass-through proxy (run in its own process: `gateway_overhead.py --proxy PORT UPSTREAM`)
+
+def run_proxy(port: int, upstream: str) -> None:
+    async def forward(request: web.Request) -> web.StreamResponse:
+        session: aiohttp.ClientSession = request.app["session"]
+        body = await request.read()
+        async with session.post(upstream + request.path, data=body,
+                                headers={"Content-Type": "application/json"}) as up:
+            response = web.StreamResponse(status=up.status, headers={"Content-Type": up.headers["Content-Type"]})
+            await response.prepare(request)
+            async for chunk in up.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+
+    async def session_ctx(app: web.Application):  # type: ignore[no-untyped-def]
+        app["session"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        yield
+        await app["session"].close()
+
+    app = web.Application()
+    app.cleanup_ctx.append(session_ctx)
+    app.router.add_post("/v1/chat/completions", forward)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+# ---- the processes under test
+
+class Services:
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.llmsim = f"http://127.0.0.1:{free_port()}"
+        self.proxy = f"http://127.0.0.1:{free_port()}"
+        self.gateway = f"http://127.0.0.1:{free_port()}"
+        self.key = ""
+        self.prefix = f"bench-{uuid4().hex[:8]}."
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        log = open(self.work / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        self.procs[name] = subprocess.Popen(args, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+
+    def _deployments(self) -> Path:
+        from shared.apikeys import new_api_key_record
+
+        flow = self.work / "flow"
+        flow.mkdir()
+        (flow / "flow.dag.yaml").write_text(FLOW)
+        (flow / "answer.jinja2").write_text("# user:\n{{question}}\n")
+        folder = self.work / "deployments"
+        folder.mkdir()
+        (folder / "connections.yaml").write_text(yaml.safe_dump({"connections": {"llmsim": {
+            "type": "openai_compatible", "base_url": self.llmsim + "/v1", "api_key": "none"}}}))
+        self.key, record = new_api_key_record("bench")
+        (folder / "bench.yaml").write_text(yaml.safe_dump({
+            "name": "bench", "flow": str(flow), "api_keys": [record.model_dump(mode="json", exclude_none=True)]}))
+        return folder
+
+    async def start(self) -> None:
+        from shared.settings import KafkaSettings
+        from shared.topics import Topics, ensure_topics
+
+        kafka = KafkaSettings(topic_prefix=self.prefix, partitions=3)
+        topics = Topics.from_settings(kafka)
+        await ensure_topics(kafka, [topics.inference, topics.tokens, topics.feedback, topics.spans])
+        py = sys.executable
+        self._spawn("llmsim", [py, "-m", "services.llmsim"], {
+            "PROMPTPULSE_LLMSIM__PORT": self.llmsim.rsplit(":", 1)[1], "PROMPTPULSE_LLMSIM__LATENCY__TTFT_MS": "0",
+            "PROMPTPULSE_LLMSIM__LATENCY__TOKENS_PER_SECOND": "1000", "PROMPTPULSE_LLMSIM__LATENCY__JITTER": "0",
+            "PROMPTPULSE_LLMSIM__ANSWER_TOKENS": "40"})
+        self._spawn("proxy", [py, __file__, "--proxy", self.proxy.rsplit(":", 1)[1], self.llmsim], {})
+        self._spawn("gateway", [py, "-m", "services.gateway"], {
+            "PROMPTPULSE_DEPLOYMENTS_DIR": str(self._deployments()),
+            "PROMPTPULSE_KAFKA__TOPIC_PREFIX": self.prefix,
+            "PROMPTPULSE_GATEWAY__PORT": self.gateway.rsplit(":", 1)[1],
+            "PROMPTPULSE_GATEWAY__PUBLISHER__SPOOL_DIR": str(self.work / "spool"),
+            "PROMPTPULSE_GATEWAY__PROVISION_DEMO_KEY": "false"})
+        async with aiohttp.ClientSession() as session:
+            for url in (self.llmsim + "/healthz", self.gateway + "/readyz"):
+                for _ in range(200):
+                    try:
+                        async with session.get(url) as resp:
+                            if resp.status == 200:
+                                break
+                    except aiohttp.ClientError:
+                        pass
+                    await asyncio.sleep(0.1)
+                else:
+                    raise SystemExit(f"{url} did not come up; see {self.work}")
+
+    def rss_mb(self, name: str) -> tuple[float, float]:
+        """(current, peak) resident memory of a service process, in MB."""
+        fields = {}
+        for line in Path(f"/proc/{self.procs[name].pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields[key] = value
+        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+    async def stop(self) -> None:
+        from shared.settings import KafkaSettings
+        from shared.topics import Topics, delete_topics
+
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        topics = Topics.from_settings(KafkaSettings(topic_prefix=self.prefix))
+        await delete_topics(KafkaSettings(), [topics.inference, topics.tokens, topics.feedback, topics.spans])
+
+
+# ---- the load
+
+class Target:
+    def __init__(self, name: str, url: str, body: bytes, headers: dict[str, str], delta_marker: bytes) -> None:
+        self.name, self.url, self.body, self.headers, self.delta_marker = name, url, body, headers, delta_marker
+
+
+def targets(services: Services, stream: bool) -> dict[str, Target]:
+    import json
+
+    chat = json.dumps({"model": "llmsim-chat", "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 40,
+                       **({"stream": True, "stream_options": {"include_usage": True}} if stream else {})}).encode()
+    plain = {"Content-Type": "application/json"}
+    sse_delta = b'"content":"'
+    return {
+        "direct": Target("direct", services.llmsim + "/v1/chat/completions", chat, plain, sse_delta),
+        "openai": Target("openai", services.llmsim + "/v1", b"", {}, b""),
+        "proxy": Target("proxy", services.proxy + "/v1/chat/completions", chat, plain, sse_delta),
+        "gateway": Target("gateway", services.gateway + "/v1/deployments/bench/score" + ("?stream=true" if stream else ""),
+                          json.dumps({"question": QUESTION}).encode(),
+                          {**plain, "Authorization": f"Bearer {services.key}"}, b"event: delta"),
+    }
+
+
+async def one_openai(client: Any, stream: bool) -> tuple[float, float | None]:
+    started = time.perf_counter()
+    first = None
+    request = {"model": "llmsim-chat", "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 40}
+    if not stream:
+        await client.chat.completions.create(**request)
+        return time.perf_counter() - started, None
+    response = await client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True})
+    async with response:
+        async for chunk in response:
+            if first is None and chunk.choices and chunk.choices[0].delta.content:
+                first = time.perf_counter() - started
+    return time.perf_counter() - started, first
+
+
+async def one(session: aiohttp.ClientSession, target: Target, stream: bool) -> tuple[float, float | None]:
+    if target.name == "openai":
+        return await one_openai(session, stream)
+    started = time.perf_counter()
+    first = None
+    async with session.post(target.url, data=target.body, headers=target.headers) as resp:
+        if resp.status != 200:
+            raise RuntimeError(f"{target.name}: HTTP {resp.status}: {(await resp.read())[:200]!r}")
+        if stream:
+            async for line in resp.content:
+                if first is None and target.delta_marker in line and b'"content":""' not in line:
+                    first = time.perf_counter() - started
+        else:
+            await resp.read()
+    return time.perf_counter() - started, first
+
+
+async def load(target: Target, clients: int, stream: bool, rate: float | None = None) -> dict[str, list[float] | float]:
+    """``clients`` loops for SECONDS; with ``rate`` (req/s in total) each paces itself to rate/clients."""
+    latencies: list[float] = []
+    ttfts: list[float] = []
+    if target.name == "openai":
+        import openai
+
+        session: Any = openai.AsyncOpenAI(base_url=target.url, api_key="none", max_retries=0,
+                                          http_client=openai.DefaultAioHttpClient())
+    else:
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    async with session:
+        await one(session, target, stream)  # warm the connection pool
+        stop = time.perf_counter() + SECONDS
+        interval = clients / rate if rate else 0.0
+
+        async def client(offset: float) -> None:
+            next_at = time.perf_counter() + offset
+            while True:
+                now = time.perf_counter()
+                if now >= stop:
+                    return
+                if interval:
+                    if next_at > now:
+                        await asyncio.sleep(next_at - now)
+                    next_at += interval
+                total, first = await one(session, target, stream)
+                latencies.append(total)
+                if first is not None:
+                    ttfts.append(first)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client(n * interval / clients) for n in range(clients)))
+        elapsed = time.perf_counter() - started
+    return {"latency": latencies, "ttft": ttfts, "rps": len(latencies) / elapsed}
+
+
+def pct(values: list[float], p: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[p - 1] * 1000 if len(values) > 1 else float("nan")
+
+
+async def alternate(services: Services, modes: list[str], clients: int, stream: bool,
+                    rate: float | None = None) -> dict[str, dict[str, list[float]]]:
+    found: dict[str, dict[str, list[float]]] = {m: {"latency": [], "ttft": [], "rps": []} for m in modes}
+    chosen = targets(services, stream)
+    for round_number in range(ROUNDS):
+        for mode in modes if round_number % 2 == 0 else list(reversed(modes)):
+            result = await load(chosen[mode], clients, stream, rate)
+            found[mode]["latency"] += result["latency"]  # type: ignore[arg-type]
+            found[mode]["ttft"] += result["ttft"]  # type: ignore[arg-type]
+            found[mode]["rps"].append(result["rps"])  # type: ignore[arg-type]
+    return found
+
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="pp-bench-") as tmp:
+        services = Services(Path(tmp))
+        await services.start()
+        rows: list[tuple[str, ...]] = []
+        try:
+            whole = await alternate(services, ["direct", "proxy", "gateway"], 100, False)
+            streamed = await alternate(services, ["direct", "gateway"], 100, True)
+            best = {m: max(v["rps"]) for m, v in whole.items()}
+            best_stream = {m: max(v["rps"]) for m, v in streamed.items()}
+            for clients in (1, 100):
+                for stream in (False, True):
+                    capacity = best_stream if stream else best
+                    offered = round(min(capacity["direct"], capacity["gateway"]) / 2) if clients > 1 else None
+                    modes = ["direct", "openai", "proxy", "gateway"] if clients == 1 else ["direct", "gateway"]
+                    found = await alternate(services, modes, clients, stream, offered)
+                    metric = "ttft" if stream else "latency"
+                    label = ("TTFT" if stream else "latency") + (f" @ {offered} req/s" if offered else "")
+                    for p in (50, 99):
+                        direct, gateway = pct(found["direct"][metric], p), pct(found["gateway"][metric], p)
+                        others = [f"{pct(found[m][metric], p):.2f}" if m in found else "-" for m in ("openai", "proxy")]
+                        rows.append((f"{label} p{p} (ms)", str(clients), f"{direct:.2f}", *others,
+                                     f"{gateway:.2f}", f"{gateway - direct:+.2f}"))
+            gateway_rss, gateway_peak = services.rss_mb("gateway")
+            _, proxy_peak = services.rss_mb("proxy")
+        finally:
+            await services.stop()
+    print(f"\ngateway overhead: {os.cpu_count()} CPUs shared by llmsim, gateway, proxy and this client; "
+          f"{ROUNDS} alternating rounds of {SECONDS:g} s per mode\n")
+    print(f"| {'measure':<30} | clients | {'direct':>8} | {'openai':>8} | {'proxy':>8} | {'gateway':>8} | "
+          f"{'added':>8} |")
+    print(f"|{'-' * 32}|---------|" + f"{'-' * 10}|" * 5)
+    for row in rows:
+        print(f"| {row[0]:<30} | {row[1]:>7} | " + " | ".join(f"{cell:>8}" for cell in row[2:]) + " |")
+    print(f"\n| {'throughput, 100 clients (req/s)':<32} | {'whole':>8} | {'stream':>8} |")
+    print(f"|{'-' * 34}|{'-' * 10}|{'-' * 10}|")
+    for mode, label in (("direct", "llmsim direct"), ("proxy", "bare aiohttp proxy"), ("gateway", "gateway")):
+        stream_text = f"{best_stream[mode]:.0f}" if mode in best_stream else "-"
+        print(f"| {label:<32} | {best[mode]:>8.0f} | {stream_text:>8} |")
+    print(f"| {'gateway / bare proxy':<32} | {100 * best['gateway'] / best['proxy']:>7.0f}% | {'-':>8} |")
+    print(f"\nRSS: gateway {gateway_rss:.0f} MB now, {gateway_peak:.0f} MB peak; bare proxy {proxy_peak:.0f} MB peak")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--proxy":
+        run_proxy(int(sys.argv[2]), sys.argv[3])
+    else:
+        asyncio.run(main())

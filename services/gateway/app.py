@@ -1,0 +1,215 @@
+"""The gateway's aiohttp application: deployed flows behind authenticated, streaming endpoints.
+
+Resources live in cleanup contexts, opened in this order and closed in reverse, so shutdown
+goes: stop taking requests and drain those in flight (aiohttp, before any cleanup), stop the
+reload watchers, flush the event publisher (to Kafka, or to the spool), close the LLM clients,
+flush telemetry last so the spans of all that work are exported too.
+
+    telemetry -> deployments (flows, executors, openai clients) -> event publisher -> reloads
+
+Serve it with :func:`start_gateway` (tests, bench) or :func:`run_gateway` (the CLI): both turn
+on aiohttp's handler cancellation, which is how a client that disconnects mid-stream cancels
+its LLM call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+from opentelemetry.sdk.trace import TracerProvider
+
+from services.gateway.appkeys import (
+    DEPLOYMENTS,
+    METRICS,
+    PUBLISHER,
+    RATE_LIMITER,
+    SETTINGS,
+    TRACER,
+    TRACER_PROVIDER,
+)
+from services.gateway.demo_key import ensure_demo_key
+from services.gateway.events import EventPublisher
+from services.gateway.ratelimit import RateLimiter
+from services.gateway.registry import Deployments, Registry
+from services.gateway.routes import feedback, health, openapi, score
+from services.gateway.routes.errors import json_errors
+from services.gateway.routes.metrics import GatewayMetrics
+from services.gateway.settings import GatewaySettings
+from services.gateway.tracing import add_response_headers, server_span
+from shared.telemetry import setup_telemetry, shutdown_telemetry
+from shared.topics import Topics
+
+log = logging.getLogger(__name__)
+
+TRACER_NAME = "promptpulse.gateway"
+
+
+def create_app(
+    settings: GatewaySettings,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    handle_sighup: bool = True,
+) -> web.Application:
+    """The gateway app. ``tracer_provider``: use this one (tests) instead of setting up telemetry
+    from the settings; ``handle_sighup``: reload deployments on SIGHUP (one app per process)."""
+    section = settings.gateway
+    # client_max_size bounds chunked bodies too; the handlers check Content-Length first.
+    app = web.Application(client_max_size=section.max_body_bytes,
+                          middlewares=[server_span, _count_requests, json_errors])
+    app[SETTINGS] = settings
+    app[METRICS] = GatewayMetrics()
+    app[RATE_LIMITER] = RateLimiter()
+    app.cleanup_ctx.append(_telemetry(tracer_provider))
+    app.cleanup_ctx.append(_deployments)
+    app.cleanup_ctx.append(_publisher)
+    app.cleanup_ctx.append(_reloads(handle_sighup))
+    app.on_response_prepare.append(add_response_headers)
+    add_routes(app)
+    return app
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/deployments/{deployment}/score", score.score)
+    app.router.add_post("/v1/deployments/{deployment}/feedback", feedback.feedback)
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/metrics", health.metrics)
+    app.router.add_get("/openapi.json", openapi.openapi)
+
+
+_COUNTED = {"score", "feedback"}
+
+
+@web.middleware
+async def _count_requests(request: web.Request, handler: Any) -> web.StreamResponse:
+    # Between the span and the JSON errors: every refusal is a response by the time it gets here.
+    endpoint = request.path.rsplit("/", 1)[-1] if request.path.startswith("/v1/deployments/") else None
+    if endpoint not in _COUNTED:
+        return await handler(request)
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except asyncio.CancelledError:
+        status = 499  # nginx's "client closed request"
+        raise
+    finally:
+        request.app[METRICS].http_requests[(endpoint, status)] += 1
+
+
+def _telemetry(provider: TracerProvider | None):  # type: ignore[no-untyped-def]
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        if provider is not None:
+            app[TRACER] = provider.get_tracer(TRACER_NAME)
+            app[TRACER_PROVIDER] = provider
+            yield
+            return
+        telemetry = setup_telemetry("gateway", app[SETTINGS])
+        app[TRACER] = telemetry.tracer(TRACER_NAME)
+        app[TRACER_PROVIDER] = telemetry.provider
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(shutdown_telemetry, telemetry)
+
+    return context
+
+
+async def _deployments(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    if settings.gateway.provision_demo_key:
+        demo = ensure_demo_key(settings.deployments_dir)
+        if demo is not None and demo.created:
+            log.info("generated the demo deployment's API key", extra={"key_file": str(demo.key_file)})
+    limiter = app[RATE_LIMITER]
+
+    def forget_revoked(registry: Registry) -> None:
+        limiter.forget_except({(name, key.id) for name, rt in registry.deployments.items()
+                               for key in rt.deployment.api_keys})
+
+    deployments = Deployments(settings, tracer_provider=app[TRACER_PROVIDER], on_reload=forget_revoked)
+    await deployments.load()
+    app[DEPLOYMENTS] = deployments
+    log.info("deployments loaded", extra={"deployments": sorted(deployments.current.deployments)})
+    try:
+        yield
+    finally:
+        await deployments.close()
+
+
+async def _publisher(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    publisher = EventPublisher(settings, Topics.from_settings(settings), settings.gateway.publisher,
+                               client_id="promptpulse-gateway")
+    await publisher.start()
+    app[PUBLISHER] = publisher
+    try:
+        yield
+    finally:
+        await publisher.close()
+
+
+def _reloads(handle_sighup: bool):  # type: ignore[no-untyped-def]
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        deployments = app[DEPLOYMENTS]
+        loop = asyncio.get_running_loop()
+        tasks: set[asyncio.Task[object]] = set()
+
+        def on_sighup() -> None:
+            task = loop.create_task(deployments.reload("SIGHUP"))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        if handle_sighup:
+            loop.add_signal_handler(signal.SIGHUP, on_sighup)
+        interval = app[SETTINGS].gateway.keys_reload_interval_seconds
+        if interval > 0:
+            tasks.add(loop.create_task(deployments.watch_key_files(interval), name="gateway-key-files"))
+        try:
+            yield
+        finally:
+            if handle_sighup:
+                loop.remove_signal_handler(signal.SIGHUP)
+            for task in tasks:
+                task.cancel()
+            for task in list(tasks):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    return context
+
+
+async def start_gateway(app: web.Application, host: str | None = None, port: int | None = None) -> web.AppRunner:
+    """Start serving ``app``; returns the runner (``runner.addresses``; ``await runner.cleanup()``)."""
+    section = app[SETTINGS].gateway
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
+                           shutdown_timeout=section.shutdown_timeout_seconds)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host if host is not None else section.host,
+                           port if port is not None else section.port)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
+
+
+def run_gateway(settings: GatewaySettings) -> None:
+    """Serve in the foreground until SIGINT or SIGTERM (what ``promptpulse gateway`` calls)."""
+    section = settings.gateway
+    app = create_app(settings)
+
+    async def started(app: web.Application) -> None:  # after every cleanup context opened
+        log.info("gateway started", extra={"url": f"http://{section.host}:{section.port}"})
+
+    app.on_startup.append(started)
+    web.run_app(app, host=section.host, port=section.port, print=None, access_log=None,
+                handler_cancellation=True, shutdown_timeout=section.shutdown_timeout_seconds)

@@ -1,0 +1,42 @@
+"""Who is calling: the API key a request presents, matched against the deployment's key hashes.
+
+A key comes in ``Authorization: Bearer <key>`` or, as Azure OpenAI clients send it,
+``api-key: <key>``. Every failure (no header, another scheme, an unknown key, a key of another
+deployment) gets the same 401, so a caller learns nothing about which part was wrong.
+Matching is :func:`shared.apikeys.match_api_key`: constant time, every stored hash compared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from shared.apikeys import ApiKeyRecord, match_api_key
+
+AUTHORIZATION = "Authorization"
+API_KEY_HEADER = "api-key"
+# A key is 46 characters; anything far longer is not one of ours and is not worth hashing.
+MAX_PRESENTED_LENGTH = 512
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The key in the request's headers, or None. ``Authorization`` wins when both are sent."""
+    authorization = headers.get(AUTHORIZATION)
+    if authorization is not None:
+        scheme, _, credentials = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        key = credentials.strip()
+    else:
+        key = (headers.get(API_KEY_HEADER) or "").strip()
+    if not key or len(key) > MAX_PRESENTED_LENGTH:
+        return None
+    return key
+
+
+def authenticate(headers: Mapping[str, str], records: Iterable[ApiKeyRecord]) -> ApiKeyRecord | None:
+    """The key record the request authenticates as, or None (answer 401 without details).
+
+    Even a request with no usable key runs the full comparison, so a missing header and a
+    wrong key take the same time.
+    """
+    return match_api_key(presented_key(headers), records)

@@ -1,0 +1,88 @@
+"""What the score and feedback endpoints check first, in this order: the deployment exists (404),
+the key is one of its keys (401), the key is within its rate limit (429), the body is JSON within
+the size limit (413, 400). Nothing is published for a request refused here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from aiohttp import web
+
+from services.gateway.appkeys import DEPLOYMENTS, METRICS, RATE_LIMITER, SETTINGS
+from services.gateway.auth import authenticate
+from services.gateway.ratelimit import retry_after_header
+from services.gateway.registry import DeploymentRuntime
+from services.gateway.routes.errors import ApiError
+from shared.apikeys import ApiKeyRecord
+
+RUN_HEADER = "x-promptpulse-run"
+VARIANT_HEADER = "x-promptpulse-variant"
+CLIENT_REQUEST_ID_HEADER = "x-request-id"
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+CLIENT_REQUEST_ID_PATTERN = re.compile(r"^[\x21-\x7e]{1,128}$")  # visible ASCII
+
+
+def find_deployment(request: web.Request) -> DeploymentRuntime:
+    name = request.match_info["deployment"]
+    runtime = request.app[DEPLOYMENTS].get(name)
+    if runtime is None:
+        # The name is the client's text: quoted back, never used as a metric label.
+        raise ApiError(404, "unknown_deployment", f"no deployment named {name[:100]!r}")
+    return runtime
+
+
+def authorize(request: web.Request, runtime: DeploymentRuntime) -> ApiKeyRecord:
+    record = authenticate(request.headers, runtime.deployment.api_keys)
+    metrics = request.app[METRICS]
+    if record is None:
+        metrics.auth_failures[runtime.name] += 1
+        raise ApiError(
+            401, "unauthorized", "missing or invalid API key (send Authorization: Bearer <key> or api-key: <key>)",
+            headers={"WWW-Authenticate": 'Bearer realm="promptpulse"'},
+        )
+    limit = record.rate_limit_per_minute or request.app[SETTINGS].gateway.default_rate_limit_per_minute
+    wait = request.app[RATE_LIMITER].check(runtime.name, record.id, limit)
+    if wait is not None:
+        metrics.rate_limited[runtime.name] += 1
+        retry_after = retry_after_header(wait)
+        raise ApiError(
+            429, "rate_limited", f"this key allows {limit} requests per minute; retry in {retry_after} s",
+            headers={"Retry-After": retry_after},
+        )
+    return record
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+async def read_json(request: web.Request) -> tuple[Any, int]:
+    """The JSON body and its size in bytes; ApiError 413 or 400 naming what is wrong."""
+    limit = request.app[SETTINGS].gateway.max_body_bytes
+    too_large = ApiError(413, "body_too_large", f"the body is larger than the limit of {limit} bytes")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    try:
+        raw = await request.read()  # client_max_size enforces the limit on chunked bodies
+    except web.HTTPRequestEntityTooLarge:
+        raise too_large from None
+    if not raw.strip():
+        raise ApiError(400, "invalid_json", "the body is empty: send a JSON object")
+    try:
+        return json.loads(raw, parse_constant=_reject_constant), len(raw)
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "the body is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+
+
+def optional_header(request: web.Request, name: str, pattern: re.Pattern[str], rule: str) -> str:
+    value = request.headers.get(name)
+    if value is None:
+        return ""
+    if not pattern.match(value):
+        raise ApiError(400, "invalid_header", f"{name} must be {rule}", field=name)
+    return value

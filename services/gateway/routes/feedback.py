@@ -1,0 +1,93 @@
+"""``POST /v1/deployments/{deployment}/feedback``: an end user's rating or comment on a response.
+
+Body ``{"request_id": "<id from a score reply>", "rating": 1, "comment": "..."}``; at least one
+of rating and comment. Answered 202 once the feedback event is queued. The gateway keeps no
+state, so it checks the request id's form (the UUIDs it hands out), not that it exists; the
+aggregator joins feedback to its request.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from services.gateway.appkeys import PUBLISHER, REQUEST_ID, SERVER_SPAN
+from services.gateway.events import PublisherClosed, PublisherError, PublisherFull
+from services.gateway.routes.common import (
+    RUN_HEADER,
+    RUN_ID_PATTERN,
+    authorize,
+    find_deployment,
+    optional_header,
+    read_json,
+)
+from services.gateway.routes.errors import ApiError, json_response
+from services.gateway.tracing import trace_header
+from shared.events.builders import new_event_id, new_meta
+from shared.events.messages import Feedback
+
+RATING_RANGE = (-100, 100)
+MAX_COMMENT_CHARS = 4000
+_FIELDS = {"request_id", "rating", "comment"}
+
+
+def parse_feedback(body: Any) -> tuple[str, int | None, str]:
+    """(request id, rating, comment) from a feedback body; ApiError 400 naming the field."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_feedback", "the body must be a JSON object")
+    unknown = sorted(set(body) - _FIELDS)
+    if unknown:
+        raise ApiError(400, "invalid_feedback", f"unknown field {unknown[0]!r} (expected request_id, rating, comment)",
+                       field=unknown[0])
+    request_id = body.get("request_id")
+    if not isinstance(request_id, str):
+        raise ApiError(400, "invalid_feedback", "request_id is required: the request_id of a score reply",
+                       field="request_id")
+    try:
+        request_id = str(uuid.UUID(request_id))
+    except ValueError:
+        raise ApiError(400, "invalid_feedback", "request_id is not a request id returned by this gateway",
+                       field="request_id") from None
+    rating = body.get("rating")
+    if rating is not None:
+        if isinstance(rating, float) and rating.is_integer():
+            rating = int(rating)
+        low, high = RATING_RANGE
+        if isinstance(rating, bool) or not isinstance(rating, int) or not low <= rating <= high:
+            raise ApiError(400, "invalid_feedback", f"rating must be a whole number from {low} to {high}",
+                           field="rating")
+    comment = body.get("comment")
+    if comment is not None and not isinstance(comment, str):
+        raise ApiError(400, "invalid_feedback", "comment must be a string", field="comment")
+    if comment is not None and len(comment) > MAX_COMMENT_CHARS:
+        raise ApiError(400, "invalid_feedback", f"comment is longer than {MAX_COMMENT_CHARS} characters",
+                       field="comment")
+    if rating is None and not comment:
+        raise ApiError(400, "invalid_feedback", "give a rating, a comment or both", field="rating")
+    return request_id, rating, comment or ""
+
+
+async def feedback(request: web.Request) -> web.Response:
+    request[REQUEST_ID] = new_event_id()
+    runtime = find_deployment(request)
+    authorize(request, runtime)
+    body, _ = await read_json(request)
+    request_id, rating, comment = parse_feedback(body)
+    run_id = optional_header(request, RUN_HEADER, RUN_ID_PATTERN,
+                             "1-128 letters, digits or _.:- starting with a letter or digit")
+    span = request.get(SERVER_SPAN)
+    meta = new_meta(request_id=request_id, deployment=runtime.name, request_start_time=None, run_id=run_id,
+                    traceparent=(trace_header(span) or "") if span is not None else "")
+    event = Feedback(meta=meta, comment=comment)
+    if rating is not None:
+        event.rating = rating
+    try:
+        request.app[PUBLISHER].publish(event)
+    except PublisherFull:
+        raise ApiError(503, "overloaded", "the gateway cannot record feedback right now; retry later",
+                       headers={"Retry-After": "5"}) from None
+    except (PublisherClosed, PublisherError):
+        raise ApiError(503, "shutting_down", "the gateway is shutting down", headers={"Retry-After": "1"}) from None
+    return json_response({"status": "accepted", "event_id": meta.event_id, "request_id": request_id}, status=202)

@@ -1,0 +1,167 @@
+"""``GET /openapi.json``: an OpenAPI 3.1 description built from the deployments being served.
+
+Each deployment gets its own score path whose request body is its flow's real input schema
+(types, defaults, descriptions, which inputs are required) and whose reply lists its outputs,
+so a client generator produces a typed client per deployment. Rebuilt after each reload.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from services.gateway.appkeys import DEPLOYMENTS
+from services.gateway.flow import Flow
+from services.gateway.flow.model import MISSING
+from services.gateway.registry import DeploymentRuntime, Registry
+from services.gateway.routes.common import CLIENT_REQUEST_ID_HEADER, RUN_HEADER, VARIANT_HEADER
+from services.gateway.routes.errors import json_response
+
+_JSON_TYPES = {"string": "string", "int": "integer", "double": "number", "bool": "boolean", "list": "array",
+               "object": "object"}
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_ERRORS = {
+    "400": "Body not JSON, an input missing or of the wrong type, or a bad header (error.field names it).",
+    "401": "Missing or invalid API key.",
+    "404": "No such deployment.",
+    "413": "Body over the size limit.",
+    "429": "The key's rate limit is reached (see Retry-After).",
+    "500": "A flow node other than an LLM call failed.",
+    "502": "The LLM call failed (error.type says how; error.llm_error names the error).",
+    "503": "The gateway cannot record more requests right now (see Retry-After).",
+    "504": "The flow did not finish in time.",
+}
+
+
+def input_schema(flow: Flow) -> dict[str, Any]:
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    history = flow.chat_history_input
+    for spec in flow.inputs.values():
+        prop: dict[str, Any] = {"type": _JSON_TYPES[spec.type]}
+        if spec.description:
+            prop["description"] = spec.description
+        if spec.default is not MISSING:
+            prop["default"] = spec.default
+        else:
+            required.append(spec.name)
+        if history is not None and spec.name == history.name:
+            prop["items"] = {"type": "object", "required": ["inputs", "outputs"],
+                             "properties": {"inputs": {"type": "object"}, "outputs": {"type": "object"}}}
+            prop.setdefault("description", "Earlier turns of the conversation, oldest first.")
+        properties[spec.name] = prop
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def output_schema(flow: Flow) -> dict[str, Any]:
+    properties: dict[str, Any] = {}
+    for output in flow.outputs.values():
+        kind = _JSON_TYPES.get(output.type or "")
+        properties[output.name] = {"type": [kind, "null"]} if kind else {}
+    properties["request_id"] = {"type": "string", "format": "uuid", "description": "The gateway's id of this request."}
+    properties["variant"] = {"type": "string", "description": "The variant that answered."}
+    return {"type": "object", "properties": properties, "required": ["request_id", "variant"]}
+
+
+def _parameters(runtime: DeploymentRuntime) -> list[dict[str, Any]]:
+    params: list[dict[str, Any]] = [
+        {"name": "stream", "in": "query", "schema": {"type": "boolean"},
+         "description": "Stream the answer as server-sent events (or send Accept: text/event-stream)."},
+        {"name": RUN_HEADER, "in": "header", "schema": {"type": "string", "maxLength": 128},
+         "description": "Batch run id: judged fully, kept out of production figures."},
+        {"name": CLIENT_REQUEST_ID_HEADER, "in": "header", "schema": {"type": "string", "maxLength": 128},
+         "description": "Your own id, recorded beside the gateway's (which the reply's x-request-id carries)."},
+    ]
+    if runtime.deployment.allow_forced_variant:
+        params.append({"name": VARIANT_HEADER, "in": "header", "schema": {"type": "string", "enum": list(runtime.variants)},
+                       "description": "Run this variant instead of one chosen by weight."})
+    return params
+
+
+def _score_operation(runtime: DeploymentRuntime) -> dict[str, Any]:
+    name = runtime.name
+    responses: dict[str, Any] = {
+        "200": {
+            "description": "The flow's outputs (JSON), or its answer as server-sent events: `delta` events, "
+                           "then `done` with outputs and usage (or `error`).",
+            "content": {
+                "application/json": {"schema": output_schema(runtime.flow)},
+                "text/event-stream": {"schema": {"type": "string"}},
+            },
+        },
+    }
+    responses |= {code: {"description": text, "content": {"application/json": {"schema": _ERROR}}}
+                  for code, text in _ERRORS.items()}
+    if runtime.deployment.allow_forced_variant:
+        responses["403"] = {"description": "Unused: this deployment lets clients choose the variant."}
+    else:
+        responses["403"] = {"description": "x-promptpulse-variant sent, but this deployment does not allow it.",
+                            "content": {"application/json": {"schema": _ERROR}}}
+    return {
+        "operationId": f"score_{name.replace('-', '_')}",
+        "summary": runtime.deployment.description or f"Run the {name} deployment's flow",
+        "tags": [name],
+        "parameters": _parameters(runtime),
+        "requestBody": {"required": True, "content": {"application/json": {"schema": input_schema(runtime.flow)}}},
+        "responses": responses,
+    }
+
+
+def _feedback_operation(runtime: DeploymentRuntime) -> dict[str, Any]:
+    name = runtime.name
+    return {
+        "operationId": f"feedback_{name.replace('-', '_')}",
+        "summary": f"Rate or comment on a response of {name}",
+        "tags": [name],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["request_id"], "additionalProperties": False,
+            "properties": {"request_id": {"type": "string", "format": "uuid"},
+                           "rating": {"type": "integer", "minimum": -100, "maximum": 100},
+                           "comment": {"type": "string", "maxLength": 4000}}}}}},
+        "responses": {"202": {"description": "Recorded."}} | {
+            code: {"description": _ERRORS[code], "content": {"application/json": {"schema": _ERROR}}}
+            for code in ("400", "401", "404", "413", "429", "503")
+        },
+    }
+
+
+def openapi_document(registry: Registry) -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for name in sorted(registry.deployments):
+        runtime = registry.deployments[name]
+        paths[f"/v1/deployments/{name}/score"] = {"post": _score_operation(runtime)}
+        paths[f"/v1/deployments/{name}/feedback"] = {"post": _feedback_operation(runtime)}
+    plain = {"200": {"description": "OK"}}
+    paths["/healthz"] = {"get": {"summary": "The process is serving", "responses": plain}}
+    paths["/readyz"] = {"get": {"summary": "Ready for traffic", "responses": plain | {"503": {"description": "Not ready"}}}}
+    paths["/metrics"] = {"get": {"summary": "Prometheus metrics", "responses": plain}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "PromptPulse gateway", "version": "1",
+                 "description": "Deployed prompt flow flows. Every score reply carries x-request-id and traceresponse."},
+        "paths": paths,
+        "security": [{"bearer": []}, {"apiKey": []}],
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "api-key"},
+            },
+            "schemas": {"Error": {
+                "type": "object", "required": ["error"],
+                "properties": {
+                    "error": {"type": "object", "required": ["type", "message"], "properties": {
+                        "type": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}}},
+                    "request_id": {"type": "string"},
+                },
+            }},
+        },
+    }
+
+
+async def openapi(request: web.Request) -> web.Response:
+    # Built per call: cheap, and always the current registry's.
+    return json_response(openapi_document(request.app[DEPLOYMENTS].current))

@@ -1,0 +1,178 @@
+"""``POST /v1/deployments/{deployment}/score``: run the deployment's flow on the body's inputs.
+
+Checks, in order (nothing is published for a refused request): deployment (404), key (401),
+rate limit (429), streaming choice (400), body (413, 400), variant header (403, 400), batch-run
+and client id headers (400), inputs against the flow (400 naming the field), room for the
+request's events (503). Then the request event is published, the flow runs, and the response
+event follows whatever happens: ok, error (502 for the LLM, 500 for another node, 504 past the
+timeout) or cancelled (the client went away).
+
+The reply is the flow's outputs plus ``request_id`` and ``variant`` (which win over outputs of
+the same name); streaming is in services/gateway/routes/stream.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from services.gateway.appkeys import METRICS, PUBLISHER, REQUEST_ID, SERVER_SPAN, SETTINGS
+from services.gateway.events import EventTooLarge, PublisherClosed, PublisherError, PublisherFull
+from services.gateway.flow import FlowInputError, NodeExecutionError
+from services.gateway.flow.inputs import bind_inputs
+from services.gateway.registry import DeploymentRuntime
+from services.gateway.routes.common import (
+    CLIENT_REQUEST_ID_HEADER,
+    CLIENT_REQUEST_ID_PATTERN,
+    RUN_HEADER,
+    RUN_ID_PATTERN,
+    VARIANT_HEADER,
+    authorize,
+    find_deployment,
+    optional_header,
+    read_json,
+)
+from services.gateway.routes.errors import ApiError, json_response
+from services.gateway.routes.outcomes import run_crashed, run_failed, run_timed_out
+from services.gateway.routes.recording import InferenceRecorder
+from services.gateway.routes.stream import stream_run
+from services.gateway.tracing import trace_header
+from shared.deployments import Variant
+from shared.events.builders import new_event_id
+from shared.events.errors import InvalidEventError
+
+log = logging.getLogger(__name__)
+
+_TRUE = {"true", "1", "yes"}
+_FALSE = {"false", "0", "no"}
+
+
+def wants_stream(request: web.Request) -> bool:
+    """``?stream=true`` (or false), else whether the client accepts ``text/event-stream``."""
+    value = request.query.get("stream")
+    if value is not None:
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ApiError(400, "invalid_parameter", "stream must be true or false", field="stream")
+    return "text/event-stream" in request.headers.get("Accept", "")
+
+
+def choose_variant(request: web.Request, runtime: DeploymentRuntime) -> Variant:
+    forced = request.headers.get(VARIANT_HEADER)
+    if forced is None:
+        return runtime.pick_variant(random.random())
+    if not runtime.deployment.allow_forced_variant:
+        raise ApiError(403, "variant_not_selectable",
+                       f"deployment {runtime.name!r} does not let clients choose the variant",
+                       field=VARIANT_HEADER)
+    variant = runtime.variants.get(forced.strip())
+    if variant is None:
+        known = ", ".join(runtime.variants)
+        raise ApiError(400, "unknown_variant", f"{forced[:100]!r} is not a variant of {runtime.name!r} ({known})",
+                       field=VARIANT_HEADER)
+    return variant
+
+
+async def score(request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter()
+    start_time = datetime.now(UTC)
+    request[REQUEST_ID] = request_id = new_event_id()
+    runtime = find_deployment(request)
+    authorize(request, runtime)
+    streaming = wants_stream(request)
+    body, size = await read_json(request)
+    variant = choose_variant(request, runtime)
+    run_id = optional_header(request, RUN_HEADER, RUN_ID_PATTERN,
+                             "1-128 letters, digits or _.:- starting with a letter or digit")
+    client_request_id = optional_header(request, CLIENT_REQUEST_ID_HEADER, CLIENT_REQUEST_ID_PATTERN,
+                                        "1-128 visible ASCII characters")
+    try:
+        inputs = bind_inputs(runtime.flow, body)
+    except FlowInputError as exc:
+        raise ApiError(400, "invalid_input", str(exc), field=exc.field or None) from None
+
+    span = request.get(SERVER_SPAN)
+    traceparent = ""
+    if span is not None:
+        traceparent = trace_header(span) or ""
+        span.set_attributes({"promptpulse.request_id": request_id, "promptpulse.deployment": runtime.name,
+                             "promptpulse.variant": variant.id, "promptpulse.streamed": streaming})
+        if run_id:
+            span.set_attribute("promptpulse.run_id", run_id)
+    settings = request.app[SETTINGS]
+    publisher = request.app[PUBLISHER]
+    recorder = InferenceRecorder(
+        publisher, runtime, request.app[METRICS], settings.gateway.publisher, request_id=request_id,
+        start_time=start_time, started=started, variant=variant.id, run_id=run_id, traceparent=traceparent,
+    )
+    try:
+        event = recorder.request_event(inputs, client_request_id=client_request_id, streaming=streaming)
+    except InvalidEventError as exc:
+        raise ApiError(400, "invalid_input", f"the inputs cannot be recorded: {exc}") from None
+    try:
+        reservation = publisher.reserve(size)
+    except PublisherFull:
+        raise ApiError(503, "overloaded", "the gateway cannot record more requests right now; retry later",
+                       headers={"Retry-After": "5"}) from None
+    except PublisherClosed:
+        raise ApiError(503, "shutting_down", "the gateway is shutting down", headers={"Retry-After": "1"}) from None
+    with reservation:
+        try:
+            recorder.publish_request(event, reservation)
+        except EventTooLarge:
+            raise ApiError(413, "body_too_large", "the inputs are too large to record as one event") from None
+        except PublisherError:
+            raise ApiError(503, "shutting_down", "the gateway is shutting down", headers={"Retry-After": "1"}) from None
+        metrics = request.app[METRICS]
+        metrics.in_flight += 1
+        llm_headers = {VARIANT_HEADER: variant.id} if settings.gateway.forward_variant_header else None
+        try:
+            if streaming:
+                return await stream_run(request, runtime, variant, inputs, recorder, llm_headers)
+            return await _run_whole(request, runtime, variant, inputs, recorder, llm_headers)
+        except asyncio.CancelledError:
+            recorder.respond("cancelled")  # a no-op when the run already recorded its outcome
+            raise
+        except ApiError:
+            raise
+        except Exception as exc:
+            if recorder.responded:
+                raise
+            log.exception("score request failed", extra={"request_id": request_id})
+            raise run_crashed(recorder, exc) from None
+        finally:
+            metrics.in_flight -= 1
+
+
+async def _run_whole(
+    request: web.Request, runtime: DeploymentRuntime, variant: Variant, inputs: dict[str, Any],
+    recorder: InferenceRecorder, llm_headers: dict[str, str] | None,
+) -> web.Response:
+    timeout = request.app[SETTINGS].gateway.request_timeout_seconds
+    try:
+        async with asyncio.timeout(timeout):
+            result = await runtime.executor.run(
+                inputs, variant=variant.id, node_variants=variant.nodes, llm_headers=llm_headers
+            )
+    except NodeExecutionError as exc:
+        raise run_failed(recorder, exc) from None
+    except TimeoutError:
+        raise run_timed_out(recorder, timeout) from None
+    payload = {**result.outputs, "request_id": recorder.meta.request_id, "variant": variant.id}
+    try:
+        response = json_response(payload)
+    except (TypeError, ValueError) as exc:
+        recorder.respond("error", llm_calls=result.llm_calls, error_type="invalid_output",
+                         error_message=f"the flow's outputs are not JSON: {exc}")
+        raise ApiError(500, "invalid_output", "the flow's outputs cannot be sent as JSON") from None
+    recorder.respond("ok", llm_calls=result.llm_calls, outputs=result.outputs)
+    return response

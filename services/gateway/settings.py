@@ -1,0 +1,99 @@
+"""Settings of the gateway (``PROMPTPULSE_GATEWAY__*``), on top of the shared ones.
+
+Kafka, telemetry and the deployments folder come from :class:`~shared.settings.ServiceSettings`;
+the event publisher's settings are nested one level further
+(``PROMPTPULSE_GATEWAY__PUBLISHER__SPOOL_DIR``). docs/gateway.md lists them all.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, model_validator
+
+from services.gateway.events.settings import KIB, PublisherSection
+from shared.settings import ServiceSettings
+
+# Room an inference request event needs besides the inputs themselves (meta, ids, trace
+# context, Struct framing), so a body at the limit still fits in one Kafka record.
+EVENT_OVERHEAD_BYTES = 16 * KIB
+
+
+class GatewaySection(BaseModel):
+    """``PROMPTPULSE_GATEWAY__*``: one gateway process."""
+
+    host: str = Field(
+        "127.0.0.1",
+        description="Address the HTTP listener binds. Loopback by default: put the gateway behind a "
+        "load balancer or set 0.0.0.0 deliberately.",
+    )
+    port: int = Field(8080, ge=0, le=65535, description="Port of the HTTP listener; 0 picks a free port (tests).")
+    max_body_bytes: int = Field(
+        512 * KIB,
+        ge=1 * KIB,
+        description="Largest request body accepted (413 beyond it). Must leave room in one Kafka "
+        "record: at most publisher.max_event_bytes minus 16 KiB.",
+    )
+    request_timeout_seconds: float = Field(
+        120.0,
+        gt=0,
+        le=3600,
+        description="Longest a flow run may take, streaming included; past it the run is cancelled "
+        "and the client gets 504 (or an error event on a stream already started).",
+    )
+    llm_timeout_seconds: float = Field(
+        60.0, gt=0, le=3600, description="Timeout of one LLM HTTP call (the openai client's timeout)."
+    )
+    llm_max_retries: int = Field(
+        0,
+        ge=0,
+        le=10,
+        description="Retries of a failed LLM call by the openai client. 0: a failure reaches the "
+        "client at once as a 502, and retry policy stays with the caller.",
+    )
+    default_rate_limit_per_minute: int | None = Field(
+        None,
+        ge=1,
+        description="Requests per minute for keys that set no rate_limit_per_minute of their own; "
+        "unset means no limit. Limits are per gateway process.",
+    )
+    forward_variant_header: bool = Field(
+        True,
+        description="Send x-promptpulse-variant with every LLM call, so an endpoint (llmsim's drift "
+        "control, a proxy's logs) can tell variants apart.",
+    )
+    keys_reload_interval_seconds: float = Field(
+        2.0,
+        ge=0,
+        le=3600,
+        description="How often the deployments' api_keys_file are checked for changes; a change "
+        "reloads the deployments, so `promptpulse keys create|revoke` takes effect without SIGHUP. "
+        "0 turns the check off.",
+    )
+    provision_demo_key: bool = Field(
+        True,
+        description="At start-up, make sure the deployment named 'demo' has a key "
+        "(PROMPTPULSE_DEMO_API_KEY, else one generated into .local/keys/). Turn off in production.",
+    )
+    shutdown_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="How long shutdown waits for requests in flight before cancelling them (each "
+        "cancelled request still publishes its response event, status cancelled).",
+    )
+    publisher: PublisherSection = Field(default_factory=PublisherSection)
+
+    @model_validator(mode="after")
+    def _body_fits_in_an_event(self) -> GatewaySection:
+        room = self.publisher.max_event_bytes - EVENT_OVERHEAD_BYTES
+        if self.max_body_bytes > room:
+            raise ValueError(
+                f"MAX_BODY_BYTES ({self.max_body_bytes}) must be at most PUBLISHER__MAX_EVENT_BYTES "
+                f"minus {EVENT_OVERHEAD_BYTES} ({room}), or accepted requests could not be recorded"
+            )
+        return self
+
+
+class GatewaySettings(ServiceSettings):
+    """Everything the gateway reads from the environment."""
+
+    gateway: GatewaySection = Field(default_factory=GatewaySection)
