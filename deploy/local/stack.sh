@@ -8,9 +8,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 HERE="$REPO_DIR/deploy/local"
 
 # name → health URL; services are started in this order and stopped in reverse.
-SERVICES=(llmsim)
+SERVICES=(llmsim gateway)
 declare -A HEALTH=(
   [llmsim]="http://127.0.0.1:${PROMPTPULSE_LLMSIM__PORT:-8082}/healthz"
+  [gateway]="http://127.0.0.1:${PROMPTPULSE_GATEWAY__PORT:-8080}/healthz"
 )
 
 healthy() { "$PY" - "$1" <<'PY' >/dev/null 2>&1
@@ -45,9 +46,15 @@ infra() {
 up() {
   infra
   for name in "${SERVICES[@]}"; do start_service "$name"; done
+  local demo_key gw="http://127.0.0.1:${PROMPTPULSE_GATEWAY__PORT:-8080}"
+  demo_key=$("$PY" -m services.gateway.demo_key 2>/dev/null || echo '<run: python -m services.gateway.demo_key>')
   cat >&2 <<MSG
 
 PromptPulse local stack is up.
+  Gateway (demo deployment):          $gw/v1/deployments/demo/score
+  Demo API key:                       $demo_key  (also in .local/keys/demo.key)
+  Try it:  curl -s $gw/v1/deployments/demo/score -H "api-key: $demo_key" \\
+             -H 'content-type: application/json' -d '{"question": "What is sampled?"}'
   LLM simulator (OpenAI-compatible):  http://127.0.0.1:${PROMPTPULSE_LLMSIM__PORT:-8082}/v1
   Kafka:                              127.0.0.1:9092
   PostgreSQL:                         127.0.0.1:5432/promptpulse
