@@ -1,0 +1,48 @@
+"""``python -m services.aggregator`` (``promptpulse aggregator``): migrate, then ingest and serve.
+
+Settings come from the environment (services/aggregator/settings.py). SIGTERM and SIGINT stop
+it gracefully: intake stops, the batch in flight commits, the pool closes, telemetry flushes.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from aiohttp import web
+
+from services.aggregator.app import create_app
+from services.aggregator.settings import AggregatorSettings
+from shared.deployments import DeploymentConfigError
+from shared.logs import setup_logging
+from shared.settings import SettingsError, load_settings
+from shared.telemetry.setup import setup_telemetry, shutdown_telemetry
+
+
+def main() -> int:
+    try:
+        settings = load_settings(AggregatorSettings)
+    except SettingsError as exc:
+        print(f"aggregator: {exc}", file=sys.stderr)
+        return 2
+    setup_logging("aggregator", settings.telemetry)
+    telemetry = setup_telemetry("aggregator", settings)
+    section = settings.aggregator
+    try:
+        web.run_app(
+            create_app(settings),
+            host=section.host,
+            port=section.port,
+            access_log=None,
+            print=None,
+            shutdown_timeout=section.shutdown_wait_seconds,
+        )
+    except DeploymentConfigError as exc:
+        print(f"aggregator: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        shutdown_telemetry(telemetry)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""The aggregator's aiohttp application: it hosts ingestion as a background resource.
+
+Resources open in ``cleanup_ctx`` order and close in reverse, which gives the shutdown order
+the project asks for: stop intake and let the batch in flight commit (its offsets with it),
+then stop retention, then close the pool. Routes of the query API are added to the same
+application by ``create_app`` callers (see docs/aggregator.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import asyncpg
+from aiohttp import web
+from aiokafka.errors import KafkaError
+
+from services.aggregator.db.migrate import migrate
+from services.aggregator.db.pool import create_pool
+from services.aggregator.ingest.consumer import Ingestor
+from services.aggregator.ingest.decode import SamplingPolicy
+from services.aggregator.retention import PartitionCache, retention_loop
+from services.aggregator.settings import AggregatorSettings
+from shared.deployments import DeploymentConfigError, load_deployments
+from shared.topics import TopicError, ensure_topics
+
+log = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", AggregatorSettings)
+POOL = web.AppKey("pool", asyncpg.Pool)
+PARTITIONS = web.AppKey("partitions", PartitionCache)
+INGESTOR = web.AppKey("ingestor", Ingestor)
+
+_PRICES_SQL = """
+INSERT INTO model_prices (model, prompt_per_1k, completion_per_1k, currency, updated_at)
+SELECT *, now() FROM unnest($1::text[], $2::numeric[], $3::numeric[], $4::text[])
+ON CONFLICT (model) DO UPDATE
+SET prompt_per_1k = EXCLUDED.prompt_per_1k, completion_per_1k = EXCLUDED.completion_per_1k,
+    currency = EXCLUDED.currency, updated_at = EXCLUDED.updated_at
+"""
+
+
+def sampling_policy(settings: AggregatorSettings) -> SamplingPolicy:
+    """Each deployment's sampling rate from the deployments folder.
+
+    A missing folder is not fatal (the default rate applies); an invalid one is, like in the
+    other services, so that the aggregator never keeps payloads on a misread configuration.
+    """
+    try:
+        deployments = load_deployments(settings.deployments_dir, check_flow=False)
+    except DeploymentConfigError:
+        if not settings.deployments_dir.is_dir():
+            log.warning(
+                "deployments folder %s not found: every deployment samples at %.0f%%",
+                settings.deployments_dir,
+                settings.aggregator.default_sampling_rate * 100,
+            )
+            return SamplingPolicy({}, settings.aggregator.default_sampling_rate)
+        raise
+    return SamplingPolicy.from_deployments(deployments, settings.aggregator.default_sampling_rate)
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    applied = await migrate(settings.database_url.get_secret_value())
+    if applied:
+        log.info("applied migrations: %s", ", ".join(applied))
+    pool = await create_pool(settings)
+    prices = settings.aggregator.prices
+    if prices:
+        models = sorted(prices)
+        await pool.execute(
+            _PRICES_SQL,
+            models,
+            [prices[m].prompt_per_1k for m in models],
+            [prices[m].completion_per_1k for m in models],
+            [prices[m].currency for m in models],
+        )
+    app[POOL] = pool
+    try:
+        yield
+    finally:
+        await pool.close()
+
+
+async def _retention(app: web.Application) -> AsyncIterator[None]:
+    section = app[SETTINGS].aggregator
+    cache = PartitionCache()
+    app[PARTITIONS] = cache
+    task = asyncio.create_task(
+        retention_loop(
+            app[POOL],
+            retention_days=section.retention_days,
+            ahead_days=section.partitions_ahead_days,
+            interval_seconds=section.retention_interval_seconds,
+            cache=cache,
+        ),
+        name="aggregator-retention",
+    )
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _ingestion(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    ingestor = Ingestor(settings, app[POOL], sampling_policy(settings), partitions=app[PARTITIONS])
+    try:
+        await ensure_topics(settings, ingestor.topics)
+    except (TopicError, KafkaError, OSError) as exc:  # no permission, broker away: not fatal here
+        log.warning("could not ensure the aggregator's topics exist: %s", exc)
+    app[INGESTOR] = ingestor
+    task = asyncio.create_task(ingestor.run(), name="aggregator-ingest")
+    task.add_done_callback(_report_ingest_end)
+    yield
+    ingestor.stop()
+    wait = settings.aggregator.shutdown_wait_seconds + 5
+    try:
+        await asyncio.wait_for(asyncio.shield(task), wait)
+    except TimeoutError:
+        log.warning("ingestion did not stop within %.0fs; cancelling it", wait)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    except Exception:
+        pass  # already reported by _report_ingest_end
+
+
+def _report_ingest_end(task: asyncio.Task) -> None:
+    # A bug that ends the loop must be loud at once, not at shutdown; /readyz turns 503 too.
+    if not task.cancelled() and task.exception() is not None:
+        log.error("ingestion stopped on an unexpected error", exc_info=task.exception())
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "service": "aggregator"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    ingestor = request.app[INGESTOR]
+    stats = ingestor.stats
+    body = {
+        "ready": ingestor.ready,
+        "database_available": stats.database_available,
+        "ingest_paused_for_outage": ingestor.outage,
+        "batches": stats.batches,
+        "records": stats.records,
+        "dead_letters": stats.dead_letters,
+    }
+    return web.json_response(body, status=200 if ingestor.ready else 503)
+
+
+def create_app(settings: AggregatorSettings) -> web.Application:
+    app = web.Application()
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_retention)
+    app.cleanup_ctx.append(_ingestion)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+

@@ -1,0 +1,1 @@
+"""Exactly-once ingestion of inference, evaluation, feedback and span events into Postgres."""

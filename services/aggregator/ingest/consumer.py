@@ -1,0 +1,316 @@
+"""The ingest loop: Kafka micro-batches into Postgres, exactly once in effect.
+
+- Batches close on size (``batch_max_records``) or time (``batch_max_wait_ms`` after the first
+  record); each is stored by one transaction (writer.py) that also stores its offsets.
+- Two-stage pipeline: while batch N is being written, batch N+1 is fetched and decoded (Python
+  work overlapping Postgres work). Batches are written strictly one after another, in order.
+- Positions come from Postgres, not Kafka: on assignment every partition is paused until its
+  stored offset is read and sought to (the beginning when none is stored). Kafka commits are
+  best effort, only so that lag tools see progress.
+- Postgres away: the batch being written is retried (store.py) and every partition is paused,
+  so at most two batches are held (the one being written and the next one) plus aiokafka's
+  bounded fetch buffers; the loop keeps polling so the group does not evict this member. When
+  the retry commits, consumption resumes by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from services.aggregator.ingest.decode import RecordDecoder, SamplingPolicy
+from services.aggregator.ingest.store import BatchStore, IngestStats
+from services.aggregator.retention import PartitionCache
+from services.aggregator.settings import AggregatorSettings
+from shared.kafka import make_consumer
+from shared.topics import Topics
+
+log = logging.getLogger(__name__)
+
+_IDLE_POLL_MS = 500  # how often an idle loop wakes up to notice stop()
+_PAUSED_POLL_MS = 100
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, ingestor: Ingestor) -> None:
+        self._ingestor = ingestor
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._ingestor.partitions_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._ingestor.partitions_assigned(set(assigned))
+
+
+class Ingestor:
+    """Owns one consumer; ``run()`` until ``stop()``."""
+
+    def __init__(
+        self,
+        settings: AggregatorSettings,
+        pool: asyncpg.Pool,
+        sampling: SamplingPolicy,
+        *,
+        partitions: PartitionCache | None = None,
+    ) -> None:
+        self._settings = settings
+        self._section = settings.aggregator
+        self._pool = pool
+        self._group = settings.group_id()
+        topics = Topics.from_settings(settings)
+        self.topics = (topics.inference, topics.evaluations, topics.feedback, topics.spans)
+        self.stats = IngestStats()
+        self._store = BatchStore(
+            pool,
+            RecordDecoder(topics.spans, sampling),
+            partitions or PartitionCache(),
+            self._section,
+            group=self._group,
+            stats=self.stats,
+            on_outage=self._set_outage,
+            on_committed=self._commit_to_kafka,
+        )
+        self._consumer: AIOKafkaConsumer | None = None
+        self._unpositioned: set[TopicPartition] = set()
+        # The rebalance callback and the loop may both try to position partitions.
+        self._positioning = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._outage = False  # a batch cannot be stored: every partition stays paused
+        self._kafka_commit: asyncio.Task | None = None
+        self._writing: asyncio.Task | None = None
+        self._writing_count = 0
+
+    # -- lifecycle and state -----------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._store.stopping = True
+
+    @property
+    def outage(self) -> bool:
+        """True while a batch waits for Postgres and consumption is paused."""
+        return self._outage
+
+    @property
+    def ready(self) -> bool:
+        """Consuming, Postgres reachable, every assigned partition positioned. A replica with no
+        partitions (more replicas than partitions) is ready too: it can still serve queries."""
+        return self._consumer is not None and self.stats.database_available and not self._unpositioned
+
+    def paused_partitions(self) -> set[TopicPartition]:
+        return set(self._consumer.paused()) if self._consumer is not None else set()
+
+    def assigned_partitions(self) -> set[TopicPartition]:
+        return set(self._consumer.assignment()) if self._consumer is not None else set()
+
+    async def run(self) -> None:
+        consumer = await self._started_consumer()
+        if consumer is None:
+            return
+        self._consumer = consumer
+        try:
+            while not self._stopping.is_set():
+                if self._unpositioned:
+                    await self._position()
+                records = await self._collect()
+                if not records:
+                    await self._reap_writer(block=False)
+                    continue
+                self._hold(len(records))
+                decoded = self._store.decode(records)  # overlaps the previous batch's write
+                await self._reap_writer(block=True)
+                self._writing_count = len(records)
+                self._writing = asyncio.create_task(self._store.store(records, decoded))
+            await self._reap_writer(block=True)
+        finally:
+            if self._writing is not None and not self._writing.done():
+                self._writing.cancel()  # only when run() itself is cancelled: re-read later
+            self._consumer = None
+            if self._kafka_commit is not None:
+                self._kafka_commit.cancel()
+            await consumer.stop()
+
+    async def _started_consumer(self) -> AIOKafkaConsumer | None:
+        """A started consumer, retrying while the brokers cannot be reached (a stopped aiokafka
+        consumer cannot start again, so each try builds a new one); None if stopped first."""
+        delay = 1.0
+        while not self._stopping.is_set():
+            consumer = make_consumer(
+                self._settings,
+                group_id=self._group,
+                client_id="promptpulse-aggregator",
+                max_poll_records=self._section.batch_max_records,
+            )
+            consumer.subscribe(topics=list(self.topics), listener=_Rebalance(self))
+            try:
+                await consumer.start()
+                return consumer
+            except KafkaError as exc:
+                log.warning("cannot reach Kafka, retrying in %.0fs: %r", delay, exc)
+                await consumer.stop()
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                except TimeoutError:
+                    pass
+                delay = min(delay * 2, 30.0)
+        return None
+
+    async def _reap_writer(self, *, block: bool) -> None:
+        """Wait for the batch being written (polling the paused consumer meanwhile when
+        Postgres is away), or just collect it if it is done."""
+        task = self._writing
+        if task is None:
+            return
+        while block and not task.done():
+            if self._outage:
+                await self._poll_paused()
+            else:
+                await asyncio.wait({task}, timeout=_PAUSED_POLL_MS / 1000)
+        if task.done():
+            self._writing, self._writing_count = None, 0
+            self._hold(0)
+            task.result()  # a bug in the writer must surface, not vanish with the task
+
+    def _hold(self, in_hand: int) -> None:
+        held = in_hand + self._writing_count
+        self.stats.held_records = held
+        self.stats.max_held_records = max(self.stats.max_held_records, held)
+
+    def _set_outage(self, outage: bool) -> None:
+        if outage != self._outage:
+            log.info("consumption %s", "paused until Postgres is back" if outage else "resumed")
+        self._outage = outage
+        self._sync_pause()
+
+    # -- rebalance ---------------------------------------------------------------------------
+
+    async def partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Let the batch in flight commit first: not needed for correctness (a new owner's
+        # copy of the same rows is deduplicated), only to spare it re-reading them.
+        try:
+            await asyncio.wait_for(self._store.in_flight.acquire(), self._section.revoke_wait_seconds)
+            self._store.in_flight.release()
+        except TimeoutError:
+            log.warning("partitions revoked while a batch is still uncommitted")
+        self._unpositioned -= revoked
+
+    async def partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        if self._consumer is None:
+            return
+        self._unpositioned |= assigned
+        self._sync_pause()
+        await self._position()
+
+    async def _position(self) -> None:
+        """Seek unpositioned partitions to their stored offsets; leaves them paused when
+        Postgres cannot be read (the loop tries again)."""
+        async with self._positioning:
+            consumer = self._consumer
+            if consumer is None:
+                return
+            self._unpositioned &= consumer.assignment()
+            wanted = sorted(self._unpositioned)
+            if not wanted:
+                return
+            try:
+                async with self._pool.acquire(timeout=5) as conn:
+                    rows = await conn.fetch(
+                        "SELECT topic, kafka_partition, next_offset FROM consumer_offsets "
+                        "WHERE consumer_group = $1",
+                        self._group,
+                    )
+            except Exception as exc:
+                self._store.database_down(exc)
+                return
+            self._store.database_up()
+            stored = {TopicPartition(r["topic"], r["kafka_partition"]): r["next_offset"] for r in rows}
+            for tp in wanted:
+                if tp not in consumer.assignment():
+                    continue
+                if tp in stored:
+                    consumer.seek(tp, stored[tp])
+                else:
+                    await consumer.seek_to_beginning(tp)
+                self._unpositioned.discard(tp)
+            log.info("positioned %d partitions from stored offsets", len(wanted))
+            self._sync_pause()
+
+    def _sync_pause(self) -> None:
+        """Paused: every partition during an outage, else the unpositioned ones."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        assigned = consumer.assignment()
+        wanted = assigned if self._outage else (self._unpositioned & assigned)
+        paused = consumer.paused()
+        if wanted - paused:
+            consumer.pause(*sorted(wanted - paused))
+        if (paused & assigned) - wanted:
+            consumer.resume(*sorted((paused & assigned) - wanted))
+
+    # -- fetching ----------------------------------------------------------------------------
+
+    async def _collect(self) -> list[Any]:
+        """Records for one batch: until full, or batch_max_wait_ms after the first arrived."""
+        consumer = self._consumer
+        assert consumer is not None
+        limit = self._section.batch_max_records
+        records: list[Any] = []
+        deadline: float | None = None
+        while len(records) < limit and not self._stopping.is_set():
+            if deadline is None:
+                timeout_ms = _IDLE_POLL_MS
+            else:
+                timeout_ms = int(max(0.0, deadline - time.monotonic()) * 1000)
+            try:
+                fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=limit - len(records))
+            except KafkaError as exc:
+                log.warning("kafka fetch failed: %r", exc)
+                await asyncio.sleep(0.5)
+                continue
+            for batch in fetched.values():
+                records.extend(batch)
+            if records and deadline is None:
+                deadline = time.monotonic() + self._section.batch_max_wait_ms / 1000
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            if not records and (self._unpositioned or (self._writing is not None and self._writing.done())):
+                break  # let the loop position partitions or collect the finished write
+        return records
+
+    async def _poll_paused(self) -> None:
+        # Paused partitions return nothing, but each getmany counts as a poll, which keeps
+        # this member in the group (max_poll_interval_ms) through a long outage.
+        consumer = self._consumer
+        assert consumer is not None
+        self._sync_pause()  # partitions assigned meanwhile must stay paused too
+        try:
+            fetched = await consumer.getmany(timeout_ms=_PAUSED_POLL_MS)
+        except KafkaError:
+            return
+        for tp, batch in fetched.items():
+            # Only possible if a partition slipped in unpaused; never drop it: rewind.
+            if batch and tp in consumer.assignment():
+                consumer.seek(tp, batch[0].offset)
+
+    def _commit_to_kafka(self, next_offsets: dict[tuple[str, int], int]) -> None:
+        consumer = self._consumer
+        if consumer is None or (self._kafka_commit is not None and not self._kafka_commit.done()):
+            return
+        assigned = consumer.assignment()
+        offsets = {TopicPartition(*tp): o for tp, o in next_offsets.items() if TopicPartition(*tp) in assigned}
+        if offsets:
+            self._kafka_commit = asyncio.create_task(self._kafka_commit_quietly(consumer, offsets))
+
+    @staticmethod
+    async def _kafka_commit_quietly(consumer: AIOKafkaConsumer, offsets: dict) -> None:
+        try:
+            await consumer.commit(offsets)
+        except Exception as exc:  # a rebalance in progress, the broker away: lag display only
+            log.debug("best-effort Kafka commit failed: %r", exc)

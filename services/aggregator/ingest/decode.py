@@ -1,0 +1,381 @@
+"""Kafka records to raw rows, or to a dead letter with its reason. Never raises.
+
+Routing is by the event type header (the codec's), not by topic, so an event published to the
+wrong topic is still stored correctly; spans are recognised by their topic. Token chunks and
+alerts are not the aggregator's to store and are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
+
+from google.protobuf import json_format
+
+from services.aggregator.ingest.rows import (
+    EVALUATIONS,
+    FEEDBACK,
+    REQUESTS,
+    RESPONSES,
+    SPANS,
+    DeadLetter,
+    EvaluationRow,
+    FeedbackRow,
+    RawTable,
+    RequestRow,
+    ResponseRow,
+)
+from services.aggregator.ingest.spans import SpanDecodeError, decode_spans
+from services.aggregator.ingest.values import (
+    EPOCH,
+    InvalidValue,
+    clean_text,
+    count,
+    finite,
+    identifier,
+    json_text,
+    trace_id_of,
+    uuid7_time,
+)
+from shared.events.codec import decode
+from shared.events.errors import EventDecodeError
+from shared.events.messages import (
+    Alert,
+    Evaluation,
+    EvaluationErrorType,
+    EventMeta,
+    Feedback,
+    InferenceRequest,
+    InferenceResponse,
+    InferenceStatus,
+    TokenChunk,
+)
+from shared.sampling import is_sampled
+
+log = logging.getLogger(__name__)
+
+_MAX_MESSAGE = 4000
+_MAX_COMMENT = 10_000
+_DETAIL = 300
+
+
+class TimeWindow(NamedTuple):
+    """Start times accepted now: from the retention cutoff to a little into the future."""
+
+    earliest: datetime
+    latest: datetime
+
+
+@dataclass
+class Decoded:
+    """What one batch of records turned into."""
+
+    rows: dict[RawTable, list[Any]] = field(default_factory=dict)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    # Events whose request started before the retention cutoff: not stored (a replay beyond
+    # retention cannot be exact, since the rows it would deduplicate against are gone).
+    too_old: int = 0
+    skipped: int = 0  # token chunks and alerts that reached a topic we read
+
+    def add(self, table: RawTable, row: Any) -> None:
+        self.rows.setdefault(table, []).append(row)
+
+
+class Rejected(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail[:_DETAIL]
+
+
+class SamplingPolicy:
+    """Which requests keep their inputs and outputs: the shared sampling decision at each
+    deployment's rate, and every request of a batch run."""
+
+    def __init__(self, rates: Mapping[str, float], default_rate: float) -> None:
+        self._rates = dict(rates)
+        self._default = default_rate
+        # A request and its response usually arrive in the same batch: decide once.
+        self._recent: dict[tuple[str, str], bool] = {}
+
+    @classmethod
+    def from_deployments(cls, deployments: Mapping[str, Any], default_rate: float) -> SamplingPolicy:
+        return cls(
+            {
+                name: (d.evaluation.sampling_rate if d.evaluation is not None else 0.0)
+                for name, d in deployments.items()
+            },
+            default_rate,
+        )
+
+    def sampled(self, request_id: str, deployment: str) -> bool:
+        key = (request_id, deployment)
+        decision = self._recent.pop(key, None)  # a request has one response: use it once
+        if decision is None:
+            decision = is_sampled(request_id, self._rates.get(deployment, self._default))
+            if len(self._recent) >= 100_000:  # bounded, whatever the traffic looks like
+                self._recent.clear()
+            self._recent[key] = decision
+        return decision
+
+
+def dead_letter_headers(headers: Any) -> str:
+    pairs = []
+    for name, value in headers or ():
+        text = None if value is None else bytes(value).decode("utf-8", "backslashreplace")
+        pairs.append({"name": str(name), "value": text})
+    return json_text(pairs)
+
+
+class RecordDecoder:
+    def __init__(self, topics_spans: str, sampling: SamplingPolicy) -> None:
+        self._spans_topic = topics_spans
+        self._sampling = sampling
+
+    def decode_batch(self, records: list[Any], window: TimeWindow) -> Decoded:
+        decoded = Decoded()
+        for record in records:
+            try:
+                self._decode_one(record, window, decoded)
+            except Rejected as exc:
+                decoded.dead_letters.append(self.dead_letter(record, exc.reason, exc.detail))
+            except Exception as exc:  # a bug must cost one record, never the consumer
+                log.exception("unexpected failure decoding %s[%s]@%s", record.topic, record.partition, record.offset)
+                decoded.dead_letters.append(self.dead_letter(record, "unprocessable", repr(exc)[:_DETAIL]))
+        return decoded
+
+    @staticmethod
+    def dead_letter(record: Any, reason: str, detail: str) -> DeadLetter:
+        stamp = None
+        if isinstance(getattr(record, "timestamp", None), int) and record.timestamp >= 0:
+            stamp = EPOCH + timedelta(milliseconds=record.timestamp)
+        try:
+            headers = dead_letter_headers(record.headers)
+        except Exception:  # headers that are not (str, bytes) pairs
+            headers = "[]"
+        return DeadLetter(
+            topic=record.topic,
+            kafka_partition=record.partition,
+            kafka_offset=record.offset,
+            kafka_timestamp=stamp,
+            key=record.key,
+            value=record.value,
+            headers=headers,
+            reason=reason,
+            detail=clean_text(detail, _DETAIL),
+        )
+
+    def _decode_one(self, record: Any, window: TimeWindow, out: Decoded) -> None:
+        if record.topic == self._spans_topic:
+            try:
+                spans = decode_spans(record.value)
+            except SpanDecodeError as exc:
+                raise Rejected(exc.reason, exc.detail) from None
+            except InvalidValue as exc:
+                raise Rejected("invalid-span", str(exc)) from None
+            for span in spans:
+                if self._in_window(span.start_time, window, out):
+                    out.add(SPANS, span)
+            return
+        try:
+            event = decode(record.value, record.headers)
+        except EventDecodeError as exc:
+            raise Rejected(exc.reason, exc.detail) from None
+        if isinstance(event, TokenChunk | Alert):
+            out.skipped += 1
+            return
+        try:
+            table, row = self._row(event)
+        except InvalidValue as exc:
+            raise Rejected("invalid-value", str(exc)) from None
+        if self._in_window(row.request_start_time, window, out):
+            out.add(table, row)
+
+    @staticmethod
+    def _in_window(start: datetime, window: TimeWindow, out: Decoded) -> bool:
+        if start < window.earliest:
+            out.too_old += 1
+            return False
+        if start > window.latest:
+            raise Rejected(
+                "time-out-of-range",
+                f"start time {start.isoformat()} is after {window.latest.isoformat()}",
+            )
+        return True
+
+    def _row(self, event: Any) -> tuple[RawTable, Any]:
+        meta = _meta(event.meta)
+        if isinstance(event, InferenceRequest):
+            sampled = self._sampling.sampled(meta.request_id, meta.deployment)
+            keep = sampled or meta.run_id != ""
+            inputs = _struct_json(event, "inputs") if keep else None
+            client_request_id = clean_text(event.client_request_id, 200)
+            return REQUESTS, RequestRow(*meta, client_request_id, event.streaming, sampled, inputs)
+        if isinstance(event, InferenceResponse):
+            return RESPONSES, self._response(event, meta)
+        if isinstance(event, Evaluation):
+            return EVALUATIONS, _evaluation(event, meta)
+        if isinstance(event, Feedback):
+            return FEEDBACK, _feedback(event, meta)
+        raise InvalidValue(f"{type(event).__name__} is not stored by the aggregator")
+
+    def _response(self, event: InferenceResponse, meta: _Meta) -> ResponseRow:
+        sampled = self._sampling.sampled(meta.request_id, meta.deployment)
+        keep = sampled or meta.run_id != ""
+        usage = []
+        prompt = completion = total = 0
+        for call in event.usage:
+            call_prompt = count(call.prompt_tokens, "usage.prompt_tokens")
+            call_completion = count(call.completion_tokens, "usage.completion_tokens")
+            call_total = count(call.total_tokens, "usage.total_tokens")
+            prompt, completion, total = prompt + call_prompt, completion + call_completion, total + call_total
+            usage.append(
+                {
+                    "node": clean_text(call.node, 200),
+                    "model": identifier(call.model or "unknown", "usage.model"),
+                    "prompt_tokens": call_prompt,
+                    "completion_tokens": call_completion,
+                    "total_tokens": call_total,
+                }
+            )
+        status = _STATUS.get(event.status, "unspecified")
+        error_type = identifier(event.error_type or "unknown", "error_type") if status == "error" else None
+        ttft = None
+        if event.HasField("time_to_first_token_ms"):
+            ttft = finite(event.time_to_first_token_ms, "time_to_first_token_ms")
+        return ResponseRow(
+            *meta,
+            status,
+            error_type,
+            clean_text(event.error_message, _MAX_MESSAGE) or None,
+            finite(event.latency_ms, "latency_ms"),
+            ttft,
+            prompt,
+            completion,
+            total,
+            json_text(usage),
+            sampled,
+            _struct_json(event, "outputs") if keep else None,
+        )
+
+
+_STATUS = {
+    InferenceStatus.INFERENCE_STATUS_OK: "ok",
+    InferenceStatus.INFERENCE_STATUS_ERROR: "error",
+    InferenceStatus.INFERENCE_STATUS_CANCELLED: "cancelled",
+}
+
+
+class _Meta(NamedTuple):
+    """The request context every raw row starts with (RequestRow's first eight columns)."""
+
+    request_start_time: datetime | None
+    request_id: str
+    event_id: str
+    event_time: datetime
+    deployment: str
+    variant: str
+    run_id: str
+    trace_id: str | None
+
+
+def _moment(stamp: Any) -> datetime:
+    # Same value as protobuf's Timestamp.ToDatetime(tzinfo=UTC) (valid nanos are 0..999999999),
+    # at a third of its cost; this runs twice for every event.
+    return EPOCH + timedelta(seconds=stamp.seconds, microseconds=stamp.nanos // 1000)
+
+
+def _meta(meta: EventMeta) -> _Meta:
+    start = _moment(meta.request_start_time) if meta.HasField("request_start_time") else None
+    return _Meta(
+        start,
+        identifier(meta.request_id, "request_id"),
+        identifier(meta.event_id, "event_id"),
+        _moment(meta.event_time),
+        identifier(meta.deployment, "deployment"),
+        identifier(meta.variant, "variant", required=False),
+        identifier(meta.run_id, "run_id", required=False),
+        trace_id_of(meta.traceparent),
+    )
+
+
+def _struct_json(event: Any, name: str) -> str | None:
+    if not event.HasField(name):
+        return None
+    try:
+        value = json.loads(json_format.MessageToJson(getattr(event, name), indent=None))
+    except (ValueError, json_format.Error) as exc:  # e.g. a NaN number in the Struct
+        raise InvalidValue(f"{name}: {exc}") from None
+    return json_text(value)
+
+
+def error_type_name(value: int) -> str:
+    """EVALUATION_ERROR_TYPE_TIMEOUT -> timeout; an unknown number -> unknown."""
+    try:
+        name = EvaluationErrorType.Name(value)
+    except ValueError:
+        return "unknown"
+    short = name.removeprefix("EVALUATION_ERROR_TYPE_").lower()
+    return "unknown" if short == "unspecified" else short
+
+
+def _evaluation(event: Evaluation, meta: _Meta) -> EvaluationRow:
+    outcome = event.WhichOneof("outcome")
+    score = reason = error_type = error_message = None
+    if outcome == "scored":
+        score, reason = event.scored.score, clean_text(event.scored.reason, _MAX_MESSAGE)
+    elif outcome == "not_applicable":
+        reason = clean_text(event.not_applicable.reason, _MAX_MESSAGE)
+    else:
+        error_type = error_type_name(event.error.type)
+        error_message = clean_text(event.error.message, _MAX_MESSAGE)
+    judged = event.HasField("judge")
+    judge = event.judge
+    return EvaluationRow(
+        request_start_time=meta.request_start_time,
+        request_id=meta.request_id,
+        metric=identifier(event.metric, "metric"),
+        event_id=meta.event_id,
+        event_time=meta.event_time,
+        deployment=meta.deployment,
+        variant=meta.variant,
+        run_id=meta.run_id,
+        trace_id=meta.trace_id,
+        outcome=outcome,
+        score=score,
+        reason=reason,
+        error_type=error_type,
+        error_message=error_message,
+        judge_model=identifier(judge.model or "unknown", "judge.model") if judged else None,
+        judge_prompt_version=clean_text(judge.prompt_version, 200) if judged else None,
+        judge_prompt_tokens=count(judge.prompt_tokens, "judge.prompt_tokens") if judged else None,
+        judge_completion_tokens=count(judge.completion_tokens, "judge.completion_tokens") if judged else None,
+        judge_latency_ms=finite(judge.latency_ms, "judge.latency_ms") if judged else None,
+    )
+
+
+def _feedback(event: Feedback, meta: _Meta) -> FeedbackRow:
+    start, source = meta.request_start_time, "event"
+    if start is None:
+        # Request ids are the gateway's UUIDv7s: their first 48 bits are the start time in ms.
+        # Failing that, the feedback's own time: stable across redeliveries, so dedup holds.
+        start, source = uuid7_time(meta.request_id), "request_id"
+        if start is None:
+            start, source = meta.event_time, "event_time"
+    return FeedbackRow(
+        request_start_time=start,
+        event_id=meta.event_id,
+        request_id=meta.request_id,
+        event_time=meta.event_time,
+        deployment=meta.deployment,
+        variant=meta.variant,
+        run_id=meta.run_id,
+        trace_id=meta.trace_id,
+        rating=event.rating if event.HasField("rating") else None,
+        comment=clean_text(event.comment, _MAX_COMMENT),
+        start_time_source=source,
+    )

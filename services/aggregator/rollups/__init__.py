@@ -1,0 +1,1 @@
+"""Per-minute rollups: table definitions, deltas from new raw rows, log-bucket histograms, reads."""

@@ -1,0 +1,132 @@
+"""Day partitions and retention, and several aggregators sharing the partitions of one group."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from uuid import uuid4
+
+import asyncpg
+import pytest
+
+from services.aggregator.db.migrate import migrate
+from services.aggregator.retention import apply_retention, complete_days, utc_day
+from shared.topics import delete_topics
+from tests.support.aggregator import (
+    CONSUMED,
+    EventFactory,
+    aggregator_settings,
+    create_topics,
+    ingestor_of,
+    produce,
+    rollup_mismatches,
+    running_aggregator,
+    wait_caught_up,
+    wait_for,
+)
+
+
+@pytest.fixture
+async def agg(fresh_database: str, unique_name: str):
+    settings = aggregator_settings(fresh_database, f"it-{uuid4().hex[:8]}.", unique_name, retention_days=3)
+    topics = await create_topics(settings)
+    yield settings
+    await delete_topics(settings, [getattr(topics, role) for role in CONSUMED])
+
+
+async def test_retention_drops_raw_partitions_and_their_rollup_minutes_together(agg) -> None:
+    dsn = agg.database_url.get_secret_value()
+    factory = EventFactory(seed=31)
+    now = datetime.now(UTC)
+    two_days_ago, today = now - timedelta(days=2), now - timedelta(minutes=1)
+    too_old = now - timedelta(days=5)
+    await produce(agg, [m for _ in range(4) for m in factory.request(two_days_ago, judged=True, feedback=True)]
+                  + [m for _ in range(3) for m in factory.request(today, judged=True)]
+                  + factory.request(too_old))
+    async with running_aggregator(agg) as app:
+        await wait_caught_up(agg)
+        assert ingestor_of(app).stats.too_old == 7, "the expired request, its response and its 5 spans"
+    conn = await asyncpg.connect(dsn)
+    try:
+        assert await conn.fetchval("SELECT sum(requests) FROM rollup_operations") == 7
+        days = await complete_days(conn)
+        assert {utc_day(two_days_ago), utc_day(today)} <= days
+        assert utc_day(today) + timedelta(days=agg.aggregator.partitions_ahead_days) in days, "created ahead"
+
+        # Two days later, with 3 days of retention, the day two_days_ago falls out.
+        later = now + timedelta(days=2)
+        result = await apply_retention(conn, later, 3, 1)
+        expired = utc_day(two_days_ago).strftime("%Y%m%d")
+        assert result.ran and f"inference_requests_p{expired}" in result.dropped
+        assert f"rollup_operations_p{expired}" in result.dropped and f"spans_p{expired}" in result.dropped
+        assert await conn.fetchval("SELECT sum(requests) FROM rollup_operations") == 3
+        assert await conn.fetchval("SELECT count(*) FROM inference_requests") == 3
+        assert await conn.fetchval("SELECT count(*) FROM feedback") == 0
+        assert utc_day(later) + timedelta(days=1) in await complete_days(conn)
+    finally:
+        await conn.close()
+    assert await rollup_mismatches(dsn) == {}, "raw rows and rollup minutes expired together"
+
+
+async def test_only_one_replica_runs_retention_at_a_time(fresh_database: str) -> None:
+    await migrate(fresh_database)
+    holder, other = await asyncpg.connect(fresh_database), await asyncpg.connect(fresh_database)
+    try:
+        async with holder.transaction():
+            await holder.execute("SELECT pg_advisory_xact_lock($1)", 0x5050_5245_5445)
+            assert (await apply_retention(other, datetime.now(UTC), 3, 1)).ran is False
+        assert (await apply_retention(other, datetime.now(UTC), 3, 1)).ran is True
+    finally:
+        await holder.close()
+        await other.close()
+
+
+async def test_aggregators_of_one_group_share_partitions_through_rebalances(agg) -> None:
+    dsn = agg.database_url.get_secret_value()
+    factory = EventFactory(seed=37)
+    now = datetime.now(UTC)
+
+    def wave(first: int) -> list:
+        return [m for i in range(first, first + 60) for m in factory.request(now - timedelta(seconds=i), judged=i % 4 == 0)]
+
+    await produce(agg, wave(0))
+    async with running_aggregator(agg) as first:
+        await wait_caught_up(agg)
+        async with running_aggregator(agg) as second:
+            a, b = ingestor_of(first), ingestor_of(second)
+
+            async def shared() -> bool:
+                return bool(a.assigned_partitions()) and bool(b.assigned_partitions())
+
+            await wait_for(shared, 60, "both aggregators to own partitions")
+            assert not a.assigned_partitions() & b.assigned_partitions()
+            await produce(agg, wave(100))
+            await wait_caught_up(agg)
+            assert a.stats.batches and b.stats.batches
+        await produce(agg, wave(200))  # the first takes every partition back
+        await wait_caught_up(agg)
+    conn = await asyncpg.connect(dsn)
+    try:
+        assert await conn.fetchval("SELECT sum(requests) FROM rollup_operations") == 180
+        assert await conn.fetchval("SELECT sum(evaluations) FROM rollup_quality") == 45 * 4
+    finally:
+        await conn.close()
+    assert await rollup_mismatches(dsn) == {}
+
+
+async def test_aggregator_starts_without_kafka_and_stops_cleanly(fresh_database: str, unique_name: str) -> None:
+    """Brokers unreachable at start-up: the process comes up (not ready), keeps retrying, and
+    still shuts down promptly."""
+    from shared.settings import KafkaSettings
+
+    settings = aggregator_settings(fresh_database, "it-nokafka.", unique_name)
+    settings = settings.model_copy(update={"kafka": KafkaSettings(bootstrap_servers="127.0.0.1:1")})
+    async with running_aggregator(settings) as app:
+        ingestor = ingestor_of(app)
+        await asyncio.sleep(1.5)
+        assert not ingestor.ready and not ingestor.assigned_partitions()
+    conn = await asyncpg.connect(fresh_database)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM consumer_offsets") == 0
+    finally:
+        await conn.close()
