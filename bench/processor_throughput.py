@@ -1,0 +1,380 @@
+"""Processor throughput: where faust's per-event cost goes, and whether judging keeps up.
+
+In one run, on one pre-loaded topic of small inference events (a request and a response per
+request, keyed by request id), it measures:
+
+1. a raw aiokafka consumer reading every event (no group, no decoding): the broker's ceiling;
+2. a faust agent that does nothing with each event: faust's own per-event cost;
+3. the processor's sample-and-join path (10% sampling; the judge is an in-process stub that
+   answers at once, so judging costs no HTTP and the figure is the stream path's), and beside
+   it the same at 0% sampling (routing only), which splits the cost between reading every
+   event and judging one request in ten;
+4. the processor with a judge that takes 1 s (llmsim in its own process) at 10% sampling: judge
+   calls in flight against the concurrency cap, and judge throughput against Little's law
+   (cap / latency);
+
+and the process's resident memory after each phase. Goals, not asserts: (3) at >= 80% of (2);
+(4) within 10% of cap / latency.
+
+Phases 2 and 3 run ``--rounds`` times, interleaved, and the best run of each is reported (with
+every run listed): on a shared machine other load only ever slows a run down.
+
+Usage: ``python bench/processor_throughput.py [--events 60000] [--partitions 6] [--rounds 2]``. Needs Kafka on
+127.0.0.1:9092. It prints; it does not assert.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import resource
+import shutil
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+import aiohttp  # noqa: E402
+import faust  # noqa: E402
+import yaml  # noqa: E402
+from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
+
+from services.processor.app import ProcessorService  # noqa: E402
+from services.processor.settings import ProcessorSection, ProcessorSettings  # noqa: E402
+from shared.deployments import load_connections, load_deployments  # noqa: E402
+from shared.events.builders import dict_to_struct, new_meta, next_meta  # noqa: E402
+from shared.events.codec import encode  # noqa: E402
+from shared.events.messages import InferenceRequest, InferenceResponse  # noqa: E402
+from shared.kafka import make_producer  # noqa: E402
+from shared.settings import KafkaSettings, load_settings  # noqa: E402
+from shared.topics import Topics, delete_topics, ensure_topics  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLING_RATE = 0.10
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        pages = int(statm.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def templates() -> tuple[InferenceRequest, InferenceResponse, list, list]:
+    meta = new_meta(request_id="template", deployment="bench", request_start_time=None)
+    meta.request_start_time.GetCurrentTime()
+    request = InferenceRequest(meta=meta, inputs=dict_to_struct({"question": "What is item 7?"}))
+    response = InferenceResponse(
+        meta=next_meta(meta), status=1, latency_ms=5.0, outputs=dict_to_struct({"answer": "Item 7 is a thing."})
+    )
+    return request, response, encode(request).headers, encode(response).headers
+
+
+async def load_topic(kafka: KafkaSettings, topic: str, requests: int) -> float:
+    """Produce ``requests`` request/response pairs; returns the seconds it took.
+
+    Events are stamped from a validated template (copy, new ids, serialise): building each one
+    through the codec's validation would make loading, not reading, the slow part of the run.
+    """
+    request_template, response_template, request_headers, response_headers = templates()
+    # Loading is not what is measured: big batches, no idempotence, so it takes seconds.
+    producer = make_producer(
+        kafka, client_id="bench-gateway", enable_idempotence=False, acks=1, linger_ms=50,
+        max_batch_size=1024 * 1024,
+    )
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        pending = []
+        for n in range(requests):
+            request_id = f"bench-{n:08d}"
+            key = request_id.encode()
+            for template, headers in ((request_template, request_headers), (response_template, response_headers)):
+                event = type(template)()
+                event.CopyFrom(template)
+                event.meta.request_id = request_id
+                event.meta.event_id = str(uuid.uuid4())
+                pending.append(
+                    await producer.send(topic, value=event.SerializeToString(), key=key, headers=headers)
+                )
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending = []
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return time.perf_counter() - started
+
+
+async def raw_consumer(kafka: KafkaSettings, topic: str, total: int, partitions: int) -> float:
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=None, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        assigned = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        seen = 0
+        first = last = 0.0
+        while seen < total:
+            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            for rows in batch.values():
+                if rows and not first:
+                    first = time.perf_counter()
+                seen += len(rows)
+            last = time.perf_counter()
+        return seen / (last - first)
+    finally:
+        await consumer.stop()
+
+
+async def faust_noop(kafka: KafkaSettings, topic: str, total: int) -> float:
+    group = f"bench-noop-{uuid.uuid4().hex[:8]}"
+    datadir = tempfile.mkdtemp(prefix="bench-faust-")
+    app = faust.App(
+        group, broker=f"kafka://{kafka.bootstrap_servers}", web_enabled=False, datadir=datadir,
+        topic_replication_factor=1, consumer_auto_offset_reset="earliest", autodiscover=False,
+    )
+    source = app.topic(topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", acks=False)
+    state = SimpleNamespace(seen=0, first=0.0, last=0.0)
+    done = asyncio.Event()
+
+    async def nothing(stream: Any) -> None:
+        async for _event in stream.events():
+            if not state.seen:
+                state.first = time.perf_counter()
+            state.seen += 1
+            if state.seen == total:
+                state.last = time.perf_counter()
+                done.set()
+
+    app.agent(source, name=f"{group}.noop")(nothing)
+    await app.start()
+    try:
+        await asyncio.wait_for(done.wait(), 600)
+    finally:
+        await app.stop()
+        await delete_topics(kafka, [f"{group}-__assignor-__leader"])
+        shutil.rmtree(datadir, ignore_errors=True)
+    return (total - 1) / (state.last - state.first)
+
+
+class InstantJudge:
+    """An openai-like client whose judge answers at once, without HTTP."""
+
+    def __init__(self) -> None:
+        usage = SimpleNamespace(prompt_tokens=300, completion_tokens=20)
+        message = SimpleNamespace(content='{"score": 4, "reason": "instant"}')
+        self._reply = SimpleNamespace(model="instant", choices=[SimpleNamespace(message=message)], usage=usage)
+        self.chat = SimpleNamespace(completions=SimpleNamespace(create=self._create))
+
+    async def _create(self, **kwargs: Any) -> Any:
+        return self._reply
+
+    async def close(self) -> None:
+        pass
+
+
+def write_deployments(folder: Path, judge_url: str, rate: float = SAMPLING_RATE) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "connections.yaml").write_text(
+        yaml.safe_dump({"connections": {"judge": {"type": "openai_compatible", "base_url": judge_url, "api_key": "none"}}})
+    )
+    (folder / "bench.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "bench", "flow": "flows/unused",
+                "column_mapping": {"question": "inputs.question", "answer": "outputs.answer"},
+                "evaluation": {
+                    "metrics": ["relevance"], "sampling_rate": rate,
+                    "judge": {"connection": "judge", "model": "llmsim-judge", "token_budget_per_hour": None},
+                },
+            }
+        )
+    )
+
+
+def processor_settings(prefix: str, folder: Path, group: str, **section: Any) -> ProcessorSettings:
+    return load_settings(
+        ProcessorSettings,
+        kafka=KafkaSettings(topic_prefix=prefix),
+        deployments_dir=folder,
+        telemetry={"spans_to_kafka": False},
+        processor=ProcessorSection(port=0, group_id=group, **section),
+    )
+
+
+async def processor_path(prefix: str, folder: Path, total: int) -> tuple[float, int]:
+    settings = processor_settings(prefix, folder, f"bench-proc-{uuid.uuid4().hex[:8]}")
+    service = ProcessorService(
+        settings,
+        deployments=load_deployments(folder, check_flow=False),
+        connections=load_connections(folder),
+        make_judge_client=lambda connection: InstantJudge(),
+    )
+    async with service:
+        first = last = 0.0
+        while service.stats.events < total:
+            if service.stats.events and not first:
+                first = time.perf_counter()
+            await asyncio.sleep(0.02)
+        last = time.perf_counter()
+        await service.runner.drain(60)
+        judged = service.stats.judge_triggers
+    await delete_topics(settings, [f"{settings.group_id()}-__assignor-__leader"])
+    return total / (last - first), judged
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.asynccontextmanager
+async def slow_llmsim(seconds: float) -> Any:
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PROMPTPULSE_")},
+        "PROMPTPULSE_LLMSIM__PORT": str(port),
+        "PROMPTPULSE_LLMSIM__LATENCY__TTFT_MS": str(seconds * 1000),
+        "PROMPTPULSE_LLMSIM__LATENCY__TOKENS_PER_SECOND": "10000000",
+        "PROMPTPULSE_LLMSIM__LATENCY__JITTER": "0",
+        "PROMPTPULSE_TELEMETRY__LOG_LEVEL": "WARNING",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.llmsim", cwd=REPO, env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(f"{url}/healthz") as response:
+                        if response.status == 200:
+                            break
+                await asyncio.sleep(0.05)
+        yield f"{url}/v1"
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+async def slow_judge(prefix: str, folder: Path, seconds: float, window: float, cap: int) -> dict[str, float]:
+    settings = processor_settings(
+        prefix, folder, f"bench-slow-{uuid.uuid4().hex[:8]}", judge_concurrency=cap,
+        judge_timeout_seconds=seconds * 10, shutdown_drain_seconds=0,
+    )
+    service = ProcessorService(settings)
+    samples: list[int] = []
+    async with service:
+        stats = service.stats
+        # Warm up until the cap is reached (the queue holds the rest: back-pressure).
+        for _ in range(1200):  # up to a minute
+            if service.runner.calls_in_flight >= cap:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(seconds)
+        calls_before = sum(stats.judge_calls.values())
+        events_before = stats.events
+        started = time.perf_counter()
+        while time.perf_counter() - started < window:
+            samples.append(service.runner.calls_in_flight)
+            await asyncio.sleep(0.1)
+        elapsed = time.perf_counter() - started
+        calls = sum(stats.judge_calls.values()) - calls_before
+        events = stats.events - events_before
+        latency = stats.judge_latency_seconds_sum["bench"] / max(1, stats.judge_latency_count["bench"])
+        queued = service.runner.queued
+    await delete_topics(settings, [f"{settings.group_id()}-__assignor-__leader"])
+    return {
+        "in_flight_mean": sum(samples) / len(samples),
+        "in_flight_max": max(samples),
+        "calls_per_second": calls / elapsed,
+        "events_per_second": events / elapsed,
+        "judge_latency": latency,
+        "queued": queued,
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=60_000, help="events on the topic (two per request)")
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--judge-seconds", type=float, default=1.0)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--window", type=float, default=15.0, help="seconds measured in phase 4")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved runs of phases 2-3 (best is kept)")
+    args = parser.parse_args()
+    # Phase 4 stops with work queued on purpose; the processor's warning about it is expected.
+    logging.getLogger("services.processor").setLevel(logging.ERROR)
+    requests = args.events // 2
+    total = requests * 2
+    prefix = f"bench-{uuid.uuid4().hex[:8]}."
+    kafka = KafkaSettings(topic_prefix=prefix, partitions=args.partitions)
+    topics = Topics.from_prefix(prefix)
+    await ensure_topics(kafka, [topics.inference, topics.evaluations, topics.deadletter_processor])
+    folder = Path(tempfile.mkdtemp(prefix="bench-processor-"))
+    try:
+        print(f"PromptPulse processor throughput: {total:,} events ({requests:,} requests), "
+              f"{args.partitions} partitions, {os.cpu_count()} CPUs, sampling {SAMPLING_RATE:.0%}")
+        seconds = await load_topic(kafka, topics.inference, requests)
+        print(f"  loaded the topic in {seconds:.1f}s ({total / seconds:,.0f} events/s produced)")
+        print(f"  RSS {rss_mb():.0f} MB")
+
+        raw = await raw_consumer(kafka, topics.inference, total, args.partitions)
+        print(f"1. raw aiokafka consumer       {raw:>9,.0f} events/s   RSS {rss_mb():.0f} MB")
+        write_deployments(folder / "routing", "http://127.0.0.1:9/v1", rate=0.0)
+        write_deployments(folder / "instant", "http://127.0.0.1:9/v1")  # never called: stub judge
+        # Interleaved rounds, best of each: other load on the machine only ever slows a run
+        # down, so the best run is the closest to the code's own cost.
+        runs: dict[str, list[float]] = {"noop": [], "routing": [], "path": []}
+        judged = 0
+        for _ in range(args.rounds):
+            runs["noop"].append(await faust_noop(kafka, topics.inference, total))
+            runs["routing"].append((await processor_path(prefix, folder / "routing", total))[0])
+            rate, judged = await processor_path(prefix, folder / "instant", total)
+            runs["path"].append(rate)
+        noop, routing, path = (max(runs[k]) for k in ("noop", "routing", "path"))
+
+        def spread(key: str) -> str:
+            return ", ".join(f"{v:,.0f}" for v in runs[key])
+
+        print(f"2. faust agent, doing nothing  {noop:>9,.0f} events/s   ({noop / raw:.1%} of raw; runs: {spread('noop')})")
+        print(f"3a. processor, 0% sampled      {routing:>9,.0f} events/s   ({routing / noop:.1%} of the do-nothing"
+              f" agent; routing every event; runs: {spread('routing')})")
+        print(f"3. processor sample-and-join   {path:>9,.0f} events/s   ({path / noop:.1%} of the do-nothing"
+              f" agent, goal >= 80%; {judged:,} requests judged per run; runs: {spread('path')})")
+        print(f"  RSS {rss_mb():.0f} MB")
+
+        async with slow_llmsim(args.judge_seconds) as url:
+            write_deployments(folder / "slow", url)
+            slow = await slow_judge(prefix, folder / "slow", args.judge_seconds, args.window, args.concurrency)
+        expected = args.concurrency / args.judge_seconds
+        print(f"4. {args.judge_seconds:g}s judge, cap {args.concurrency}: in flight mean {slow['in_flight_mean']:.1f}"
+              f" (max {slow['in_flight_max']}), {slow['calls_per_second']:.1f} judge calls/s"
+              f" vs Little's law {expected:.1f}/s ({slow['calls_per_second'] / expected:.1%}; goal within 10%);"
+              f" measured judge latency {slow['judge_latency']:.3f}s"
+              f" (Little's law with it: {args.concurrency / slow['judge_latency']:.1f}/s);"
+              f" the stream read {slow['events_per_second']:,.0f} events/s meanwhile,"
+              f" {slow['queued']} requests queued at the end")
+        print(f"  RSS {rss_mb():.0f} MB now, peak {peak_rss_mb():.0f} MB")
+    finally:
+        await delete_topics(kafka, topics.all())
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,1 @@
+"""The processor: samples completed requests and has LLM judges score them (docs/processor.md)."""

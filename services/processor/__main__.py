@@ -1,0 +1,70 @@
+"""``python -m services.processor`` (``promptpulse processor``): run one processor worker.
+
+Runs until SIGTERM or SIGINT, then shuts down in order (services/processor/app.py) and flushes
+telemetry last. Exit status: 0 after a clean stop, 1 when faust crashed, 2 for bad settings or
+deployment files (the message names the variable or field).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from services.processor.app import ProcessorService
+from services.processor.judges import JudgeConfigError
+from services.processor.settings import ProcessorSettings
+from shared.deployments import DeploymentConfigError
+from shared.logs import setup_logging
+from shared.settings import SettingsError, load_settings
+from shared.telemetry import setup_telemetry, shutdown_telemetry
+from shared.topics import TopicError
+
+log = logging.getLogger("services.processor")
+
+
+async def run(settings: ProcessorSettings) -> int:
+    telemetry = setup_telemetry("processor", settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        service = ProcessorService(settings)
+        async with service:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+                if getattr(service.faust_app, "crashed", False):
+                    log.error("faust crashed; stopping")
+                    return 1
+        return 0
+    finally:
+        shutdown_telemetry(telemetry)
+
+
+def main() -> int:
+    try:
+        settings = load_settings(ProcessorSettings)
+    except SettingsError as exc:
+        print(f"processor: {exc}", file=sys.stderr)
+        return 2
+    setup_logging("processor", settings.telemetry)
+    # faust and mode announce every service start at INFO, and the HTTP clients every judge
+    # call: per-call lines belong in spans and metrics, not in the log.
+    quiet = max(logging.WARNING, logging.getLogger().level)
+    for name in ("faust", "mode", "httpx", "httpx2", "openai"):
+        logging.getLogger(name).setLevel(quiet)
+    try:
+        return asyncio.run(run(settings))
+    except (SettingsError, DeploymentConfigError, JudgeConfigError, TopicError) as exc:
+        print(f"processor: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""One processor worker: the faust app and everything around it, opened and closed in one place.
+
+Start-up: topics exist (created if missing), the evaluations producer is started, judge workers
+and the ops listener run, then the faust app joins the consumer group.
+
+Shutdown, in this order (test_clean_stop_stops_intake_drains_then_commits in
+tests/integration/test_processor_scaleout.py checks it):
+
+1. stop intake: faust stops fetching (``App.on_stop``) and sends ``on_before_shutdown``;
+2. drain: judge calls in flight and queued finish and publish, up to ``shutdown_drain_seconds``;
+3. commit the watermarks (outcomes are acknowledged by the broker before their offsets are
+   released, so nothing is committed before its effect is durable);
+4. faust leaves the group; the producer is flushed and closed; judge clients and the ops
+   listener close; telemetry is flushed last by the caller (__main__).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.trace import Tracer
+
+from services.processor.faust_app import build_faust_app
+from services.processor.intake import Intake
+from services.processor.judges import build_judging
+from services.processor.judging import JudgeRunner
+from services.processor.observe import health, metric_families
+from services.processor.ops import OpsServer, create_ops_app
+from services.processor.publisher import Publisher
+from services.processor.settings import ProcessorSettings
+from services.processor.stats import ProcessorStats
+from shared.deployments import Connection, Deployment, load_connections, load_deployments
+from shared.kafka import make_producer
+from shared.topics import Topics, ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+class ProcessorService:
+    def __init__(
+        self,
+        settings: ProcessorSettings,
+        *,
+        deployments: Mapping[str, Deployment] | None = None,
+        connections: Mapping[str, Connection] | None = None,
+        tracer: Tracer | None = None,
+        make_judge_client: Callable[[Connection], Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.section = settings.processor
+        self.topics = Topics.from_settings(settings)
+        if deployments is None:
+            deployments = load_deployments(settings.deployments_dir, check_flow=False)
+        if connections is None:
+            connections = load_connections(settings.deployments_dir)
+        self.stats = ProcessorStats()
+        self.judging, self.judge_pool = build_judging(
+            deployments, connections, self.section, self.stats, make_client=make_judge_client
+        )
+        self._tracer = tracer
+        self._datadir = Path(tempfile.mkdtemp(prefix="promptpulse-processor-"))
+        self.faust_app = build_faust_app(settings, self.topics.inference, self._handle, self._datadir)
+        self.intake: Intake | None = None
+        self.runner: JudgeRunner | None = None
+        self.ops: OpsServer | None = None
+        self._producer: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._commit_lock = asyncio.Lock()
+        self.state = "created"
+        self._connect_signals()
+
+    # -- wiring ----------------------------------------------------------------------------------
+
+    def _handle(self, tp: Any, offset: int, key: Any, value: Any, headers: Any) -> Any:
+        return self.intake.handle(tp, offset, key, value, headers)  # type: ignore[union-attr]
+
+    def _connect_signals(self) -> None:
+        app = self.faust_app
+
+        @app.on_partitions_revoked.connect
+        async def _revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+            # Still a member of the group, with intake paused: let judging in flight finish
+            # (bounded) and commit, so the partitions' next owner re-judges as little as possible.
+            if self.runner is not None:
+                await self.runner.drain(self.section.rebalance_drain_seconds)
+            await self.commit()
+
+        @app.on_partitions_assigned.connect
+        async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+            if self.intake is not None:
+                count = app.consumer.topic_partitions(self.topics.inference)
+                self.intake.on_assigned(assigned, count)
+                log.info("assigned partitions %s", sorted(tp.partition for tp in assigned if tp.topic == self.topics.inference))
+
+        @app.on_before_shutdown.connect
+        async def _before_shutdown(sender: Any, **kwargs: Any) -> None:
+            await self._drain_and_commit()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.state = "starting"
+        await ensure_topics(
+            self.settings,
+            [self.topics.inference, self.topics.evaluations, self.topics.deadletter_processor],
+        )
+        self._producer = make_producer(
+            self.settings, client_id=f"{self.settings.group_id()}-out", linger_ms=self.section.publish_linger_ms
+        )
+        await self._producer.start()
+        publisher = Publisher(self._producer, self.topics.evaluations, self.topics.deadletter_processor)
+        self.runner = JudgeRunner(self.section, publisher, self.stats, self._release, self._tracer)
+        self.intake = Intake(
+            self.judging, self.runner, publisher, self.stats,
+            request_ttl_seconds=self.section.request_ttl_seconds,
+            inference_topic=self.topics.inference,
+        )
+        self.runner.start()
+        self.ops = OpsServer(
+            create_ops_app(lambda: health(self), lambda: metric_families(self)),
+            self.section.host, self.section.port,
+        )
+        await self.ops.start()
+        await self.faust_app.start()
+        self._tasks = [
+            asyncio.create_task(self._every(self.section.commit_interval_seconds, self.commit), name="commit"),
+            asyncio.create_task(self._every(1.0, self._expire), name="expire"),
+        ]
+        self.state = "running"
+        log.info("processor %s running; ops on %s:%s", self.settings.group_id(), self.section.host, self.ops.port)
+
+    async def stop(self) -> None:
+        if self.state in ("stopping", "stopped"):
+            return
+        self.state = "stopping"
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        try:
+            await self.faust_app.stop()  # stops intake, then drains and commits (signal above)
+        finally:
+            if self.runner is not None:
+                await self.runner.stop()
+            if self.intake is not None:
+                await self.intake.stop()
+            if self._producer is not None:
+                await self._producer.stop()
+                log.info("shutdown: evaluations producer flushed and closed")
+            await self.judge_pool.close()
+            if self.ops is not None:
+                await self.ops.stop()
+            log.info("shutdown: judge clients and ops listener closed")
+            shutil.rmtree(self._datadir, ignore_errors=True)
+            self.state = "stopped"
+
+    async def __aenter__(self) -> ProcessorService:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- offsets ---------------------------------------------------------------------------------
+
+    def _release(self, holds: list[Any]) -> None:
+        if self.intake is not None:
+            self.intake.release(holds)
+
+    async def commit(self) -> dict[Any, int]:
+        """Commit every partition's lowest unfinished offset that moved; returns what was committed."""
+        if self.intake is None:
+            return {}
+        async with self._commit_lock:
+            offsets = self.intake.watermarks.pending_commits()
+            if not offsets:
+                return {}
+            consumer = self.faust_app.consumer
+            assignment = consumer.assignment()
+            offsets = {tp: offset for tp, offset in offsets.items() if tp in assignment}
+            if not offsets:
+                return {}
+            try:
+                # faust's transport-level commit: exactly these offsets, nothing from its acks.
+                committed = await consumer._commit(offsets)
+            except Exception as exc:
+                self.stats.commit_failures += 1
+                log.warning("commit failed (%r); will retry", exc)
+                return {}
+            if not committed:
+                self.stats.commit_failures += 1
+                return {}
+            self.intake.watermarks.mark_committed(offsets)
+            self.stats.commits += 1
+            return offsets
+
+    async def _drain_and_commit(self) -> None:
+        if self.runner is None or self.intake is None:
+            return
+        log.info("shutdown: intake stopped; draining %d judge jobs", self.runner.queued + self.runner.jobs_running)
+        drained = await self.runner.drain(self.section.shutdown_drain_seconds)
+        await self.intake.drain_dead_letters(max(1.0, self.section.shutdown_drain_seconds / 4))
+        if drained:
+            log.info("shutdown: judging drained")
+        else:
+            log.warning(
+                "stopping with %d judge jobs unfinished; their events will be read again",
+                self.runner.queued + self.runner.jobs_running,
+            )
+        committed = await self.commit()
+        log.info("shutdown: committed %s", {f"{tp.topic}[{tp.partition}]": o for tp, o in committed.items()})
+
+    async def _expire(self) -> None:
+        if self.intake is not None:
+            self.intake.expire()
+
+    async def _every(self, seconds: float, action: Callable[[], Any]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await action()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("periodic %s failed", getattr(action, "__name__", action))

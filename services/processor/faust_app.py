@@ -1,0 +1,86 @@
+"""The faust app of one processor worker: configuration, the inference topic, the intake agent.
+
+Decisions that differ from faust's defaults, and why:
+
+- ``web_enabled=False``: faust's web server binds 0.0.0.0:6066; ops endpoints are served by
+  services.processor.ops on loopback instead.
+- the inference topic is consumed with ``acks=False``: faust never commits it. Its ack-based
+  commits can pass an event still being judged (faust-streaming #606, measured in
+  docs/processor.md); the processor commits its own per-partition watermarks (watermark.py).
+- raw keys and values: routing reads headers and the key first and decodes a body only when
+  the request is sampled (routing.py), which is what keeps the per-event cost near faust's own.
+- ``datadir`` in a private temporary folder: faust creates one even without tables, and the
+  working directory is not its to litter.
+- faust creates its own internal topic (``<group>-__assignor-__leader``) through its admin
+  client, so it works on brokers with topic auto-creation off; it gets the configured
+  replication factor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from services.processor.settings import ProcessorSettings
+from shared.kafka import connection_options
+
+Handler = Callable[[Any, int, Any, Any, Any], Awaitable[None] | None]
+
+
+def broker_credentials(settings: ProcessorSettings) -> Any:
+    """faust's credentials object for the shared Kafka settings (None for PLAINTEXT)."""
+    options = connection_options(settings)  # validates SASL/TLS settings, raises naming the variable
+    protocol = options["security_protocol"]
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol == "SSL":
+        return faust.SSLCredentials(options["ssl_context"])
+    return faust.SASLCredentials(
+        username=options["sasl_plain_username"],
+        password=options["sasl_plain_password"],
+        mechanism=options["sasl_mechanism"],
+        ssl_context=options.get("ssl_context"),
+    )
+
+
+def build_faust_app(
+    settings: ProcessorSettings, inference_topic: str, handler: Handler, datadir: Path
+) -> faust.App:
+    kafka = settings.kafka
+    section = settings.processor
+    app = faust.App(
+        settings.group_id(),
+        broker=[f"kafka://{server}" for server in kafka.bootstrap_servers.split(",")],
+        broker_credentials=broker_credentials(settings),
+        web_enabled=False,
+        autodiscover=False,
+        datadir=str(datadir),
+        topic_replication_factor=kafka.replication_factor,
+        topic_partitions=kafka.partitions,
+        consumer_auto_offset_reset="earliest",
+        stream_buffer_maxsize=section.stream_buffer_maxsize,
+        producer_acks=-1,
+        broker_session_timeout=section.session_timeout_seconds,
+        broker_heartbeat_interval=min(3.0, section.session_timeout_seconds / 3),
+    )
+    topic = app.topic(
+        inference_topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        acks=False,
+    )
+
+    async def intake(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            waiting = handler(message.tp, message.offset, message.key, message.value, message.headers)
+            if waiting is not None:
+                await waiting
+
+    app.agent(topic, name=f"{settings.group_id()}.intake")(intake)
+    return app

@@ -1,0 +1,80 @@
+"""Publishing evaluations and dead letters through the project's idempotent, acks=all producer.
+
+A publish returns only when the broker has acknowledged every record, because only then may
+the offsets of the judged events be released for committing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from shared.events.codec import encode, event_key
+from shared.events.messages import Evaluation
+
+DLQ_REASON_HEADER = "pp-dlq-reason"
+DLQ_DETAIL_HEADER = "pp-dlq-detail"
+DLQ_TOPIC_HEADER = "pp-dlq-topic"
+DLQ_PARTITION_HEADER = "pp-dlq-partition"
+DLQ_OFFSET_HEADER = "pp-dlq-offset"
+DLQ_SERVICE_HEADER = "pp-dlq-service"
+_DLQ_HEADERS = {
+    DLQ_REASON_HEADER, DLQ_DETAIL_HEADER, DLQ_TOPIC_HEADER, DLQ_PARTITION_HEADER,
+    DLQ_OFFSET_HEADER, DLQ_SERVICE_HEADER,
+}
+
+
+class Publisher:
+    def __init__(self, producer: Any, evaluations_topic: str, deadletter_topic: str) -> None:
+        self._producer = producer
+        self.evaluations_topic = evaluations_topic
+        self.deadletter_topic = deadletter_topic
+
+    async def publish_evaluations(self, events: Sequence[Evaluation]) -> None:
+        """Send every event (keyed by request id) and wait until the broker has them all."""
+        deliveries = []
+        for event in events:
+            record = encode(event)
+            deliveries.append(
+                await self._producer.send(
+                    self.evaluations_topic, value=record.value, key=event_key(event),
+                    headers=record.headers,
+                )
+            )
+        await asyncio.gather(*deliveries)
+
+    async def dead_letter(
+        self,
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: Any,
+        value: Any,
+        headers: Iterable[tuple[str, Any]] | None,
+        reason: str,
+        detail: str,
+    ) -> None:
+        """Copy a record that cannot be processed, as it was, to the dead-letter topic with why."""
+        kept = []
+        try:
+            for name, header_value in headers or ():
+                if name not in _DLQ_HEADERS and isinstance(header_value, bytes | bytearray):
+                    kept.append((str(name), bytes(header_value)))
+        except (TypeError, ValueError):
+            kept = []  # unreadable headers: the reason says so, the body is still kept
+        kept += [
+            (DLQ_REASON_HEADER, reason.encode()),
+            (DLQ_DETAIL_HEADER, detail[:300].encode("utf-8", "replace")),
+            (DLQ_TOPIC_HEADER, topic.encode()),
+            (DLQ_PARTITION_HEADER, str(partition).encode()),
+            (DLQ_OFFSET_HEADER, str(offset).encode()),
+            (DLQ_SERVICE_HEADER, b"processor"),
+        ]
+        key_bytes = bytes(key) if isinstance(key, bytes | bytearray | memoryview) else None
+        value_bytes = bytes(value) if isinstance(value, bytes | bytearray | memoryview) else None
+        delivery = await self._producer.send(
+            self.deadletter_topic, value=value_bytes, key=key_bytes, headers=kept
+        )
+        await delivery
