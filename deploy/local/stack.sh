@@ -8,9 +8,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 HERE="$REPO_DIR/deploy/local"
 
 # name → health URL; services are started in this order and stopped in reverse.
-SERVICES=(llmsim gateway)
+SERVICES=(llmsim aggregator processor gateway)
 declare -A HEALTH=(
   [llmsim]="http://127.0.0.1:${PROMPTPULSE_LLMSIM__PORT:-8082}/healthz"
+  [aggregator]="http://127.0.0.1:${PROMPTPULSE_AGGREGATOR__PORT:-8081}/healthz"
+  [processor]="http://127.0.0.1:${PROMPTPULSE_PROCESSOR__PORT:-8083}/healthz"
   [gateway]="http://127.0.0.1:${PROMPTPULSE_GATEWAY__PORT:-8080}/healthz"
 )
 
@@ -55,6 +57,8 @@ PromptPulse local stack is up.
   Demo API key:                       $demo_key  (also in .local/keys/demo.key)
   Try it:  curl -s $gw/v1/deployments/demo/score -H "api-key: $demo_key" \\
              -H 'content-type: application/json' -d '{"question": "What is sampled?"}'
+  Aggregator (API, health):           http://127.0.0.1:${PROMPTPULSE_AGGREGATOR__PORT:-8081}/healthz
+  Processor (health, metrics):        http://127.0.0.1:${PROMPTPULSE_PROCESSOR__PORT:-8083}/metrics
   LLM simulator (OpenAI-compatible):  http://127.0.0.1:${PROMPTPULSE_LLMSIM__PORT:-8082}/v1
   Kafka:                              127.0.0.1:9092
   PostgreSQL:                         127.0.0.1:5432/promptpulse
