@@ -8,7 +8,9 @@ real components were exercised.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+import warnings
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
@@ -51,9 +53,21 @@ async def fresh_database(database_url: str) -> AsyncIterator[str]:
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
         yield _with_database(database_url, name)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await _drop_database(admin, name)
     finally:
         await admin.close()
+
+
+async def _drop_database(admin: asyncpg.Connection, name: str) -> None:
+    # FORCE cannot end an autovacuum worker (a superuser process) that happens to be busy in the
+    # database; it finishes within moments, so try again before leaving the database behind.
+    for attempt in range(20):
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except (asyncpg.InsufficientPrivilegeError, asyncpg.ObjectInUseError):
+            await asyncio.sleep(0.25 * (attempt + 1))
+    warnings.warn(f"could not drop test database {name}", stacklevel=1)
 
 
 @pytest.fixture

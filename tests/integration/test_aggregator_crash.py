@@ -69,8 +69,8 @@ async def _counts(dsn: str) -> dict[str, int]:
         await conn.close()
 
 
-def _tail(log_path: Path) -> str:
-    return _tail(log_path)
+def _tail(log_path: Path, chars: int = 4000) -> str:
+    return log_path.read_text(errors="replace")[-chars:] if log_path.exists() else "(no log)"
 
 
 def _exists(path: Path) -> bool:
