@@ -17,6 +17,7 @@ import asyncpg
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
+from services.aggregator import api, monitors
 from services.aggregator.db.migrate import migrate
 from services.aggregator.db.pool import create_pool
 from services.aggregator.ingest.consumer import Ingestor
@@ -159,6 +160,8 @@ def create_app(settings: AggregatorSettings) -> web.Application:
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_retention)
     app.cleanup_ctx.append(_ingestion)
+    app.cleanup_ctx.append(monitors.cleanup_ctx)
+    api.setup(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 
+from services.aggregator.api import ApiSection
+from services.aggregator.monitors import MonitorsSection
 from shared.settings import ServiceSettings
 
 
@@ -145,6 +147,14 @@ class AggregatorSection(BaseModel):
         "test knows the transaction is open.",
     )
 
+    api: ApiSection = Field(
+        default_factory=ApiSection, description="Query API (PROMPTPULSE_AGGREGATOR__API__*)."
+    )
+    monitors: MonitorsSection = Field(
+        default_factory=MonitorsSection,
+        description="Monitor evaluation (PROMPTPULSE_AGGREGATOR__MONITORS__*).",
+    )
+
     @model_validator(mode="after")
     def _retry_cap_covers_initial(self) -> AggregatorSection:
         if self.retry_max_seconds < self.retry_initial_seconds:
@@ -156,6 +166,19 @@ class AggregatorSettings(ServiceSettings):
     """Everything the aggregator reads from the environment."""
 
     aggregator: AggregatorSection = Field(default_factory=AggregatorSection)
+    api_read_key: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="Bearer token for the query API's read routes and the dashboard "
+        "(PROMPTPULSE_API_READ_KEY); a browser exchanges it once at POST /v1/session for a "
+        "session cookie. Unset: /v1 answers 503.",
+    )
+    api_admin_key: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="Bearer token for changing monitors (PROMPTPULSE_API_ADMIN_KEY). Unset: no "
+        "one can change monitors through the API.",
+    )
 
     def group_id(self) -> str:
         """The consumer group: configured, or '<topic prefix>aggregator'."""

@@ -8,7 +8,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from services.aggregator.db.migrate import SQL_DIR, MigrationError, apply_migrations, discover, migrate
+from services.aggregator.db.migrate import (
+    SQL_DIR,
+    MigrationError,
+    apply_migrations,
+    discover,
+    migrate,
+)
 
 
 async def test_fresh_database_gets_every_migration_once(fresh_database: str) -> None:

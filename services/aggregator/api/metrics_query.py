@@ -1,0 +1,166 @@
+"""The SQL behind ``/v1/deployments/{d}/metrics`` and ``/v1/runs/{run_id}``.
+
+Every query sums rollup minutes in ``[start, end)`` for one deployment and one run id ('' for
+production), grouped by step (``date_bin`` from ``start``) and variant, so a range of any
+length costs one pass over its minutes, and the figures are finished in Python (figures.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from services.aggregator.api.figures import Breakdown
+
+# Every query takes the same six parameters ($4 is the step); asyncpg wants each one used, so
+# the queries without a step say "$4::interval IS NOT NULL".
+_WHERE = "deployment = $1 AND minute >= $2 AND minute < $3 AND run_id = $5 AND ($6::text IS NULL OR variant = $6)"
+_STEP = "date_bin($4::interval, minute, $2) AS t"
+
+_OPERATIONS = f"""
+SELECT {_STEP}, variant, sum(requests)::bigint AS requests, sum(responses)::bigint AS responses,
+       sum(ok)::bigint AS ok, sum(errors)::bigint AS errors, sum(cancelled)::bigint AS cancelled,
+       sum(latency_sum_ms)::float8 AS latency_sum_ms, sum(ttft_count)::bigint AS ttft_count,
+       sum(ttft_sum_ms)::float8 AS ttft_sum_ms
+FROM rollup_operations WHERE {_WHERE} GROUP BY 1, 2"""
+
+_HISTOGRAMS = f"""
+SELECT {_STEP}, variant, measure, bucket, sum(count)::bigint AS count
+FROM rollup_histograms WHERE {_WHERE} GROUP BY 1, 2, 3, 4"""
+
+_TOKENS = f"""
+SELECT {_STEP}, variant, model, sum(requests)::bigint AS requests, sum(calls)::bigint AS calls,
+       sum(prompt_tokens)::bigint AS prompt_tokens, sum(completion_tokens)::bigint AS completion_tokens,
+       sum(total_tokens)::bigint AS total_tokens, sum(cost)::float8 AS cost, max(currency) AS currency,
+       bool_or(cost IS NULL AND total_tokens > 0) AS unpriced
+FROM rollup_token_costs WHERE {_WHERE} GROUP BY 1, 2, 3"""
+
+_QUALITY = f"""
+SELECT {_STEP}, variant, metric, sum(evaluations)::bigint AS evaluations, sum(scored)::bigint AS scored,
+       sum(score_sum)::bigint AS score_sum, sum(score_sum_squares)::bigint AS score_sum_squares,
+       sum(score_1)::bigint AS score_1, sum(score_2)::bigint AS score_2, sum(score_3)::bigint AS score_3,
+       sum(score_4)::bigint AS score_4, sum(score_5)::bigint AS score_5,
+       sum(not_applicable)::bigint AS not_applicable, sum(errors)::bigint AS errors
+FROM rollup_quality WHERE {_WHERE} GROUP BY 1, 2, 3"""
+
+_FEEDBACK = f"""
+SELECT {_STEP}, variant, sum(feedback)::bigint AS feedback, sum(rated)::bigint AS rated,
+       sum(rating_sum)::bigint AS rating_sum, sum(comments)::bigint AS comments
+FROM rollup_feedback WHERE {_WHERE} GROUP BY 1, 2"""
+
+_ERROR_TYPES = f"""
+SELECT error_type, sum(count)::bigint AS count FROM rollup_operation_errors
+WHERE {_WHERE} AND $4::interval IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1"""
+
+_QUALITY_ERRORS = f"""
+SELECT metric, error_type, sum(count)::bigint AS count FROM rollup_quality_errors
+WHERE {_WHERE} AND $4::interval IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 3 DESC, 2"""
+
+_JUDGE = f"""
+SELECT metric, judge_model, sum(calls)::bigint AS calls, sum(prompt_tokens)::bigint AS prompt_tokens,
+       sum(completion_tokens)::bigint AS completion_tokens, sum(latency_sum_ms)::float8 AS latency_sum_ms
+FROM rollup_judge_tokens WHERE {_WHERE} AND $4::interval IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2"""
+
+_WINDOWS = """
+SELECT monitor_id, variant, statistic, metric, count(*)::bigint AS windows,
+       count(*) FILTER (WHERE violated)::bigint AS violated,
+       count(*) FILTER (WHERE enough_samples)::bigint AS judged
+FROM monitor_windows
+WHERE deployment = $1 AND window_end > $2 AND window_end <= $3 AND ($4::text IS NULL OR variant = $4)
+GROUP BY 1, 2, 3, 4 ORDER BY 1"""
+
+
+@dataclass(frozen=True)
+class Scope:
+    deployment: str
+    start: datetime
+    end: datetime
+    step: timedelta
+    run_id: str = ""
+    variant: str | None = None
+
+    def args(self) -> tuple[Any, ...]:
+        return (self.deployment, self.start, self.end, self.step, self.run_id, self.variant)
+
+    def steps(self) -> list[datetime]:
+        count = int((self.end - self.start) / self.step)
+        count += (self.start + count * self.step) < self.end
+        return [self.start + i * self.step for i in range(count)]
+
+
+async def read_breakdown(conn: asyncpg.Connection, scope: Scope) -> Breakdown:
+    breakdown = Breakdown()
+    args = scope.args()
+    for sql, add in (
+        (_OPERATIONS, breakdown.add_operations),
+        (_HISTOGRAMS, breakdown.add_histogram),
+        (_TOKENS, breakdown.add_tokens),
+        (_QUALITY, breakdown.add_quality),
+        (_FEEDBACK, breakdown.add_feedback),
+    ):
+        for row in await conn.fetch(sql, *args):
+            add(row)
+    return breakdown
+
+
+async def extras(conn: asyncpg.Connection, scope: Scope) -> dict[str, Any]:
+    """Error types, judge usage: for the whole range only."""
+    args = scope.args()
+    quality_errors: dict[str, dict[str, int]] = {}
+    for row in await conn.fetch(_QUALITY_ERRORS, *args):
+        quality_errors.setdefault(row["metric"], {})[row["error_type"]] = row["count"]
+    return {
+        "errors_by_type": {r["error_type"]: r["count"] for r in await conn.fetch(_ERROR_TYPES, *args)},
+        "evaluation_errors_by_type": quality_errors,
+        "judge": [
+            {"metric": r["metric"], "model": r["judge_model"], "calls": r["calls"],
+             "prompt_tokens": r["prompt_tokens"], "completion_tokens": r["completion_tokens"],
+             "mean_latency_ms": r["latency_sum_ms"] / r["calls"] if r["calls"] else None}
+            for r in await conn.fetch(_JUDGE, *args)
+        ],
+    }
+
+
+def _rate(violated: int, windows: int) -> float | None:
+    return violated / windows if windows else None
+
+
+async def violations(conn: asyncpg.Connection, scope: Scope) -> tuple[list[dict[str, Any]], dict[str, dict]]:
+    """Per monitor, and per quality metric: windows ending in ``(start, end]``, how many were
+    violated, and the violation rate (violated / evaluated)."""
+    monitors = []
+    per_metric: dict[str, dict[str, Any]] = {}
+    for row in await conn.fetch(_WINDOWS, scope.deployment, scope.start, scope.end, scope.variant):
+        monitors.append({
+            "monitor_id": row["monitor_id"], "variant": row["variant"] or None, "statistic": row["statistic"],
+            "metric": row["metric"] or None, "windows": row["windows"], "violations": row["violated"],
+            "violation_rate": _rate(row["violated"], row["windows"]),
+            "windows_with_enough_samples": row["judged"],
+        })
+        if row["metric"]:
+            entry = per_metric.setdefault(row["metric"], {"windows": 0, "violations": 0})
+            entry["windows"] += row["windows"]
+            entry["violations"] += row["violated"]
+    for entry in per_metric.values():
+        entry["violation_rate"] = _rate(entry["violations"], entry["windows"])
+    return monitors, per_metric
+
+
+async def run_progress(conn: asyncpg.Connection, run_id: str, deployment: str, start: datetime,
+                       end: datetime) -> dict[str, int]:
+    """A batch run's requests, responses and judged requests, from the raw rows of its range."""
+    row = await conn.fetchrow(
+        """SELECT (SELECT count(*) FROM inference_requests WHERE run_id = $1 AND deployment = $2
+                     AND request_start_time >= $3 AND request_start_time < $4) AS requests,
+                  (SELECT count(*) FROM inference_responses WHERE run_id = $1 AND deployment = $2
+                     AND request_start_time >= $3 AND request_start_time < $4) AS responses,
+                  (SELECT count(DISTINCT request_id) FROM evaluations WHERE run_id = $1 AND deployment = $2
+                     AND request_start_time >= $3 AND request_start_time < $4) AS judged,
+                  (SELECT count(*) FROM evaluations WHERE run_id = $1 AND deployment = $2
+                     AND request_start_time >= $3 AND request_start_time < $4) AS evaluations""",
+        run_id, deployment, start, end,
+    )
+    return dict(row)

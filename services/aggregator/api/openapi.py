@@ -1,0 +1,119 @@
+"""``GET /openapi.json``: an OpenAPI 3.1 description of the aggregator's query API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from services.aggregator.api.errors import json_response
+
+
+def _param(name: str, where: str, description: str, schema: dict[str, Any] | None = None,
+           required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": where, "required": required or where == "path",
+            "description": description, "schema": schema or {"type": "string"}}
+
+
+_TIME = {"type": "string", "description": "RFC 3339 with a zone, or Unix seconds"}
+_DEPLOYMENT = _param("deployment", "path", "Deployment name.")
+_FROM = _param("from", "query", "Start of the range (floored to the minute).", _TIME)
+_TO = _param("to", "query", "End of the range, exclusive (ceiled to the minute); default now.", _TIME)
+_LIMIT = _param("limit", "query", "Page size.", {"type": "integer", "minimum": 1})
+_CURSOR = _param("cursor", "query", "next_cursor of the previous page.")
+_VARIANT = _param("variant", "query", "Only this variant.")
+_ERRORS = {
+    "400": "A bad parameter; error.field names it.",
+    "401": "No valid read key (Authorization: Bearer) or session cookie.",
+    "403": "The route needs the admin key.",
+    "404": "Unknown deployment, trace or run.",
+    "503": "No read key configured, or the database is unavailable.",
+}
+
+
+def _operation(summary: str, params: list[dict[str, Any]], ok: str, *, admin: bool = False,
+               body: dict[str, Any] | None = None, content: str = "application/json") -> dict[str, Any]:
+    responses: dict[str, Any] = {"200": {"description": ok, "content": {content: {"schema": {"type": "object"}}}}}
+    for status, text in _ERRORS.items():
+        responses[status] = {"description": text, "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/Error"}}}}
+    operation: dict[str, Any] = {"summary": summary, "parameters": params, "responses": responses,
+                                 "security": [{"adminKey": []}] if admin else [{"readKey": []}, {"session": []}]}
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    return operation
+
+
+def document() -> dict[str, Any]:
+    monitors_body = {"type": "object", "required": ["monitors"], "properties": {"monitors": {
+        "type": "array", "description": "The deployment's monitors, as in a deployment file (docs/deployments.md).",
+        "items": {"type": "object"}}}}
+    paths = {
+        "/v1/session": {"post": {
+            "summary": "Exchange the read key (bearer, or {\"key\": ...}) for an HttpOnly session cookie.",
+            "security": [], "responses": {"200": {"description": "Cookie set."},
+                                          "401": {"description": "Wrong key."}}},
+            "delete": {"summary": "Clear the session cookie.", "security": [],
+                       "responses": {"204": {"description": "Cleared."}}}},
+        "/v1/deployments": {"get": _operation("Deployments configured or seen, with their variants.", [],
+                                              "Deployments.")},
+        "/v1/deployments/{deployment}/metrics": {"get": _operation(
+            "Overview and time series of a deployment over a range.",
+            [_DEPLOYMENT, _FROM, _TO,
+             _param("step", "query", "Series step: 1m, 5m, 1h, 1d (whole minutes)."), _VARIANT,
+             _param("pass_score", "query", "A score passes when >= this (default 3).",
+                    {"type": "integer", "minimum": 1, "maximum": 5})],
+            "Overview, per-variant figures and per-step series.")},
+        "/v1/deployments/{deployment}/requests": {"get": _operation(
+            "Requests newest first, with inputs, outputs, scores, reasons and trace ids.",
+            [_DEPLOYMENT, _param("sampled", "query", "Only requests whose payloads were kept (default true).",
+                                 {"type": "boolean"}),
+             _LIMIT, _CURSOR, _VARIANT, _param("run_id", "query", "A batch run's requests."), _FROM, _TO],
+            "A page of requests and next_cursor.")},
+        "/v1/deployments/{deployment}/monitors": {
+            "get": _operation("The monitors in force, with their state and last window.", [_DEPLOYMENT],
+                              "Monitors."),
+            "put": _operation("Replace the deployment's monitors (they then win over the file).", [_DEPLOYMENT],
+                              "The monitors now in force.", admin=True, body=monitors_body)},
+        "/v1/traces/{trace_id}": {"get": _operation(
+            "A trace as a tree of spans.", [_param("trace_id", "path", "32 hex characters.")], "The trace.")},
+        "/v1/alerts": {"get": _operation(
+            "Alert state changes, newest first, and the monitors firing now.",
+            [_param("deployment", "query", "Only this deployment."), _param("monitor", "query", "Only this monitor."),
+             _param("state", "query", "firing or resolved.", {"type": "string", "enum": ["firing", "resolved"]}),
+             _LIMIT, _CURSOR], "Alerts.")},
+        "/v1/runs/{run_id}": {"get": _operation(
+            "A batch run's progress and per-variant figures.", [_param("run_id", "path", "The run id.")],
+            "The run.")},
+        "/v1/stream/metrics": {"get": _operation(
+            "Server-sent events: a snapshot, then the changed minutes after each committed batch.",
+            [_param("deployment", "query", "Deployment name.", required=True)], "An event stream.",
+            content="text/event-stream")},
+        "/healthz": {"get": {"summary": "The process serves.", "security": [],
+                             "responses": {"200": {"description": "ok"}}}},
+        "/readyz": {"get": {"summary": "Ingestion is positioned and Postgres reachable.", "security": [],
+                            "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics of this process.", "security": [],
+                             "responses": {"200": {"description": "text format 0.0.4"}}}},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "PromptPulse aggregator query API", "version": "1"},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "readKey": {"type": "http", "scheme": "bearer", "description": "PROMPTPULSE_API_READ_KEY"},
+                "adminKey": {"type": "http", "scheme": "bearer", "description": "PROMPTPULSE_API_ADMIN_KEY"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "pp_session"},
+            },
+            "schemas": {"Error": {"type": "object", "required": ["error"], "properties": {"error": {
+                "type": "object", "required": ["type", "message"], "properties": {
+                    "type": {"type": "string"}, "message": {"type": "string"},
+                    "field": {"type": "string", "description": "The parameter or field at fault."},
+                    "problems": {"type": "array", "items": {"type": "object"}}}}}}},
+        },
+    }
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(document())

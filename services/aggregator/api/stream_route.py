@@ -1,0 +1,60 @@
+"""``GET /v1/stream/metrics?deployment=``: server-sent events from the process's MetricsHub.
+
+Events: ``snapshot`` first (the last minutes' figures), then ``metrics`` after every committed
+batch that changed the deployment (the changed minutes, to be merged by ``start``), and a new
+``snapshot`` after the hub lost and re-made its Postgres connection. An idle stream gets a
+comment line every ``sse_heartbeat_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aiohttp import web
+
+from services.aggregator.api.errors import ApiError, dumps
+from services.aggregator.api.params import Query, checked
+from services.aggregator.api.state import API
+from services.aggregator.api.stream import CLOSE, StreamEvent
+
+
+def frame(event: StreamEvent) -> bytes:
+    return f"id: {event.id}\nevent: {event.name}\ndata: {dumps(event.data)}\n\n".encode()
+
+
+async def stream_metrics(request: web.Request) -> web.StreamResponse:
+    state = request.app[API]
+    query = Query(request, ("deployment",))
+    deployment = checked("deployment", query.required("deployment"), "deployment")
+    hub = state.hub
+    async with state.pool.acquire() as conn:
+        await state.require_deployment(conn, deployment)
+    if hub.subscriber_count >= state.section.sse_max_subscribers:
+        raise ApiError(503, "too_many_streams", "too many open streams on this replica; retry later",
+                       headers={"Retry-After": "10"})
+    # Subscribe before reading the snapshot, so a change committed in between is not missed.
+    subscriber = hub.subscribe(deployment)
+    try:
+        snapshot = await hub.snapshot(deployment)
+        response = web.StreamResponse(headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # nginx would otherwise hold events back
+        })
+        await response.prepare(request)
+        await response.write(b"retry: 3000\n\n" + frame(snapshot))
+        heartbeat = state.section.sse_heartbeat_seconds
+        with contextlib.suppress(ConnectionResetError):
+            while True:
+                try:
+                    event = await asyncio.wait_for(subscriber.queue.get(), heartbeat)
+                except TimeoutError:
+                    await response.write(b": keepalive\n\n")
+                    continue
+                if event is CLOSE:
+                    break
+                await response.write(frame(event))
+        return response
+    finally:
+        hub.unsubscribe(subscriber)

@@ -1,0 +1,180 @@
+"""The monitor evaluator as a background resource of the aggregator's aiohttp application.
+
+``cleanup_ctx(app)`` (append it to ``app.cleanup_ctx`` after the database context) syncs the
+deployment files' monitors into Postgres, then runs a loop that every ``tick_seconds``:
+evaluates due windows (if this replica holds the evaluator lock), publishes pending alerts to
+the alerts topic, delivers due webhooks, and now and then drops windows and alerts older than
+the retention. Postgres or Kafka being away only delays alerts: they wait in the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from services.aggregator.monitors.evaluator import EVALUATOR_LOCK, Evaluator, TickResult
+from services.aggregator.monitors.publisher import DeliveryStats, deliver_webhooks, publish_pending
+from services.aggregator.monitors.settings import MonitorsSection
+from services.aggregator.monitors.store import sync_file_monitors
+from services.aggregator.settings import AggregatorSettings
+from shared.deployments import load_deployments
+from shared.kafka import make_producer
+from shared.topics import TopicError, Topics, ensure_topics
+
+log = logging.getLogger(__name__)
+
+_RETENTION_EVERY_SECONDS = 3600.0
+
+
+def monitors_section(settings: AggregatorSettings) -> MonitorsSection:
+    """Where the monitors' settings live in the aggregator's settings (one place to change)."""
+    return settings.aggregator.monitors
+
+
+@dataclass
+class EvaluatorStats:
+    ticks: int = 0
+    leader_ticks: int = 0
+    windows: int = 0
+    violations: int = 0
+    alerts: int = 0
+    failed_ticks: int = 0
+    is_leader: bool = False
+
+
+class MonitorService:
+    def __init__(self, settings: AggregatorSettings, pool: asyncpg.Pool) -> None:
+        self._settings = settings
+        self._section = monitors_section(settings)
+        self._pool = pool
+        self.topic = Topics.from_settings(settings).alerts
+        self.evaluator = Evaluator(pool, self._section)
+        self.stats = EvaluatorStats()
+        self.delivery = DeliveryStats()
+        self._producer: AIOKafkaProducer | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._stop = asyncio.Event()
+        self._last_retention = 0.0
+
+    async def sync_files(self) -> None:
+        folder = self._settings.deployments_dir
+        if not folder.is_dir():
+            # Syncing an empty set would delete every file monitor for all replicas.
+            log.warning("deployments folder %s not found: file monitors left as stored", folder)
+            return
+        deployments = load_deployments(folder, check_flow=False)
+        async with self._pool.acquire() as conn:
+            await sync_file_monitors(conn, deployments)
+
+    async def _ensure_producer(self) -> AIOKafkaProducer | None:
+        if self._producer is None:
+            producer = make_producer(self._settings, "promptpulse-aggregator-alerts")
+            try:
+                await producer.start()
+            except (KafkaError, OSError) as exc:
+                log.warning("alerts producer cannot start yet (alerts wait in Postgres): %r", exc)
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                return None
+            self._producer = producer
+        return self._producer
+
+    async def once(self, now: datetime) -> TickResult:
+        """One pass: evaluate, publish, deliver webhooks, retention."""
+        tick = await self.evaluator.tick(now)
+        stats = self.stats
+        stats.ticks += 1
+        stats.is_leader = tick.leader
+        if tick.leader:
+            stats.leader_ticks += 1
+            stats.windows += tick.windows
+            stats.violations += tick.violations
+            stats.alerts += tick.alerts
+            producer = await self._ensure_producer()
+            if producer is not None:
+                await publish_pending(self._pool, producer, self.topic, self._section, self.delivery)
+            if time.monotonic() - self._last_retention > _RETENTION_EVERY_SECONDS:
+                await self._retention(now)
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
+        await deliver_webhooks(self._pool, self._http, self._section, self.delivery)
+        return tick
+
+    async def _retention(self, now: datetime) -> None:
+        cutoff = now - timedelta(days=self._settings.aggregator.retention_days)
+        async with self._pool.acquire() as conn, conn.transaction():
+            if await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", EVALUATOR_LOCK):
+                await conn.execute("DELETE FROM monitor_windows WHERE window_end < $1", cutoff)
+                await conn.execute(
+                    "DELETE FROM alerts WHERE window_end < $1 AND published_at IS NOT NULL "
+                    "AND webhook_state <> 'pending'", cutoff,
+                )
+        self._last_retention = time.monotonic()
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self.once(datetime.now(UTC))
+            except Exception as exc:  # Postgres away, a bug in one pass: the next tick retries
+                self.stats.failed_ticks += 1
+                log.warning("monitor evaluation pass failed: %r", exc, exc_info=not isinstance(exc, OSError))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self._section.tick_seconds)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                await self._producer.stop()
+            self._producer = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+
+MONITORS = web.AppKey("monitors", MonitorService)
+
+
+def _app_keys():
+    # Imported here: app.py imports this module to wire it in, so a top-level import would be circular.
+    from services.aggregator.app import POOL, SETTINGS
+
+    return SETTINGS, POOL
+
+
+async def cleanup_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The evaluator's lifetime; needs the database context before it in ``app.cleanup_ctx``."""
+    settings_key, pool_key = _app_keys()
+    settings = app[settings_key]
+    service = MonitorService(settings, app[pool_key])
+    app[MONITORS] = service
+    await service.sync_files()
+    if not monitors_section(settings).enabled:
+        yield
+        return
+    try:
+        await ensure_topics(settings, [service.topic])
+    except (TopicError, KafkaError, OSError) as exc:  # not fatal: alerts wait in the outbox
+        log.warning("could not ensure the alerts topic exists: %s", exc)
+    task = asyncio.create_task(service.run(), name="aggregator-monitors")
+    try:
+        yield
+    finally:
+        service.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await service.close()
+

@@ -1,0 +1,79 @@
+"""Settings of monitor evaluation (``PROMPTPULSE_AGGREGATOR__MONITORS__*``)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, model_validator
+
+
+class MonitorsSection(BaseModel):
+    """How and when monitors are evaluated and their alerts delivered."""
+
+    enabled: bool = Field(
+        True,
+        description="Run the monitor evaluator in this process. Every replica may leave it on: "
+        "only the one holding the Postgres advisory lock evaluates, the others stand by.",
+    )
+    grace_seconds: float = Field(
+        60.0,
+        ge=0,
+        le=86_400,
+        description="How long after a window closes it is evaluated, so late events (a gateway "
+        "spool draining, a slow judge) land in it first. Longer: fewer wrong alerts, later ones.",
+    )
+    tick_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="How often the evaluator looks for windows that are due, and for alerts "
+        "still to publish. Bounds how late after close + grace an alert goes out.",
+    )
+    confidence_level: float = Field(
+        0.95,
+        ge=0.5,
+        le=0.999,
+        description="Level of the confidence intervals reported with each window (Wilson for "
+        "rates, Student t for average scores).",
+    )
+    max_catch_up_windows: int = Field(
+        1440,
+        ge=1,
+        le=1_000_000,
+        description="After downtime, at most this many missed windows per monitor are evaluated "
+        "(the newest); older ones are skipped and logged.",
+    )
+    max_windows_per_tick: int = Field(
+        500,
+        ge=1,
+        le=100_000,
+        description="Windows evaluated in one transaction; a long catch-up spreads over ticks so "
+        "no transaction holds the evaluator lock for long.",
+    )
+    publish_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="How long publishing one alert to Kafka may take before the batch is left "
+        "for the next tick (alerts wait in Postgres meanwhile, none is lost).",
+    )
+    webhook_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, description="Timeout of one webhook POST."
+    )
+    webhook_max_attempts: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="Attempts per alert and webhook before giving up (recorded on the alert). "
+        "Only server errors, 429 and network failures are retried.",
+    )
+    webhook_retry_initial_seconds: float = Field(
+        2.0, gt=0, le=3600, description="Wait before the second attempt; doubles after each failure."
+    )
+    webhook_retry_max_seconds: float = Field(
+        300.0, gt=0, le=86_400, description="Cap of the wait between webhook attempts."
+    )
+
+    @model_validator(mode="after")
+    def _retry_cap_covers_initial(self) -> MonitorsSection:
+        if self.webhook_retry_max_seconds < self.webhook_retry_initial_seconds:
+            raise ValueError("webhook_retry_max_seconds must be >= webhook_retry_initial_seconds")
+        return self
