@@ -37,6 +37,22 @@ start_service() {
   die "$name: did not become healthy"
 }
 
+# The aggregator's API keys for the local stack: taken from the environment, else made once and
+# kept (mode 0600) beside the demo key in the git-ignored .local/keys/.
+api_keys() {
+  local dir="$LOCAL_DIR/keys" name var
+  mkdir -p "$dir"
+  for name in read admin; do
+    var="PROMPTPULSE_API_${name^^}_KEY"
+    if [ -z "${!var:-}" ]; then
+      if [ ! -s "$dir/api-$name.key" ]; then
+        (umask 077; "$PY" -c 'import secrets; print("ppapi_" + secrets.token_urlsafe(32))' >"$dir/api-$name.key")
+      fi
+      export "$var=$(cat "$dir/api-$name.key")"
+    fi
+  done
+}
+
 infra() {
   [ -x "$PY" ] || die "virtualenv missing at $VENV_DIR: run \`make install\` first"
   bash "$HERE/postgres.sh" up
@@ -47,6 +63,7 @@ infra() {
 
 up() {
   infra
+  api_keys
   for name in "${SERVICES[@]}"; do start_service "$name"; done
   local demo_key gw="http://127.0.0.1:${PROMPTPULSE_GATEWAY__PORT:-8080}"
   demo_key=$("$PY" -m services.gateway.demo_key 2>/dev/null || echo '<run: python -m services.gateway.demo_key>')
@@ -57,7 +74,8 @@ PromptPulse local stack is up.
   Demo API key:                       $demo_key  (also in .local/keys/demo.key)
   Try it:  curl -s $gw/v1/deployments/demo/score -H "api-key: $demo_key" \\
              -H 'content-type: application/json' -d '{"question": "What is sampled?"}'
-  Aggregator (API, health):           http://127.0.0.1:${PROMPTPULSE_AGGREGATOR__PORT:-8081}/healthz
+  Aggregator query API:               http://127.0.0.1:${PROMPTPULSE_AGGREGATOR__PORT:-8081}/v1/deployments
+  API read key:                       .local/keys/api-read.key (admin: api-admin.key)
   Processor (health, metrics):        http://127.0.0.1:${PROMPTPULSE_PROCESSOR__PORT:-8083}/metrics
   LLM simulator (OpenAI-compatible):  http://127.0.0.1:${PROMPTPULSE_LLMSIM__PORT:-8082}/v1
   Kafka:                              127.0.0.1:9092
