@@ -216,18 +216,21 @@ async def chat_completion(
 
 
 async def _whole(client: Any, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    response = await client.chat.completions.create(**request)
-    choices = getattr(response, "choices", None) or []
+    if _is_openai_client(client):
+        body, options = _post_arguments(request)
+        data = await client.post(CHAT_PATH, body=body, cast_to=object, options=options)
+    else:
+        data = _as_dict(await client.chat.completions.create(**request))
+    choices = _list(data, "choices")
     if not choices:
         raise LlmCallError("", "EmptyResponse", "the completion has no choices")
-    first = choices[0]
-    message = getattr(first, "message", None)
-    text = getattr(message, "content", None) or ""
+    first = _dict(choices[0])
+    text = _dict(first.get("message")).get("content") or ""
     return text, {
-        "usage": getattr(response, "usage", None),
-        "model": getattr(response, "model", None),
-        "id": getattr(response, "id", None),
-        "finish_reason": getattr(first, "finish_reason", None),
+        "usage": _usage(data),
+        "model": _dict(data).get("model"),
+        "id": _dict(data).get("id"),
+        "finish_reason": first.get("finish_reason"),
     }
 
 
@@ -236,34 +239,98 @@ async def _streamed(
 ) -> tuple[str, dict[str, Any]]:
     outcome: dict[str, Any] = {"usage": None, "model": None, "id": None, "finish_reason": None, "ttfc_ms": None}
     parts: list[str] = []
-    stream = await client.chat.completions.create(
-        **request, stream=True, stream_options={"include_usage": True}
-    )
+    request = {**request, "stream": True, "stream_options": {"include_usage": True}}
+    if _is_openai_client(client):
+        body, options = _post_arguments(request)
+        stream = await client.post(
+            CHAT_PATH, body=body, cast_to=object, options=options, stream=True, stream_cls=_stream_class()
+        )
+        as_dict = _dict
+    else:
+        stream = await client.chat.completions.create(**request)
+        as_dict = _as_dict
     async with stream:
-        async for chunk in stream:
+        async for item in stream:
             if outcome["ttfc_ms"] is None:
                 outcome["ttfc_ms"] = (time.perf_counter() - started) * 1000
-            outcome["model"] = getattr(chunk, "model", None) or outcome["model"]
-            outcome["id"] = getattr(chunk, "id", None) or outcome["id"]
-            usage = getattr(chunk, "usage", None)
+            chunk = as_dict(item)
+            outcome["model"] = chunk.get("model") or outcome["model"]
+            outcome["id"] = chunk.get("id") or outcome["id"]
+            usage = _usage(chunk)
             if usage is not None:
                 outcome["usage"] = usage
-            for choice in getattr(chunk, "choices", None) or []:
-                if getattr(choice, "index", 0) != 0:
+            for choice in _list(chunk, "choices"):
+                choice = _dict(choice)
+                if choice.get("index", 0) != 0:
                     continue  # with n > 1, the first choice is the answer, as in prompt flow
-                delta = getattr(getattr(choice, "delta", None), "content", None)
+                delta = _dict(choice.get("delta")).get("content")
                 if delta:
                     parts.append(delta)
                     if on_delta is not None:
                         on_delta(delta)
-                if getattr(choice, "finish_reason", None):
-                    outcome["finish_reason"] = choice.finish_reason
+                if choice.get("finish_reason"):
+                    outcome["finish_reason"] = choice["finish_reason"]
     return "".join(parts), outcome
 
 
-def _tokens(usage: Any, name: str) -> int:
-    value = getattr(usage, name, None) if usage is not None else None
-    return value if isinstance(value, int) else 0
+# The fast path. ``chat.completions.create`` runs every request through openai's TypedDict
+# transforms and every response (each streamed chunk too) through pydantic model construction:
+# most of the CPU an LLM call costs the gateway (bench/llm_call_path.py). ``client.post`` is the
+# package's own documented way to call an endpoint with a plain body and read plain JSON: the
+# same transport, auth, retries, status-error mapping, Azure deployment URLs and api-version,
+# and (through ``AsyncStream``) the same SSE parsing and in-stream error handling.
+CHAT_PATH = "/chat/completions"
+# What create() asks for; post()'s default would also offer an admin key, which an LLM call never needs.
+_SECURITY = {"bearer_auth": True}
+
+
+def _is_openai_client(client: Any) -> bool:
+    # Anything else (a test double, another client) is called the portable way, through create().
+    try:
+        from openai import AsyncOpenAI
+    except ImportError:  # pragma: no cover - openai is a dependency
+        return False
+    return isinstance(client, AsyncOpenAI)
+
+
+def _stream_class() -> Any:
+    from openai import AsyncStream
+
+    return AsyncStream[object]  # object: the stream yields each event's JSON as it came
+
+
+def _post_arguments(request: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    body = dict(request)
+    options: dict[str, Any] = {"security": _SECURITY}
+    headers = body.pop("extra_headers", None)
+    if headers:
+        options["headers"] = headers
+    return body, options
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    """A response or chunk of the portable path as the fast path sees it: its JSON."""
+    dump = getattr(value, "model_dump", None)
+    return dump() if callable(dump) else _dict(value)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any, key: str) -> list[Any]:
+    found = _dict(value).get(key)
+    return found if isinstance(found, list) else []
+
+
+def _usage(data: Any) -> dict[str, Any] | None:
+    usage = _dict(data).get("usage")
+    return usage if isinstance(usage, dict) else None
+
+
+def _tokens(usage: dict[str, Any] | None, name: str) -> int:
+    value = usage.get(name) if usage is not None else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _describe(exc: Exception) -> tuple[str, str, int | None]:
