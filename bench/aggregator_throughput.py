@@ -12,14 +12,25 @@ as the span exporter sends them. Each variant writes into its own fresh database
    its rollup deltas and its offset (exactly once too, the obvious way);
 4. ceiling: the decoded rows copied into the raw tables, no dedup, no rollups, no offsets.
 
-Usage: ``python bench/aggregator_throughput.py [--requests N] [--naive-requests N]``. It prints,
-it does not assert. Needs the local stack (Kafka on 127.0.0.1:9092, PostgreSQL).
+Then freshness: the whole aggregator (ingest, monitors, query API on an ephemeral loopback port,
+default batch wait) in this process, on its own fresh database and topics, fed a steady trickle
+of requests (a request and a response event each) in small batches; per batch, the time from
+its send to (a) the first ``GET /v1/deployments/{d}/metrics`` answer, polled every 20 ms, whose
+request count includes it and (b) the first ``/v1/stream/metrics`` event whose minutes add up to
+a count that includes it.
+
+Usage: ``python bench/aggregator_throughput.py [--requests N] [--naive-requests N]
+[--freshness-seconds S] [--freshness-rate R]``. It prints, it does not assert. Needs the local
+stack (Kafka on 127.0.0.1:9092, PostgreSQL).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import secrets
+import statistics
 import sys
 import time
 import uuid
@@ -28,10 +39,14 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import asyncpg
+from aiohttp import web
+from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support, from a checkout
 
+from services.aggregator.app import create_app  # noqa: E402
 from services.aggregator.db.migrate import migrate  # noqa: E402
 from services.aggregator.db.pool import ssl_option  # noqa: E402
 from services.aggregator.ingest.decode import RecordDecoder, SamplingPolicy, TimeWindow  # noqa: E402
@@ -39,6 +54,7 @@ from services.aggregator.ingest.writer import write_batch  # noqa: E402
 from services.aggregator.retention import ensure_partitions, utc_day  # noqa: E402
 from services.aggregator.rollups.deltas import rollup_deltas  # noqa: E402
 from services.aggregator.rollups.tables import apply_deltas  # noqa: E402
+from shared.kafka import make_producer  # noqa: E402
 from shared.settings import ServiceSettings, load_settings  # noqa: E402
 from shared.topics import Topics, delete_topics  # noqa: E402
 from tests.support.aggregator import (  # noqa: E402
@@ -84,6 +100,18 @@ async def _fresh_database(admin: asyncpg.Connection, base: str, label: str) -> t
     finally:
         await conn.close()
     return name, url
+
+
+async def _drop_database(admin: asyncpg.Connection, name: str) -> None:
+    # FORCE cannot end an autovacuum worker busy in the database (a superuser process); it
+    # finishes within moments, so try again rather than leave the database behind.
+    for attempt in range(20):
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except (asyncpg.InsufficientPrivilegeError, asyncpg.ObjectInUseError):
+            await asyncio.sleep(0.25 * (attempt + 1))
+    print(f"  (could not drop database {name}; drop it by hand)")
 
 
 def _records(messages: list[Message], topics: Topics) -> list[Record]:
@@ -177,7 +205,137 @@ async def _copy_run(url: str, records: list[Record], decoder: RecordDecoder, win
         await conn.close()
 
 
-async def main(requests: int, naive_requests: int) -> None:
+_POLL_SECONDS = 0.02
+_BATCHES_PER_SECOND = 10
+
+
+class _Arrivals:
+    """Per produced batch: when it was sent, the request count that includes it, and when each
+    reader first saw a count that large."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[float, int]] = []  # (perf_counter at send, cumulative count)
+        self.seen: dict[str, list[float]] = {"api": [], "sse": []}
+
+    def observe(self, reader: str, count: int, at: float) -> None:
+        seen = self.seen[reader]
+        while len(seen) < len(self.sent) and self.sent[len(seen)][1] <= count:
+            seen.append(at - self.sent[len(seen)][0])
+
+
+async def _poll_api(http: aiohttp.ClientSession, url: str, arrivals: _Arrivals, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        async with http.get(url) as response:
+            body = await response.json()
+            if response.status == 200:
+                arrivals.observe("api", body["overview"]["requests"], time.perf_counter())
+        await asyncio.sleep(_POLL_SECONDS)
+
+
+async def _read_stream(response: aiohttp.ClientResponse, arrivals: _Arrivals, ready: asyncio.Event) -> None:
+    minutes: dict[str, int] = {}  # a client replaces its minutes by start (docs/aggregator-api.md)
+    name, data = None, []
+    async for raw in response.content:
+        line = raw.decode().rstrip("\n")
+        if line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: "):
+            data.append(line[6:])
+        elif line == "" and name is not None:
+            event = json.loads("".join(data))
+            if name == "snapshot":
+                minutes = {}
+                ready.set()
+            minutes.update({m["start"]: m["requests"] for m in event.get("minutes", [])})
+            arrivals.observe("sse", sum(minutes.values()), time.perf_counter())
+            name, data = None, []
+
+
+async def _produce_steadily(settings, factory: EventFactory, arrivals: _Arrivals, seconds: float, rate: int,
+                            already: int) -> None:
+    topics = Topics.from_settings(settings)
+    producer = make_producer(settings, "bench-freshness-producer")
+    await producer.start()
+    try:
+        per_batch = max(1, round(rate / _BATCHES_PER_SECOND))
+        count, started = already, time.perf_counter()
+        for index in range(int(seconds * _BATCHES_PER_SECOND)):
+            await asyncio.sleep(max(0.0, started + index / _BATCHES_PER_SECOND - time.perf_counter()))
+            messages = [m for _ in range(per_batch) for m in factory.request(datetime.now(UTC), judged=False)
+                        if m.role == "inference"]  # the request and the response; no spans
+            sent_at = time.perf_counter()
+            count += per_batch
+            arrivals.sent.append((sent_at, count))
+            futures = [await producer.send(getattr(topics, m.role), value=m.value, key=m.key, headers=m.headers)
+                       for m in messages]
+            await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def _quantiles(latencies: list[float]) -> str:
+    if len(latencies) < 2:
+        return "n/a (fewer than 2 batches seen)"
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+    return f"p50 {cuts[49] * 1000:6.0f} ms   p95 {cuts[94] * 1000:6.0f} ms   max {max(latencies) * 1000:6.0f} ms"
+
+
+async def _freshness(url: str, prefix: str, seconds: float, rate: int) -> None:
+    key = secrets.token_urlsafe(24)
+    settings = aggregator_settings(url, prefix, f"{prefix}aggregator", batch_max_wait_ms=200).model_copy(
+        update={"api_read_key": SecretStr(key)})
+    await create_topics(settings)
+    runner = web.AppRunner(create_app(settings))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    now = datetime.now(UTC)
+    window = f"from={int(now.timestamp()) - 600}&to={int(now.timestamp()) + 3000}&step=1h"
+    arrivals = _Arrivals()
+    factory = EventFactory(seed=5, deployment="fresh")
+    stop, stream_ready = asyncio.Event(), asyncio.Event()
+    http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"})
+    try:
+        # One request first, until the API shows it: partitions assigned, the consumer running.
+        await produce(settings, [m for m in factory.request(now, judged=False) if m.role == "inference"])
+        arrivals.sent.append((time.perf_counter(), 1))
+        metrics_url = f"{base}/v1/deployments/fresh/metrics?{window}"
+        while not arrivals.seen["api"]:
+            async with http.get(metrics_url) as response:
+                if response.status == 200:
+                    arrivals.observe("api", (await response.json())["overview"]["requests"], time.perf_counter())
+            await asyncio.sleep(0.1)
+        arrivals = _Arrivals()
+        stream = await http.get(f"{base}/v1/stream/metrics?deployment=fresh",
+                                timeout=aiohttp.ClientTimeout(total=None, sock_read=120))
+        reader = asyncio.create_task(_read_stream(stream, arrivals, stream_ready))
+        await asyncio.wait_for(stream_ready.wait(), 30)
+        poller = asyncio.create_task(_poll_api(http, metrics_url, arrivals, stop))
+        await _produce_steadily(settings, factory, arrivals, seconds, rate, already=1)
+        for _ in range(600):  # the last batches, for up to 30 s
+            if min(map(len, arrivals.seen.values())) == len(arrivals.sent):
+                break
+            await asyncio.sleep(0.05)
+        stop.set()
+        await poller
+        reader.cancel()
+        stream.close()
+        print(f"  freshness, {rate} requests/s for {seconds:.0f} s in batches of {rate // _BATCHES_PER_SECOND}"
+              f" ({len(arrivals.sent)} batches; aggregator batch wait {settings.aggregator.batch_max_wait_ms} ms,"
+              f" API polled every {_POLL_SECONDS * 1000:.0f} ms), goal p95 <= 1 s:")
+        for reader_name, label in (("api", "produce -> GET /v1/deployments/{d}/metrics"),
+                                   ("sse", "produce -> SSE metrics event           ")):
+            seen = arrivals.seen[reader_name]
+            print(f"    {label}: {_quantiles(seen)}   [{len(seen)}/{len(arrivals.sent)} batches seen]")
+    finally:
+        stop.set()
+        await http.close()
+        await runner.cleanup()
+        await delete_topics(settings, Topics.from_settings(settings).all())
+
+
+async def main(requests: int, naive_requests: int, freshness_seconds: float, freshness_rate: int) -> None:
     service = load_settings(ServiceSettings)
     base = service.database_url.get_secret_value()
     _SSL[0] = ssl_option(service)
@@ -215,12 +373,14 @@ async def main(requests: int, naive_requests: int) -> None:
         print(f"  ceiling, bare copy_records_to_table:              {ceiling:>10,.0f} events/s")
         print(f"  exactly once / ceiling: {exactly_once / ceiling:.0%} (goal >= 25%);"
               f" exactly once / naive: {exactly_once / naive:.1f}x; goal >= 20,000 events/s")
-        print("  freshness (produce -> visible in the API / SSE stream), p50/p95: TODO, measured once the"
-              " query API and SSE exist (issue 5 items 4-6)")
         await delete_topics(settings, Topics.from_settings(settings).all())
+        if freshness_seconds > 0:
+            names["fresh"] = await _fresh_database(admin, base, "fresh")
+            created.append(names["fresh"][0])
+            await _freshness(names["fresh"][1], f"bench-{uuid.uuid4().hex[:8]}.", freshness_seconds, freshness_rate)
     finally:
         for name in created:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await _drop_database(admin, name)
         await admin.close()
 
 
@@ -228,9 +388,12 @@ def _args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20_000, help="requests in the main runs")
     parser.add_argument("--naive-requests", type=int, default=1_000, help="requests in the naive run")
+    parser.add_argument("--freshness-seconds", type=float, default=15, help="length of the freshness run (0: skip)")
+    parser.add_argument("--freshness-rate", type=int, default=50, help="requests per second in the freshness run")
     return parser.parse_args()
 
 
 if __name__ == "__main__":
     arguments = _args()
-    asyncio.run(main(arguments.requests, arguments.naive_requests))
+    asyncio.run(main(arguments.requests, arguments.naive_requests, arguments.freshness_seconds,
+                     arguments.freshness_rate))
