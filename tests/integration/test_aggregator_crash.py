@@ -36,6 +36,7 @@ def _spawn(settings, log_path: Path, **fault: str) -> subprocess.Popen:
     env = {
         **os.environ,
         "PROMPTPULSE_DATABASE_URL": settings.database_url.get_secret_value(),
+        "PROMPTPULSE_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
         "PROMPTPULSE_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
         "PROMPTPULSE_KAFKA__PARTITIONS": str(settings.kafka.partitions),
         "PROMPTPULSE_DEPLOYMENTS_DIR": "/nonexistent/promptpulse-deployments",
