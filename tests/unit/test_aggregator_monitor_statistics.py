@@ -176,7 +176,20 @@ def test_operational_alert_names_its_statistic_in_metric() -> None:
     body = json.loads(build_alert(monitor, "demo", RESOLVED, start, start + timedelta(minutes=5),
                                   Estimate(0.01, 300, 0.01, 0.01)).payload)
     assert body["metric"] == "error_rate" and body["state"] == "ALERT_STATE_RESOLVED"
+    assert body["statistic"] == "ALERT_STATISTIC_ERROR_RATE"
     assert "back below 0.05" in body["message"]
+
+
+@pytest.mark.parametrize("statistic", ["average", "pass_rate", "error_rate", "latency_p95",
+                                       "tokens_per_hour", "cost_per_hour"])
+def test_every_monitor_statistic_has_its_own_enum_value(statistic: str) -> None:
+    quality = statistic in ("average", "pass_rate")
+    monitor = _monitor(statistic=statistic, metric="relevance" if quality else None,
+                       threshold=0.5 if statistic in ("pass_rate", "error_rate") else 3.0)
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    body = json.loads(build_alert(monitor, "demo", FIRING, start, start + timedelta(minutes=5),
+                                  Estimate(1.0, 30, 1.0, 1.0)).payload)
+    assert body["statistic"] == f"ALERT_STATISTIC_{statistic.upper()}"
 
 
 def test_slack_body() -> None:

@@ -17,6 +17,10 @@ from shared.events.messages import Alert, AlertState, AlertStatistic
 _STATISTICS = {
     "average": AlertStatistic.ALERT_STATISTIC_AVERAGE,
     "pass_rate": AlertStatistic.ALERT_STATISTIC_PASS_RATE,
+    "error_rate": AlertStatistic.ALERT_STATISTIC_ERROR_RATE,
+    "latency_p95": AlertStatistic.ALERT_STATISTIC_LATENCY_P95,
+    "tokens_per_hour": AlertStatistic.ALERT_STATISTIC_TOKENS_PER_HOUR,
+    "cost_per_hour": AlertStatistic.ALERT_STATISTIC_COST_PER_HOUR,
 }
 _STATES = {"firing": AlertState.ALERT_STATE_FIRING, "resolved": AlertState.ALERT_STATE_RESOLVED}
 _LABELS = {
@@ -31,7 +35,7 @@ _LABELS = {
 
 def metric_name(monitor: Monitor) -> str:
     """What the alert's ``metric`` field says: the quality metric, or the operational
-    statistic itself (the proto's statistic enum only names the two quality statistics)."""
+    statistic itself (so a reader that predates the operational enum values still knows)."""
     return monitor.metric or monitor.statistic
 
 
@@ -79,7 +83,7 @@ def build_alert(
         deployment=deployment,
         variant=monitor.variant or "",
         metric=metric_name(monitor),
-        statistic=_STATISTICS.get(monitor.statistic, AlertStatistic.ALERT_STATISTIC_UNSPECIFIED),
+        statistic=_STATISTICS[monitor.statistic],
         state=_STATES[state],
         value=result.value if result.value is not None else 0.0,
         threshold=monitor.threshold,

@@ -40,6 +40,10 @@ class AlertStatistic(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ALERT_STATISTIC_UNSPECIFIED: _ClassVar[AlertStatistic]
     ALERT_STATISTIC_AVERAGE: _ClassVar[AlertStatistic]
     ALERT_STATISTIC_PASS_RATE: _ClassVar[AlertStatistic]
+    ALERT_STATISTIC_ERROR_RATE: _ClassVar[AlertStatistic]
+    ALERT_STATISTIC_LATENCY_P95: _ClassVar[AlertStatistic]
+    ALERT_STATISTIC_TOKENS_PER_HOUR: _ClassVar[AlertStatistic]
+    ALERT_STATISTIC_COST_PER_HOUR: _ClassVar[AlertStatistic]
 INFERENCE_STATUS_UNSPECIFIED: InferenceStatus
 INFERENCE_STATUS_OK: InferenceStatus
 INFERENCE_STATUS_ERROR: InferenceStatus
@@ -58,6 +62,10 @@ ALERT_STATE_RESOLVED: AlertState
 ALERT_STATISTIC_UNSPECIFIED: AlertStatistic
 ALERT_STATISTIC_AVERAGE: AlertStatistic
 ALERT_STATISTIC_PASS_RATE: AlertStatistic
+ALERT_STATISTIC_ERROR_RATE: AlertStatistic
+ALERT_STATISTIC_LATENCY_P95: AlertStatistic
+ALERT_STATISTIC_TOKENS_PER_HOUR: AlertStatistic
+ALERT_STATISTIC_COST_PER_HOUR: AlertStatistic
 
 class EventMeta(_message.Message):
     __slots__ = ("event_id", "event_time", "request_id", "request_start_time", "deployment", "variant", "run_id", "traceparent", "tracestate")
