@@ -1,23 +1,14 @@
-"""The `promptpulse` command: one entry point for every service and tool.
-
-Each subcommand imports only what it needs, so `promptpulse --help` stays fast and a service
-does not drag the others' dependencies into its process.
-"""
+"""The operator's subcommands: run a service, manage keys, migrate, create topics, and the
+local stack (``up``, ``down``, ``status``), as before the CLI became a package."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import os
-import subprocess
 import sys
-from pathlib import Path
 
-from shared.settings import ServiceSettings, SettingsError, load_settings
-
-REPO_DIR = Path(__file__).resolve().parent.parent
-
+from services.cli.config import REPO_DIR
 
 # Long-running services: `promptpulse NAME` runs `services.NAME.__main__.main()`.
 SERVICES = {
@@ -26,6 +17,12 @@ SERVICES = {
     "aggregator": "ingest events into PostgreSQL; rollups, monitors, alerts, query API (port 8081)",
     "llmsim": "run the OpenAI-compatible LLM simulator (a test tool, port 8082)",
 }
+
+STACK_COMMANDS = (
+    ("up", "start the local stack (Kafka, PostgreSQL, services)"),
+    ("down", "stop what `up` started"),
+    ("status", "show what is running"),
+)
 
 
 def _service(args: argparse.Namespace) -> int:
@@ -40,7 +37,10 @@ def _keys(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
+    import asyncio
+
     from services.aggregator.db.migrate import migrate
+    from shared.settings import ServiceSettings, load_settings
 
     settings = load_settings(ServiceSettings)
     applied = asyncio.run(migrate(settings.database_url.get_secret_value()))
@@ -49,6 +49,9 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _topics(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from shared.settings import ServiceSettings, load_settings
     from shared.topics import Topics, ensure_topics
 
     settings = load_settings(ServiceSettings)
@@ -61,6 +64,8 @@ def _topics(args: argparse.Namespace) -> int:
 
 
 def _stack(args: argparse.Namespace) -> int:
+    import subprocess
+
     script = REPO_DIR / "deploy" / "local" / "stack.sh"
     if not script.exists():
         print(f"{script} not found: `promptpulse {args.command}` works from a source checkout", file=sys.stderr)
@@ -68,9 +73,7 @@ def _stack(args: argparse.Namespace) -> int:
     return subprocess.call(["bash", str(script), args.command], env=os.environ.copy())
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="promptpulse", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def register(sub: argparse._SubParsersAction) -> None:
     for name, text in SERVICES.items():
         sub.add_parser(name, help=text).set_defaults(func=_service)
     keys = sub.add_parser("keys", help="manage a deployment's API keys (create | list | revoke)", add_help=False)
@@ -78,25 +81,5 @@ def build_parser() -> argparse.ArgumentParser:
     keys.set_defaults(func=_keys)
     sub.add_parser("migrate", help="apply pending database schema migrations").set_defaults(func=_migrate)
     sub.add_parser("topics", help="create the Kafka topics (idempotent)").set_defaults(func=_topics)
-    for name, text in (
-        ("up", "start the local stack (Kafka, PostgreSQL, services)"),
-        ("down", "stop what `up` started"),
-        ("status", "show what is running"),
-    ):
+    for name, text in STACK_COMMANDS:
         sub.add_parser(name, help=text).set_defaults(func=_stack)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except SettingsError as exc:
-        print(f"promptpulse {args.command}: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
