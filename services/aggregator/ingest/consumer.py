@@ -6,7 +6,9 @@
   work overlapping Postgres work). Batches are written strictly one after another, in order.
 - Positions come from Postgres, not Kafka: on assignment every partition is paused until its
   stored offset is read and sought to (the beginning when none is stored). Kafka commits are
-  best effort, only so that lag tools see progress.
+  best effort, only so that lag tools see progress. That includes the first assignment, which
+  aiokafka makes inside ``consumer.start()`` (it waits for it): the listener then works on the
+  consumer being started, or the partitions would start from Kafka's committed offsets.
 - Postgres away: the batch being written is retried (store.py) and every partition is paused,
   so at most two batches are held (the one being written and the next one) plus aiokafka's
   bounded fetch buffers; the loop keeps polling so the group does not evict this member. When
@@ -77,6 +79,7 @@ class Ingestor:
             on_committed=self._commit_to_kafka,
         )
         self._consumer: AIOKafkaConsumer | None = None
+        self._starting: AIOKafkaConsumer | None = None  # inside consumer.start(): first assignment
         self._unpositioned: set[TopicPartition] = set()
         # The rebalance callback and the loop may both try to position partitions.
         self._positioning = asyncio.Lock()
@@ -148,17 +151,21 @@ class Ingestor:
                 max_poll_records=self._section.batch_max_records,
             )
             consumer.subscribe(topics=list(self.topics), listener=_Rebalance(self))
+            self._starting = consumer
             try:
                 await consumer.start()
                 return consumer
             except KafkaError as exc:
                 log.warning("cannot reach Kafka, retrying in %.0fs: %r", delay, exc)
+                self._unpositioned.clear()
                 await consumer.stop()
-                try:
-                    await asyncio.wait_for(self._stopping.wait(), delay)
-                except TimeoutError:
-                    pass
-                delay = min(delay * 2, 30.0)
+            finally:
+                self._starting = None
+            try:
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            except TimeoutError:
+                pass
+            delay = min(delay * 2, 30.0)
         return None
 
     async def _reap_writer(self, *, block: bool) -> None:
@@ -200,8 +207,15 @@ class Ingestor:
             log.warning("partitions revoked while a batch is still uncommitted")
         self._unpositioned -= revoked
 
+    @property
+    def _member(self) -> AIOKafkaConsumer | None:
+        """The consumer the rebalance listener works on: the running one, or the one being
+        started (aiokafka's ``start()`` waits for the first assignment, so that assignment's
+        partitions must be positioned from Postgres right there, like every later one)."""
+        return self._consumer or self._starting
+
     async def partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        if self._consumer is None:
+        if self._member is None:
             return
         self._unpositioned |= assigned
         self._sync_pause()
@@ -211,7 +225,7 @@ class Ingestor:
         """Seek unpositioned partitions to their stored offsets; leaves them paused when
         Postgres cannot be read (the loop tries again)."""
         async with self._positioning:
-            consumer = self._consumer
+            consumer = self._member
             if consumer is None:
                 return
             self._unpositioned &= consumer.assignment()
@@ -243,7 +257,7 @@ class Ingestor:
 
     def _sync_pause(self) -> None:
         """Paused: every partition during an outage, else the unpositioned ones."""
-        consumer = self._consumer
+        consumer = self._member
         if consumer is None:
             return
         assigned = consumer.assignment()
