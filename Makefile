@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install up down status stack-up test unit lint proto bench clean-local
+.PHONY: install up watch down status stack-up test unit lint proto bench clean-local
 
 # The virtualenv is rebuilt when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -14,8 +14,19 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# The demo (docs/demo.md): the stack with its traffic and quality drift, then the demo's alerts
+# in the foreground. Ctrl-C stops following them; the stack keeps running until `make down`.
+WATCH_ALERTS := $(VENV)/bin/promptpulse alerts subscribe --deployment demo
+
 up: install
 	bash deploy/local/stack.sh up
+	@bash deploy/local/stack.sh banner
+	$(WATCH_ALERTS)
+
+# Follow the demo's alerts again (the stack keeps running after Ctrl-C).
+watch:
+	@bash deploy/local/stack.sh banner
+	$(WATCH_ALERTS)
 
 down:
 	bash deploy/local/stack.sh down

@@ -20,6 +20,13 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+# Prefix of a background command that must outlive the terminal's Ctrl-C: `make up` ends by
+# following alerts in the foreground, and Ctrl-C there signals the whole process group, which
+# the services started from it would otherwise share (Python services handle SIGINT). setsid
+# runs the command in a session of its own, under the same pid (a background job of a script
+# is no group leader, so setsid does not fork), which keeps `$!` right for the pid file.
+DETACH="$(command -v setsid || true)"
+
 # stop_pidfile FILE NAME: SIGTERM, wait up to 30 s, then SIGKILL.
 stop_pidfile() {
   local file=$1 name=$2 pid

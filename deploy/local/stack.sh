@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The whole local stack: Kafka, PostgreSQL, schema, topics, then the PromptPulse services.
-#   stack.sh up      start everything (idempotent: what already runs is left as it is)
+#   stack.sh up      start everything (idempotent: what already runs is left as it is), with the
+#                    demo's traffic generator and llmsim's quality drift (docs/demo.md)
 #   stack.sh infra   only Kafka + PostgreSQL + schema + topics (what the tests need)
-#   stack.sh down    stop what `up` started, services first
+#   stack.sh down    stop what `up` started, traffic and services first
 #   stack.sh status  one line per component; exit 1 if any is down
+#   stack.sh banner  what the demo shows and when (printed by `make up` before it follows alerts)
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 HERE="$REPO_DIR/deploy/local"
 
@@ -16,6 +18,19 @@ declare -A HEALTH=(
   [gateway]="http://127.0.0.1:${PROMPTPULSE_GATEWAY__PORT:-8080}/healthz"
 )
 
+# The demo (docs/demo.md): llmsim degrades variant_1's answers 3 minutes after it starts, and a
+# traffic generator asks the demo deployment 4 questions a second. Both can be changed:
+# PROMPTPULSE_LLMSIM__DRIFT_SCHEDULE (a JSON list of steps, '[]' for no drift), PROMPTPULSE_DEMO__*
+# (the generator's settings, services/demo/traffic.py), PROMPTPULSE_DEMO_TRAFFIC=off (no generator).
+DEMO_DRIFT='[{"variant": "variant_1", "level": 0.7, "after_seconds": 180}]'
+export PROMPTPULSE_LLMSIM__DRIFT_SCHEDULE="${PROMPTPULSE_LLMSIM__DRIFT_SCHEDULE:-$DEMO_DRIFT}"
+TRAFFIC_PID="$RUN_DIR/traffic.pid"
+GATEWAY_URL="http://127.0.0.1:${PROMPTPULSE_GATEWAY__PORT:-8080}"
+DASHBOARD_URL="http://127.0.0.1:${PROMPTPULSE_AGGREGATOR__PORT:-8081}/"
+LLMSIM_URL="http://127.0.0.1:${PROMPTPULSE_LLMSIM__PORT:-8082}"
+
+traffic_enabled() { [ "${PROMPTPULSE_DEMO_TRAFFIC:-on}" != off ]; }
+
 healthy() { "$PY" - "$1" <<'PY' >/dev/null 2>&1
 import sys, urllib.request
 urllib.request.urlopen(sys.argv[1], timeout=2).read()
@@ -26,7 +41,7 @@ start_service() {
   local name=$1 pid_file="$RUN_DIR/$1.pid"
   if pid_alive "$pid_file"; then log "$name: already running"; return 0; fi
   log "$name: starting (log $LOG_DIR/$name.log)"
-  nohup "$VENV_DIR/bin/promptpulse" "$name" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
+  $DETACH nohup "$VENV_DIR/bin/promptpulse" "$name" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
   echo $! >"$pid_file"
   for _ in $(seq 1 60); do
     healthy "${HEALTH[$name]}" && { log "$name: ready (${HEALTH[$name]%/healthz})"; return 0; }
@@ -35,6 +50,58 @@ start_service() {
   done
   tail -n 20 "$LOG_DIR/$name.log" >&2
   die "$name: did not become healthy"
+}
+
+# The demo's traffic generator: not a server, so "started" means still alive a moment later.
+start_traffic() {
+  if ! traffic_enabled; then log "traffic: off (PROMPTPULSE_DEMO_TRAFFIC=off)"; return 0; fi
+  if pid_alive "$TRAFFIC_PID"; then log "traffic: already running"; return 0; fi
+  log "traffic: starting (log $LOG_DIR/traffic.log)"
+  PROMPTPULSE_GATEWAY_URL="${PROMPTPULSE_GATEWAY_URL:-$GATEWAY_URL}" \
+    $DETACH nohup "$PY" -m services.demo traffic >>"$LOG_DIR/traffic.log" 2>&1 </dev/null &
+  echo $! >"$TRAFFIC_PID"
+  sleep 2
+  if ! pid_alive "$TRAFFIC_PID"; then
+    tail -n 20 "$LOG_DIR/traffic.log" >&2
+    die "traffic: exited at start"
+  fi
+  log "traffic: sending ${PROMPTPULSE_DEMO__RATE:-4} requests/s to the demo deployment"
+}
+
+# When llmsim's drift steps start, from its control API (a line each; nothing if unreachable).
+drift_times() { "$PY" - "$LLMSIM_URL/control/state" <<'PY' 2>/dev/null || true
+import json, sys, urllib.request
+from datetime import datetime, timezone
+state = json.load(urllib.request.urlopen(sys.argv[1], timeout=2))
+now = datetime.now(timezone.utc)
+for step in state["drift"]["schedule"]:
+    start = datetime.fromisoformat(step["starts_at"])
+    wait = (start - now).total_seconds()
+    when = f"in {wait // 60:.0f} min {wait % 60:.0f} s" if wait > 0 else "already started"
+    print(f"{step['variant']} to level {step['level']:g} at {start.astimezone():%H:%M:%S} ({when})")
+PY
+}
+
+banner() {
+  local drift rule
+  rule="──────────────────────────────────────────────────────────────────────────────"
+  drift=$(drift_times | paste -sd ';' | sed 's/;/; /g')
+  cat >&2 <<MSG
+
+$rule
+ PromptPulse demo
+   Running:    Kafka, PostgreSQL, llmsim (the LLM simulator), gateway, processor, aggregator,
+               and a traffic generator: ${PROMPTPULSE_DEMO__RATE:-4} questions/s to the "demo" deployment,
+               split between its two prompt variants, variant_0 and variant_1.
+   Dashboard:  $DASHBOARD_URL  (read key: .local/keys/api-read.key)
+   Drift:      ${drift:-see PROMPTPULSE_LLMSIM__DRIFT_SCHEDULE}
+   What next:  llmsim's quality drift makes one variant's answers worse; about 4 minutes
+               after it starts, that variant's relevance monitor fires and the alert, naming the
+               variant, is printed below. Watch the quality chart of the dashboard meanwhile.
+   Ctrl-C stops watching alerts; the stack keeps running (\`make watch\` follows them again,
+   \`make down\` stops everything). Logs: $LOG_DIR
+$rule
+MSG
 }
 
 # The aggregator's API keys for the local stack: taken from the environment, else made once and
@@ -65,7 +132,8 @@ up() {
   infra
   api_keys
   for name in "${SERVICES[@]}"; do start_service "$name"; done
-  local demo_key gw="http://127.0.0.1:${PROMPTPULSE_GATEWAY__PORT:-8080}"
+  start_traffic
+  local demo_key gw="$GATEWAY_URL"
   demo_key=$("$PY" -m services.gateway.demo_key 2>/dev/null || echo '<run: python -m services.gateway.demo_key>')
   cat >&2 <<MSG
 
@@ -74,10 +142,12 @@ PromptPulse local stack is up.
   Demo API key:                       $demo_key  (also in .local/keys/demo.key)
   Try it:  curl -s $gw/v1/deployments/demo/score -H "api-key: $demo_key" \\
              -H 'content-type: application/json' -d '{"question": "What is sampled?"}'
+  Dashboard:                          $DASHBOARD_URL
   Aggregator query API:               http://127.0.0.1:${PROMPTPULSE_AGGREGATOR__PORT:-8081}/v1/deployments
   API read key:                       .local/keys/api-read.key (admin: api-admin.key)
   Processor (health, metrics):        http://127.0.0.1:${PROMPTPULSE_PROCESSOR__PORT:-8083}/metrics
-  LLM simulator (OpenAI-compatible):  http://127.0.0.1:${PROMPTPULSE_LLMSIM__PORT:-8082}/v1
+  LLM simulator (OpenAI-compatible):  $LLMSIM_URL/v1  (drift: PROMPTPULSE_LLMSIM__DRIFT_SCHEDULE)
+  Traffic generator:                  $(traffic_enabled && echo "${PROMPTPULSE_DEMO__RATE:-4} requests/s, log $LOG_DIR/traffic.log" || echo off)
   Kafka:                              127.0.0.1:9092
   PostgreSQL:                         127.0.0.1:5432/promptpulse
   Logs:                               $LOG_DIR
@@ -87,6 +157,7 @@ MSG
 
 down() {
   local i
+  stop_pidfile "$TRAFFIC_PID" traffic
   for ((i=${#SERVICES[@]}-1; i>=0; i--)); do stop_pidfile "$RUN_DIR/${SERVICES[$i]}.pid" "${SERVICES[$i]}"; done
   bash "$HERE/kafka.sh" down
   bash "$HERE/postgres.sh" down
@@ -99,6 +170,9 @@ status() {
   for name in "${SERVICES[@]}"; do
     if pid_alive "$RUN_DIR/$name.pid" && healthy "${HEALTH[$name]}"; then echo "$name: up"; else echo "$name: down"; bad=1; fi
   done
+  if ! traffic_enabled; then echo "traffic: off"
+  elif pid_alive "$TRAFFIC_PID"; then echo "traffic: up ($(tail -n 1 "$LOG_DIR/traffic.log" 2>/dev/null | cut -c1-120))"
+  else echo "traffic: down"; bad=1; fi
   return $bad
 }
 
@@ -107,5 +181,6 @@ case "${1:-}" in
   infra) infra ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 up|infra|down|status" >&2; exit 2 ;;
+  banner) banner ;;
+  *) echo "usage: $0 up|infra|down|status|banner" >&2; exit 2 ;;
 esac

@@ -2,6 +2,8 @@
 
 A good answer restates the question's key terms and quotes the context sentences that share
 words with the question, so a judge (llmsim's or a real one) finds it relevant and grounded.
+A numbered fact ("[2] Shipping takes ...") is quoted with its number as a citation at the end,
+and material a prompt appends to the question under a label line ("Facts:") counts as context.
 Drift swaps words for off-topic ones from a fixed vocabulary and, at high levels, breaks the
 sentences' fluency; the off-topic vocabulary doubles as the marker llmsim's judge recognises.
 """
@@ -80,6 +82,37 @@ def _templated(terms: list[str]) -> list[str]:
 
 
 _CLAUSE_BREAK = re.compile(r":\s+")
+# "[2] Shipping takes ..." as a numbered context lists its facts; the marker moves to the end.
+_LEADING_CITATION = re.compile(r"^\s*(\[\d{1,3}\])\s*(.+)$", re.DOTALL)
+# A line like "Facts:" or "Context:" alone: what follows it in a user message is material, not
+# question ("{{question}}\n\nFacts:\n{{context}}" prompts).
+_MATERIAL_LABEL = re.compile(
+    r"^\s*#*\s*(?:facts|context|sources|documents|passages|references|background|information)"
+    r"\s*:\s*$",
+    re.IGNORECASE,
+)
+
+
+def _separate_material(view: ChatView) -> ChatView:
+    """The question without the material a prompt appended to it under a label line."""
+    lines = view.question.splitlines()
+    for index, line in enumerate(lines):
+        if index and _MATERIAL_LABEL.match(line):
+            question = "\n".join(lines[:index]).strip()
+            if question:
+                material = "\n".join(lines[index + 1 :])
+                return ChatView(question=question, context=f"{material}\n{view.context}".strip())
+    return view
+
+
+def _cited(sentence: str) -> str:
+    """A quoted fact with its list number as a citation at the end: "Shipping ... days [1]."."""
+    match = _LEADING_CITATION.match(sentence)
+    if not match:
+        return _as_sentence(sentence)
+    marker, text = match.groups()
+    text = text.strip().rstrip(".!?")
+    return _as_sentence(f"{text} {marker}")
 
 
 def _relevant_context(context: str, question_terms: set[str]) -> list[str]:
@@ -91,11 +124,12 @@ def _relevant_context(context: str, question_terms: set[str]) -> list[str]:
         if overlap:
             ranked.append((-overlap, position, sentence))
     ranked.sort()
-    return [_as_sentence(sentence) for _, _, sentence in ranked]
+    return [_cited(sentence) for _, _, sentence in ranked]
 
 
 def compose_answer(view: ChatView, target_tokens: int) -> str:
     """A deterministic answer of about ``target_tokens`` tokens (never more) built from the prompt."""
+    view = _separate_material(view)
     terms = tokens.unique_in_order(tokens.content_words(view.question))
     body = _relevant_context(view.context, set(terms)) or _templated(terms)
     lead = f"About {_join_terms(terms[:LEAD_TERMS])}: " if terms else ""

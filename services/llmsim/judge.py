@@ -103,7 +103,9 @@ def _relevance(answer: list[str], question: set[str]) -> tuple[float, str]:
 
 
 def _groundedness(answer: list[str], context: set[str], question: set[str]) -> tuple[float, str]:
-    source, name = (context, "context") if context else (question, "question")
+    # Restating the question's own terms ("About refunds: ...") claims nothing the context must
+    # support, so they count as supported; a grounding judge penalises unsupported claims only.
+    source, name = (context | question, "context or the question") if context else (question, "question")
     supported = sum(1 for word in answer if word in source)
     return supported / len(
         answer

@@ -1,0 +1,481 @@
+"""The demo's users: a steady stream of questions to a deployment on the gateway.
+
+Requests go out at a fixed rate (``rate`` per second, evenly spaced, each without waiting for
+the previous one, as independent users would), each a question with its context from the
+built-in dataset (services/demo/dataset.py). A share is streamed (SSE), and now and then the
+answer is rated through the feedback endpoint, so every figure of the dashboard moves.
+
+The generator outlives the gateway: when the gateway cannot be reached (or answers 503, no room
+for events) it stops sending, probes ``/readyz`` with exponential backoff, and resumes at the
+same rate once the gateway is ready, without a burst to catch up. A 401 makes it read its key
+again (the key file may have been rewritten). It prints one status line every
+``status_every_seconds``; the key is never printed.
+
+Settings: ``PROMPTPULSE_GATEWAY_URL``, ``PROMPTPULSE_DEMO_API_KEY`` and ``PROMPTPULSE_DEMO__*``
+(the fields of :class:`TrafficSection`), each overridden by the command line flag of the same
+name (``python -m services.demo traffic --help``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from pydantic import BaseModel, Field, SecretStr
+
+from services.demo.dataset import FEEDBACK, QUESTIONS, Question
+from shared.settings import ServiceSettings
+
+REPO_DIR = Path(__file__).resolve().parents[2]
+DEFAULT_KEY_FILE = REPO_DIR / ".local" / "keys" / "demo.key"
+
+
+class TrafficSection(BaseModel):
+    """How much traffic, of what kind (``PROMPTPULSE_DEMO__*``)."""
+
+    deployment: str = Field("demo", min_length=1, description="Deployment the questions go to.")
+    rate: float = Field(
+        4.0,
+        gt=0,
+        le=1000,
+        description="Requests per second, evenly spaced. At the demo's 10% sampling, 4/s gives "
+        "each of two variants about 12 judged answers a minute.",
+    )
+    stream_share: float = Field(
+        0.25, ge=0, le=1, description="Share of requests made with ?stream=true (SSE)."
+    )
+    feedback_share: float = Field(
+        0.05, ge=0, le=1, description="Share of answered requests that get an end-user rating."
+    )
+    status_every_seconds: float = Field(
+        10.0, gt=0, le=3600, description="How often a one-line status is printed."
+    )
+    max_in_flight: int = Field(
+        64,
+        ge=1,
+        le=10_000,
+        description="Requests waiting for an answer at most; beyond it a tick is skipped (and "
+        "counted), so a slow gateway is not buried under a growing pile of requests.",
+    )
+    request_timeout_seconds: float = Field(
+        60.0, gt=0, le=3600, description="A request without its whole answer by then fails."
+    )
+    backoff_initial_seconds: float = Field(
+        1.0, gt=0, le=600, description="First wait before probing a gateway that went away."
+    )
+    backoff_max_seconds: float = Field(
+        30.0, gt=0, le=3600, description="Longest wait between probes; each failed probe doubles it."
+    )
+    duration_seconds: float | None = Field(
+        None, gt=0, description="Stop after this long; unset runs until SIGINT or SIGTERM."
+    )
+    seed: int | None = Field(None, description="Seed of the question, stream and rating draws.")
+
+
+class DemoSettings(ServiceSettings):
+    """Settings of ``python -m services.demo``."""
+
+    gateway_url: str = Field(
+        "http://127.0.0.1:8080", min_length=1, description="The gateway (PROMPTPULSE_GATEWAY_URL)."
+    )
+    demo_api_key: SecretStr | None = Field(
+        None,
+        description="The deployment's API key (PROMPTPULSE_DEMO_API_KEY); else it is read from "
+        "the demo key file the gateway writes (services/gateway/demo_key.py).",
+    )
+    demo: TrafficSection = Field(default_factory=TrafficSection)
+
+
+class NoApiKey(RuntimeError):
+    """No API key to send: says where one was looked for."""
+
+
+@dataclass
+class KeySource:
+    """The API key: a fixed one, or the contents of a key file, read again on demand."""
+
+    fixed: str | None = None
+    path: Path | None = None
+
+    def get(self) -> str:
+        if self.fixed:
+            return self.fixed
+        if self.path is None:
+            raise NoApiKey("no API key: set PROMPTPULSE_DEMO_API_KEY")
+        try:
+            key = self.path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise NoApiKey(
+                f"no API key: {self.path} cannot be read ({exc.strerror}); start the gateway "
+                "once (it writes the demo key) or set PROMPTPULSE_DEMO_API_KEY"
+            ) from None
+        if not key:
+            raise NoApiKey(f"no API key: {self.path} is empty")
+        return key
+
+
+def key_source(settings: DemoSettings, key_file: Path | None = None) -> KeySource:
+    """Where the key comes from: ``key_file`` (a flag), else the environment, else the demo
+    deployment's key file (``.local/keys/demo.key`` for the local stack)."""
+    if key_file is not None:
+        return KeySource(path=key_file)
+    if settings.demo_api_key is not None and settings.demo_api_key.get_secret_value().strip():
+        return KeySource(fixed=settings.demo_api_key.get_secret_value().strip())
+    if settings.demo.deployment == "demo":
+        from services.gateway.demo_key import demo_keys_file
+
+        try:
+            keys_file = demo_keys_file(settings.deployments_dir)
+        except Exception:  # noqa: BLE001  (a broken deployment file: the gateway reports it)
+            keys_file = None
+        return KeySource(path=keys_file.with_suffix(".key") if keys_file else DEFAULT_KEY_FILE)
+    return KeySource()
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+@dataclass
+class Counts:
+    """What happened over some stretch of time."""
+
+    sent: int = 0
+    ok: int = 0
+    streamed: int = 0
+    feedback: int = 0
+    skipped: int = 0  # ticks dropped because max_in_flight requests were waiting
+    failed: Counter[str] = field(default_factory=Counter)  # reason -> count
+    variants: Counter[str] = field(default_factory=Counter)  # answered requests per variant
+    latencies: list[float] = field(default_factory=list)  # seconds, answered requests
+
+    def merge(self, other: Counts) -> None:
+        self.sent += other.sent
+        self.ok += other.ok
+        self.streamed += other.streamed
+        self.feedback += other.feedback
+        self.skipped += other.skipped
+        self.failed.update(other.failed)
+        self.variants.update(other.variants)
+        self.latencies.extend(other.latencies)
+
+    def describe(self, seconds: float) -> str:
+        rate = self.sent / seconds if seconds > 0 else 0.0
+        text = f"{self.sent} sent ({rate:.1f}/s), {self.ok} ok"
+        if self.failed:
+            reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(self.failed.items()))
+            text += f", {sum(self.failed.values())} failed ({reasons})"
+        text += f", {self.streamed} streamed, {self.feedback} rated"
+        if self.skipped:
+            text += f", {self.skipped} skipped (too many in flight)"
+        if self.variants:
+            text += "; " + " / ".join(f"{v} {n}" for v, n in sorted(self.variants.items()))
+        if self.latencies:
+            text += (f"; latency p50 {_percentile(self.latencies, 0.5):.2f} s,"
+                     f" p95 {_percentile(self.latencies, 0.95):.2f} s")
+        return text
+
+
+class GatewayUnavailable(Exception):
+    """The gateway cannot take requests now: unreachable, or 503 (no room for events)."""
+
+
+@dataclass
+class Answer:
+    status: int
+    request_id: str | None = None
+    variant: str | None = None
+    error: str | None = None
+
+
+class TrafficGenerator:
+    """Sends the traffic; ``await run()`` until ``stop()`` (or the duration) ends it."""
+
+    def __init__(
+        self,
+        section: TrafficSection,
+        gateway_url: str,
+        keys: KeySource,
+        *,
+        questions: tuple[Question, ...] = QUESTIONS,
+        out: Callable[[str], None] | None = None,
+    ) -> None:
+        self.section = section
+        self.gateway_url = gateway_url.rstrip("/")
+        self.keys = keys
+        self.questions = questions
+        self._out = out or (lambda line: print(line, flush=True))
+        self._random = random.Random(section.seed)
+        self._stop = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._key = ""
+        self._down_since: float | None = None
+        self.interval = Counts()
+        self.total = Counts()
+        self.outages = 0  # times the gateway went away and came back (or not, yet)
+
+    # -- control ------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def gateway_down(self) -> bool:
+        return self._down_since is not None
+
+    def _say(self, text: str) -> None:
+        self._out(f"[{time.strftime('%H:%M:%S')}] traffic: {text}")
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep, or return True at once when asked to stop."""
+        try:
+            await asyncio.wait_for(self._stop.wait(), max(0.0, seconds))
+        except TimeoutError:
+            return False
+        return True
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    async def run(self) -> Counts:
+        """Send until stopped; returns the counts since start (also in ``self.total``)."""
+        section = self.section
+        self._key = self.keys.get()  # fails early, with a message, when there is no key
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + section.duration_seconds if section.duration_seconds else None
+        timeout = aiohttp.ClientTimeout(total=section.request_timeout_seconds)
+        self._say(f"{section.rate:g} requests/s to {self.gateway_url}/v1/deployments/"
+                  f"{section.deployment}/score ({section.stream_share:.0%} streamed, "
+                  f"{section.feedback_share:.0%} rated)")
+        connector = aiohttp.TCPConnector(limit=section.max_in_flight + 4)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+            reporter = asyncio.create_task(self._report(started))
+            try:
+                await self._send_loop(session, deadline)
+            finally:
+                self._stop.set()
+                await self._drain()
+                reporter.cancel()
+                await asyncio.gather(reporter, return_exceptions=True)
+                self._flush_interval()
+        elapsed = loop.time() - started
+        self._say(f"stopped after {elapsed:.0f} s: {self.total.describe(elapsed)}")
+        return self.total
+
+    async def _send_loop(self, session: aiohttp.ClientSession, deadline: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        spacing = 1.0 / self.section.rate
+        next_at = loop.time()
+        while not self._stop.is_set():
+            if deadline is not None and loop.time() >= deadline:
+                return
+            if self.gateway_down:
+                await self._wait_for_gateway(session)
+                next_at = loop.time()  # resume at the steady rate: no burst to catch up
+                continue
+            if await self._sleep(next_at - loop.time()):
+                return
+            next_at += spacing
+            if next_at < loop.time() - spacing:
+                next_at = loop.time()  # the loop fell behind (a busy machine): do not burst
+            if len(self._in_flight) >= self.section.max_in_flight:
+                self.interval.skipped += 1
+                continue
+            task = asyncio.create_task(self._one(session))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+    async def _drain(self, within: float = 5.0) -> None:
+        if not self._in_flight:
+            return
+        _, pending = await asyncio.wait(set(self._in_flight), timeout=within)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    # -- one request --------------------------------------------------------------------------
+
+    @property
+    def _score_url(self) -> str:
+        return f"{self.gateway_url}/v1/deployments/{self.section.deployment}/score"
+
+    async def _one(self, session: aiohttp.ClientSession) -> None:
+        question = self._random.choice(self.questions)
+        streamed = self._random.random() < self.section.stream_share
+        rated = self._random.random() < self.section.feedback_share
+        # Counted into self.interval at each step, never a saved reference: the status reporter
+        # swaps the interval's Counts while requests are in flight.
+        self.interval.sent += 1
+        self.interval.streamed += streamed
+        began = time.monotonic()
+        try:
+            answer = await (self._streamed(session, question) if streamed else self._whole(session, question))
+        except TimeoutError:
+            # Before the connection errors: aiohttp's timeouts are both, and a slow answer
+            # (a hanging LLM) is not a gateway that went away.
+            self.interval.failed["timeout"] += 1
+            return
+        except GatewayUnavailable as exc:
+            self.interval.failed["unavailable"] += 1
+            self._gateway_went_away(str(exc))
+            return
+        except aiohttp.ClientConnectionError as exc:
+            self.interval.failed["unreachable"] += 1
+            self._gateway_went_away(f"{type(exc).__name__}: {exc}")
+            return
+        except (aiohttp.ClientError, ValueError) as exc:  # a cut body, a reply that is not JSON
+            self.interval.failed[type(exc).__name__] += 1
+            return
+        if answer.status == 401:
+            self.interval.failed["401"] += 1
+            self._reload_key()
+            return
+        if answer.status != 200 or answer.error:
+            self.interval.failed[answer.error or str(answer.status)] += 1
+            return
+        self.interval.ok += 1
+        self.interval.latencies.append(time.monotonic() - began)
+        self.interval.variants[answer.variant or "?"] += 1
+        if rated and answer.request_id:
+            await self._rate(session, answer.request_id)
+
+    def _headers(self, **more: str) -> dict[str, str]:
+        return {"api-key": self._key, "content-type": "application/json", **more}
+
+    def _body(self, question: Question) -> dict[str, str]:
+        return {"question": question.question, "context": question.context}
+
+    async def _whole(self, session: aiohttp.ClientSession, question: Question) -> Answer:
+        async with session.post(self._score_url, json=self._body(question), headers=self._headers()) as resp:
+            if resp.status == 503:
+                raise GatewayUnavailable("503 from the gateway (no room for events)")
+            if resp.status != 200:
+                await resp.read()
+                return Answer(resp.status)
+            body = await resp.json(content_type=None)
+        if not isinstance(body, dict):
+            return Answer(200, error="reply not an object")
+        return Answer(200, body.get("request_id"), body.get("variant"))
+
+    async def _streamed(self, session: aiohttp.ClientSession, question: Question) -> Answer:
+        async with session.post(
+            self._score_url, params={"stream": "true"}, json=self._body(question),
+            headers=self._headers(accept="text/event-stream"),
+        ) as resp:
+            if resp.status == 503:
+                raise GatewayUnavailable("503 from the gateway (no room for events)")
+            if resp.status != 200:
+                await resp.read()
+                return Answer(resp.status)
+            async for event, data in _sse_events(resp):
+                if event == "done":
+                    body = json.loads(data)
+                    return Answer(200, body.get("request_id"), body.get("variant"))
+                if event == "error":
+                    return Answer(200, error="stream error")
+        return Answer(200, error="stream cut")
+
+    async def _rate(self, session: aiohttp.ClientSession, request_id: str) -> None:
+        rating, comment = self._random.choice(FEEDBACK)
+        body: dict[str, Any] = {"request_id": request_id, "rating": rating}
+        if comment:
+            body["comment"] = comment
+        url = f"{self.gateway_url}/v1/deployments/{self.section.deployment}/feedback"
+        try:
+            async with session.post(url, json=body, headers=self._headers()) as resp:
+                await resp.read()
+                if resp.status == 202:
+                    self.interval.feedback += 1
+                else:
+                    self.interval.failed[f"feedback {resp.status}"] += 1
+        except (aiohttp.ClientError, TimeoutError):
+            self.interval.failed["feedback unreachable"] += 1
+
+    def _reload_key(self) -> None:
+        try:
+            self._key = self.keys.get()
+        except NoApiKey as exc:
+            self._say(str(exc))
+
+    # -- the gateway going away and coming back -----------------------------------------------
+
+    def _gateway_went_away(self, reason: str) -> None:
+        if self._down_since is not None:
+            return
+        self._down_since = time.monotonic()
+        self.outages += 1
+        self._say(f"the gateway is unavailable ({reason}); pausing, probing {self.gateway_url}"
+                  f"/readyz with backoff up to {self.section.backoff_max_seconds:g} s")
+
+    async def _wait_for_gateway(self, session: aiohttp.ClientSession) -> None:
+        backoff = self.section.backoff_initial_seconds
+        while not self._stop.is_set():
+            if await self._sleep(backoff):
+                return
+            try:
+                async with session.get(f"{self.gateway_url}/readyz",
+                                       timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                    await resp.read()
+                    ready = resp.status == 200
+            except (aiohttp.ClientError, TimeoutError):
+                ready = False
+            if ready:
+                down = time.monotonic() - (self._down_since or time.monotonic())
+                self._down_since = None
+                self._reload_key()  # a restarted stack may have made a new key
+                self._say(f"the gateway is back after {down:.0f} s; resuming {self.section.rate:g} requests/s")
+                return
+            backoff = min(backoff * 2, self.section.backoff_max_seconds)
+
+    # -- status -------------------------------------------------------------------------------
+
+    def _flush_interval(self) -> Counts:
+        counts, self.interval = self.interval, Counts()
+        self.total.merge(counts)
+        return counts
+
+    async def _report(self, started: float) -> None:
+        loop = asyncio.get_running_loop()
+        every = self.section.status_every_seconds
+        last = started
+        while True:
+            await asyncio.sleep(every)
+            now = loop.time()
+            counts = self._flush_interval()
+            line = f"last {now - last:.0f} s: {counts.describe(now - last)}"
+            if self._down_since is not None:
+                line += f" | gateway unavailable for {time.monotonic() - self._down_since:.0f} s"
+            line += f" | total {self.total.sent} sent, {self.total.ok} ok"
+            self._say(line)
+            last = now
+
+
+async def _sse_events(resp: aiohttp.ClientResponse) -> Any:
+    """(event, data) pairs of a text/event-stream body."""
+    event, data = "message", []
+    async for raw in resp.content:
+        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        if not line:
+            if data:
+                yield event, "\n".join(data)
+            event, data = "message", []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "event":
+            event = value
+        elif name == "data":
+            data.append(value)
+    if data:
+        yield event, "\n".join(data)
