@@ -55,7 +55,7 @@ up() {
       format -t "$cluster_id" -c "$props" >>"$LOG_DIR/kafka.log" 2>&1 || die "kafka: format failed, see $LOG_DIR/kafka.log"
   fi
   log "kafka: starting on 127.0.0.1:$KAFKA_PORT (heap $KAFKA_HEAP, log $LOG_DIR/kafka.log)"
-  nohup java -Xms"$KAFKA_HEAP" -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+  $DETACH nohup java -Xms"$KAFKA_HEAP" -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -Djava.awt.headless=true -Dlog4j.configuration="file:$CONF_DIR/log4j.properties" \
     -cp "$cp" kafka.Kafka "$props" >>"$LOG_DIR/kafka.log" 2>&1 </dev/null &
   echo $! >"$PID_FILE"
