@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import asyncpg
 from aiohttp import web
 
+from services.aggregator import dashboard
 from services.aggregator.api import monitor_routes, routes
 from services.aggregator.api.auth import Authenticator
 from services.aggregator.api.errors import error_middleware
@@ -125,4 +126,5 @@ def setup(app: web.Application) -> None:
     router.add_get("/v1/stream/metrics", stream_metrics)
     router.add_get("/metrics", metrics)
     router.add_get("/openapi.json", openapi)
+    dashboard.setup(app)  # the page (/dashboard/) and its violations route
 
