@@ -104,7 +104,7 @@ class Monitor(ConfigModel):
     score_threshold: Count | None = Field(None, ge=1, le=5)
     window: Duration
     cadence: Duration | None = None
-    min_samples: Count = Field(10, ge=1)
+    min_samples: Count = Field(10, ge=1, le=2_147_483_647)  # a PostgreSQL integer column
     fire_only_when_ci_below: bool = False
     notification: Notification = Field(default_factory=Notification)
 

@@ -110,7 +110,7 @@ class Service:
 
     async def start(self, within: float = 90.0) -> None:
         assert not self.running, f"{self.name} already runs"
-        log = open(self.log_path, "ab")  # noqa: SIM115  (the child holds it; closed right after)
+        log = open(self.log_path, "ab")  # noqa: ASYNC230,SIM115  (a local file; the child holds it)
         try:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", f"services.{self.kind}", cwd=REPO, env=self.env,
@@ -299,7 +299,7 @@ async def live_stack(work_dir: Path, options: StackOptions | None = None) -> Asy
     prefix = f"ls-{uuid.uuid4().hex[:10]}."
     kafka = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=options.partitions)
     topics = Topics.from_settings(kafka)
-    work_dir.mkdir(parents=True, exist_ok=True)
+    work_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240  (a local folder, once)
 
     try:
         await ensure_topics(kafka, topics.all())

@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from pydantic import SecretStr
 
+from services.aggregator.api.body import read_json
 from services.aggregator.api.errors import ApiError, json_response
 
 SESSION_COOKIE = "pp_session"
 READ, ADMIN = "read", "admin"
 MAX_PRESENTED = 512
+SESSION_BODY_BYTES = 4096  # {"key": "..."} and no more
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -111,13 +112,13 @@ class Authenticator:
         if self.read is None:
             raise ApiError(503, "not_configured", "the query API has no read key (set PROMPTPULSE_API_READ_KEY)")
         key = presented_key(request)
-        if key is None and request.can_read_body:
-            try:
-                body = json.loads(await request.text()) if request.content_length != 0 else None
-            except (ValueError, UnicodeDecodeError):
-                raise ApiError(400, "invalid_body", "the body must be JSON: {\"key\": \"...\"}", field="key") from None
+        if request.can_read_body:  # a body is optional, but one that is sent must be {"key": "..."}
+            body = await read_json(request, field="key", shape='{"key": "..."}', limit=SESSION_BODY_BYTES)
             candidate = body.get("key") if isinstance(body, dict) else None
-            key = candidate if isinstance(candidate, str) and 0 < len(candidate) <= MAX_PRESENTED else None
+            if not isinstance(body, dict) or ("key" in body and not isinstance(candidate, str)):
+                raise ApiError(400, "invalid_body", 'the body must be a JSON object: {"key": "..."}', field="key")
+            if key is None and candidate and len(candidate) <= MAX_PRESENTED:
+                key = candidate
         if role_of_key(key, self.read, self.admin) is None:
             raise ApiError(401, "unauthorized", "a valid read key is required")
         expires = int(time.time()) + self.ttl_seconds

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 
+from services.aggregator.api.body import read_json
 from services.aggregator.api.errors import ApiError, json_response
 from services.aggregator.api.params import Query, checked, decode_cursor, encode_cursor
 from services.aggregator.api.state import API
@@ -18,8 +18,6 @@ from services.aggregator.monitors.store import (
     public_monitor,
     replace_monitors,
 )
-
-_MAX_BODY = 1 << 20
 
 
 async def _monitor_view(conn: asyncpg.Connection, deployment: str) -> dict[str, Any]:
@@ -75,12 +73,7 @@ async def put_monitors(request: web.Request) -> web.Response:
     state = request.app[API]
     Query(request, ())
     deployment = checked("deployment", request.match_info["deployment"], "deployment")
-    if request.content_length is not None and request.content_length > _MAX_BODY:
-        raise ApiError(413, "body_too_large", f"the body may be at most {_MAX_BODY} bytes")
-    try:
-        body = json.loads(await request.text())
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "invalid_body", 'the body must be JSON: {"monitors": [...]}', field="monitors") from None
+    body = await read_json(request, field="monitors", shape='{"monitors": [...]}')
     async with state.pool.acquire() as conn:
         file = await state.require_deployment(conn, deployment)
         try:

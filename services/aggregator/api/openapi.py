@@ -1,4 +1,10 @@
-"""``GET /openapi.json``: an OpenAPI 3.1 description of the aggregator's query API."""
+"""``GET /openapi.json``: an OpenAPI 3.1 description of the aggregator's query API.
+
+Parameters carry the patterns and bounds the handlers check (services/aggregator/api/params.py),
+so a client (or tests/integration/test_api_sweep.py, which generates requests from this
+document) can tell a valid request from one that gets a 400. A stream's ``schema`` describes
+one server-sent event.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,10 @@ from typing import Any
 from aiohttp import web
 
 from services.aggregator.api.errors import json_response
+from services.aggregator.api.params import RUN_ID_PATTERN
+from services.aggregator.api.settings import ApiSection
+from services.aggregator.api.state import API
+from shared.deployments.base import MONITOR_ID_PATTERN, NAME_PATTERN, VARIANT_ID_PATTERN
 
 
 def _param(name: str, where: str, description: str, schema: dict[str, Any] | None = None,
@@ -15,13 +25,24 @@ def _param(name: str, where: str, description: str, schema: dict[str, Any] | Non
             "description": description, "schema": schema or {"type": "string"}}
 
 
-_TIME = {"type": "string", "description": "RFC 3339 with a zone, or Unix seconds"}
-_DEPLOYMENT = _param("deployment", "path", "Deployment name.")
+_TIME = {"type": "string", "description": "RFC 3339 with a zone, or Unix seconds; from 2000 to 2200.",
+         "anyOf": [{"format": "date-time"}, {"pattern": r"^\d{1,12}(\.\d{1,9})?$"}]}
+_NAME = {"type": "string", "pattern": NAME_PATTERN}
+_VARIANT_ID = {"type": "string", "pattern": VARIANT_ID_PATTERN}
+_DEPLOYMENT = _param("deployment", "path", "Deployment name.", _NAME)
 _FROM = _param("from", "query", "Start of the range (floored to the minute).", _TIME)
 _TO = _param("to", "query", "End of the range, exclusive (ceiled to the minute); default now.", _TIME)
-_LIMIT = _param("limit", "query", "Page size.", {"type": "integer", "minimum": 1})
-_CURSOR = _param("cursor", "query", "next_cursor of the previous page.")
-_VARIANT = _param("variant", "query", "Only this variant.")
+_CURSOR = _param("cursor", "query", "next_cursor of the previous page.",
+                 {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,1000}$"})  # URL-safe base64
+_VARIANT = _param("variant", "query", "Only this variant.", _VARIANT_ID)
+_STEP = {"type": "string", "pattern": r"^\d{1,9}[smhd]?$",
+         "description": "A whole number of minutes, at least 1m: 1m, 5m, 1h, 1d, or seconds (300)."}
+# One server-sent event (services/aggregator/api/stream_route.py); data is JSON.
+_SSE_EVENT = {"type": "object", "required": ["event", "data"], "properties": {
+    "event": {"enum": ["snapshot", "metrics"]}, "id": {"type": "string"},
+    "data": {"type": "string", "contentMediaType": "application/json"}}}
+_RUN_ID = {"type": "string", "pattern": RUN_ID_PATTERN}
+_ERROR = {"$ref": "#/components/schemas/Error"}
 _ERRORS = {
     "400": "A bad parameter; error.field names it.",
     "401": "No valid read key (Authorization: Bearer) or session cookie.",
@@ -31,10 +52,16 @@ _ERRORS = {
 }
 
 
+def _limit(max_page_size: int) -> dict[str, Any]:
+    return _param("limit", "query", "Page size.", {"type": "integer", "minimum": 1, "maximum": max_page_size})
+
+
 def _operation(summary: str, params: list[dict[str, Any]], ok: str, *, admin: bool = False,
                body: dict[str, Any] | None = None, content: str = "application/json") -> dict[str, Any]:
-    responses: dict[str, Any] = {"200": {"description": ok, "content": {content: {"schema": {"type": "object"}}}}}
-    for status, text in _ERRORS.items():
+    schema = _SSE_EVENT if content == "text/event-stream" else {"type": "object"}
+    responses: dict[str, Any] = {"200": {"description": ok, "content": {content: {"schema": schema}}}}
+    errors = _ERRORS | ({"413": "The body is over the size limit."} if body is not None else {})
+    for status, text in errors.items():
         responses[status] = {"description": text, "content": {"application/json": {
             "schema": {"$ref": "#/components/schemas/Error"}}}}
     operation: dict[str, Any] = {"summary": summary, "parameters": params, "responses": responses,
@@ -44,15 +71,23 @@ def _operation(summary: str, params: list[dict[str, Any]], ok: str, *, admin: bo
     return operation
 
 
-def document() -> dict[str, Any]:
+def document(max_page_size: int = ApiSection().max_page_size) -> dict[str, Any]:
+    limit = _limit(max_page_size)
     monitors_body = {"type": "object", "required": ["monitors"], "properties": {"monitors": {
         "type": "array", "description": "The deployment's monitors, as in a deployment file (docs/deployments.md).",
         "items": {"type": "object"}}}}
     paths = {
         "/v1/session": {"post": {
             "summary": "Exchange the read key (bearer, or {\"key\": ...}) for an HttpOnly session cookie.",
-            "security": [], "responses": {"200": {"description": "Cookie set."},
-                                          "401": {"description": "Wrong key."}}},
+            "security": [{"readKey": []}, {"adminKey": []}, {}],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"key": {"type": "string", "description": "The read key."}}}}}},
+            "responses": {"200": {"description": "Cookie set.", "content": {"application/json": {"schema": {
+                "type": "object", "required": ["expires_at", "role"]}}}}} | {
+                status: {"description": text, "content": {"application/json": {"schema": _ERROR}}}
+                for status, text in (("400", "The body is not JSON."), ("401", "Wrong key."),
+                                     ("413", "The body is over the size limit."),
+                                     ("503", "No read key configured."))}},
             "delete": {"summary": "Clear the session cookie.", "security": [],
                        "responses": {"204": {"description": "Cleared."}}}},
         "/v1/deployments": {"get": _operation("Deployments configured or seen, with their variants.", [],
@@ -60,7 +95,7 @@ def document() -> dict[str, Any]:
         "/v1/deployments/{deployment}/metrics": {"get": _operation(
             "Overview and time series of a deployment over a range.",
             [_DEPLOYMENT, _FROM, _TO,
-             _param("step", "query", "Series step: 1m, 5m, 1h, 1d (whole minutes)."), _VARIANT,
+             _param("step", "query", "Series step: 1m, 5m, 1h, 1d (whole minutes).", _STEP), _VARIANT,
              _param("pass_score", "query", "A score passes when >= this (default 3).",
                     {"type": "integer", "minimum": 1, "maximum": 5})],
             "Overview, per-variant figures and per-step series.")},
@@ -68,26 +103,35 @@ def document() -> dict[str, Any]:
             "Requests newest first, with inputs, outputs, scores, reasons and trace ids.",
             [_DEPLOYMENT, _param("sampled", "query", "Only requests whose payloads were kept (default true).",
                                  {"type": "boolean"}),
-             _LIMIT, _CURSOR, _VARIANT, _param("run_id", "query", "A batch run's requests."), _FROM, _TO],
+             limit, _CURSOR, _VARIANT, _param("run_id", "query", "A batch run's requests.", _RUN_ID), _FROM, _TO],
             "A page of requests and next_cursor.")},
+        "/v1/deployments/{deployment}/violations": {"get": _operation(
+            "Violated monitor windows ending in (from, to], newest first, and counts per monitor and metric.",
+            [_DEPLOYMENT, _FROM, _TO, _VARIANT,
+             _param("limit", "query", "Most windows returned (default 1000).",
+                    {"type": "integer", "minimum": 1, "maximum": 5000})],
+            "Violated windows, and violation counts per monitor and per metric.")},
         "/v1/deployments/{deployment}/monitors": {
             "get": _operation("The monitors in force, with their state and last window.", [_DEPLOYMENT],
                               "Monitors."),
             "put": _operation("Replace the deployment's monitors (they then win over the file).", [_DEPLOYMENT],
                               "The monitors now in force.", admin=True, body=monitors_body)},
         "/v1/traces/{trace_id}": {"get": _operation(
-            "A trace as a tree of spans.", [_param("trace_id", "path", "32 hex characters.")], "The trace.")},
+            "A trace as a tree of spans.",
+            [_param("trace_id", "path", "32 hex characters.", {"type": "string", "pattern": "^[0-9a-fA-F]{32}$"})],
+            "The trace.")},
         "/v1/alerts": {"get": _operation(
             "Alert state changes, newest first, and the monitors firing now.",
-            [_param("deployment", "query", "Only this deployment."), _param("monitor", "query", "Only this monitor."),
+            [_param("deployment", "query", "Only this deployment.", _NAME),
+             _param("monitor", "query", "Only this monitor.", {"type": "string", "pattern": MONITOR_ID_PATTERN}),
              _param("state", "query", "firing or resolved.", {"type": "string", "enum": ["firing", "resolved"]}),
-             _LIMIT, _CURSOR], "Alerts.")},
+             limit, _CURSOR], "Alerts.")},
         "/v1/runs/{run_id}": {"get": _operation(
-            "A batch run's progress and per-variant figures.", [_param("run_id", "path", "The run id.")],
+            "A batch run's progress and per-variant figures.", [_param("run_id", "path", "The run id.", _RUN_ID)],
             "The run.")},
         "/v1/stream/metrics": {"get": _operation(
             "Server-sent events: a snapshot, then the changed minutes after each committed batch.",
-            [_param("deployment", "query", "Deployment name.", required=True)], "An event stream.",
+            [_param("deployment", "query", "Deployment name.", _NAME, required=True)], "An event stream.",
             content="text/event-stream")},
         "/healthz": {"get": {"summary": "The process serves.", "security": [],
                              "responses": {"200": {"description": "ok"}}}},
@@ -116,4 +160,5 @@ def document() -> dict[str, Any]:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return json_response(document())
+    section = request.app[API].section if API in request.app else ApiSection()
+    return json_response(document(section.max_page_size))

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from services.aggregator.api.body import has_lone_surrogate
 from services.aggregator.api.errors import bad_parameter
 from shared.deployments import parse_duration
 from shared.deployments.base import MONITOR_ID_PATTERN, NAME_PATTERN, VARIANT_ID_PATTERN
@@ -23,7 +24,8 @@ from shared.deployments.base import MONITOR_ID_PATTERN, NAME_PATTERN, VARIANT_ID
 _NAME = re.compile(NAME_PATTERN)
 _VARIANT = re.compile(VARIANT_ID_PATTERN)
 _MONITOR = re.compile(MONITOR_ID_PATTERN)
-_RUN_ID = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable ASCII, as the gateway accepts run ids
+RUN_ID_PATTERN = r"^[\x21-\x7e]{1,128}$"  # printable ASCII, as the gateway accepts run ids
+_RUN_ID = re.compile(RUN_ID_PATTERN)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Timestamps far outside what any stored row can hold are typos, not queries.
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
@@ -147,12 +149,12 @@ def decode_cursor(name: str, text: str | None, shape: tuple[type, ...]) -> list[
     try:
         if len(text) > 1000:
             raise ValueError
-        values = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-        if not isinstance(values, list) or len(values) != len(shape):
+        values = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("utf-8"))
+        if not isinstance(values, list) or len(values) != len(shape) or has_lone_surrogate(values):
             raise ValueError
         if not all(isinstance(v, t) and not isinstance(v, bool) for v, t in zip(values, shape, strict=True)):
             raise ValueError
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, binascii.Error, RecursionError):  # UnicodeDecodeError is a ValueError
         raise bad_parameter(name, "is not a cursor this API returned") from None
     return values
 

@@ -1,6 +1,7 @@
 """What the score and feedback endpoints check first, in this order: the deployment exists (404),
 the key is one of its keys (401), the key is within its rate limit (429), the body is JSON within
-the size limit (413, 400). Nothing is published for a request refused here.
+the size limit (413, 400): UTF-8, no NaN, not nested past the parser's limit, no lone surrogate.
+Nothing is published for a request refused here.
 """
 
 from __future__ import annotations
@@ -72,11 +73,42 @@ async def read_json(request: web.Request) -> tuple[Any, int]:
     if not raw.strip():
         raise ApiError(400, "invalid_json", "the body is empty: send a JSON object")
     try:
-        return json.loads(raw, parse_constant=_reject_constant), len(raw)
+        # Strict UTF-8 (a BOM is dropped): json.loads(bytes) would let encoded surrogates through.
+        body = json.loads(raw.decode("utf-8-sig"), parse_constant=_reject_constant)
     except RecursionError:
         raise ApiError(400, "invalid_json", "the body is nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+        # The body is read as JSON whatever its declared type; a wrong type is named as the likely cause.
+        sent_as = "" if _declared_json(request) else f" (sent as {request.content_type}; send application/json)"
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON{sent_as}: {exc}") from None
+    if has_lone_surrogate(body):
+        # "\ud800" is valid JSON syntax but no character: no event (protobuf) could carry it.
+        raise ApiError(400, "invalid_json", "the body is not valid JSON text: a string holds a lone UTF-16 "
+                       "surrogate escape (\\ud800-\\udfff without its pair)")
+    return body, len(raw)
+
+
+def has_lone_surrogate(value: Any) -> bool:
+    """Whether any string in a parsed JSON value (keys included) is not valid Unicode text."""
+    pending = [value]
+    while pending:  # iterative: the value may be nested up to the parser's limit
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, str) and not item.isascii():
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+    return False
+
+
+def _declared_json(request: web.Request) -> bool:
+    kind = request.content_type  # application/octet-stream when the header is missing
+    return "Content-Type" not in request.headers or kind == "application/json" or kind.endswith("+json")
 
 
 def optional_header(request: web.Request, name: str, pattern: re.Pattern[str], rule: str) -> str:

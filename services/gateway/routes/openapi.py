@@ -3,6 +3,12 @@
 Each deployment gets its own score path whose request body is its flow's real input schema
 (types, defaults, descriptions, which inputs are required) and whose reply lists its outputs,
 so a client generator produces a typed client per deployment. Rebuilt after each reload.
+
+The document says what the handlers check, no more and no less (tests/integration/
+test_api_sweep.py generates requests from it and expects a schema-valid one to pass the checks
+and an invalid one to be refused): an optional input may be ``null`` (it counts as absent),
+integers stay within what an event can record exactly (2**53), headers carry their real
+patterns. A stream's ``schema`` describes one server-sent event (``event`` and ``data``).
 """
 
 from __future__ import annotations
@@ -15,12 +21,23 @@ from services.gateway.appkeys import DEPLOYMENTS
 from services.gateway.flow import Flow
 from services.gateway.flow.model import MISSING
 from services.gateway.registry import DeploymentRuntime, Registry
-from services.gateway.routes.common import CLIENT_REQUEST_ID_HEADER, RUN_HEADER, VARIANT_HEADER
+from services.gateway.routes.common import (
+    CLIENT_REQUEST_ID_HEADER,
+    CLIENT_REQUEST_ID_PATTERN,
+    RUN_HEADER,
+    RUN_ID_PATTERN,
+    VARIANT_HEADER,
+)
 from services.gateway.routes.errors import json_response
 
 _JSON_TYPES = {"string": "string", "int": "integer", "double": "number", "bool": "boolean", "list": "array",
                "object": "object"}
 _ERROR = {"$ref": "#/components/schemas/Error"}
+# Events store numbers as doubles (shared/events/builders.py): larger integers are refused (400).
+_MAX_EXACT_INTEGER = 2**53
+# The handlers' own patterns (routes/common.py), valid as ECMA-262 regexes too.
+_RUN_ID = RUN_ID_PATTERN.pattern
+_CLIENT_REQUEST_ID = CLIENT_REQUEST_ID_PATTERN.pattern
 _ERRORS = {
     "400": "Body not JSON, an input missing or of the wrong type, or a bad header (error.field names it).",
     "401": "Missing or invalid API key.",
@@ -34,16 +51,28 @@ _ERRORS = {
 }
 
 
+# One server-sent event of a streamed reply (services/gateway/routes/stream.py); data is JSON.
+_SSE_EVENT = {
+    "type": "object", "required": ["event", "data"],
+    "properties": {"event": {"enum": ["delta", "done", "error"]},
+                   "data": {"type": "string", "contentMediaType": "application/json"}},
+}
+
+
 def input_schema(flow: Flow) -> dict[str, Any]:
     properties: dict[str, Any] = {}
     required: list[str] = []
     history = flow.chat_history_input
     for spec in flow.inputs.values():
-        prop: dict[str, Any] = {"type": _JSON_TYPES[spec.type]}
+        kind = _JSON_TYPES[spec.type]
+        prop: dict[str, Any] = {"type": kind}
+        if kind == "integer":
+            prop |= {"minimum": -_MAX_EXACT_INTEGER, "maximum": _MAX_EXACT_INTEGER}
         if spec.description:
             prop["description"] = spec.description
         if spec.default is not MISSING:
             prop["default"] = spec.default
+            prop["type"] = [kind, "null"]  # null counts as absent: the default applies
         else:
             required.append(spec.name)
         if history is not None and spec.name == history.name:
@@ -71,9 +100,9 @@ def _parameters(runtime: DeploymentRuntime) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = [
         {"name": "stream", "in": "query", "schema": {"type": "boolean"},
          "description": "Stream the answer as server-sent events (or send Accept: text/event-stream)."},
-        {"name": RUN_HEADER, "in": "header", "schema": {"type": "string", "maxLength": 128},
+        {"name": RUN_HEADER, "in": "header", "schema": {"type": "string", "pattern": _RUN_ID},
          "description": "Batch run id: judged fully, kept out of production figures."},
-        {"name": CLIENT_REQUEST_ID_HEADER, "in": "header", "schema": {"type": "string", "maxLength": 128},
+        {"name": CLIENT_REQUEST_ID_HEADER, "in": "header", "schema": {"type": "string", "pattern": _CLIENT_REQUEST_ID},
          "description": "Your own id, recorded beside the gateway's (which the reply's x-request-id carries)."},
     ]
     if runtime.deployment.allow_forced_variant:
@@ -90,7 +119,7 @@ def _score_operation(runtime: DeploymentRuntime) -> dict[str, Any]:
                            "then `done` with outputs and usage (or `error`).",
             "content": {
                 "application/json": {"schema": output_schema(runtime.flow)},
-                "text/event-stream": {"schema": {"type": "string"}},
+                "text/event-stream": {"schema": _SSE_EVENT},
             },
         },
     }
@@ -117,11 +146,17 @@ def _feedback_operation(runtime: DeploymentRuntime) -> dict[str, Any]:
         "operationId": f"feedback_{name.replace('-', '_')}",
         "summary": f"Rate or comment on a response of {name}",
         "tags": [name],
+        "parameters": [{"name": RUN_HEADER, "in": "header", "schema": {"type": "string", "pattern": _RUN_ID},
+                        "description": "The batch run the rated request belongs to."}],
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
             "type": "object", "required": ["request_id"], "additionalProperties": False,
             "properties": {"request_id": {"type": "string", "format": "uuid"},
-                           "rating": {"type": "integer", "minimum": -100, "maximum": 100},
-                           "comment": {"type": "string", "maxLength": 4000}}}}}},
+                           "rating": {"type": ["integer", "null"], "minimum": -100, "maximum": 100},
+                           "comment": {"type": ["string", "null"], "maxLength": 4000}},
+            # At least one of them: a rating, or a comment that is not empty.
+            "anyOf": [{"required": ["rating"], "properties": {"rating": {"type": "integer"}}},
+                      {"required": ["comment"], "properties": {"comment": {"type": "string", "minLength": 1}}}],
+        }}}},
         "responses": {"202": {"description": "Recorded."}} | {
             code: {"description": _ERRORS[code], "content": {"application/json": {"schema": _ERROR}}}
             for code in ("400", "401", "404", "413", "429", "503")
@@ -136,9 +171,11 @@ def openapi_document(registry: Registry) -> dict[str, Any]:
         paths[f"/v1/deployments/{name}/score"] = {"post": _score_operation(runtime)}
         paths[f"/v1/deployments/{name}/feedback"] = {"post": _feedback_operation(runtime)}
     plain = {"200": {"description": "OK"}}
-    paths["/healthz"] = {"get": {"summary": "The process is serving", "responses": plain}}
-    paths["/readyz"] = {"get": {"summary": "Ready for traffic", "responses": plain | {"503": {"description": "Not ready"}}}}
-    paths["/metrics"] = {"get": {"summary": "Prometheus metrics", "responses": plain}}
+    # Open to anyone (probes, scrapers): no key.
+    paths["/healthz"] = {"get": {"summary": "The process is serving", "security": [], "responses": plain}}
+    paths["/readyz"] = {"get": {"summary": "Ready for traffic", "security": [],
+                                "responses": plain | {"503": {"description": "Not ready"}}}}
+    paths["/metrics"] = {"get": {"summary": "Prometheus metrics", "security": [], "responses": plain}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "PromptPulse gateway", "version": "1",
