@@ -2,9 +2,9 @@
 through the gateway, as any client would send it.
 
 The answer goes to stdout (token by token with ``--stream``); the request id, variant, trace id
-and token usage go to stderr, so ``ANSWER=$(promptpulse invoke ...)`` keeps only the answer. The
-gateway's JSON reply carries no token usage (only its streamed ``done`` event does), so tokens
-are shown for ``--stream`` only; the request's trace has them either way.
+and token usage go to stderr, so ``ANSWER=$(promptpulse invoke ...)`` keeps only the answer.
+Usage comes from the streamed ``done`` event, or from the JSON reply's ``x-promptpulse-usage``
+header (the body's fields are the flow's outputs, so usage cannot live there).
 """
 
 from __future__ import annotations
@@ -69,11 +69,27 @@ def answer_text(outputs: dict[str, Any]) -> str:
 def token_summary(usage: list[dict[str, Any]] | None) -> str:
     """Usage records of the LLM calls as ``61 prompt + 40 completion = 101``."""
     if usage is None:
-        return "n/a without --stream (the JSON reply carries no usage)"
+        return "n/a (the gateway sent no usage)"
     prompt = sum(int(u.get("prompt_tokens") or 0) for u in usage)
     completion = sum(int(u.get("completion_tokens") or 0) for u in usage)
     total = sum(int(u.get("total_tokens") or 0) for u in usage)
     return f"{prompt} prompt + {completion} completion = {total}"
+
+
+def usage_from_header(value: str | None) -> list[dict[str, Any]] | None:
+    """``prompt=61, completion=40, total=101, calls=1`` as one usage record; None if absent or odd."""
+    if not value:
+        return None
+    fields: dict[str, int] = {}
+    for part in value.split(","):
+        name, _, number = part.strip().partition("=")
+        if not number.strip().isdigit():
+            return None
+        fields[name.strip()] = int(number)
+    if not {"prompt", "completion", "total"} <= fields.keys():
+        return None
+    return [{"prompt_tokens": fields["prompt"], "completion_tokens": fields["completion"],
+             "total_tokens": fields["total"]}]
 
 
 def trace_id(traceresponse: str | None) -> str | None:
@@ -118,11 +134,12 @@ async def _invoke(args: argparse.Namespace) -> int:
             except ValueError:
                 raise CliError(f"the gateway at {service.url} sent a reply that is not JSON", EXIT_SERVICE_ERROR) from None
             trace = trace_id(response.headers.get("traceresponse"))
+            usage = usage_from_header(response.headers.get("x-promptpulse-usage"))
         if args.json:
             print(json.dumps(reply, ensure_ascii=False, indent=2))
         else:
             print(answer_text(reply), flush=True)
-        notice(summary(reply.get("request_id"), reply.get("variant"), trace, None))
+        notice(summary(reply.get("request_id"), reply.get("variant"), trace, usage))
         return 0
 
     streaming = aiohttp.ClientTimeout(total=None, sock_connect=client.CONNECT_TIMEOUT, sock_read=180)

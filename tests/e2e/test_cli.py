@@ -195,9 +195,12 @@ async def settled_requests(stack: LiveStack) -> int:
 async def test_invoke_prints_the_answer_and_a_request_id_the_api_knows(stack: LiveStack) -> None:
     answer, request_id, _, result = await invoke(stack, QUESTIONS[0], "--variant", "variant_0")
     assert answer and "variant variant_0" in result.err
+    tokens = re.search(r"tokens (\d+) prompt \+ (\d+) completion = (\d+)", result.err)
+    assert tokens, result.err
     row = await sampled_row(stack, request_id)
     assert row["outputs"]["answer"] == answer
     assert row["variant"] == "variant_0"
+    assert [int(n) for n in tokens.groups()] == [row["response"]["tokens"][k] for k in ("prompt", "completion", "total")]
 
     streamed, stream_id, _, result = await invoke(stack, QUESTIONS[1], "--stream", "--variant", "variant_1")
     tokens = re.search(r"tokens (\d+) prompt \+ (\d+) completion = (\d+)", result.err)

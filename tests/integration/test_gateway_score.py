@@ -95,6 +95,9 @@ async def test_non_streaming_reply_headers_and_events(stack: Stack) -> None:
     assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (
         sent["prompt_tokens"], sent["completion_tokens"], sent["total_tokens"])
     assert usage.completion_tokens > 0 and usage.node == "answer" and usage.model == "llmsim-chat"
+    assert response_headers["x-promptpulse-usage"] == (
+        f"prompt={sent['prompt_tokens']}, completion={sent['completion_tokens']}, "
+        f"total={sent['total_tokens']}, calls=1")
     assert exchange.headers[VARIANT_HEADER] == reply["variant"]
     assert {r.key.decode() for r in records} == {request_id}
 

@@ -38,6 +38,14 @@ def test_answer_text_and_tokens() -> None:
              {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}]
     assert invoke.token_summary(usage) == "62 prompt + 42 completion = 104"
     assert "n/a" in invoke.token_summary(None)
+
+
+def test_usage_header_of_a_json_reply() -> None:
+    usage = invoke.usage_from_header("prompt=61, completion=40, total=101, calls=1")
+    assert invoke.token_summary(usage) == "61 prompt + 40 completion = 101"
+    assert invoke.usage_from_header(None) is None
+    assert invoke.usage_from_header("prompt=x, completion=1, total=1") is None
+    assert invoke.usage_from_header("prompt=1, total=1") is None
     assert invoke.trace_id("00-" + "a" * 32 + "-" + "b" * 16 + "-01") == "a" * 32
     assert invoke.trace_id(None) is None and invoke.trace_id("garbage") is None
 

@@ -153,6 +153,17 @@ async def score(request: web.Request) -> web.StreamResponse:
             metrics.in_flight -= 1
 
 
+USAGE_HEADER = "x-promptpulse-usage"
+
+
+def usage_header(calls: list[Any]) -> str:
+    """``prompt=61, completion=40, total=101, calls=1``: the request's LLM usage, all calls summed."""
+    prompt = sum(c.prompt_tokens or 0 for c in calls)
+    completion = sum(c.completion_tokens or 0 for c in calls)
+    total = sum(c.total_tokens or 0 for c in calls)
+    return f"prompt={prompt}, completion={completion}, total={total}, calls={len(calls)}"
+
+
 async def _run_whole(
     request: web.Request, runtime: DeploymentRuntime, variant: Variant, inputs: dict[str, Any],
     recorder: InferenceRecorder, llm_headers: dict[str, str] | None,
@@ -175,4 +186,6 @@ async def _run_whole(
                          error_message=f"the flow's outputs are not JSON: {exc}")
         raise ApiError(500, "invalid_output", "the flow's outputs cannot be sent as JSON") from None
     recorder.respond("ok", llm_calls=result.llm_calls, outputs=result.outputs)
+    # Token usage rides in a header: the body's fields are the flow's outputs (any name).
+    response.headers[USAGE_HEADER] = usage_header(result.llm_calls)
     return response
