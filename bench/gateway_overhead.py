@@ -1,13 +1,19 @@
 """What the gateway adds on top of the LLM call: latency, time to first token, throughput, memory.
 
-One run, four processes: llmsim (ttft 0, then 1,000 tokens/s: 40-token answers in 40 ms, so a
+One run, five processes: llmsim (ttft 0, then 1,000 tokens/s: 40-token answers in 40 ms, so a
 stream's tokens arrive one by one as a real model's do, only faster), the
 gateway (one process, a one-node flow on llmsim, events to the real Kafka broker, spans to the
 spans topic as in production), a bare aiohttp pass-through proxy (no flow, no events, no auth),
-and this load generator. Each phase alternates its modes round by round to spread machine noise.
+an "openai pass-through" (the same aiohttp handler, but making the call with the openai client
+as the gateway does: ``client.post`` on openai's aiohttp transport; the floor of any gateway
+that calls its LLM through the openai package), and this load generator. Each phase alternates
+its modes round by round to spread machine noise.
 
-1. Throughput: 100 clients in a closed loop, no pause: llmsim direct, bare proxy, gateway
-   (non-streaming), then llmsim direct and gateway streaming.
+1. Throughput: 100 clients in a closed loop, no pause: llmsim direct, bare proxy, openai
+   pass-through, gateway (non-streaming), then llmsim direct, openai pass-through and gateway
+   streaming. Beside requests/s, the CPU time each serving process used per request
+   (``/proc/PID/stat``, all its threads: the gateway's span export and Kafka producers
+   included): unlike requests/s, it hardly depends on what else the machine runs.
 2. Latency (non-streaming) and time to first token (streaming), direct vs gateway, at 1 client
    (closed loop) and at 100 clients sharing an offered load of half the slower path's throughput
    from 1, so that latency is the path's cost, not queueing behind a saturated server. At 1
@@ -16,7 +22,7 @@ and this load generator. Each phase alternates its modes round by round to sprea
    of one more aiohttp hop).
 
 Added = gateway minus direct, per percentile. Prints a table; asserts nothing. Usage:
-``.venv/bin/python bench/gateway_overhead.py`` (needs Kafka on 127.0.0.1:9092; ~3 minutes).
+``.venv/bin/python bench/gateway_overhead.py`` (needs Kafka on 127.0.0.1:9092; ~4 minutes).
 """
 
 from __future__ import annotations
@@ -93,6 +99,46 @@ def run_proxy(port: int, upstream: str) -> None:
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
+# ---- the openai pass-through (`gateway_overhead.py --openai-proxy PORT UPSTREAM`): the bare
+# proxy's handler, but the call goes through the openai client the gateway uses, with the same
+# arguments (services/gateway/flow/llm.py), and a streamed answer is re-sent chunk by chunk.
+
+def run_openai_proxy(port: int, upstream: str) -> None:
+    import json
+
+    import openai
+
+    options = {"security": {"bearer_auth": True}}
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        client: openai.AsyncOpenAI = request.app["client"]
+        body = json.loads(await request.read())
+        if not body.get("stream"):
+            data = await client.post("/chat/completions", body=body, cast_to=object, options=options)
+            return web.json_response(data)
+        stream = await client.post("/chat/completions", body=body, cast_to=object, options=options, stream=True,
+                                   stream_cls=openai.AsyncStream[object])
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        async with stream:
+            async for chunk in stream:
+                await response.write(b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def client_ctx(app: web.Application):  # type: ignore[no-untyped-def]
+        app["client"] = openai.AsyncOpenAI(base_url=upstream + "/v1", api_key="none", max_retries=0,
+                                           http_client=openai.DefaultAioHttpClient())
+        yield
+        await app["client"].close()
+
+    app = web.Application()
+    app.cleanup_ctx.append(client_ctx)
+    app.router.add_post("/v1/chat/completions", forward)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
 # ---- the processes under test
 
 class Services:
@@ -101,6 +147,7 @@ class Services:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.llmsim = f"http://127.0.0.1:{free_port()}"
         self.proxy = f"http://127.0.0.1:{free_port()}"
+        self.openai_proxy = f"http://127.0.0.1:{free_port()}"
         self.gateway = f"http://127.0.0.1:{free_port()}"
         self.key = ""
         self.prefix = f"bench-{uuid4().hex[:8]}."
@@ -138,6 +185,7 @@ class Services:
             "PROMPTPULSE_LLMSIM__LATENCY__TOKENS_PER_SECOND": "1000", "PROMPTPULSE_LLMSIM__LATENCY__JITTER": "0",
             "PROMPTPULSE_LLMSIM__ANSWER_TOKENS": "40"})
         self._spawn("proxy", [py, __file__, "--proxy", self.proxy.rsplit(":", 1)[1], self.llmsim], {})
+        self._spawn("openai-proxy", [py, __file__, "--openai-proxy", self.openai_proxy.rsplit(":", 1)[1], self.llmsim], {})
         self._spawn("gateway", [py, "-m", "services.gateway"], {
             "PROMPTPULSE_DEPLOYMENTS_DIR": str(self._deployments()),
             "PROMPTPULSE_KAFKA__TOPIC_PREFIX": self.prefix,
@@ -145,17 +193,25 @@ class Services:
             "PROMPTPULSE_GATEWAY__PUBLISHER__SPOOL_DIR": str(self.work / "spool"),
             "PROMPTPULSE_GATEWAY__PROVISION_DEMO_KEY": "false"})
         async with aiohttp.ClientSession() as session:
-            for url in (self.llmsim + "/healthz", self.gateway + "/readyz"):
+            # The proxies have no health route: any answer (405 to a GET) means they are up.
+            for url, up in ((self.llmsim + "/healthz", {200}), (self.gateway + "/readyz", {200}),
+                            (self.proxy + "/v1/chat/completions", {405}),
+                            (self.openai_proxy + "/v1/chat/completions", {405})):
                 for _ in range(200):
                     try:
                         async with session.get(url) as resp:
-                            if resp.status == 200:
+                            if resp.status in up:
                                 break
                     except aiohttp.ClientError:
                         pass
                     await asyncio.sleep(0.1)
                 else:
                     raise SystemExit(f"{url} did not come up; see {self.work}")
+
+    def cpu_seconds(self, name: str) -> float:
+        """CPU time (user + system, all threads) a service process has used so far."""
+        fields = Path(f"/proc/{self.procs[name].pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_mb(self, name: str) -> tuple[float, float]:
         """(current, peak) resident memory of a service process, in MB."""
@@ -198,6 +254,7 @@ def targets(services: Services, stream: bool) -> dict[str, Target]:
         "direct": Target("direct", services.llmsim + "/v1/chat/completions", chat, plain, sse_delta),
         "openai": Target("openai", services.llmsim + "/v1", b"", {}, b""),
         "proxy": Target("proxy", services.proxy + "/v1/chat/completions", chat, plain, sse_delta),
+        "openai-proxy": Target("openai-proxy", services.openai_proxy + "/v1/chat/completions", chat, plain, sse_delta),
         "gateway": Target("gateway", services.gateway + "/v1/deployments/bench/score" + ("?stream=true" if stream else ""),
                           json.dumps({"question": QUESTION}).encode(),
                           {**plain, "Authorization": f"Bearer {services.key}"}, b"event: delta"),
@@ -277,16 +334,24 @@ def pct(values: list[float], p: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[p - 1] * 1000 if len(values) > 1 else float("nan")
 
 
+SERVES = {"direct": "llmsim", "openai": "llmsim", "proxy": "proxy", "openai-proxy": "openai-proxy", "gateway": "gateway"}
+
+
 async def alternate(services: Services, modes: list[str], clients: int, stream: bool,
                     rate: float | None = None) -> dict[str, dict[str, list[float]]]:
-    found: dict[str, dict[str, list[float]]] = {m: {"latency": [], "ttft": [], "rps": []} for m in modes}
+    """Per mode: latencies, TTFTs, requests/s per round and CPU ms per request of the serving
+    process per round."""
+    found: dict[str, dict[str, list[float]]] = {m: {"latency": [], "ttft": [], "rps": [], "cpu": []} for m in modes}
     chosen = targets(services, stream)
     for round_number in range(ROUNDS):
         for mode in modes if round_number % 2 == 0 else list(reversed(modes)):
+            cpu_before = services.cpu_seconds(SERVES[mode])
             result = await load(chosen[mode], clients, stream, rate)
+            cpu = services.cpu_seconds(SERVES[mode]) - cpu_before
             found[mode]["latency"] += result["latency"]  # type: ignore[arg-type]
             found[mode]["ttft"] += result["ttft"]  # type: ignore[arg-type]
             found[mode]["rps"].append(result["rps"])  # type: ignore[arg-type]
+            found[mode]["cpu"].append(1000 * cpu / max(1, len(result["latency"])))  # type: ignore[arg-type]
     return found
 
 
@@ -296,10 +361,12 @@ async def main() -> None:
         await services.start()
         rows: list[tuple[str, ...]] = []
         try:
-            whole = await alternate(services, ["direct", "proxy", "gateway"], 100, False)
-            streamed = await alternate(services, ["direct", "gateway"], 100, True)
+            whole = await alternate(services, ["direct", "proxy", "openai-proxy", "gateway"], 100, False)
+            streamed = await alternate(services, ["direct", "openai-proxy", "gateway"], 100, True)
             best = {m: max(v["rps"]) for m, v in whole.items()}
             best_stream = {m: max(v["rps"]) for m, v in streamed.items()}
+            cpu = {m: statistics.median(v["cpu"]) for m, v in whole.items()}
+            cpu_stream = {m: statistics.median(v["cpu"]) for m, v in streamed.items()}
             for clients in (1, 100):
                 for stream in (False, True):
                     capacity = best_stream if stream else best
@@ -324,17 +391,25 @@ async def main() -> None:
     print(f"|{'-' * 32}|---------|" + f"{'-' * 10}|" * 5)
     for row in rows:
         print(f"| {row[0]:<30} | {row[1]:>7} | " + " | ".join(f"{cell:>8}" for cell in row[2:]) + " |")
-    print(f"\n| {'throughput, 100 clients (req/s)':<32} | {'whole':>8} | {'stream':>8} |")
-    print(f"|{'-' * 34}|{'-' * 10}|{'-' * 10}|")
-    for mode, label in (("direct", "llmsim direct"), ("proxy", "bare aiohttp proxy"), ("gateway", "gateway")):
-        stream_text = f"{best_stream[mode]:.0f}" if mode in best_stream else "-"
-        print(f"| {label:<32} | {best[mode]:>8.0f} | {stream_text:>8} |")
-    print(f"| {'gateway / bare proxy':<32} | {100 * best['gateway'] / best['proxy']:>7.0f}% | {'-':>8} |")
+    print(f"\n| {'100 clients, closed loop':<32} | {'req/s':>8} | {'stream':>8} | {'CPU ms/req':>10} | {'stream':>8} |")
+    print(f"|{'-' * 34}|{'-' * 10}|{'-' * 10}|{'-' * 12}|{'-' * 10}|")
+    for mode, label in (("direct", "llmsim direct (llmsim's CPU)"), ("proxy", "bare aiohttp proxy"),
+                        ("openai-proxy", "openai pass-through"), ("gateway", "gateway")):
+        stream_rps = f"{best_stream[mode]:.0f}" if mode in best_stream else "-"
+        stream_cpu = f"{cpu_stream[mode]:.2f}" if mode in cpu_stream else "-"
+        print(f"| {label:<32} | {best[mode]:>8.0f} | {stream_rps:>8} | {cpu[mode]:>10.2f} | {stream_cpu:>8} |")
+    print(f"| {'gateway / bare proxy':<32} | {100 * best['gateway'] / best['proxy']:>7.0f}% | {'-':>8} | "
+          f"{cpu['gateway'] / cpu['proxy']:>9.1f}x | {'-':>8} |")
+    print(f"| {'openai pass-through / bare proxy':<32} | {100 * best['openai-proxy'] / best['proxy']:>7.0f}% | "
+          f"{'-':>8} | {cpu['openai-proxy'] / cpu['proxy']:>9.1f}x | {'-':>8} |")
+    print("(CPU ms/req: median over the rounds of the serving process's CPU time per completed request)")
     print(f"\nRSS: gateway {gateway_rss:.0f} MB now, {gateway_peak:.0f} MB peak; bare proxy {proxy_peak:.0f} MB peak")
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--proxy":
         run_proxy(int(sys.argv[2]), sys.argv[3])
+    elif len(sys.argv) == 4 and sys.argv[1] == "--openai-proxy":
+        run_openai_proxy(int(sys.argv[2]), sys.argv[3])
     else:
         asyncio.run(main())

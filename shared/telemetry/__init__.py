@@ -2,7 +2,8 @@
 
 See :mod:`shared.telemetry.setup` (what is configured), :mod:`shared.telemetry.propagation`
 (trace context through Kafka headers, messaging spans) and
-:mod:`shared.telemetry.kafka_exporter` (spans to the spans topic).
+:mod:`shared.telemetry.kafka_exporter` (spans to the spans topic, encoded by
+:mod:`shared.telemetry.otlp_wire`).
 """
 
 from shared.telemetry.kafka_exporter import KafkaSpanExporter, encode_traces, trace_key

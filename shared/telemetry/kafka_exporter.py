@@ -32,11 +32,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from shared.kafka import SettingsLike, make_producer
+from shared.telemetry.otlp_wire import TraceEncoder
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,11 @@ def encode_traces(
 ) -> tuple[list[tuple[bytes, bytes]], int]:
     """(key, value) messages, one per trace (split if too big), and the count of spans dropped.
 
-    A span is dropped only when it alone exceeds ``max_message_bytes``.
+    A span is dropped only when it alone exceeds ``max_message_bytes``. The bytes are what
+    opentelemetry's ``encode_spans`` would give, written directly (shared.telemetry.otlp_wire):
+    each span, resource and scope is encoded once per batch, also when a trace is split.
     """
+    encoder = TraceEncoder()
     by_trace: dict[int, list[ReadableSpan]] = {}
     for span in spans:
         by_trace.setdefault(span.context.trace_id, []).append(span)
@@ -65,7 +68,7 @@ def encode_traces(
         pending = [group]
         while pending:
             part = pending.pop()
-            payload = encode_spans(part).SerializeToString()
+            payload = encoder.request(part)
             if len(payload) <= max_message_bytes:
                 messages.append((trace_key(trace_id), payload))
             elif len(part) > 1:

@@ -174,6 +174,7 @@ class _Run:
         running: dict[asyncio.Task[Any], str] = {}
         try:
             while pending or running:
+                ready: list[str] = []
                 progressed = True
                 while progressed:  # bypassing one node can make the next ready at once
                     progressed = False
@@ -185,7 +186,15 @@ class _Run:
                         if self._should_bypass(name):
                             self._bypass(name)
                         else:
-                            running[asyncio.create_task(self._run_node(name), name=f"flow-node {name}")] = name
+                            ready.append(name)
+                if len(ready) == 1 and not running:
+                    # Nothing else can start before this node ends (a node becomes ready only when
+                    # another finishes), so it runs in this task: one task and one wait less per
+                    # node of a chain, which is every node of a one-node flow.
+                    self.node_outputs[ready[0]] = await self._run_node(ready[0])
+                    continue
+                for name in ready:
+                    running[asyncio.create_task(self._run_node(name), name=f"flow-node {name}")] = name
                 if not running:
                     break
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)

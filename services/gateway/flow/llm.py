@@ -237,7 +237,6 @@ async def _whole(client: Any, request: dict[str, Any]) -> tuple[str, dict[str, A
 async def _streamed(
     client: Any, request: dict[str, Any], started: float, on_delta: Callable[[str], None] | None
 ) -> tuple[str, dict[str, Any]]:
-    outcome: dict[str, Any] = {"usage": None, "model": None, "id": None, "finish_reason": None, "ttfc_ms": None}
     parts: list[str] = []
     request = {**request, "stream": True, "stream_options": {"include_usage": True}}
     if _is_openai_client(client):
@@ -249,28 +248,35 @@ async def _streamed(
     else:
         stream = await client.chat.completions.create(**request)
         as_dict = _as_dict
+    # Runs once per token: plain locals and dict lookups, read the same way as _whole reads
+    # a response (anything not a dict or list where one is expected counts as absent).
+    ttfc_ms = model = ident = usage = finish_reason = None
     async with stream:
         async for item in stream:
-            if outcome["ttfc_ms"] is None:
-                outcome["ttfc_ms"] = (time.perf_counter() - started) * 1000
+            if ttfc_ms is None:
+                ttfc_ms = (time.perf_counter() - started) * 1000
             chunk = as_dict(item)
-            outcome["model"] = chunk.get("model") or outcome["model"]
-            outcome["id"] = chunk.get("id") or outcome["id"]
-            usage = _usage(chunk)
-            if usage is not None:
-                outcome["usage"] = usage
-            for choice in _list(chunk, "choices"):
-                choice = _dict(choice)
-                if choice.get("index", 0) != 0:
+            model = chunk.get("model") or model
+            ident = chunk.get("id") or ident
+            found = chunk.get("usage")
+            if isinstance(found, dict):
+                usage = found
+            choices = chunk.get("choices")
+            if not isinstance(choices, list):
+                continue
+            for choice in choices:
+                if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                     continue  # with n > 1, the first choice is the answer, as in prompt flow
-                delta = _dict(choice.get("delta")).get("content")
-                if delta:
-                    parts.append(delta)
+                delta = choice.get("delta")
+                text = delta.get("content") if isinstance(delta, dict) else None
+                if text:
+                    parts.append(text)
                     if on_delta is not None:
-                        on_delta(delta)
+                        on_delta(text)
                 if choice.get("finish_reason"):
-                    outcome["finish_reason"] = choice["finish_reason"]
-    return "".join(parts), outcome
+                    finish_reason = choice["finish_reason"]
+    return "".join(parts), {"usage": usage, "model": model, "id": ident, "finish_reason": finish_reason,
+                            "ttfc_ms": ttfc_ms}
 
 
 # The fast path. ``chat.completions.create`` runs every request through openai's TypedDict

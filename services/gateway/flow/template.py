@@ -69,13 +69,15 @@ class _Escaper:
     """Replaces role words on role lines inside values with placeholders, and back."""
 
     def __init__(self) -> None:
-        self._token = uuid.uuid4().hex
+        self._token = ""  # random, made when first needed: most renders escape nothing
         self.placeholders: dict[str, str] = {}  # placeholder -> original role word
 
     def _placeholder(self, role_word: str) -> str:
         for placeholder, original in self.placeholders.items():
             if original == role_word:
                 return placeholder
+        if not self._token:
+            self._token = uuid.uuid4().hex
         placeholder = f"ESCAPED_ROLE_{self._token}_{len(self.placeholders)}"
         self.placeholders[placeholder] = role_word
         return placeholder
