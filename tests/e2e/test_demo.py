@@ -161,7 +161,16 @@ async def test_the_drifting_variant_fires_its_monitor_and_the_healthy_one_does_n
 
             alert = await stack.wait_for(drifting_alert, within=300, what=f"a firing alert naming {DRIFTING}",
                                          every=1.0)
-            monitors = {m["id"]: m for m in (await stack.api("/v1/deployments/demo/monitors"))["monitors"]}
+
+            async def healthy_judged() -> dict | None:
+                # The healthy variant's monitor must have judged a window with enough samples (the
+                # first windows after start-up may not have), or "it never fired" would prove nothing.
+                found = {m["id"]: m for m in (await stack.api("/v1/deployments/demo/monitors"))["monitors"]}
+                window = found[f"demo-relevance-{HEALTHY}"]["last_window"]
+                return found if window and window["enough_samples"] else None
+
+            monitors = await stack.wait_for(healthy_judged, within=150, every=1.0,
+                                            what=f"a window of {HEALTHY}'s monitor with enough samples")
 
             async def printed_alert() -> list[str]:
                 return [line for line in printed if "FIRING" in line and alert.monitor_id in line]
