@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from services.aggregator.api.errors import ApiError
+from shared.jsontext import has_lone_surrogate
 
 MAX_BODY_BYTES = 1 << 20  # aiohttp's default client_max_size, which bounds chunked bodies too
 
@@ -57,20 +58,3 @@ async def read_json(request: web.Request, *, field: str, shape: str, limit: int 
                        "surrogate escape (\\ud800-\\udfff without its pair)", field=field)
     return value
 
-
-def has_lone_surrogate(value: Any) -> bool:
-    """Whether any string in a parsed JSON value (keys included) is not valid Unicode text."""
-    pending = [value]
-    while pending:  # iterative: the value may be nested up to the parser's limit
-        item = pending.pop()
-        if isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-        elif isinstance(item, str) and not item.isascii():
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return True
-    return False

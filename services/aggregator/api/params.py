@@ -16,10 +16,10 @@ from typing import Any
 
 from aiohttp import web
 
-from services.aggregator.api.body import has_lone_surrogate
 from services.aggregator.api.errors import bad_parameter
 from shared.deployments import parse_duration
 from shared.deployments.base import MONITOR_ID_PATTERN, NAME_PATTERN, VARIANT_ID_PATTERN
+from shared.jsontext import has_lone_surrogate
 
 _NAME = re.compile(NAME_PATTERN)
 _VARIANT = re.compile(VARIANT_ID_PATTERN)

@@ -18,6 +18,7 @@ from services.gateway.ratelimit import retry_after_header
 from services.gateway.registry import DeploymentRuntime
 from services.gateway.routes.errors import ApiError
 from shared.apikeys import ApiKeyRecord
+from shared.jsontext import has_lone_surrogate
 
 RUN_HEADER = "x-promptpulse-run"
 VARIANT_HEADER = "x-promptpulse-variant"
@@ -87,23 +88,6 @@ async def read_json(request: web.Request) -> tuple[Any, int]:
                        "surrogate escape (\\ud800-\\udfff without its pair)")
     return body, len(raw)
 
-
-def has_lone_surrogate(value: Any) -> bool:
-    """Whether any string in a parsed JSON value (keys included) is not valid Unicode text."""
-    pending = [value]
-    while pending:  # iterative: the value may be nested up to the parser's limit
-        item = pending.pop()
-        if isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-        elif isinstance(item, str) and not item.isascii():
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return True
-    return False
 
 
 def _declared_json(request: web.Request) -> bool:
