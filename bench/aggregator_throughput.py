@@ -12,6 +12,11 @@ as the span exporter sends them. Each variant writes into its own fresh database
    its rollup deltas and its offset (exactly once too, the obvious way);
 4. ceiling: the decoded rows copied into the raw tables, no dedup, no rollups, no offsets.
 
+Beside each rate, the CPU it cost per event: this process (``time.process_time``: decoding,
+encoding, and for the Kafka run the consumer too) and the Postgres backends serving it (user
+plus system time from ``/proc``, through psutil; "n/a" where another user's processes cannot be
+read). On a busy machine the rates move with the load and the CPU figures much less.
+
 Then freshness: the whole aggregator (ingest, monitors, query API on an ephemeral loopback port,
 default batch wait) in this process, on its own fresh database and topics, fed a steady trickle
 of requests (a request and a response event each) in small batches; per batch, the time from
@@ -41,6 +46,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
+import psutil
 from aiohttp import web
 from pydantic import SecretStr
 
@@ -53,7 +59,7 @@ from services.aggregator.ingest.decode import RecordDecoder, SamplingPolicy, Tim
 from services.aggregator.ingest.writer import write_batch  # noqa: E402
 from services.aggregator.retention import ensure_partitions, utc_day  # noqa: E402
 from services.aggregator.rollups.deltas import rollup_deltas  # noqa: E402
-from services.aggregator.rollups.tables import apply_deltas  # noqa: E402
+from services.aggregator.rollups.tables import ROLLUP_TABLES  # noqa: E402
 from shared.kafka import make_producer  # noqa: E402
 from shared.settings import ServiceSettings, load_settings  # noqa: E402
 from shared.topics import Topics, delete_topics  # noqa: E402
@@ -102,6 +108,19 @@ async def _fresh_database(admin: asyncpg.Connection, base: str, label: str) -> t
     return name, url
 
 
+async def _stored_rows(url: str) -> int:
+    """Raw rows in the database, counted in Postgres (the in-process counters miss a batch
+    committed before the timed part began)."""
+    conn = await asyncpg.connect(url, ssl=_SSL[0])
+    try:
+        return await conn.fetchval(
+            "SELECT (SELECT count(*) FROM inference_requests) + (SELECT count(*) FROM inference_responses)"
+            " + (SELECT count(*) FROM evaluations) + (SELECT count(*) FROM feedback) + (SELECT count(*) FROM spans)"
+        )
+    finally:
+        await conn.close()
+
+
 async def _drop_database(admin: asyncpg.Connection, name: str) -> None:
     # FORCE cannot end an autovacuum worker busy in the database (a superuser process); it
     # finishes within moments, so try again rather than leave the database behind.
@@ -128,7 +147,53 @@ def _rows(decoded) -> int:
     return sum(len(rows) for rows in decoded.rows.values())
 
 
-async def _kafka_run(settings, messages: list[Message]) -> tuple[float, int]:
+class _Cpu:
+    """CPU seconds used by this process and by the Postgres backends of given pids, between
+    ``start()`` and ``stop()``."""
+
+    def __init__(self) -> None:
+        self.process = self.backends = 0.0
+        self._readable = True
+        self._pids: list[int] = []
+        self._process_at = 0.0
+        self._backends_at: float | None = None
+
+    @staticmethod
+    def _backend_seconds(pids: list[int]) -> float | None:
+        total = 0.0
+        for pid in pids:
+            try:
+                times = psutil.Process(pid).cpu_times()
+            except (psutil.AccessDenied, psutil.NoSuchProcess):
+                return None
+            total += times.user + times.system
+        return total
+
+    def start(self, pids: list[int]) -> None:
+        self._pids = pids
+        self._process_at = time.process_time()
+        self._backends_at = self._backend_seconds(pids)
+
+    def stop(self) -> None:
+        self.process += time.process_time() - self._process_at
+        now = self._backend_seconds(self._pids)
+        if now is None or self._backends_at is None:
+            self._readable = False
+        else:
+            self.backends += now - self._backends_at
+
+    def per_event(self, events: int) -> str:
+        backends = f"{self.backends / events * 1e6:5.1f}" if self._readable else "  n/a"
+        return f"CPU/event: this process {self.process / events * 1e6:5.1f} us, Postgres {backends} us"
+
+
+async def _backend_pids(conn: asyncpg.Connection, database: str) -> list[int]:
+    rows = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", database)
+    return [row["pid"] for row in rows]
+
+
+async def _kafka_run(settings, messages: list[Message], admin: asyncpg.Connection, database: str,
+                     cpu: _Cpu) -> tuple[float, int]:
     await produce(settings, messages)
     async with running_aggregator(settings) as app:
         stats = ingestor_of(app).stats
@@ -136,18 +201,22 @@ async def _kafka_run(settings, messages: list[Message]) -> tuple[float, int]:
         while first_at is None:
             if stats.batches:
                 first_at, first_rows = time.perf_counter(), sum(stats.inserted.values())
+                cpu.start(await _backend_pids(admin, database))
             await asyncio.sleep(0.005)
         await wait_caught_up(settings, 600)
+        cpu.stop()
         elapsed = time.perf_counter() - first_at
         rows = sum(stats.inserted.values()) - first_rows
-    return rows / elapsed, sum(stats.inserted.values())
+    return rows / elapsed, sum(stats.inserted.values()) - first_rows
 
 
-async def _memory_run(url: str, records: list[Record], decoder: RecordDecoder, window, per_batch: int) -> float:
+async def _memory_run(url: str, records: list[Record], decoder: RecordDecoder, window, per_batch: int,
+                      cpu: _Cpu) -> tuple[float, int]:
     conn = await asyncpg.connect(url, ssl=_SSL[0])
     try:
         rows = 0
         started = time.perf_counter()
+        cpu.start([conn.get_server_pid()])
         for start in range(0, len(records), per_batch):
             chunk = records[start : start + per_batch]
             decoded = decoder.decode_batch(chunk, window)
@@ -156,9 +225,26 @@ async def _memory_run(url: str, records: list[Record], decoder: RecordDecoder, w
                 offsets[(record.topic, record.partition)] = record.offset + 1
             outcome = await write_batch(conn, decoded, offsets, group="bench")
             rows += sum(outcome.inserted.values())
-        return rows / (time.perf_counter() - started)
+        cpu.stop()
+        return rows / (time.perf_counter() - started), rows
     finally:
         await conn.close()
+
+
+def _naive_upsert_sql(table) -> str:
+    """One rollup row per statement: INSERT ... VALUES ... ON CONFLICT DO UPDATE."""
+    names = [*table.key_columns, *table.value_columns]
+    values = ", ".join(f"${i}" for i in range(1, len(names) + 1))
+    updates = ", ".join(f"{v} = {table.name}.{v} + EXCLUDED.{v}" for v in table.value_columns)
+    return (f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({values}) "
+            f"ON CONFLICT ({', '.join(table.key_columns)}) DO UPDATE SET {updates}")
+
+
+async def _naive_rollups(conn: asyncpg.Connection, deltas) -> None:
+    for table in ROLLUP_TABLES:  # the aggregator's table order, keys sorted: no deadlocks
+        rows = deltas.get(table)
+        if rows:
+            await conn.executemany(_naive_upsert_sql(table), [(*key, *rows[key]) for key in sorted(rows)])
 
 
 _NAIVE_OFFSET = """
@@ -186,20 +272,22 @@ async def _naive_run(url: str, records: list[Record], decoder: RecordDecoder, wi
                         if await conn.fetchval(sql, *row):
                             inserted.setdefault(table, []).append(row)
                             rows_stored += 1
-                await apply_deltas(conn, rollup_deltas(inserted))
+                await _naive_rollups(conn, rollup_deltas(inserted))
                 await conn.execute(_NAIVE_OFFSET, record.topic, record.partition, record.offset + 1)
         return rows_stored / (time.perf_counter() - started)
     finally:
         await conn.close()
 
 
-async def _copy_run(url: str, records: list[Record], decoder: RecordDecoder, window) -> float:
+async def _copy_run(url: str, records: list[Record], decoder: RecordDecoder, window, cpu: _Cpu) -> float:
     decoded = decoder.decode_batch(records, window)  # not timed: the ceiling is the copy alone
     conn = await asyncpg.connect(url, ssl=_SSL[0])
     try:
         started = time.perf_counter()
+        cpu.start([conn.get_server_pid()])
         for table, rows in decoded.rows.items():
             await conn.copy_records_to_table(table.name, records=rows, columns=list(table.columns))
+        cpu.stop()
         return _rows(decoded) / (time.perf_counter() - started)
     finally:
         await conn.close()
@@ -361,16 +449,22 @@ async def main(requests: int, naive_requests: int, freshness_seconds: float, fre
         print(f"aggregator ingest, {requests:,} requests = {len(messages):,} Kafka records = {events:,} events")
         print("  (per request: 1 request, 1 response, 5 spans in one message, ~0.4 evaluations);"
               f" Postgres TLS mode {settings.database.ssl!r} (PROMPTPULSE_DATABASE__SSL)")
-        exactly_once, stored = await _kafka_run(settings, messages)
+        kafka_cpu, memory_cpu, copy_cpu = _Cpu(), _Cpu(), _Cpu()
+        exactly_once, timed = await _kafka_run(settings, messages, admin, names["kafka"][0], kafka_cpu)
+        stored = await _stored_rows(names["kafka"][1])
         print(f"  exactly once, Kafka -> Postgres (batches <= {settings.aggregator.batch_max_records}):"
               f" {exactly_once:>10,.0f} events/s   [{stored:,} rows stored, {events:,} expected]")
-        memory = await _memory_run(names["memory"][1], records, decoder, window, settings.aggregator.batch_max_records)
+        print(f"    {kafka_cpu.per_event(timed)}   (the timed part: from the first commit)")
+        memory, memory_rows = await _memory_run(names["memory"][1], records, decoder, window,
+                                                settings.aggregator.batch_max_records, memory_cpu)
         print(f"  exactly once, same writer from memory:            {memory:>10,.0f} events/s")
+        print(f"    {memory_cpu.per_event(memory_rows)}   (decode + write)")
         naive = await _naive_run(names["naive"][1], naive_records, decoder, window)
         print(f"  naive, one INSERT per event, one transaction per record ({len(naive_records):,} records):"
               f" {naive:>8,.0f} events/s")
-        ceiling = await _copy_run(names["copy"][1], records, decoder, window)
+        ceiling = await _copy_run(names["copy"][1], records, decoder, window, copy_cpu)
         print(f"  ceiling, bare copy_records_to_table:              {ceiling:>10,.0f} events/s")
+        print(f"    {copy_cpu.per_event(events)}   (encode + copy; decoding not counted)")
         print(f"  exactly once / ceiling: {exactly_once / ceiling:.0%} (goal >= 25%);"
               f" exactly once / naive: {exactly_once / naive:.1f}x; goal >= 20,000 events/s")
         await delete_topics(settings, Topics.from_settings(settings).all())

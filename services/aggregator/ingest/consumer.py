@@ -3,7 +3,9 @@
 - Batches close on size (``batch_max_records``) or time (``batch_max_wait_ms`` after the first
   record); each is stored by one transaction (writer.py) that also stores its offsets.
 - Two-stage pipeline: while batch N is being written, batch N+1 is fetched and decoded (Python
-  work overlapping Postgres work). Batches are written strictly one after another, in order.
+  work overlapping Postgres work: the decode yields to the event loop every 50 records, so
+  the write's next statement goes out as soon as Postgres answers the last one).
+  Batches are written strictly one after another, in order.
 - Positions come from Postgres, not Kafka: on assignment every partition is paused until its
   stored offset is read and sought to (the beginning when none is stored). Kafka commits are
   best effort, only so that lag tools see progress. That includes the first assignment, which
@@ -126,7 +128,7 @@ class Ingestor:
                     await self._reap_writer(block=False)
                     continue
                 self._hold(len(records))
-                decoded = self._store.decode(records)  # overlaps the previous batch's write
+                decoded = await self._store.decode_yielding(records)  # overlaps the previous batch's write
                 await self._reap_writer(block=True)
                 self._writing_count = len(records)
                 self._writing = asyncio.create_task(self._store.store(records, decoded))

@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple
+
+from services.aggregator.ingest import staging
 
 
 class RequestRow(NamedTuple):
@@ -120,13 +122,21 @@ class DeadLetter(NamedTuple):
     detail: str
 
 
-@dataclass(frozen=True)
+# eq=False: hashed and compared by identity. Each table is one module-level constant, and it
+# keys a dict once per row, where a generated field-by-field __hash__ costs more than the row.
+@dataclass(frozen=True, eq=False)
 class RawTable:
     name: str
     row: type
     key: tuple[str, ...]
+    times: tuple[str, ...]  # timestamptz columns: staged as microseconds (staging.py)
     # Only tables that feed rollups need to know which rows were new.
     feeds_rollups: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = (set(self.key) | set(self.times)) - set(self.columns)
+        if unknown:
+            raise ValueError(f"{self.name}: {sorted(unknown)} are not columns")
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -140,15 +150,45 @@ class RawTable:
     def key_of(self, row: Any) -> tuple:
         return _key_getter(self)(row)
 
+    @property
+    def numbered(self) -> bool:
+        """Whether staged rows carry their batch number (see ``insert_sql``)."""
+        return not self.feeds_rollups
+
+    @property
+    def staged_columns(self) -> tuple[str, ...]:
+        return (*self.columns, staging.ORDINAL) if self.numbered else self.columns
+
+    def staging_sql(self) -> str:
+        return staging.create_sql(self.stage, self.name, self.columns, self.times, numbered=self.numbered)
+
+    def wire(self, rows: list[Any]) -> list[list]:
+        """The rows as they are copied into the stage (staging.py)."""
+        return staging.wire_rows(rows, _time_positions(self), numbered=self.numbered)
+
+    def wire_key(self, values: list) -> tuple:
+        """A staged row's natural key, times as microseconds: strings and integers, cheap to hash
+        (a key with an aware datetime costs two tzinfo calls to hash)."""
+        return _wire_key_getter(self)(values)
+
     def insert_sql(self) -> str:
-        """Move the staged rows in, skipping known keys; returns the new keys when they feed rollups."""
+        """Move the staged rows in, in natural-key order (so concurrent aggregators lock keys in
+        one order), skipping known keys.
+
+        A table that feeds rollups is staged one row per key (the writer keeps the first) and
+        the statement returns the keys really inserted, as ``wire_key`` gives them. A table that
+        feeds none is staged as it came, numbered: equal keys go in by batch number, so the
+        first wins and every later copy conflicts with it."""
         cols = ", ".join(self.columns)
-        key = ", ".join(self.key)
-        sql = (
-            f"INSERT INTO {self.name} ({cols}) SELECT {cols} FROM {self.stage} ORDER BY {key} "
-            "ON CONFLICT DO NOTHING"
+        order = ", ".join((*self.key, staging.ORDINAL) if self.numbered else self.key)  # staged times sort like the times
+        insert = (
+            f"INSERT INTO {self.name} ({cols}) SELECT {staging.select_list(self.columns, self.times)} "
+            f"FROM {self.stage} ORDER BY {order} ON CONFLICT DO NOTHING"
         )
-        return f"{sql} RETURNING {key}" if self.feeds_rollups else sql
+        if not self.feeds_rollups:
+            return insert
+        returning = ", ".join(staging.micros_sql(k) if k in self.times else k for k in self.key)
+        return f"{insert} RETURNING {returning}"
 
 
 @cache
@@ -157,23 +197,29 @@ def _key_getter(table: RawTable):
     return getter if len(table.key) > 1 else lambda row: (getter(row),)
 
 
-REQUESTS = RawTable("inference_requests", RequestRow, ("request_id", "request_start_time"))
-RESPONSES = RawTable("inference_responses", ResponseRow, ("request_id", "request_start_time"))
-EVALUATIONS = RawTable("evaluations", EvaluationRow, ("request_id", "metric", "request_start_time"))
-FEEDBACK = RawTable("feedback", FeedbackRow, ("event_id", "request_start_time"))
-SPANS = RawTable("spans", SpanRow, ("trace_id", "span_id", "start_time"), feeds_rollups=False)
+@cache
+def _time_positions(table: RawTable) -> tuple[int, ...]:
+    return tuple(table.columns.index(column) for column in table.times)
 
-# Insert order inside a batch transaction; fixed, so concurrent aggregators lock in one order.
-RAW_TABLES: tuple[RawTable, ...] = (REQUESTS, RESPONSES, EVALUATIONS, FEEDBACK, SPANS)
 
-# Staging tables, one set per Postgres session: a batch's rows are copied in (binary COPY is
-# far cheaper to encode than one array parameter per column), then moved with one INSERT.
-# ON COMMIT DELETE ROWS empties them at every commit; a rollback takes the copy back too.
-STAGING_SQL = (
-    "DO $$ BEGIN IF to_regclass('pg_temp.stage_spans') IS NULL THEN "
-    + " ".join(
-        f"CREATE TEMP TABLE {t.stage} (LIKE {t.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;"
-        for t in RAW_TABLES
-    )
-    + " END IF; END $$"
+@cache
+def _wire_key_getter(table: RawTable):
+    getter = itemgetter(*(table.columns.index(column) for column in table.key))
+    return getter if len(table.key) > 1 else lambda values: (getter(values),)
+
+
+_START_AND_EVENT = ("request_start_time", "event_time")
+REQUESTS = RawTable("inference_requests", RequestRow, ("request_id", "request_start_time"), _START_AND_EVENT)
+RESPONSES = RawTable("inference_responses", ResponseRow, ("request_id", "request_start_time"), _START_AND_EVENT)
+EVALUATIONS = RawTable(
+    "evaluations", EvaluationRow, ("request_id", "metric", "request_start_time"), _START_AND_EVENT
 )
+FEEDBACK = RawTable("feedback", FeedbackRow, ("event_id", "request_start_time"), _START_AND_EVENT)
+SPANS = RawTable(
+    "spans", SpanRow, ("trace_id", "span_id", "start_time"), ("start_time", "end_time"), feeds_rollups=False
+)
+
+# Insert order inside a batch transaction: alphabetical, the order in which day-partition
+# creation locks the tables (writer.py, "Lock order"); fixed, so concurrent aggregators lock in
+# one order too.
+RAW_TABLES: tuple[RawTable, ...] = (EVALUATIONS, FEEDBACK, REQUESTS, RESPONSES, SPANS)

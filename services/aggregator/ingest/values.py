@@ -11,6 +11,7 @@ import math
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -84,7 +85,22 @@ def json_text(value: Any) -> str:
         raise InvalidValue(f"not storable as JSON: {exc}") from None
 
 
-_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+def _unsupported(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _encoder() -> Any:
+    """Compact JSON, NaN refused. The stdlib's C encoder called directly when there is one:
+    ``JSONEncoder.encode`` builds a new one per call behind two Python frames, which doubles
+    the cost for the small objects written here (two or three per event). No circular check:
+    the values are trees built from decoded protobufs."""
+    if c_make_encoder is None:  # a Python without the _json accelerator
+        return json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+    encode = c_make_encoder(None, _unsupported, encode_basestring, None, ":", ",", False, False, False)
+    return lambda value: "".join(encode(value, 0))
+
+
+_dumps = _encoder()
 
 
 def trace_id_of(traceparent: str) -> str | None:
@@ -108,10 +124,14 @@ def uuid7_time(text: str) -> datetime | None:
 
 
 def from_unix_nanos(nanos: int) -> datetime:
-    # Postgres keeps microseconds; integer maths so equal inputs give equal keys.
-    return EPOCH + timedelta(microseconds=nanos // 1000)
+    # Postgres keeps microseconds; integer maths so equal inputs give equal keys. Positional
+    # timedelta arguments: a third cheaper than the keyword, and this runs twice per span.
+    return EPOCH + timedelta(0, 0, nanos // 1000)
 
 
 def minute_of(moment: datetime) -> datetime:
     """The UTC minute a moment falls in: the rollups' time key."""
-    return moment.astimezone(UTC).replace(second=0, microsecond=0)
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    # Positional constructor: a third of replace(second=0, microsecond=0)'s keyword parsing.
+    return datetime(moment.year, moment.month, moment.day, moment.hour, moment.minute, 0, 0, UTC)

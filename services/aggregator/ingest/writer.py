@@ -2,9 +2,10 @@
 
 Inside the transaction, in this order (fixed, so concurrent aggregators take locks in one order):
 
-1. raw rows, table by table, each table's rows deduplicated within the batch (first in offset
-   order wins), copied into a session-local staging table, then moved in natural-key order with
-   ``INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING key``;
+1. raw rows, table by table, deduplicated within the batch (first in offset order wins),
+   copied into a session-local staging table (staging.py), then moved in natural-key order
+   with ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, which for tables that feed rollups
+   returns the keys of the rows really inserted;
 2. rollup deltas computed from the rows RETURNING reported (rows already stored add nothing),
    summed per rollup key and applied in key order;
 3. deployment/variant and batch-run ranges, dead letters, and the consumer offsets
@@ -15,6 +16,14 @@ Inside the transaction, in this order (fixed, so concurrent aggregators take loc
 
 A crash anywhere before COMMIT leaves nothing behind, and the records are read again from the
 stored offsets.
+
+Lock order. The day-partitioned tables (raw and rollup) are locked in alphabetical order of
+their names: the staging tables are created (first batch of a session) in that order, and the
+rows go in as evaluations, feedback, inference_requests, inference_responses, the rollup_*
+tables, spans. That is the order in which ``promptpulse_ensure_day_partitions()`` (migration
+0002) takes its ACCESS EXCLUSIVE locks when it creates a day's partitions, so a batch and a
+partition creation (at start-up, ahead of the day, on a late event) cannot deadlock; in the
+former order (inference_requests first) they could, and the batch was retried.
 """
 
 from __future__ import annotations
@@ -29,10 +38,11 @@ from typing import Any
 
 import asyncpg
 
+from services.aggregator.ingest import staging
 from services.aggregator.ingest.decode import Decoded
-from services.aggregator.ingest.rows import RAW_TABLES, STAGING_SQL, RawTable
+from services.aggregator.ingest.rows import RAW_TABLES, RawTable
 from services.aggregator.rollups.deltas import rollup_deltas, seen_ranges
-from services.aggregator.rollups.tables import apply_deltas
+from services.aggregator.rollups.tables import ROLLUP_TABLES, apply_deltas
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +85,17 @@ WHERE EXCLUDED.first_minute < r.first_minute OR EXCLUDED.last_minute > r.last_mi
 """
 
 
+# Raw tables before and after the rollup_* tables in alphabetical order (see "Lock order").
+_ROLLUPS = "rollup_"
+_BEFORE_ROLLUPS = tuple(t for t in RAW_TABLES if t.name < _ROLLUPS)
+_AFTER_ROLLUPS = tuple(t for t in RAW_TABLES if t.name > _ROLLUPS)
+if any(t.feeds_rollups for t in _AFTER_ROLLUPS) or [t.name for t in RAW_TABLES] != sorted(t.name for t in RAW_TABLES):
+    raise RuntimeError("raw tables must be alphabetical, and those feeding rollups before rollup_*")
+# Every staging table of a session, raw and rollup, in one round trip and in lock order.
+_STAGED = sorted((*RAW_TABLES, *ROLLUP_TABLES), key=lambda table: table.name)
+STAGING_SQL = staging.ensure_sql((t.staging_sql() for t in _STAGED), probe=_STAGED[-1].stage)
+
+
 @dataclass
 class FaultHook:
     """TEST ONLY: hold batch number ``on_batch`` open between its inserts and its COMMIT."""
@@ -104,7 +125,10 @@ class BatchOutcome:
 
 
 def first_per_key(table: RawTable, rows: list[Any]) -> list[Any]:
-    """The batch's rows with one row per natural key (the first, in offset order), sorted by key."""
+    """The batch's rows with one row per natural key (the first, in offset order), sorted by key.
+
+    The rule ``_insert_raw`` applies, stated on decoded rows: the writer itself compares the
+    staged form's cheaper keys (or lets Postgres do it, for spans), and inserts in key order."""
     chosen: dict[tuple, Any] = {}
     for row in rows:
         chosen.setdefault(table.key_of(row), row)
@@ -112,13 +136,38 @@ def first_per_key(table: RawTable, rows: list[Any]) -> list[Any]:
 
 
 async def _insert_raw(conn: asyncpg.Connection, table: RawTable, rows: list[Any]) -> list[Any] | int:
-    """The rows really inserted (or, for a table that feeds no rollup, how many)."""
-    await conn.copy_records_to_table(table.stage, records=rows, columns=table.columns)
+    """The rows really inserted, in batch order (or, for a table that feeds no rollup, how many).
+
+    Keys are compared on the staged form (strings and integers): for a table that feeds
+    rollups, the first row per key is kept here and the INSERT returns the keys it inserted;
+    for the others, Postgres keeps the first (rows.py: ``insert_sql``)."""
+    wire = table.wire(rows)
     if not table.feeds_rollups:
+        await conn.copy_records_to_table(table.stage, records=wire, columns=table.staged_columns)
         status = await conn.execute(table.insert_sql())  # "INSERT 0 <rows>"
         return int(status.rsplit(" ", 1)[1])
-    new_keys = {tuple(record) for record in await conn.fetch(table.insert_sql())}
-    return [row for row in rows if table.key_of(row) in new_keys]
+    first: dict[tuple, int] = {}
+    for index, values in enumerate(wire):
+        first.setdefault(table.wire_key(values), index)
+    staged = wire if len(first) == len(wire) else [wire[index] for index in first.values()]
+    await conn.copy_records_to_table(table.stage, records=staged, columns=table.staged_columns)
+    new = sorted(first[tuple(record)] for record in await conn.fetch(table.insert_sql()))
+    return [rows[index] for index in new]
+
+
+async def _insert_table(
+    conn: asyncpg.Connection, table: RawTable, decoded: Decoded, inserted: dict[RawTable, list[Any]],
+    outcome: BatchOutcome,
+) -> None:
+    rows = decoded.rows.get(table)
+    if not rows:
+        return
+    new = await _insert_raw(conn, table, rows)
+    count = new if isinstance(new, int) else len(new)
+    if not isinstance(new, int):
+        inserted[table] = new
+    outcome.inserted[table.name] = count
+    outcome.duplicates += len(rows) - count
 
 
 def _notifications(ranges: Mapping[tuple, list]) -> list[str]:
@@ -170,18 +219,11 @@ async def write_batch(
         inserted: dict[RawTable, list[Any]] = {}
         if decoded.rows:
             await conn.execute(STAGING_SQL)
-        for table in RAW_TABLES:
-            rows = decoded.rows.get(table)
-            if not rows:
-                continue
-            unique = first_per_key(table, rows)
-            new = await _insert_raw(conn, table, unique)
-            count = new if isinstance(new, int) else len(new)
-            if not isinstance(new, int):
-                inserted[table] = new
-            outcome.inserted[table.name] = count
-            outcome.duplicates += len(rows) - count
+        for table in _BEFORE_ROLLUPS:
+            await _insert_table(conn, table, decoded, inserted, outcome)
         outcome.rollup_rows = await apply_deltas(conn, rollup_deltas(inserted))
+        for table in _AFTER_ROLLUPS:
+            await _insert_table(conn, table, decoded, inserted, outcome)
         ranges = seen_ranges(inserted)
         await _write_ranges(conn, ranges)
         letters = sorted(decoded.dead_letters, key=lambda d: (d.topic, d.kafka_partition, d.kafka_offset))

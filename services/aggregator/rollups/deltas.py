@@ -34,17 +34,40 @@ PASS_SCORE = DEFAULT_SCORE_THRESHOLD
 
 
 class _Accumulator:
+    """Summed deltas per rollup table and key. ``values`` hands out a key's list of sums, in
+    the table's value-column order, for the handlers to add into (by position: this runs for
+    every new row, and keyword arguments or name lookups per value cost more than the sums)."""
+
     def __init__(self) -> None:
         self.deltas: t.Deltas = {}
 
-    def add(self, table: t.RollupTable, key: tuple, **values: float) -> None:
-        rows = self.deltas.setdefault(table, {})
-        row = rows.get(key)
-        if row is None:
-            row = rows[key] = [0] * len(table.values)
-        for index, column in enumerate(table.value_columns):
-            if column in values:
-                row[index] += values[column]
+    def values(self, table: t.RollupTable, key: tuple) -> list:
+        rows = self.deltas.get(table)
+        if rows is None:
+            rows = self.deltas[table] = {}
+        sums = rows.get(key)
+        if sums is None:
+            sums = rows[key] = [0] * len(table.values)
+        return sums
+
+
+def _positions(table: t.RollupTable, *columns: str) -> tuple[int, ...]:
+    """Where each named value column sits in the table's sums (checked at import)."""
+    return tuple(table.value_columns.index(column) for column in columns)
+
+
+(_REQUESTS,) = _positions(t.OPERATIONS, "requests")
+_RESPONSES, _OK, _ERRORS, _CANCELLED, _LATENCY_SUM, _TTFT_COUNT, _TTFT_SUM = _positions(
+    t.OPERATIONS, "responses", "ok", "errors", "cancelled", "latency_sum_ms", "ttft_count", "ttft_sum_ms"
+)
+_STATUS_COUNT = {"ok": _OK, "error": _ERRORS, "cancelled": _CANCELLED}
+_TOKEN_SUMS = _positions(t.TOKENS, "requests", "calls", "prompt_tokens", "completion_tokens", "total_tokens")
+_EVALUATIONS, _SCORED, _SCORE_SUM, _SCORE_SQUARES, _PASS_COUNT, _NOT_APPLICABLE, _EVAL_ERRORS = _positions(
+    t.QUALITY, "evaluations", "scored", "score_sum", "score_sum_squares", "pass_count", "not_applicable", "errors"
+)
+_SCORE_COUNT = dict(zip(range(1, 6), _positions(t.QUALITY, *(f"score_{s}" for s in range(1, 6))), strict=True))
+_JUDGE_SUMS = _positions(t.JUDGE_TOKENS, "calls", "prompt_tokens", "completion_tokens", "latency_sum_ms")
+_FEEDBACK, _RATED, _RATING_SUM, _COMMENTS = _positions(t.FEEDBACK, "feedback", "rated", "rating_sum", "comments")
 
 
 def _base(row: Any) -> tuple[str, datetime, str, str]:
@@ -52,87 +75,74 @@ def _base(row: Any) -> tuple[str, datetime, str, str]:
 
 
 def _request(acc: _Accumulator, row: RequestRow) -> None:
-    acc.add(t.OPERATIONS, _base(row), requests=1)
+    acc.values(t.OPERATIONS, _base(row))[_REQUESTS] += 1
 
 
 def _response(acc: _Accumulator, row: ResponseRow) -> None:
     base = _base(row)
+    ops = acc.values(t.OPERATIONS, base)
+    ops[_RESPONSES] += 1
+    status = row.status
+    if status in _STATUS_COUNT:  # "unspecified" counts as a response only
+        ops[_STATUS_COUNT[status]] += 1
+    ops[_LATENCY_SUM] += row.latency_ms
     ttft = row.time_to_first_token_ms
-    acc.add(
-        t.OPERATIONS,
-        base,
-        responses=1,
-        ok=int(row.status == "ok"),
-        errors=int(row.status == "error"),
-        cancelled=int(row.status == "cancelled"),
-        latency_sum_ms=row.latency_ms,
-        ttft_count=int(ttft is not None),
-        ttft_sum_ms=ttft or 0.0,
-    )
-    if row.status == "error":
-        acc.add(t.OPERATION_ERRORS, (*base, row.error_type), count=1)
-    acc.add(t.HISTOGRAMS, (*base, t.LATENCY, bucket_of(row.latency_ms)), count=1)
+    if status == "error":
+        acc.values(t.OPERATION_ERRORS, (*base, row.error_type))[0] += 1
+    acc.values(t.HISTOGRAMS, (*base, t.LATENCY, bucket_of(row.latency_ms)))[0] += 1
     if ttft is not None:
-        acc.add(t.HISTOGRAMS, (*base, t.TTFT, bucket_of(ttft)), count=1)
+        ops[_TTFT_COUNT] += 1
+        ops[_TTFT_SUM] += ttft
+        acc.values(t.HISTOGRAMS, (*base, t.TTFT, bucket_of(ttft)))[0] += 1
     models: dict[str, list[int]] = {}
     for call in json.loads(row.usage):
-        sums = models.setdefault(call["model"], [0, 0, 0, 0])
-        sums[0] += 1
-        sums[1] += call["prompt_tokens"]
-        sums[2] += call["completion_tokens"]
-        sums[3] += call["total_tokens"]
-    for model, (calls, prompt, completion, total) in models.items():
-        acc.add(
-            t.TOKENS,
-            (*base, model),
-            requests=1,
-            calls=calls,
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            total_tokens=total,
-        )
+        sums = models.get(call["model"])
+        if sums is None:
+            sums = models[call["model"]] = [1, 0, 0, 0, 0]  # requests: once per model
+        sums[1] += 1
+        sums[2] += call["prompt_tokens"]
+        sums[3] += call["completion_tokens"]
+        sums[4] += call["total_tokens"]
+    for model, sums in models.items():
+        tokens = acc.values(t.TOKENS, (*base, model))
+        for position, value in zip(_TOKEN_SUMS, sums, strict=True):
+            tokens[position] += value
 
 
 def _evaluation(acc: _Accumulator, row: EvaluationRow) -> None:
-    base = _base(row)
-    key = (*base, row.metric)
-    if row.outcome == "scored":
+    key = (*_base(row), row.metric)
+    quality = acc.values(t.QUALITY, key)
+    quality[_EVALUATIONS] += 1
+    outcome = row.outcome
+    if outcome == "scored":
         score = row.score
-        acc.add(
-            t.QUALITY,
-            key,
-            evaluations=1,
-            scored=1,
-            score_sum=score,
-            score_sum_squares=score * score,
-            pass_count=int(score >= PASS_SCORE),
-            **{f"score_{score}": 1},
-        )
-    elif row.outcome == "not_applicable":
-        acc.add(t.QUALITY, key, evaluations=1, not_applicable=1)
+        quality[_SCORED] += 1
+        quality[_SCORE_SUM] += score
+        quality[_SCORE_SQUARES] += score * score
+        quality[_PASS_COUNT] += score >= PASS_SCORE
+        if score in _SCORE_COUNT:  # always, for a validated event (scores are 1..5)
+            quality[_SCORE_COUNT[score]] += 1
+    elif outcome == "not_applicable":
+        quality[_NOT_APPLICABLE] += 1
     else:
-        acc.add(t.QUALITY, key, evaluations=1, errors=1)
-        acc.add(t.QUALITY_ERRORS, (*key, row.error_type), count=1)
+        quality[_EVAL_ERRORS] += 1
+        acc.values(t.QUALITY_ERRORS, (*key, row.error_type))[0] += 1
     if row.judge_model is not None:
-        acc.add(
-            t.JUDGE_TOKENS,
-            (*key, row.judge_model),
-            calls=1,
-            prompt_tokens=row.judge_prompt_tokens,
-            completion_tokens=row.judge_completion_tokens,
-            latency_sum_ms=row.judge_latency_ms,
-        )
+        judge = acc.values(t.JUDGE_TOKENS, (*key, row.judge_model))
+        calls, prompt, completion, latency = _JUDGE_SUMS
+        judge[calls] += 1
+        judge[prompt] += row.judge_prompt_tokens
+        judge[completion] += row.judge_completion_tokens
+        judge[latency] += row.judge_latency_ms
 
 
 def _feedback(acc: _Accumulator, row: FeedbackRow) -> None:
-    acc.add(
-        t.FEEDBACK,
-        _base(row),
-        feedback=1,
-        rated=int(row.rating is not None),
-        rating_sum=row.rating or 0,
-        comments=int(bool(row.comment)),
-    )
+    sums = acc.values(t.FEEDBACK, _base(row))
+    sums[_FEEDBACK] += 1
+    if row.rating is not None:
+        sums[_RATED] += 1
+        sums[_RATING_SUM] += row.rating
+    sums[_COMMENTS] += bool(row.comment)
 
 
 _HANDLERS = {REQUESTS: _request, RESPONSES: _response, EVALUATIONS: _evaluation, FEEDBACK: _feedback}
@@ -152,22 +162,35 @@ def rollup_deltas(inserted: Mapping[RawTable, Iterable[Any]]) -> t.Deltas:
 
 def seen_ranges(inserted: Mapping[RawTable, Iterable[Any]]) -> dict[tuple[str, str], list[datetime]]:
     """(deployment, variant) or ("run", run_id, deployment) -> [first minute, last minute]."""
-    ranges: dict[tuple, list[datetime]] = {}
-
-    def widen(key: tuple, minute: datetime) -> None:
-        span = ranges.get(key)
-        if span is None:
-            ranges[key] = [minute, minute]
-        else:
-            span[0] = min(span[0], minute)
-            span[1] = max(span[1], minute)
-
+    # First and last start per (deployment, variant, run id); minutes only at the end, since
+    # the minute of the earliest start is the earliest minute.
+    starts: dict[tuple[str, str, str], list[datetime]] = {}
     for table, rows in inserted.items():
         if table not in _HANDLERS:
             continue
         for row in rows:
-            minute = minute_of(row.request_start_time)
-            widen(("variant", row.deployment, row.variant), minute)
-            if row.run_id:
-                widen(("run", row.deployment, row.run_id), minute)
+            key = (row.deployment, row.variant, row.run_id)
+            start = row.request_start_time
+            span = starts.get(key)
+            if span is None:
+                starts[key] = [start, start]
+            elif start < span[0]:
+                span[0] = start
+            elif start > span[1]:
+                span[1] = start
+    ranges: dict[tuple, list[datetime]] = {}
+
+    def widen(key: tuple, first: datetime, last: datetime) -> None:
+        span = ranges.get(key)
+        if span is None:
+            ranges[key] = [first, last]
+        else:
+            span[0] = min(span[0], first)
+            span[1] = max(span[1], last)
+
+    for (deployment, variant, run_id), (first, last) in starts.items():
+        first, last = minute_of(first), minute_of(last)
+        widen(("variant", deployment, variant), first, last)
+        if run_id:
+            widen(("run", deployment, run_id), first, last)
     return ranges

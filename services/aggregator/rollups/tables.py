@@ -3,8 +3,9 @@
 Every rollup row is keyed by deployment, minute (of the request's start time, UTC), variant and
 run id ('' for production traffic, a batch run's id otherwise), plus the table's own dimensions.
 Every value is a sum, so a window is the sum of its minutes and a delta is applied with
-``value = value + delta``. Deltas are applied sorted by key, table by table in a fixed order,
-so two aggregators updating the same rows always lock them in the same order and cannot deadlock.
+``value = value + delta``. Deltas are applied sorted by key (in SQL), table by table in a fixed
+order, so two aggregators updating the same rows always lock them in the same order and cannot
+deadlock.
 """
 
 from __future__ import annotations
@@ -14,10 +15,14 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from services.aggregator.ingest import staging
+
 _BASE_KEYS = (("deployment", "text"), ("minute", "timestamptz"), ("variant", "text"), ("run_id", "text"))
 
 
-@dataclass(frozen=True)
+# eq=False: hashed and compared by identity. Each table is one module-level constant, and it
+# keys a dict once per row, where a generated field-by-field __hash__ costs more than the row.
+@dataclass(frozen=True, eq=False)
 class RollupTable:
     name: str
     keys: tuple[tuple[str, str], ...]
@@ -31,14 +36,26 @@ class RollupTable:
     def value_columns(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.values)
 
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (*self.key_columns, *self.value_columns)
+
+    @property
+    def stage(self) -> str:
+        """The session's temporary table a batch's deltas are copied into first."""
+        return f"stage_{self.name}"
+
+    def staging_sql(self) -> str:
+        return staging.create_sql(self.stage, self.name, self.columns, _TIMES, numbered=False)
+
     def upsert_sql(self) -> str:
-        columns = (*self.keys, *self.values)
-        names = ", ".join(name for name, _ in columns)
-        params = ", ".join(f"${i}::{pg_type}[]" for i, (_, pg_type) in enumerate(columns, 1))
+        """Add the staged deltas to their rows, creating rows as needed, in key order."""
         updates = ", ".join(f"{v} = {self.name}.{v} + EXCLUDED.{v}" for v in self.value_columns)
+        keys = ", ".join(self.key_columns)
         return (
-            f"INSERT INTO {self.name} ({names}) SELECT * FROM unnest({params}) "
-            f"ON CONFLICT ({', '.join(self.key_columns)}) DO UPDATE SET {updates}"
+            f"INSERT INTO {self.name} ({', '.join(self.columns)}) "
+            f"SELECT {staging.select_list(self.columns, _TIMES)} FROM {self.stage} ORDER BY {keys} "
+            f"ON CONFLICT ({keys}) DO UPDATE SET {updates}"
         )
 
 
@@ -93,15 +110,16 @@ TOKENS = _table(
 FEEDBACK = _table("rollup_feedback", (), ("feedback", "rated", "rating_sum", "comments"))
 
 # Fixed application order (see the module docstring).
+# Alphabetical: the order in which day-partition creation locks them (ingest/writer.py).
 ROLLUP_TABLES: tuple[RollupTable, ...] = (
-    OPERATIONS,
-    OPERATION_ERRORS,
+    FEEDBACK,
     HISTOGRAMS,
+    JUDGE_TOKENS,
+    OPERATION_ERRORS,
+    OPERATIONS,
     QUALITY,
     QUALITY_ERRORS,
-    JUDGE_TOKENS,
     TOKENS,
-    FEEDBACK,
 )
 # Histogram measures (rollup_histograms.measure).
 LATENCY = "latency_ms"
@@ -110,16 +128,26 @@ TTFT = "ttft_ms"
 Deltas = dict[RollupTable, dict[tuple, list[float]]]
 
 
+_TIMES = ("minute",)  # staged as microseconds (ingest/staging.py)
+# The staging tables, created once per Postgres session.
+STAGING_SQL = staging.ensure_sql((t.staging_sql() for t in ROLLUP_TABLES), probe=TOKENS.stage)
+
+
 async def apply_deltas(conn: asyncpg.Connection, deltas: Mapping[RollupTable, Mapping[tuple, list]]) -> int:
-    """Add every delta to its row, creating rows as needed; returns the rows touched."""
-    touched = 0
-    for table in ROLLUP_TABLES:
-        rows = deltas.get(table)
-        if not rows:
-            continue
-        keys = sorted(rows)
-        columns: list[list] = [[key[i] for key in keys] for i in range(len(table.keys))]
-        columns += [[rows[key][i] for key in keys] for i in range(len(table.values))]
-        await conn.execute(table.upsert_sql(), *columns)
-        touched += len(keys)
-    return touched
+    """Add every delta to its row, creating rows as needed; returns the rows touched.
+
+    Each table's deltas are binary-COPYed into its staging table (ingest/staging.py), then
+    added by its ``upsert_sql``: one array parameter per column, as before, cost asyncpg a shape
+    check of every element, several times the encoding itself."""
+    tables = [table for table in ROLLUP_TABLES if deltas.get(table)]
+    if not tables:
+        return 0
+    await conn.execute(STAGING_SQL)
+    for table in tables:
+        # key[1] is the minute (_BASE_KEYS), sent as microseconds.
+        records = [[key[0], staging.micros(key[1]), *key[2:], *sums] for key, sums in deltas[table].items()]
+        await conn.copy_records_to_table(table.stage, records=records, columns=table.columns)
+    # All the upserts in one round trip (a query without parameters may hold several
+    # statements; Postgres runs them in order, so the table order holds).
+    await conn.execute("; ".join(table.upsert_sql() for table in tables))
+    return sum(len(deltas[table]) for table in tables)
