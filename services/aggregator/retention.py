@@ -98,19 +98,48 @@ async def apply_retention(
     replica runs it."""
     cutoff = retention_cutoff(now, retention_days)
     today = utc_day(now)
-    async with conn.transaction():
-        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _RETENTION_LOCK):
-            return RetentionResult(ran=False)
-        dropped = [
-            r[0] for r in await conn.fetch("SELECT promptpulse_drop_day_partitions_before($1)", cutoff.date())
-        ]
-        await conn.execute("DELETE FROM dead_letters WHERE dead_lettered_at < $1", cutoff)
-        await conn.execute("DELETE FROM deployment_variants WHERE last_minute < $1", cutoff)
-        await conn.execute("DELETE FROM batch_runs WHERE last_minute < $1", cutoff)
-    created = await ensure_partitions(conn, today, today + timedelta(days=ahead_days))
+    if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _RETENTION_LOCK):
+        return RetentionResult(ran=False)
+    try:
+        dropped: list[str] = []
+        for (day,) in await conn.fetch("SELECT promptpulse_day_partitions_before($1)", cutoff.date()):
+            dropped += await _drop_day(conn, day)
+        async with conn.transaction():
+            await conn.execute("DELETE FROM dead_letters WHERE dead_lettered_at < $1", cutoff)
+            await conn.execute("DELETE FROM deployment_variants WHERE last_minute < $1", cutoff)
+            await conn.execute("DELETE FROM batch_runs WHERE last_minute < $1", cutoff)
+        created = await ensure_partitions(conn, today, today + timedelta(days=ahead_days))
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _RETENTION_LOCK)
     if dropped:
         log.info("retention dropped %d partitions before %s", len(dropped), cutoff.date().isoformat())
     return RetentionResult(ran=True, dropped=dropped, created=created)
+
+
+class RetentionBusy(RuntimeError):
+    """A day's partitions could not be dropped: their tables stayed locked through every attempt."""
+
+
+async def _drop_day(conn: asyncpg.Connection, day: date) -> list[str]:
+    """Drop every table's partition of ``day`` in one transaction (migration 0005).
+
+    A drop needs an ACCESS EXCLUSIVE lock on each parent, and while it waits for one, every
+    reader and writer of that table queues behind it. So each wait is bounded (lock_timeout,
+    below Postgres's one-second deadlock_timeout, so that in a lock cycle with a reader it is
+    this transaction that gives up, not the reader's query), and the day is tried again after a
+    pause that lets the queue drain."""
+    for attempt in range(_DROP_ATTEMPTS):
+        try:
+            async with conn.transaction():
+                await conn.execute(f"SET LOCAL lock_timeout = '{_DROP_LOCK_WAIT_MS}ms'")
+                return [r[0] for r in await conn.fetch("SELECT promptpulse_drop_day_partitions($1)", day)]
+        except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError):
+            await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
+    raise RetentionBusy(f"partitions of {day.isoformat()} stayed locked through {_DROP_ATTEMPTS} attempts")
+
+
+_DROP_ATTEMPTS = 12
+_DROP_LOCK_WAIT_MS = 200
 
 
 async def retention_loop(

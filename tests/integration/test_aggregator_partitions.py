@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from services.aggregator.db.migrate import migrate
-from services.aggregator.retention import apply_retention, complete_days, utc_day
+from services.aggregator.retention import apply_retention, complete_days, ensure_partitions, utc_day
 from shared.topics import delete_topics
 from tests.support.aggregator import (
     CONSUMED,
@@ -79,6 +79,66 @@ async def test_only_one_replica_runs_retention_at_a_time(fresh_database: str) ->
     finally:
         await holder.close()
         await other.close()
+
+
+async def test_partition_creation_waits_for_no_reader_or_writer(fresh_database: str) -> None:
+    """A day's partitions are made while other transactions read and write the parents.
+
+    Before migration 0005, CREATE TABLE ... PARTITION OF queued behind them (and, holding the
+    parents it had already locked, could deadlock with a reader of two tables)."""
+    await migrate(fresh_database)
+    reader, writer, creator = [await asyncpg.connect(fresh_database) for _ in range(3)]
+    try:
+        today = utc_day(datetime.now(UTC))
+        await ensure_partitions(creator, today, today + timedelta(days=1))
+        day = today + timedelta(days=30)
+        async with reader.transaction(), writer.transaction():
+            await reader.fetchval("SELECT count(*) FROM rollup_operations")
+            await writer.execute(
+                "INSERT INTO rollup_feedback (deployment, minute, variant, run_id, feedback, rated, rating_sum, comments)"
+                " VALUES ('d', date_trunc('minute', now()), 'v', '', 1, 0, 0, 0)"
+            )
+            await creator.execute("SET lock_timeout = '5s'")  # the old function failed here
+            tables = await creator.fetchval("SELECT count(*) FROM day_partitioned_tables")
+            assert await ensure_partitions(creator, day, day) == tables == 13
+            await reader.fetchval("SELECT count(*) FROM rollup_histograms")
+        assert day in await complete_days(creator)
+        indexes = await creator.fetch(
+            "SELECT indexrelid::regclass::text AS name, indisunique FROM pg_index "
+            "WHERE indrelid = $1::regclass ORDER BY 1", f"spans_p{day:%Y%m%d}"
+        )
+        assert len(indexes) == 2, f"the primary key and spans_request, each once: {indexes}"
+        assert any(index["indisunique"] for index in indexes)
+    finally:
+        for conn in (reader, writer, creator):
+            await conn.close()
+
+
+async def test_retention_gives_way_to_readers_then_drops_the_day(fresh_database: str) -> None:
+    """A reader holds an expired day's table: retention's lock waits are bounded, so queries
+    arriving meanwhile are not queued behind it for the reader's whole transaction; once the
+    reader is done, retention drops the day (all its tables together)."""
+    await migrate(fresh_database)
+    holder, other, retention = [await asyncpg.connect(fresh_database) for _ in range(3)]
+    try:
+        now = datetime.now(UTC)
+        old_day = utc_day(now) - timedelta(days=10)
+        await ensure_partitions(retention, old_day, old_day)
+        await other.execute("SET lock_timeout = '5s'")
+        async with holder.transaction():
+            await holder.fetchval("SELECT count(*) FROM spans")
+            dropping = asyncio.create_task(apply_retention(retention, now, 3, 0))
+            for _ in range(5):  # queries keep getting through while retention waits
+                assert await other.fetchval("SELECT count(*) FROM spans") == 0
+                await asyncio.sleep(0.2)
+            assert not dropping.done(), "retention waits while the reader holds the table"
+        result = await asyncio.wait_for(dropping, 60)
+        assert result.ran and len(result.dropped) == 13, "5 raw tables and 8 rollup tables"
+        assert {name[-8:] for name in result.dropped} == {old_day.strftime("%Y%m%d")}
+        assert old_day not in await complete_days(other)
+    finally:
+        for conn in (holder, other, retention):
+            await conn.close()
 
 
 async def test_aggregators_of_one_group_share_partitions_through_rebalances(agg) -> None:
