@@ -24,6 +24,7 @@ from services.aggregator.ingest.consumer import Ingestor
 from services.aggregator.ingest.decode import SamplingPolicy
 from services.aggregator.retention import PartitionCache, retention_loop
 from services.aggregator.settings import AggregatorSettings
+from shared import gctuning
 from shared.deployments import DeploymentConfigError, load_deployments
 from shared.topics import TopicError, ensure_topics
 
@@ -114,6 +115,7 @@ async def _ingestion(app: web.Application) -> AsyncIterator[None]:
     except (TopicError, KafkaError, OSError) as exc:  # no permission, broker away: not fatal here
         log.warning("could not ensure the aggregator's topics exist: %s", exc)
     app[INGESTOR] = ingestor
+    gctuning.tune_for_throughput()
     task = asyncio.create_task(ingestor.run(), name="aggregator-ingest")
     task.add_done_callback(_report_ingest_end)
     yield
