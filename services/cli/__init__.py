@@ -12,7 +12,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from services.cli import alerts, evalrun, invoke, metrics, monitors, ops, requests, tail, trace
+from services.cli import (
+    alerts,
+    evalrun,
+    invoke,
+    metrics,
+    monitors,
+    ops,
+    request,
+    requests,
+    tail,
+    trace,
+)
 from services.cli.config import EXIT_USAGE, CliError
 from services.cli.ops import SERVICES
 
@@ -23,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="promptpulse", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     ops.register(sub)
-    for module in (invoke, metrics, requests, trace, monitors, alerts, tail, evalrun):
+    for module in (invoke, metrics, requests, request, trace, monitors, alerts, tail, evalrun):
         module.register(sub)
     return parser
 

@@ -1,11 +1,8 @@
 """``promptpulse trace ID``: a request's spans as a tree in the terminal.
 
 ID is a trace id (32 hex digits, as `invoke` prints it and the gateway's ``traceresponse``
-header carries), a ``traceparent`` value, or a request id. The query API looks traces up by
-trace id only, so a request id is mapped first: the gateway's request ids are UUIDv7, whose
-first 48 bits are the request's start in Unix milliseconds, so the CLI lists that deployment's
-requests in the few seconds around it (``GET /v1/deployments/{d}/requests?sampled=false``) and
-takes the trace id from the matching row. Without ``--deployment`` every deployment is tried.
+header carries), a ``traceparent`` value, or a request id, which ``GET /v1/requests/{id}``
+maps to its trace id first.
 
 Each node shows the span's name, service, duration and status, and its key attributes (model,
 tokens, variant, HTTP status, ...; ``--all-attributes`` for all of them); judge spans show the
@@ -17,14 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.cli.config import EXIT_NOT_FOUND, EXIT_USAGE, CliError, add_api_options
 
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
-LOOKUP_MARGIN = timedelta(seconds=5)
 
 KEY_ATTRIBUTES = (
     "gen_ai.request.model",
@@ -48,7 +43,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Show a trace as a tree of spans. ID: a trace id, a traceparent, or a request id.",
     )
     parser.add_argument("id", metavar="ID", help="trace id (32 hex), traceparent, or request id (UUID)")
-    parser.add_argument("--deployment", metavar="NAME", help="where to look a request id up (default: every one)")
     parser.add_argument("--all-attributes", action="store_true", help="show every span attribute")
     parser.add_argument("--json", action="store_true", help="print the API's answer as JSON")
     add_api_options(parser)
@@ -70,16 +64,6 @@ def classify(text: str) -> tuple[str, str]:
     except ValueError:
         raise CliError(f"{text!r} is neither a trace id (32 hex digits) nor a request id (a UUID)",
                        EXIT_USAGE) from None
-
-
-def uuid7_time(request_id: str) -> datetime | None:
-    """The start time inside a UUIDv7 (None for other UUID versions)."""
-    import uuid
-
-    value = uuid.UUID(request_id)
-    if value.version != 7:
-        return None
-    return datetime.fromtimestamp((value.int >> 80) / 1000, UTC)
 
 
 def _value(value: Any, width: int = 100) -> str:
@@ -158,36 +142,15 @@ def main(args: argparse.Namespace) -> int:
     return run_async(lambda: _trace(args))
 
 
-async def _find_trace_id(api: Any, request_id: str, deployment: str | None) -> str:
+async def _find_trace_id(api: Any, request_id: str) -> str:
     from services.cli.client import part
 
-    started = uuid7_time(request_id)
-    if started is None:
-        raise CliError(f"{request_id} is not a PromptPulse request id (a UUIDv7): pass its trace id instead",
-                       EXIT_USAGE)
-    if deployment:
-        names = [deployment]
-    else:
-        names = [d["name"] for d in (await api.get("/v1/deployments")).get("deployments", [])]
-    params = {"sampled": "false", "limit": "500", "from": (started - LOOKUP_MARGIN).isoformat(),
-              "to": (started + LOOKUP_MARGIN).isoformat()}
-    for name in names:
-        cursor = None
-        while True:
-            page = await api.get(f"/v1/deployments/{part(name)}/requests",
-                                 params={**params, **({"cursor": cursor} if cursor else {})},
-                                 not_found=f"no deployment {name!r}")
-            for row in page.get("requests") or []:
-                if row.get("request_id") == request_id:
-                    if not row.get("trace_id"):
-                        raise CliError(f"request {request_id} was stored without a trace id", EXIT_NOT_FOUND)
-                    return row["trace_id"]
-            cursor = page.get("next_cursor")
-            if not cursor:
-                break
-    where = f"deployment {deployment!r}" if deployment else "any deployment"
-    raise CliError(f"request {request_id} is not stored in {where} (yet?): the aggregator may still be "
-                   f"ingesting it; try again, or pass the trace id `invoke` printed", EXIT_NOT_FOUND)
+    row = await api.get(f"/v1/requests/{part(request_id)}",
+                        not_found=f"request {request_id} is not stored (yet?): the aggregator may still be "
+                                  "ingesting it; try again, or pass the trace id `invoke` printed")
+    if not row.get("trace_id"):
+        raise CliError(f"request {request_id} was stored without a trace id", EXIT_NOT_FOUND)
+    return row["trace_id"]
 
 
 async def _trace(args: argparse.Namespace) -> int:
@@ -199,7 +162,7 @@ async def _trace(args: argparse.Namespace) -> int:
     async with client.Client(client.query_api(api_url(args))) as api:
         trace_id = value
         if kind == "request":
-            trace_id = await _find_trace_id(api, value, args.deployment)
+            trace_id = await _find_trace_id(api, value)
             notice(f"request {value} is trace {trace_id}")
         doc = await api.get(f"/v1/traces/{trace_id}", not_found=f"no span of trace {trace_id} is stored (yet?)")
     if args.json:

@@ -295,6 +295,24 @@ async def test_trace_shows_gateway_and_judge_spans(stack: LiveStack) -> None:
     assert by_request.code == 0, by_request.err
     assert f"is trace {trace_id}" in by_request.err and f"trace {trace_id}" in by_request.out
 
+    async def judged_request() -> dict | None:
+        try:
+            found = await stack.api(f"/v1/requests/{request_id}")
+        except AssertionError:
+            return None
+        return found if len(found["evaluations"]) == 4 else None
+
+    stored = await stack.wait_for(judged_request, 60, "the request with its four scores")
+    one = await cli(stack, "request", request_id)
+    assert one.code == 0, one.err
+    assert f"request {request_id}" in one.out and trace_id in one.out
+    assert re.search(r"^deployment\s+demo\s+variant variant_\d", one.out, re.MULTILINE), one.out
+    for evaluation in stored["evaluations"]:
+        assert re.search(rf"^{evaluation['metric']}\s+{evaluation['score']}\b", one.out, re.MULTILINE), one.out
+    assert re.search(r"^input question\s+What does the sampling", one.out, re.MULTILINE), one.out
+    missing = await cli(stack, "request", "0192f000-0000-7000-8000-000000000000")
+    assert missing.code == 4 and "is not stored" in missing.err
+
 
 @pytest.mark.timeout(90)
 async def test_monitors_list_set_and_refusals(stack: LiveStack) -> None:

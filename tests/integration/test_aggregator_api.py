@@ -229,6 +229,30 @@ async def test_a_trace_reads_back_as_a_tree(stack: Stack) -> None:
     assert (await stack.json(f"/v1/traces/{'0' * 32}", 404))["error"]["field"] == "trace_id"
 
 
+async def test_one_request_by_id_with_its_scores_in_any_deployment(stack: Stack) -> None:
+    [judged] = await stack.sql(
+        "SELECT q.request_id, q.trace_id, q.variant, count(e.metric) AS metrics FROM inference_requests q "
+        "JOIN evaluations e USING (request_id, request_start_time) WHERE q.run_id = '' AND q.sampled "
+        "GROUP BY 1, 2, 3 ORDER BY 1 LIMIT 1")
+    body = await stack.json(f"/v1/requests/{judged['request_id']}")
+    assert body["request_id"] == judged["request_id"] and body["deployment"] == "demo"
+    assert body["trace_id"] == judged["trace_id"] and body["variant"] == judged["variant"]
+    assert body["inputs"] == {"question": "q?"} and body["response"]["status"] in ("ok", "error")
+    assert len(body["evaluations"]) == judged["metrics"] > 0
+    listed = await stack.json("/v1/deployments/demo/requests?sampled=true&limit=500")
+    [same] = [r for r in listed["requests"] if r["request_id"] == judged["request_id"]]
+    assert same == body, "the same row as the deployment's request list gives"
+
+    [plain] = await stack.sql("SELECT request_id FROM inference_requests WHERE NOT sampled LIMIT 1")
+    unsampled = await stack.json(f"/v1/requests/{plain['request_id']}")
+    assert unsampled["sampled"] is False and unsampled["inputs"] is None and unsampled["response"] is not None
+
+    missing = (await stack.json(f"/v1/requests/{uuid4()}", 404))["error"]
+    assert missing["field"] == "request_id" and "retention" in missing["message"]
+    await stack.json("/v1/requests/" + "a" * 201, 400)
+    await stack.json(f"/v1/requests/{judged['request_id']}", 401, headers={})
+
+
 BAD_PARAMETERS = [
     ("/v1/deployments/demo/metrics?from=yesterday", "from"),
     ("/v1/deployments/demo/metrics?to=2030-01-01T00:00:00", "to"),

@@ -76,6 +76,7 @@ class Known:
 
     trace_id: str
     run_id: str
+    request_id: str
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -103,7 +104,7 @@ async def known(stack: LiveStack) -> Known:
             return rows[0]["trace_id"] if resp.status == 200 else None
 
     trace_id = await stack.wait_for(stored_trace, 90, "the batch run's request and its trace in the aggregator")
-    return Known(trace_id=trace_id, run_id=RUN_ID)
+    return Known(trace_id=trace_id, run_id=RUN_ID, request_id=request_id)
 
 
 async def assert_all_healthy(stack: LiveStack) -> None:
@@ -236,7 +237,8 @@ async def test_aggregator_answers_every_generated_request_without_a_server_error
     stack: LiveStack, known: Known,
 ) -> None:
     auth = {"readKey": {"bearer": stack.read_key}, "adminKey": {"bearer": stack.admin_key}}
-    existing = {"deployment": "demo", "trace_id": known.trace_id, "run_id": known.run_id}
+    existing = {"deployment": "demo", "trace_id": known.trace_id, "run_id": known.run_id,
+                "request_id": known.request_id}
 
     def fixed(operation: Any) -> dict[str, Any] | None:
         names = {p.name for p in operation.path_parameters}
@@ -251,7 +253,8 @@ async def test_aggregator_answers_every_generated_request_without_a_server_error
     _assert_clean(sweep, {
         "POST /v1/session", "DELETE /v1/session", "GET /v1/deployments", "GET /v1/deployments/{deployment}/metrics",
         "GET /v1/deployments/{deployment}/requests", "GET /v1/deployments/{deployment}/monitors",
-        "PUT /v1/deployments/{deployment}/monitors", "GET /v1/traces/{trace_id}", "GET /v1/alerts",
+        "PUT /v1/deployments/{deployment}/monitors", "GET /v1/requests/{request_id}", "GET /v1/traces/{trace_id}",
+        "GET /v1/alerts",
         "GET /v1/runs/{run_id}", "GET /v1/stream/metrics", "GET /healthz", "GET /readyz", "GET /metrics",
     })
     await assert_all_healthy(stack)

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from services.cli import config, evalrun, invoke, metrics, monitors, trace
+from services.cli import config, evalrun, invoke, metrics, monitors, request, trace
 from services.cli.config import CliError
 
 pytestmark = pytest.mark.timeout(30)
@@ -81,12 +80,29 @@ def test_trace_accepts_a_trace_id_a_traceparent_or_a_request_id() -> None:
         trace.classify("not-an-id")
 
 
-def test_a_uuid7_request_id_carries_its_start_time() -> None:
-    moment = datetime(2030, 1, 1, 12, 0, 0, 123000, tzinfo=UTC)
-    millis = int(moment.timestamp() * 1000)
-    request_id = f"{millis >> 16:08x}-{millis & 0xFFFF:04x}-7000-8000-000000000000"
-    assert trace.uuid7_time(request_id) == moment
-    assert trace.uuid7_time("12345678-1234-4234-8234-123456789abc") is None  # a v4
+def test_one_request_reads_in_order_and_hides_nothing_it_has() -> None:
+    doc = {
+        "request_id": "r1", "deployment": "demo", "variant": "variant_1", "run_id": None,
+        "start_time": "2030-01-01T12:00:00+00:00", "sampled": True, "trace_id": "a" * 32,
+        "inputs": {"question": "Why?"}, "outputs": {"answer": "Because."},
+        "response": {"status": "error", "error_type": "timeout", "error_message": "llm took 30 s",
+                     "latency_ms": 30001.0, "time_to_first_token_ms": None,
+                     "tokens": {"prompt": 10, "completion": 0, "total": 10},
+                     "usage": [{"model": "gpt-4o-mini", "total_tokens": 10}]},
+        "evaluations": [{"metric": "coherence", "outcome": "scored", "score": 2, "reason": "rambles"},
+                        {"metric": "groundedness", "outcome": "error", "score": None, "error_type": "judge_timeout"}],
+        "feedback": [{"rating": 1, "comment": "wrong"}],
+    }
+    lines = dict(request.describe(doc))
+    assert lines["deployment"] == "demo  variant variant_1"
+    assert lines["status"] == "error (timeout: llm took 30 s)"
+    assert lines["tokens"] == "10 prompt + 0 completion = 10  (gpt-4o-mini 10)"
+    assert lines["input question"] == "Why?" and lines["output answer"] == "Because."
+    assert lines["coherence"] == "2  rambles" and lines["groundedness"] == "error (judge_timeout)"
+    assert lines["feedback"] == "rating 1  wrong" and lines["trace"].startswith("a" * 32)
+    hidden = dict(request.describe({**doc, "sampled": False, "inputs": None, "outputs": None, "response": None}))
+    assert hidden["payload"] == "not kept: the request was not sampled"
+    assert hidden["status"] == "no answer stored yet" and "tokens" not in hidden
 
 
 # -- eval run ---------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from services.aggregator.api.errors import json_response
 from services.aggregator.api.params import RUN_ID_PATTERN
 from services.aggregator.api.settings import ApiSection
 from services.aggregator.api.state import API
+from services.aggregator.ingest.values import MAX_ID_CHARS
 from shared.deployments.base import MONITOR_ID_PATTERN, NAME_PATTERN, VARIANT_ID_PATTERN
 
 
@@ -116,6 +117,12 @@ def document(max_page_size: int = ApiSection().max_page_size) -> dict[str, Any]:
                               "Monitors."),
             "put": _operation("Replace the deployment's monitors (they then win over the file).", [_DEPLOYMENT],
                               "The monitors now in force.", admin=True, body=monitors_body)},
+        "/v1/requests/{request_id}": {"get": _operation(
+            "One request by id (the gateway's x-request-id), in any deployment: inputs and outputs "
+            "where kept, answer status, latency, tokens, scores, reasons, feedback and trace id.",
+            [_param("request_id", "path", "The request id.",
+                    {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS})],
+            "The request.")},
         "/v1/traces/{trace_id}": {"get": _operation(
             "A trace as a tree of spans.",
             [_param("trace_id", "path", "32 hex characters.", {"type": "string", "pattern": "^[0-9a-fA-F]{32}$"})],

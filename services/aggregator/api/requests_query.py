@@ -15,8 +15,8 @@ from typing import Any
 
 import asyncpg
 
-_SQL = """
-SELECT q.request_start_time, q.request_id, q.variant, q.run_id, q.trace_id, q.client_request_id,
+_SELECT = """
+SELECT q.request_start_time, q.request_id, q.deployment, q.variant, q.run_id, q.trace_id, q.client_request_id,
        q.streaming, q.sampled, q.inputs::text AS inputs,
        r.status, r.error_type, r.error_message, r.latency_ms, r.time_to_first_token_ms,
        r.prompt_tokens, r.completion_tokens, r.total_tokens, r.usage::text AS usage, r.outputs::text AS outputs,
@@ -33,6 +33,9 @@ SELECT q.request_start_time, q.request_id, q.variant, q.run_id, q.trace_id, q.cl
 FROM inference_requests q
 LEFT JOIN inference_responses r
        ON r.request_id = q.request_id AND r.request_start_time = q.request_start_time
+"""
+
+_PAGE_SQL = _SELECT + """
 WHERE q.deployment = $1 AND q.run_id = $2
   AND (NOT $3 OR q.sampled OR q.run_id <> '')
   AND ($4::text IS NULL OR q.variant = $4)
@@ -41,6 +44,15 @@ WHERE q.deployment = $1 AND q.run_id = $2
   AND ($7::timestamptz IS NULL OR (q.request_start_time, q.request_id) < ($7, $8::text))
 ORDER BY q.request_start_time DESC, q.request_id DESC
 LIMIT $9
+"""
+
+# One request by id. The primary key of every partition leads with request_id, so this is one
+# index probe per day kept, whatever the day; a request id may (in theory) repeat across days,
+# so the newest wins.
+_ONE_SQL = _SELECT + """
+WHERE q.request_id = $1
+ORDER BY q.request_start_time DESC
+LIMIT 1
 """
 
 
@@ -73,6 +85,7 @@ def _row(row: asyncpg.Record) -> dict[str, Any]:
         }
     return {
         "request_id": row["request_id"],
+        "deployment": row["deployment"],
         "start_time": row["request_start_time"].isoformat(),
         "variant": row["variant"],
         "run_id": row["run_id"] or None,
@@ -93,10 +106,16 @@ async def read_requests(
 ) -> tuple[list[dict[str, Any]], tuple[datetime, str] | None]:
     """One page (newest first) and the key to continue after it (None on the last page)."""
     rows = await conn.fetch(
-        _SQL, where.deployment, where.run_id, where.sampled_only, where.variant, where.start, where.end,
+        _PAGE_SQL, where.deployment, where.run_id, where.sampled_only, where.variant, where.start, where.end,
         after[0] if after else None, after[1] if after else None, limit + 1,
     )
     more = len(rows) > limit
     rows = rows[:limit]
     last = (rows[-1]["request_start_time"], rows[-1]["request_id"]) if more and rows else None
     return [_row(r) for r in rows], last
+
+
+async def read_request(conn: asyncpg.Connection, request_id: str) -> dict[str, Any] | None:
+    """One request as a page lists it, whatever its deployment, or None if none is stored."""
+    row = await conn.fetchrow(_ONE_SQL, request_id)
+    return None if row is None else _row(row)

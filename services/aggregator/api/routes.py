@@ -22,8 +22,9 @@ from services.aggregator.api.params import (
     encode_cursor,
     floor_minute,
 )
-from services.aggregator.api.requests_query import RequestFilter, read_requests
+from services.aggregator.api.requests_query import RequestFilter, read_request, read_requests
 from services.aggregator.api.state import API
+from services.aggregator.ingest.values import MAX_ID_CHARS
 from services.aggregator.traces import TRACE_ID, read_trace
 
 _LEVEL = 0.95
@@ -161,6 +162,24 @@ async def deployment_requests(request: web.Request) -> web.Response:
         rows, last = await read_requests(conn, where, limit, after)
     next_cursor = encode_cursor([last[0].isoformat(), last[1]]) if last else None
     return json_response({"deployment": deployment, "requests": rows, "next_cursor": next_cursor})
+
+
+async def one_request(request: web.Request) -> web.Response:
+    """A request by its id (the gateway's ``x-request-id``), in any deployment: what an on-call
+    engineer starts from when someone reports one bad answer."""
+    state = request.app[API]
+    Query(request, ())
+    request_id = request.match_info["request_id"]
+    if len(request_id) > MAX_ID_CHARS or not request_id.isprintable():
+        raise bad_parameter("request_id", f"must be at most {MAX_ID_CHARS} printable characters")
+    async with state.pool.acquire() as conn:
+        found = await read_request(conn, request_id)
+    if found is None:
+        raise not_found(
+            f"no request {request_id!r} is stored: not ingested yet, older than retention, or unknown",
+            "request_id",
+        )
+    return json_response(found)
 
 
 async def trace(request: web.Request) -> web.Response:

@@ -120,6 +120,7 @@ def setup(app: web.Application) -> None:
     router.add_get("/v1/deployments/{deployment}/requests", routes.deployment_requests)
     router.add_get("/v1/deployments/{deployment}/monitors", monitor_routes.get_monitors)
     router.add_put("/v1/deployments/{deployment}/monitors", monitor_routes.put_monitors)
+    router.add_get("/v1/requests/{request_id}", routes.one_request)
     router.add_get("/v1/traces/{trace_id}", routes.trace)
     router.add_get("/v1/alerts", monitor_routes.list_alerts)
     router.add_get("/v1/runs/{run_id}", routes.batch_run)
