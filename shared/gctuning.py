@@ -5,7 +5,9 @@ almost never make reference cycles. With CPython's default thresholds (700, 10, 
 collection runs every 700 net allocations, and objects still alive then (a batch's rows wait for
 their write) are promoted and counted towards full collections, each of which walks every object
 the process holds, imports included. Measured on the aggregator's decode (bench and
-docs/aggregator.md, "Performance"): about a tenth of its CPU per event.
+docs/aggregator.md, "Performance"): about a tenth of its CPU per event; in the gateway, full
+collections of the ~120,000 objects start-up makes paused every request in flight for ~80 ms
+(docs/gateway.md, "Overhead"). Called by the aggregator and the gateway once started.
 
 So, once a service has started: the objects alive then (modules, settings, compiled regexes)
 are moved out of the collector's sight with ``gc.freeze()``, and young collections run every

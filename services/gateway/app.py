@@ -42,6 +42,7 @@ from services.gateway.routes.errors import json_errors
 from services.gateway.routes.metrics import GatewayMetrics
 from services.gateway.settings import GatewaySettings
 from services.gateway.tracing import add_response_headers, server_span
+from shared import gctuning
 from shared.telemetry import setup_telemetry, shutdown_telemetry
 from shared.topics import Topics
 
@@ -208,6 +209,7 @@ def run_gateway(settings: GatewaySettings) -> None:
     app = create_app(settings)
 
     async def started(app: web.Application) -> None:  # after every cleanup context opened
+        gctuning.tune_for_throughput()
         log.info("gateway started", extra={"url": f"http://{section.host}:{section.port}"})
 
     app.on_startup.append(started)
