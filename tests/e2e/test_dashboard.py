@@ -410,6 +410,24 @@ async def test_dashboard_in_chromium(tmp_path: Path) -> None:
         await shots.element(page, "#operations", "operations")
         await shots.element(page, "#variants", "variants")
 
+        # The on-call path: a request id (the gateway's x-request-id) in the top bar's box opens
+        # that request with its scores and reasons, and its trace; an unknown id says so.
+        await page.fill("#find-request", newest["request_id"])
+        await page.press("#find-request", "Enter")
+        await page.wait_for_selector(f"#request-view[data-request-id='{newest['request_id']}']")
+        shown = await text(page, "#request-view")
+        assert newest["trace_id"] in shown and newest["variant"] in shown
+        for evaluation in newest["evaluations"]:
+            assert evaluation["reason"].strip() in shown, evaluation
+        await shots.page(page, "request")
+        await page.locator("#request-view .trace-button").click()
+        await page.wait_for_selector("#waterfall .wf-row[data-span-id]")
+        await page.keyboard.press("Escape")
+        await page.wait_for_selector("#trace", state="detached")
+        await page.fill("#find-request", "0192f000-0000-7000-8000-000000000000")
+        await page.press("#find-request", "Enter")
+        await page.wait_for_selector("#request-missing")
+
         # Offline: everything came from the aggregator itself; nothing broke in the page.
         origins = {f"{urlsplit(url).scheme}://{urlsplit(url).netloc}" for _, _, url in log}
         assert origins == {base}, origins

@@ -52,6 +52,7 @@ export const paths = {
   monitors: (d) => `/v1/deployments/${encodeURIComponent(d)}/monitors`,
   violations: (d, params) => `/v1/deployments/${encodeURIComponent(d)}/violations${query(params)}`,
   requests: (d, params) => `/v1/deployments/${encodeURIComponent(d)}/requests${query(params)}`,
+  request: (id) => `/v1/requests/${encodeURIComponent(id)}`,
   trace: (id) => `/v1/traces/${encodeURIComponent(id)}`,
   stream: (d) => `/v1/stream/metrics${query({ deployment: d })}`,
 };

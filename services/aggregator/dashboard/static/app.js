@@ -1,10 +1,11 @@
-// The page's shell: sign-in, the hash router (#/ deployments, #/d/NAME?range=1h monitoring view),
-// the top bar. Views are in deployments.js and monitor.js.
+// The page's shell: sign-in, the hash router (#/ deployments, #/d/NAME?range=1h monitoring view,
+// #/r/ID one request), the top bar. Views are in deployments.js, monitor.js and request.js.
 
 import { ApiError, signIn, signOut } from "./api.js";
 import { deploymentsView } from "./deployments.js";
 import { h } from "./format.js";
 import { MonitorView } from "./monitor.js";
+import { findBox, requestView } from "./request.js";
 
 const main = document.getElementById("main");
 const crumbs = document.getElementById("crumbs");
@@ -16,7 +17,7 @@ const shell = {
     crumbs.replaceChildren(...items.flatMap((item, i) => (i ? [h("span", { class: "crumb-sep" }, "/"), item] : [item])));
   },
   setSignedIn(signedIn) {
-    topRight.replaceChildren(signedIn ? h("button", { class: "link", type: "button", onclick: leave }, "Sign out") : "");
+    topRight.replaceChildren(...(signedIn ? [findBox(), h("button", { class: "link", type: "button", onclick: leave }, "Sign out")] : []));
   },
   fail: (error) => showError(error),
 };
@@ -34,6 +35,8 @@ async function route() {
     if (parts[0] === "d" && parts[1]) {
       current = new MonitorView(main, parts[1], params, shell);
       await current.open();
+    } else if (parts[0] === "r" && parts[1]) {
+      current = await requestView(main, parts[1], shell);
     } else {
       current = await deploymentsView(main, shell);
     }

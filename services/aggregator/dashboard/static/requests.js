@@ -124,7 +124,7 @@ function evaluation(e) {
     h("span", { class: "score-reason muted" }, e.reason || e.error_type || ""));
 }
 
-function detail(r) {
+export function detail(r) {
   const response = r.response || {};
   const pairs = [
     ["Request id", r.request_id], ["Trace id", r.trace_id || dash], ["Started", r.start_time],
