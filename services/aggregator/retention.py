@@ -125,9 +125,9 @@ async def _drop_day(conn: asyncpg.Connection, day: date) -> list[str]:
 
     A drop needs an ACCESS EXCLUSIVE lock on each parent, and while it waits for one, every
     reader and writer of that table queues behind it. So each wait is bounded (lock_timeout,
-    below Postgres's one-second deadlock_timeout, so that in a lock cycle with a reader it is
-    this transaction that gives up, not the reader's query), and the day is tried again after a
-    pause that lets the queue drain."""
+    applied to each lock separately, well below Postgres's one-second deadlock_timeout, so that
+    in a lock cycle with a reader it is nearly always this transaction that gives up first, not
+    the reader's query), and the day is tried again after a pause that lets the queue drain."""
     for attempt in range(_DROP_ATTEMPTS):
         try:
             async with conn.transaction():
