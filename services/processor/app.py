@@ -1,7 +1,8 @@
 """One processor worker: the faust app and everything around it, opened and closed in one place.
 
-Start-up: topics exist (created if missing), the evaluations producer is started, judge workers
-and the ops listener run, then the faust app joins the consumer group.
+Start-up: topics exist (created if missing), the evaluations producer is started, judge workers,
+the ops listener and the stall watch's offset probe (stall.py) run, then the faust app joins the
+consumer group.
 
 Shutdown, in this order (test_clean_stop_stops_intake_drains_then_commits in
 tests/integration/test_processor_scaleout.py checks it):
@@ -35,6 +36,7 @@ from services.processor.observe import health, metric_families
 from services.processor.ops import OpsServer, create_ops_app
 from services.processor.publisher import Publisher
 from services.processor.settings import ProcessorSettings
+from services.processor.stall import StallWatch, faust_diagnostics
 from services.processor.stats import ProcessorStats
 from shared.deployments import Connection, Deployment, load_connections, load_deployments
 from shared.kafka import make_producer
@@ -70,6 +72,7 @@ class ProcessorService:
         self.intake: Intake | None = None
         self.runner: JudgeRunner | None = None
         self.ops: OpsServer | None = None
+        self.stalls: StallWatch | None = None
         self._producer: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self._commit_lock = asyncio.Lock()
@@ -128,10 +131,19 @@ class ProcessorService:
             self.section.host, self.section.port,
         )
         await self.ops.start()
+        self.stalls = StallWatch(
+            self.settings, self.topics.inference,
+            assignment=lambda: self.faust_app.consumer.assignment(),
+            watermarks=lambda: self.intake.watermarks if self.intake else None,
+            held=lambda: bool(self.runner and self.runner.intake_waiting),
+            faust_state=faust_diagnostics(self.faust_app),
+        )
+        await self.stalls.start()
         await self.faust_app.start()
         self._tasks = [
             asyncio.create_task(self._every(self.section.commit_interval_seconds, self.commit), name="commit"),
             asyncio.create_task(self._every(1.0, self._expire), name="expire"),
+            asyncio.create_task(self._every(self.stalls.interval, self.stalls.check), name="stall-check"),
         ]
         self.state = "running"
         log.info("processor %s running; ops on %s:%s", self.settings.group_id(), self.section.host, self.ops.port)
@@ -157,6 +169,8 @@ class ProcessorService:
                 await self._producer.stop()
                 log.info("shutdown: evaluations producer flushed and closed")
             await self.judge_pool.close()
+            if self.stalls is not None:
+                await self.stalls.stop()
             if self.ops is not None:
                 await self.ops.stop()
             log.info("shutdown: judge clients and ops listener closed")

@@ -91,6 +91,7 @@ class JudgeRunner:
         self._workers: list[asyncio.Task[None]] = []
         self.calls_in_flight = 0
         self.jobs_running = 0
+        self.intake_waiting = 0  # stream waiting for room in the full queue (back-pressure)
 
     @property
     def queued(self) -> int:
@@ -108,8 +109,17 @@ class JudgeRunner:
         try:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:
-            return self._queue.put(job)
+            return self._wait_for_room(job)
         return None
+
+    async def _wait_for_room(self, job: JudgeJob) -> None:
+        # While this waits the stream takes nothing in, by design: the stall detector reads
+        # ``intake_waiting`` so that back-pressure is never reported as a stalled partition.
+        self.intake_waiting += 1
+        try:
+            await self._queue.put(job)
+        finally:
+            self.intake_waiting -= 1
 
     async def drain(self, seconds: float) -> bool:
         """Wait up to ``seconds`` for every queued and running job; True if all finished."""

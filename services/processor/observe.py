@@ -52,6 +52,12 @@ def health(service: ProcessorService) -> tuple[int, dict[str, Any]]:
     status = "stopping" if service.state in ("stopping", "stopped") else "ok" if ok else service.state
     if ok and any(state != "closed" for state in breakers.values()):
         status = "degraded"
+    stalls = service.stalls
+    stalled = stalls.stalled_rows() if stalls is not None and ok else []
+    if stalled:
+        # Records wait and the intake took none in for stall_seconds: not back-pressure (that
+        # is excluded), so nothing here will fix itself; 503 lets the liveness probe restart us.
+        status = "stalled"
     body = {
         "status": status,
         "service": "processor",
@@ -61,9 +67,12 @@ def health(service: ProcessorService) -> tuple[int, dict[str, Any]]:
         "judge_calls_in_flight": runner.calls_in_flight if runner else 0,
         "judge_queue": runner.queued if runner else 0,
         "pending_requests": len(service.intake.pending) if service.intake else 0,
+        "intake_held_by_judging": bool(stalls and stalls.held),
+        "stall_seconds": service.section.stall_seconds,
+        "stalled_partitions": stalled,
         "partitions": _partitions(service),
     }
-    return (200 if ok else 503), body
+    return (200 if ok and not stalled else 503), body
 
 
 def metric_families(service: ProcessorService) -> list[Family]:
@@ -142,4 +151,22 @@ def metric_families(service: ProcessorService) -> list[Family]:
         if row["lowest_unfinished"] is not None:
             lowest.add(row["lowest_unfinished"], **labels)
     families += [lag, committed, lowest]
+    families += _stall_families(service)
     return families
+
+
+def _stall_families(service: ProcessorService) -> list[Family]:
+    stalls = service.stalls
+    rows = stalls.partition_rows() if stalls is not None else []
+    stalled = Family("stalled_partitions", "gauge", "Assigned partitions with records waiting and no intake for stall_seconds (0 when healthy).")
+    flag = Family("partition_stalled", "gauge", "1 while the partition is stalled, per assigned partition.")
+    intake_lag = Family("intake_lag", "gauge", "Records beyond the intake position, per assigned partition (end offset read from the broker).")
+    stalled.add(sum(1 for _, progress in rows if progress.stalled))
+    for tp, progress in rows:
+        labels = {"topic": tp.topic, "partition": tp.partition}
+        flag.add(1 if progress.stalled else 0, **labels)
+        if progress.lag is not None:
+            intake_lag.add(progress.lag, **labels)
+    total = Family("intake_stalls_total", "counter", "Stalls detected (each counted once, when it starts).").add(stalls.stalls_total if stalls else 0)
+    held = Family("intake_held_by_judging", "gauge", "1 while the stream waits for room in the judge queue (back-pressure, never a stall).").add(1 if stalls and stalls.held else 0)
+    return [stalled, flag, intake_lag, total, held]

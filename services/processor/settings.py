@@ -168,6 +168,16 @@ class ProcessorSection(BaseModel):
         description="faust's per-partition read-ahead buffer (events fetched but not yet "
         "processed).",
     )
+    stall_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=86_400,
+        description="How long an assigned partition may have records waiting beyond the intake's "
+        "reading position without that position moving before the worker reports itself "
+        "stalled (a WARNING, HTTP 503 on /healthz, promptpulse_processor_stalled_partitions). "
+        "A caught-up partition is never stalled, and neither is one held back by judging "
+        "(full judge queue, open breaker, budget): that is back-pressure, not a stall.",
+    )
 
     @model_validator(mode="after")
     def _retry_cap_covers_base(self) -> ProcessorSection:

@@ -23,13 +23,16 @@ from typing import Any
 class PartitionWatermark:
     """Offsets of one partition read by this worker during one ownership of it."""
 
-    __slots__ = ("next_offset", "committed", "_open", "_heap")
+    __slots__ = ("next_offset", "committed", "seen", "_open", "_heap")
 
     def __init__(self) -> None:
         # One past the highest offset handled; None until the first event arrives.
         self.next_offset: int | None = None
         # The last offset this worker committed for the partition (None: none yet).
         self.committed: int | None = None
+        # Events delivered to the intake, re-deliveries included: the stall detector's sign of
+        # life while a re-seek re-reads events handled before (next_offset stands still then).
+        self.seen = 0
         self._open: dict[int, int] = {}  # offset -> holds (an offset can be held twice)
         self._heap: list[int] = []
 
@@ -39,6 +42,7 @@ class PartitionWatermark:
         A rebalance that leaves a partition with us still seeks it back to the committed
         offset, so events after it come again; they are done or in progress, never new.
         """
+        self.seen += 1
         if self.next_offset is not None and offset < self.next_offset:
             return False
         self.next_offset = offset + 1
