@@ -14,7 +14,18 @@
 - Postgres away: the batch being written is retried (store.py) and every partition is paused,
   so at most two batches are held (the one being written and the next one) plus aiokafka's
   bounded fetch buffers; the loop keeps polling so the group does not evict this member. When
-  the retry commits, consumption resumes by itself.
+  the retry commits, consumption resumes by itself. A write that ends with its batch stored,
+  however it got there (a retry, or halves after Postgres refused a record), ends the outage
+  here too: the store's split path once returned without signalling it, and every partition
+  stayed paused for good (tests/integration/test_aggregator_consumer_stall.py).
+- Rebalances while positioning: the listener runs inside aiokafka's coordinator, so a second
+  rebalance can only land while the *loop* is positioning. Each assignment has a number; a
+  positioning that sees the number change stops and leaves the rest to the new assignment's
+  listener (its offsets may have been read before the revocation, and ``seek_to_beginning``
+  gives up silently when the assignment it was called for ends). A partition is taken off
+  ``_unpositioned`` only once it is really positioned in the current assignment.
+- Safety net: whenever the loop is idle, a partition paused with no reason (positioned, no
+  Postgres outage, no batch waiting for one) is logged and resumed.
 """
 
 from __future__ import annotations
@@ -83,6 +94,7 @@ class Ingestor:
         self._consumer: AIOKafkaConsumer | None = None
         self._starting: AIOKafkaConsumer | None = None  # inside consumer.start(): first assignment
         self._unpositioned: set[TopicPartition] = set()
+        self._assignments = 0  # numbers the assignments, so positioning notices a newer one
         # The rebalance callback and the loop may both try to position partitions.
         self._positioning = asyncio.Lock()
         self._stopping = asyncio.Event()
@@ -126,6 +138,7 @@ class Ingestor:
                 records = await self._collect()
                 if not records:
                     await self._reap_writer(block=False)
+                    self._resume_unexplained_pauses()
                     continue
                 self._hold(len(records))
                 decoded = await self._store.decode_yielding(records)  # overlaps the previous batch's write
@@ -185,6 +198,11 @@ class Ingestor:
             self._writing, self._writing_count = None, 0
             self._hold(0)
             task.result()  # a bug in the writer must surface, not vanish with the task
+            if self._outage and not self._stopping.is_set():
+                # The batch is stored, so Postgres answers, whatever the store signalled (its
+                # split path, a record refused after a failed attempt, once said nothing).
+                log.info("batch stored after an outage: resuming consumption")
+                self._set_outage(False)
 
     def _hold(self, in_hand: int) -> None:
         held = in_hand + self._writing_count
@@ -219,6 +237,7 @@ class Ingestor:
     async def partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         if self._member is None:
             return
+        self._assignments += 1
         self._unpositioned |= assigned
         self._sync_pause()
         await self._position()
@@ -233,29 +252,53 @@ class Ingestor:
             self._unpositioned &= consumer.assignment()
             wanted = sorted(self._unpositioned)
             if not wanted:
+                self._sync_pause()
                 return
+            generation = self._assignments
             try:
-                async with self._pool.acquire(timeout=5) as conn:
-                    rows = await conn.fetch(
-                        "SELECT topic, kafka_partition, next_offset FROM consumer_offsets "
-                        "WHERE consumer_group = $1",
-                        self._group,
-                    )
-            except Exception as exc:
-                self._store.database_down(exc)
-                return
-            self._store.database_up()
-            stored = {TopicPartition(r["topic"], r["kafka_partition"]): r["next_offset"] for r in rows}
-            for tp in wanted:
-                if tp not in consumer.assignment():
+                positioned = await self._seek_stored(consumer, wanted, generation)
+            finally:
+                self._sync_pause()
+            if positioned:
+                log.info("positioned %d partitions from stored offsets", positioned)
+
+    async def _seek_stored(self, consumer: AIOKafkaConsumer, wanted: list[TopicPartition], generation: int) -> int:
+        """How many of ``wanted`` were positioned; the others stay in ``_unpositioned``."""
+        try:
+            async with self._pool.acquire(timeout=5) as conn:
+                rows = await conn.fetch(
+                    "SELECT topic, kafka_partition, next_offset FROM consumer_offsets "
+                    "WHERE consumer_group = $1",
+                    self._group,
+                )
+        except Exception as exc:
+            self._store.database_down(exc)
+            return 0
+        self._store.database_up()
+        stored = {TopicPartition(r["topic"], r["kafka_partition"]): r["next_offset"] for r in rows}
+        positioned = 0
+        for tp in wanted:
+            if self._assignments != generation:
+                # Reassigned meanwhile: these offsets may predate the revocation's last commit,
+                # and the new assignment's listener (waiting for the lock) positions its own.
+                log.info("assignment changed while positioning: left to the new assignment")
+                break
+            if tp not in consumer.assignment():
+                continue
+            if tp in stored:
+                consumer.seek(tp, stored[tp])
+            else:
+                try:
+                    done = await consumer.seek_to_beginning(tp)
+                except KafkaError as exc:
+                    log.warning("cannot seek %s to its beginning yet: %r", tp, exc)
+                    break
+                # False: the assignment ended or the reset timed out; position it again later.
+                if not done or self._assignments != generation:
                     continue
-                if tp in stored:
-                    consumer.seek(tp, stored[tp])
-                else:
-                    await consumer.seek_to_beginning(tp)
-                self._unpositioned.discard(tp)
-            log.info("positioned %d partitions from stored offsets", len(wanted))
-            self._sync_pause()
+            self._unpositioned.discard(tp)
+            positioned += 1
+        return positioned
 
     def _sync_pause(self) -> None:
         """Paused: every partition during an outage, else the unpositioned ones."""
@@ -269,6 +312,25 @@ class Ingestor:
             consumer.pause(*sorted(wanted - paused))
         if (paused & assigned) - wanted:
             consumer.resume(*sorted((paused & assigned) - wanted))
+
+    def _resume_unexplained_pauses(self) -> None:
+        """Safety net: a partition paused although it is positioned, no batch waits for
+        Postgres and none is being written would never be read again. Say so, and resume."""
+        consumer = self._consumer
+        if consumer is None or self._positioning.locked():
+            return  # positioning resumes what it positioned when it is done
+        if self._outage and self._writing is None:
+            log.warning("consumption paused for an outage with no batch waiting: resuming it")
+            self._set_outage(False)
+            return
+        if self._outage:
+            return
+        assigned = consumer.assignment()
+        stray = (consumer.paused() & assigned) - self._unpositioned
+        if stray:
+            log.warning("resuming %d partitions paused for no reason: %s", len(stray),
+                        ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(stray)))
+            consumer.resume(*sorted(stray))
 
     # -- fetching ----------------------------------------------------------------------------
 

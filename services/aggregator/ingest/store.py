@@ -150,6 +150,8 @@ class BatchStore:
                 middle = len(records) // 2
                 await self.store(records[:middle])
                 await self.store(records[middle:])
+                if outage:  # an earlier attempt of this batch failed: its halves are stored now
+                    self._on_outage(False)
                 return
             except Exception as exc:  # Postgres away, a deadlock, a serialization failure...
                 decoded = None
