@@ -106,7 +106,7 @@ async def _subscribe(args: argparse.Namespace) -> int:
         scope = f" of deployment {args.deployment}" if args.deployment else ""
         start = "everything it holds" if args.from_beginning else "new alerts"
         notice(f"listening to {names[0]}{scope} ({start}); Ctrl-C to stop")
-        async for record in records(consumer):
+        async for record in records(consumer, names):
             alert = parse_alert(record.value)
             if alert is None:
                 notice(f"skipped a record that is not an alert ({record.topic}/{record.partition}@{record.offset})")

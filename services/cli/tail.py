@@ -163,7 +163,7 @@ def main(args: argparse.Namespace) -> int:
 async def _tail(args: argparse.Namespace) -> int:
     import asyncio
 
-    from services.cli.kafkaread import topic_reader
+    from services.cli.kafkaread import DeletedTopics, topic_reader
     from services.cli.output import console, emit, notice
     from shared.events.codec import decode
     from shared.events.errors import EventDecodeError
@@ -202,9 +202,12 @@ async def _tail(args: argparse.Namespace) -> int:
         notice(f"tailing streamed answers of {scope} ({tokens_topic}); Ctrl-C to stop")
         if live is not None:
             live.start()
+        deleted = DeletedTopics(consumer, names)
         try:
             while True:
                 batches = await consumer.getmany(timeout_ms=200, max_records=500)
+                if not batches:
+                    deleted.check()
                 now = time.time()
                 for batch in batches.values():
                     for record in batch:
