@@ -1,8 +1,8 @@
 """The aggregator's aiohttp application: it hosts ingestion as a background resource.
 
 Resources open in ``cleanup_ctx`` order and close in reverse, which gives the shutdown order
-the project asks for: stop intake and let the batch in flight commit (its offsets with it),
-then stop retention, then close the pool. Routes of the query API are added to the same
+the project asks for: stop the stall watch, stop intake and let the batch in flight commit (its
+offsets with it), then stop retention, then close the pool. Routes of the query API are added to the same
 application by ``create_app`` callers (see docs/aggregator.md).
 """
 
@@ -22,6 +22,7 @@ from services.aggregator.db.migrate import migrate
 from services.aggregator.db.pool import create_pool
 from services.aggregator.ingest.consumer import Ingestor
 from services.aggregator.ingest.decode import SamplingPolicy
+from services.aggregator.ingest.stall import IntakeWatch
 from services.aggregator.retention import PartitionCache, retention_loop
 from services.aggregator.settings import AggregatorSettings
 from shared import gctuning
@@ -34,6 +35,7 @@ SETTINGS = web.AppKey("settings", AggregatorSettings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 PARTITIONS = web.AppKey("partitions", PartitionCache)
 INGESTOR = web.AppKey("ingestor", Ingestor)
+STALLS = web.AppKey("stalls", IntakeWatch)
 
 _PRICES_SQL = """
 INSERT INTO model_prices (model, prompt_per_1k, completion_per_1k, currency, updated_at)
@@ -132,6 +134,18 @@ async def _ingestion(app: web.Application) -> AsyncIterator[None]:
         pass  # already reported by _report_ingest_end
 
 
+async def _stall_watch(app: web.Application) -> AsyncIterator[None]:
+    """Watches the ingest for partitions that take nothing in while records wait (stall
+    detection, docs/aggregator.md); /healthz turns 503 while one does."""
+    watch = IntakeWatch(app[SETTINGS], app[INGESTOR])
+    app[STALLS] = watch
+    task = asyncio.create_task(watch.run(), name="aggregator-stall-check")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def _report_ingest_end(task: asyncio.Task) -> None:
     # A bug that ends the loop must be loud at once, not at shutdown; /readyz turns 503 too.
     if not task.cancelled() and task.exception() is not None:
@@ -139,7 +153,20 @@ def _report_ingest_end(task: asyncio.Task) -> None:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "service": "aggregator"})
+    """200 while the process serves; 503 while a partition is stalled: records wait and the
+    ingest took none in for ``stall_seconds``, not held on purpose (a Postgres outage shows on
+    /readyz instead). Nothing in the process would unstick it, so the liveness probe restarts
+    the pod, and the next owner reads on from the offsets stored in Postgres."""
+    watch = request.app.get(STALLS)
+    stalled = watch.stalled_rows() if watch is not None else []
+    body = {
+        "status": "stalled" if stalled else "ok",
+        "service": "aggregator",
+        "intake_held": bool(watch and watch.held),
+        "stall_seconds": request.app[SETTINGS].aggregator.stall_seconds,
+        "stalled_partitions": stalled,
+    }
+    return web.json_response(body, status=503 if stalled else 200)
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -162,6 +189,7 @@ def create_app(settings: AggregatorSettings) -> web.Application:
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_retention)
     app.cleanup_ctx.append(_ingestion)
+    app.cleanup_ctx.append(_stall_watch)
     app.cleanup_ctx.append(monitors.cleanup_ctx)
     api.setup(app)
     app.router.add_get("/healthz", healthz)

@@ -125,6 +125,16 @@ class AggregatorSection(BaseModel):
         description="On stop, how long to let the batch in flight commit; an uncommitted batch "
         "is simply read again by the next owner.",
     )
+    stall_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=86_400,
+        description="How long an assigned partition may have records waiting beyond the ingest's "
+        "intake position without that position moving before the aggregator reports itself "
+        "stalled (a WARNING, HTTP 503 on /healthz, promptpulse_aggregator_stalled_partitions). "
+        "A caught-up partition is never stalled, and neither is one held back on purpose "
+        "(Postgres away, a batch being written or retried, positioning): that is not a stall.",
+    )
     prices: dict[str, ModelPrice] = Field(
         default_factory=dict,
         description="Optional price table, model name -> prices per 1,000 tokens; written to "

@@ -1,4 +1,5 @@
-"""The stall detector's decision (services/processor/stall.py), and its glue with a fake probe.
+"""The stall detector's decision (shared/stall.py, also used by the aggregator), and the
+processor's glue (services/processor/stall.py) with a fake probe.
 
 The detector is pure: it gets, per assigned partition, the intake position, the count of events
 delivered and the end offset, plus whether the stream is waiting for the judge queue, and a
@@ -14,9 +15,12 @@ from typing import Any
 import pytest
 
 from services.processor.settings import ProcessorSettings
-from services.processor.stall import Reading, StallDetector, StallWatch, check_interval
+from services.processor.stall import StallWatch
 from services.processor.watermark import Watermarks
 from shared.settings import load_settings
+from shared.stall import Reading, StallDetector, check_interval
+
+pytestmark = pytest.mark.timeout(30)
 
 TP = namedtuple("TP", "topic partition")
 P0, P1 = TP("inference", 0), TP("inference", 1)

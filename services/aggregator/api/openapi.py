@@ -140,8 +140,11 @@ def document(max_page_size: int = ApiSection().max_page_size) -> dict[str, Any]:
             "Server-sent events: a snapshot, then the changed minutes after each committed batch.",
             [_param("deployment", "query", "Deployment name.", _NAME, required=True)], "An event stream.",
             content="text/event-stream")},
-        "/healthz": {"get": {"summary": "The process serves.", "security": [],
-                             "responses": {"200": {"description": "ok"}}}},
+        "/healthz": {"get": {"summary": "The process serves and no partition is stalled (records waiting, "
+                                        "nothing taken in for stall_seconds); 503 restarts the pod.",
+                             "security": [],
+                             "responses": {"200": {"description": "ok"},
+                                           "503": {"description": "stalled: stalled_partitions names them"}}}},
         "/readyz": {"get": {"summary": "Ingestion is positioned and Postgres reachable.", "security": [],
                             "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
         "/metrics": {"get": {"summary": "Prometheus metrics of this process.", "security": [],

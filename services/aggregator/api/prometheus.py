@@ -57,6 +57,24 @@ def _ingest(out: Exposition, ingestor: Any) -> None:
     out.add("ingest_held_records", "gauge", "Records read from Kafka and not committed yet.", stats.held_records)
 
 
+def _stalls(out: Exposition, watch: Any) -> None:
+    rows = watch.partition_rows()
+    out.add("stalled_partitions", "gauge",
+            "Assigned partitions with records waiting and no intake for stall_seconds (0 when healthy).",
+            sum(1 for _, progress in rows if progress.stalled))
+    for tp, progress in rows:
+        labels = [("topic", tp.topic), ("partition", str(tp.partition))]
+        out.add("partition_stalled", "gauge", "1 while the partition is stalled, per watched partition.",
+                progress.stalled, labels)
+        if progress.lag is not None:
+            out.add("intake_lag", "gauge", "Records beyond the intake position, per watched partition "
+                    "(end offset read from the broker).", progress.lag, labels)
+    out.add("intake_stalls_total", "counter", "Stalls detected (each counted once, when it starts).",
+            watch.stalls_total)
+    out.add("intake_held", "gauge", "1 while intake is held on purpose (Postgres away, a batch being "
+            "written, positioning): never a stall.", watch.held)
+
+
 def _monitors(out: Exposition, service: Any) -> None:
     stats, delivery = service.stats, service.delivery
     out.add("monitor_evaluator_leader", "gauge", "1 while this replica holds the evaluator lock.", stats.is_leader)
@@ -73,13 +91,15 @@ def _monitors(out: Exposition, service: Any) -> None:
 
 async def metrics(request: web.Request) -> web.Response:
     # Imported here: app.py imports the API package to wire it in.
-    from services.aggregator.app import INGESTOR
+    from services.aggregator.app import INGESTOR, STALLS
     from services.aggregator.monitors import MONITORS
 
     out = Exposition()
     app = request.app
     if INGESTOR in app:
         _ingest(out, app[INGESTOR])
+    if STALLS in app:
+        _stalls(out, app[STALLS])
     if MONITORS in app:
         _monitors(out, app[MONITORS])
     if API in app:

@@ -26,20 +26,25 @@
   ``_unpositioned`` only once it is really positioned in the current assignment.
 - Safety net: whenever the loop is idle, a partition paused with no reason (positioned, no
   Postgres outage, no batch waiting for one) is logged and resumed.
+- Stall detection (stall.py) watches this loop from outside: it reads ``intake_positions()``
+  and ``intake_hold()``, kept up to date here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 
 from services.aggregator.ingest.decode import RecordDecoder, SamplingPolicy
+from services.aggregator.ingest.stall import IntakeHold, intake_watched
 from services.aggregator.ingest.store import BatchStore, IngestStats
 from services.aggregator.retention import PartitionCache
 from services.aggregator.settings import AggregatorSettings
@@ -102,6 +107,13 @@ class Ingestor:
         self._kafka_commit: asyncio.Task | None = None
         self._writing: asyncio.Task | None = None
         self._writing_count = 0
+        # For stall detection (IntakeWatch): per assigned partition, the next offset taken in and
+        # how many records were, since its assignment; records taken in overall; and the loop's
+        # waits on purpose (a batch being written, positioning): how many began, how many last.
+        self._intake: dict[TopicPartition, tuple[int, int]] = {}
+        self._taken_in = 0
+        self._waits = 0
+        self._waiting = 0
 
     # -- lifecycle and state -----------------------------------------------------------------
 
@@ -125,6 +137,38 @@ class Ingestor:
 
     def assigned_partitions(self) -> set[TopicPartition]:
         return set(self._consumer.assignment()) if self._consumer is not None else set()
+
+    def intake_positions(self) -> dict[TopicPartition, tuple[int | None, int]]:
+        """Every assigned partition that is positioned: (next offset taken in, records taken
+        in since its assignment). Position None: positioned, but not known (never expected)."""
+        watched = intake_watched(self.assigned_partitions(), self._unpositioned)
+        return {tp: self._intake.get(tp, (None, 0)) for tp in watched}
+
+    def intake_hold(self) -> IntakeHold:
+        return IntakeHold(
+            outage=self._outage or not self.stats.database_available,
+            waiting=self._waiting > 0,
+            waits=self._waits,
+            taken_in=self._taken_in,
+        )
+
+    def partition_state(self, tp: TopicPartition) -> dict[str, Any]:
+        """The ingest's own view of one partition, for the stall WARNING."""
+        consumer = self._consumer
+        return {
+            "paused": consumer is not None and tp in consumer.paused(),
+            "outage": self._outage,
+            "batch_writing": self._writing is not None and not self._writing.done(),
+        }
+
+    @contextlib.contextmanager
+    def _waiting_on_purpose(self) -> Iterator[None]:
+        self._waits += 1
+        self._waiting += 1
+        try:
+            yield
+        finally:
+            self._waiting -= 1
 
     async def run(self) -> None:
         consumer = await self._started_consumer()
@@ -189,11 +233,13 @@ class Ingestor:
         task = self._writing
         if task is None:
             return
-        while block and not task.done():
-            if self._outage:
-                await self._poll_paused()
-            else:
-                await asyncio.wait({task}, timeout=_PAUSED_POLL_MS / 1000)
+        if block and not task.done():
+            with self._waiting_on_purpose():  # the write path holds intake back: never a stall
+                while not task.done():
+                    if self._outage:
+                        await self._poll_paused()
+                    else:
+                        await asyncio.wait({task}, timeout=_PAUSED_POLL_MS / 1000)
         if task.done():
             self._writing, self._writing_count = None, 0
             self._hold(0)
@@ -226,6 +272,8 @@ class Ingestor:
         except TimeoutError:
             log.warning("partitions revoked while a batch is still uncommitted")
         self._unpositioned -= revoked
+        for tp in revoked:
+            self._intake.pop(tp, None)
 
     @property
     def _member(self) -> AIOKafkaConsumer | None:
@@ -239,28 +287,31 @@ class Ingestor:
             return
         self._assignments += 1
         self._unpositioned |= assigned
+        for tp in assigned:
+            self._intake.pop(tp, None)  # taken in anew from where positioning puts it
         self._sync_pause()
         await self._position()
 
     async def _position(self) -> None:
         """Seek unpositioned partitions to their stored offsets; leaves them paused when
         Postgres cannot be read (the loop tries again)."""
-        async with self._positioning:
-            consumer = self._member
-            if consumer is None:
-                return
-            self._unpositioned &= consumer.assignment()
-            wanted = sorted(self._unpositioned)
-            if not wanted:
-                self._sync_pause()
-                return
-            generation = self._assignments
-            try:
-                positioned = await self._seek_stored(consumer, wanted, generation)
-            finally:
-                self._sync_pause()
-            if positioned:
-                log.info("positioned %d partitions from stored offsets", positioned)
+        with self._waiting_on_purpose():  # the loop takes nothing in meanwhile: held
+            async with self._positioning:
+                consumer = self._member
+                if consumer is None:
+                    return
+                self._unpositioned &= consumer.assignment()
+                wanted = sorted(self._unpositioned)
+                if not wanted:
+                    self._sync_pause()
+                    return
+                generation = self._assignments
+                try:
+                    positioned = await self._seek_stored(consumer, wanted, generation)
+                finally:
+                    self._sync_pause()
+                if positioned:
+                    log.info("positioned %d partitions from stored offsets", positioned)
 
     async def _seek_stored(self, consumer: AIOKafkaConsumer, wanted: list[TopicPartition], generation: int) -> int:
         """How many of ``wanted`` were positioned; the others stay in ``_unpositioned``."""
@@ -287,6 +338,7 @@ class Ingestor:
                 continue
             if tp in stored:
                 consumer.seek(tp, stored[tp])
+                self._intake[tp] = (stored[tp], 0)
             else:
                 try:
                     done = await consumer.seek_to_beginning(tp)
@@ -296,6 +348,10 @@ class Ingestor:
                 # False: the assignment ended or the reset timed out; position it again later.
                 if not done or self._assignments != generation:
                     continue
+                try:
+                    self._intake[tp] = (await consumer.position(tp), 0)  # known once reset
+                except IllegalStateError:
+                    continue  # no longer assigned: position it again if it comes back
             self._unpositioned.discard(tp)
             positioned += 1
         return positioned
@@ -352,7 +408,9 @@ class Ingestor:
                 log.warning("kafka fetch failed: %r", exc)
                 await asyncio.sleep(0.5)
                 continue
-            for batch in fetched.values():
+            for tp, batch in fetched.items():
+                if batch:
+                    self._take_in(tp, batch)
                 records.extend(batch)
             if records and deadline is None:
                 deadline = time.monotonic() + self._section.batch_max_wait_ms / 1000
@@ -361,6 +419,11 @@ class Ingestor:
             if not records and (self._unpositioned or (self._writing is not None and self._writing.done())):
                 break  # let the loop position partitions or collect the finished write
         return records
+
+    def _take_in(self, tp: TopicPartition, batch: list[Any]) -> None:
+        _, seen = self._intake.get(tp, (None, 0))
+        self._intake[tp] = (batch[-1].offset + 1, seen + len(batch))
+        self._taken_in += len(batch)
 
     async def _poll_paused(self) -> None:
         # Paused partitions return nothing, but each getmany counts as a poll, which keeps
@@ -392,3 +455,4 @@ class Ingestor:
             await consumer.commit(offsets)
         except Exception as exc:  # a rebalance in progress, the broker away: lag display only
             log.debug("best-effort Kafka commit failed: %r", exc)
+
