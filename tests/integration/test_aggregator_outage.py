@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 from uuid import uuid4
 
 import asyncpg
@@ -32,53 +32,7 @@ from tests.support.aggregator import (
     wait_caught_up,
     wait_for,
 )
-
-
-class PostgresRelay:
-    """A TCP relay on 127.0.0.1 to the real server, which the test can cut and restore."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self._target = (host, port)
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port, reuse_address=True)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        """Refuse new connections and reset every open one, as a dying server would."""
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
-        self._server = None
-
-    async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        try:
-            server_reader, server_writer = await asyncio.open_connection(*self._target)
-        except OSError:
-            client_writer.transport.abort()
-            return
-        self._writers |= {client_writer, server_writer}
-
-        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-                while data := await reader.read(65536):
-                    writer.write(data)
-                    await writer.drain()
-            writer.transport.abort()
-
-        await asyncio.gather(pipe(client_reader, server_writer), pipe(server_reader, client_writer))
-        self._writers -= {client_writer, server_writer}
-
-
-def _via(dsn: str, port: int) -> str:
-    parts = urlsplit(dsn)
-    credentials = parts.netloc.rpartition("@")[0]
-    return urlunsplit(parts._replace(netloc=f"{credentials}@127.0.0.1:{port}"))
+from tests.support.pgrelay import PostgresRelay, via
 
 
 async def _request_count(dsn: str) -> int:
@@ -96,7 +50,7 @@ async def test_postgres_outage_pauses_ingestion_and_it_resumes_by_itself(fresh_d
     prefix = f"it-{uuid4().hex[:8]}."
     batch = 50
     through_relay = aggregator_settings(
-        _via(fresh_database, relay.port), prefix, unique_name,
+        via(fresh_database, relay.port), prefix, unique_name,
         batch_max_records=batch, retry_initial_seconds=0.05, retry_max_seconds=0.3,
     )
     direct = aggregator_settings(fresh_database, prefix, unique_name)  # the test's own view

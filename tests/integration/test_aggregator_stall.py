@@ -35,7 +35,6 @@ from services.aggregator.ingest.stall import IntakeWatch
 from services.aggregator.settings import AggregatorSettings
 from shared.kafka import make_producer
 from shared.topics import Topics, delete_topics
-from tests.integration.test_aggregator_outage import PostgresRelay, _via
 from tests.support.aggregator import (
     CONSUMED,
     EventFactory,
@@ -47,6 +46,7 @@ from tests.support.aggregator import (
     wait_caught_up,
     wait_for,
 )
+from tests.support.pgrelay import PostgresRelay, via
 
 LOGGER = "services.aggregator.ingest.stall"
 INGEST_LOGGER = "services.aggregator.ingest.consumer"  # the loop's own safety net logs there
@@ -264,7 +264,7 @@ async def test_a_postgres_outage_holds_intake_and_is_not_a_stall(agg: Aggregator
     relay = PostgresRelay(parts.hostname or "127.0.0.1", parts.port or 5432)
     await relay.start()
     through_relay = aggregator_settings(
-        _via(dsn, relay.port), agg.kafka.topic_prefix, agg.group_id(),
+        via(dsn, relay.port), agg.kafka.topic_prefix, agg.group_id(),
         stall_seconds=1, batch_max_records=50, retry_initial_seconds=0.05, retry_max_seconds=0.3,
     )
     factory = EventFactory(seed=57)
