@@ -14,6 +14,7 @@ import sys
 
 from services.cli import (
     alerts,
+    compare,
     evalrun,
     invoke,
     metrics,
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="promptpulse", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     ops.register(sub)
-    for module in (invoke, metrics, requests, request, trace, monitors, alerts, tail, evalrun):
+    for module in (invoke, metrics, compare, requests, request, trace, monitors, alerts, tail, evalrun):
         module.register(sub)
     return parser
 

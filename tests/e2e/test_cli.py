@@ -421,6 +421,48 @@ async def test_eval_run_compares_variants_and_its_exit_code_follows_the_threshol
     assert await settled_requests(stack) == production
 
 
+@pytest.mark.timeout(180)
+async def test_compare_shows_the_apis_differences_and_fails_when_worse(stack: LiveStack) -> None:
+    # variant_1 drifted: its answers lose relevance; 8 judged requests a variant, production.
+    await stack.llmsim_control("drift", {"variant": "variant_1", "level": 1.0})
+    try:
+        sent = []
+        for index in range(8):
+            for variant in ("variant_0", "variant_1"):
+                status, body = await stack.score(QUESTIONS[index % len(QUESTIONS)], variant=variant)
+                assert status == 200, body
+                sent.append(body["request_id"])
+    finally:
+        await stack.llmsim_control("drift", {"variant": "variant_1", "level": None})
+
+    async def all_judged() -> bool:
+        for request_id in sent:
+            try:
+                if len((await stack.api(f"/v1/requests/{request_id}"))["evaluations"]) < 4:
+                    return False
+            except AssertionError:
+                return False
+        return True
+
+    await stack.wait_for(all_judged, 90, "every compared request judged")
+    result = await cli(stack, "compare", "demo", "variant_0", "variant_1", "--last", "30m", "--json",
+                       "--fail-if-worse")
+    shown = json.loads(result.out)
+    api = await stack.api(f"/v1/deployments/demo/compare?baseline=variant_0&candidate=variant_1&from={shown['from']}"
+                          f"&to={shown['to']}".replace("+", "%2B"))
+    assert shown["quality"] == api["quality"], "the CLI shows the API's answer"
+    relevance = shown["quality"]["relevance"]
+    assert relevance["candidate"]["average"] < relevance["baseline"]["average"]
+    worse = [m for m, q in shown["quality"].items() if q["verdict"] == "worse"]
+    assert result.code == (1 if worse else 0), (result.code, worse)
+
+    table = await cli(stack, "compare", "demo", "variant_0", "variant_1", "--last", "30m")
+    assert table.code == 0 and "variant_1 against variant_0" in table.out
+    assert re.search(r"relevance\W+\d\.\d\d \(n=\d+\)\W+\d\.\d\d \(n=\d+\)", table.out), table.out
+    refused = await cli(stack, "compare", "demo", "variant_0", "variant_0")
+    assert refused.code == 2 and "two different variants" in refused.err
+
+
 @pytest.mark.timeout(90)
 async def test_unreachable_services_and_unknown_deployments(stack: LiveStack) -> None:
     nowhere = f"http://127.0.0.1:{free_port()}"

@@ -253,6 +253,39 @@ async def test_one_request_by_id_with_its_scores_in_any_deployment(stack: Stack)
     await stack.json(f"/v1/requests/{judged['request_id']}", 401, headers={})
 
 
+async def test_two_variants_compared_with_the_difference_and_its_interval(stack: Stack) -> None:
+    start = (datetime.now(UTC) - timedelta(hours=2)).replace(second=0, microsecond=0)
+    body = await stack.json(f"/v1/deployments/demo/compare?baseline=a&candidate=b&from={int(start.timestamp())}")
+    assert (body["baseline"], body["candidate"], body["level"]) == ("a", "b", 0.95)
+    rows = await stack.sql(
+        "SELECT variant, metric, count(*) AS n, avg(score)::float8 AS average, "
+        "avg((score >= 3)::int)::float8 AS pass_rate FROM evaluations "
+        "WHERE deployment = 'demo' AND run_id = '' AND outcome = 'scored' AND request_start_time >= $1 "
+        "GROUP BY 1, 2", start)
+    exact = {(r["variant"], r["metric"]): r for r in rows}
+    assert {m for (_, m) in exact} == set(body["quality"])
+    for metric, figures in body["quality"].items():
+        a, b = exact.get(("a", metric)), exact.get(("b", metric))
+        for side, row in (("baseline", a), ("candidate", b)):
+            assert figures[side]["samples"] == (row["n"] if row else 0), (metric, side)
+            if row:
+                assert figures[side]["average"] == pytest.approx(row["average"])
+                assert figures[side]["pass_rate"] == pytest.approx(row["pass_rate"])
+        if a and b and a["n"] >= 2 and b["n"] >= 2:
+            difference = figures["average_difference"]
+            assert difference["value"] == pytest.approx(b["average"] - a["average"])
+            low, high = difference["interval"]
+            assert low <= difference["value"] <= high
+            assert figures["verdict"] == ("better" if low > 0 else "worse" if high < 0 else "no clear difference")
+    # Variant a also holds the scripted relevance scores of the monitor fixtures.
+    assert body["quality"]["relevance"]["baseline"]["samples"] > body["quality"]["relevance"]["candidate"]["samples"]
+    assert set(body["figures"]) == {"a", "b"} and body["figures"]["a"]["requests"] > 0
+
+    assert (await stack.json("/v1/deployments/demo/compare?baseline=a", 400))["error"]["field"] == "candidate"
+    assert (await stack.json("/v1/deployments/demo/compare?baseline=a&candidate=a", 400))["error"]["field"] == "candidate"
+    await stack.json("/v1/deployments/nope/compare?baseline=a&candidate=b", 404)
+
+
 BAD_PARAMETERS = [
     ("/v1/deployments/demo/metrics?from=yesterday", "from"),
     ("/v1/deployments/demo/metrics?to=2030-01-01T00:00:00", "to"),

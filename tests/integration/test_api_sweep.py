@@ -252,7 +252,8 @@ async def test_aggregator_answers_every_generated_request_without_a_server_error
 
     _assert_clean(sweep, {
         "POST /v1/session", "DELETE /v1/session", "GET /v1/deployments", "GET /v1/deployments/{deployment}/metrics",
-        "GET /v1/deployments/{deployment}/requests", "GET /v1/deployments/{deployment}/monitors",
+        "GET /v1/deployments/{deployment}/requests", "GET /v1/deployments/{deployment}/compare",
+        "GET /v1/deployments/{deployment}/monitors",
         "PUT /v1/deployments/{deployment}/monitors", "GET /v1/requests/{request_id}", "GET /v1/traces/{trace_id}",
         "GET /v1/alerts",
         "GET /v1/runs/{run_id}", "GET /v1/stream/metrics", "GET /healthz", "GET /readyz", "GET /metrics",

@@ -265,3 +265,37 @@ def test_a_key_never_shows_in_its_repr() -> None:
     key = config.Key("ppapi_secret_value", "PROMPTPULSE_API_KEY")
     assert "ppapi_secret_value" not in repr(key) and "ppapi_secret_value" not in str([key])
     assert json.dumps({"source": key.source}) == '{"source": "PROMPTPULSE_API_KEY"}'
+
+
+# -- compare ----------------------------------------------------------------------------------
+
+
+def test_compare_rows_and_parameters() -> None:
+    from services.cli import build_parser, compare
+
+    args = build_parser().parse_args(["compare", "demo", "variant_0", "variant_1", "--last", "2h"])
+    params = compare.query_params(args)
+    assert params["baseline"] == "variant_0" and params["candidate"] == "variant_1"
+    assert "step" not in params and "variant" not in params and int(params["from"]) > 0
+    same = build_parser().parse_args(["compare", "demo", "variant_0", "variant_0"])
+    with pytest.raises(CliError):
+        compare.query_params(same)
+    doc = {
+        "deployment": "demo", "baseline": "variant_0", "candidate": "variant_1",
+        "quality": {"relevance": {
+            "baseline": {"average": 4.8, "pass_rate": 1.0, "samples": 40},
+            "candidate": {"average": 3.1, "pass_rate": 0.55, "samples": 38},
+            "average_difference": {"value": -1.7, "interval": [-2.05, -1.35]},
+            "pass_rate_difference": {"value": -0.45, "interval": [-0.6, -0.29]},
+            "verdict": "worse"}},
+        "figures": {"variant_0": {"requests": 400, "error_rate": 0.0, "latency_ms": {"p50": 41.0, "p95": 60.0},
+                                  "tokens": {"total": 48000}},
+                    "variant_1": {"requests": 380, "error_rate": 0.01, "latency_ms": {"p50": 45.0, "p95": 66.0},
+                                  "tokens": {"total": 0}}},
+    }
+    [row] = compare.quality_rows(doc)
+    assert row == ["relevance", "4.80 (n=40)", "3.10 (n=38)", "-1.70 [-2.05, -1.35]", "100% → 55%",
+                   "-45.0 pt [-60.0, -29.0]", "worse"]
+    operations = {r[0]: r[1:] for r in compare.operations_rows(doc)}
+    assert operations["requests"] == ["400", "380"] and operations["error rate"] == ["0.0%", "1.0%"]
+    assert operations["latency p95"] == ["60 ms", "66 ms"] and operations["tokens / request"] == ["120", "—"]

@@ -106,6 +106,17 @@ def document(max_page_size: int = ApiSection().max_page_size) -> dict[str, Any]:
                                  {"type": "boolean"}),
              limit, _CURSOR, _VARIANT, _param("run_id", "query", "A batch run's requests.", _RUN_ID), _FROM, _TO],
             "A page of requests and next_cursor.")},
+        "/v1/deployments/{deployment}/compare": {"get": _operation(
+            "Two variants over one range: each one's figures, and per quality metric the difference of "
+            "average scores (Welch t interval) and of pass rates (Newcombe interval), with a verdict.",
+            [_DEPLOYMENT,
+             _param("baseline", "query", "The variant compared against.", _VARIANT_ID, required=True),
+             _param("candidate", "query", "The variant compared (must differ from baseline).", _VARIANT_ID,
+                    required=True),
+             _FROM, _TO,
+             _param("pass_score", "query", "A score at or above this passes (default 3).",
+                    {"type": "integer", "minimum": 1, "maximum": 5})],
+            "Both variants' figures and the differences.")},
         "/v1/deployments/{deployment}/violations": {"get": _operation(
             "Violated monitor windows ending in (from, to], newest first, and counts per monitor and metric.",
             [_DEPLOYMENT, _FROM, _TO, _VARIANT,

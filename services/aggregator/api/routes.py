@@ -6,7 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
+from services.aggregator.api.compare import compare_quality
 from services.aggregator.api.errors import bad_parameter, json_response, not_found
+from services.aggregator.api.figures import Figures
 from services.aggregator.api.metrics_query import (
     Scope,
     extras,
@@ -126,6 +128,37 @@ async def deployment_metrics(request: web.Request) -> web.Response:
         "overview": overview,
         "by_variant": breakdown.by_variant(pass_score, _LEVEL),
         "series": breakdown.series(scope.steps(), pass_score, _LEVEL),
+    })
+
+
+async def compare_variants(request: web.Request) -> web.Response:
+    """Two variants over one range: each one's figures, and per quality metric the difference
+    with its confidence interval and a verdict (compare.py). Production traffic only."""
+    state = request.app[API]
+    deployment = _deployment(request)
+    query = Query(request, ("baseline", "candidate", "from", "to", "pass_score"))
+    baseline = checked("baseline", query.required("baseline"), "variant")
+    candidate = checked("candidate", query.required("candidate"), "variant")
+    if baseline == candidate:
+        raise bad_parameter("candidate", "must differ from baseline")
+    section = state.section
+    whole = metrics_scope(query, deployment, section.max_series_points, section.max_range_days, datetime.now(UTC))
+    scope = Scope(deployment, whole.start, whole.end, whole.end - whole.start)
+    pass_score = query.integer("pass_score", 3, 1, 5)
+    async with state.pool.acquire() as conn:
+        await state.require_deployment(conn, deployment)
+        breakdown = await read_breakdown(conn, scope)
+    sides = {name: breakdown.cells.get((None, name)) or Figures() for name in (baseline, candidate)}
+    return json_response({
+        "deployment": deployment,
+        "from": scope.start.isoformat(),
+        "to": scope.end.isoformat(),
+        "baseline": baseline,
+        "candidate": candidate,
+        "level": _LEVEL,
+        "pass_score": pass_score,
+        "quality": compare_quality(sides[baseline], sides[candidate], pass_score, _LEVEL),
+        "figures": {name: figures.render(pass_score, _LEVEL, detail=False) for name, figures in sides.items()},
     })
 
 

@@ -118,6 +118,7 @@ def setup(app: web.Application) -> None:
     router.add_get("/v1/deployments", routes.list_deployments)
     router.add_get("/v1/deployments/{deployment}/metrics", routes.deployment_metrics)
     router.add_get("/v1/deployments/{deployment}/requests", routes.deployment_requests)
+    router.add_get("/v1/deployments/{deployment}/compare", routes.compare_variants)
     router.add_get("/v1/deployments/{deployment}/monitors", monitor_routes.get_monitors)
     router.add_put("/v1/deployments/{deployment}/monitors", monitor_routes.put_monitors)
     router.add_get("/v1/requests/{request_id}", routes.one_request)
