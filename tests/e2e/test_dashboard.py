@@ -316,6 +316,17 @@ async def test_dashboard_in_chromium(tmp_path: Path) -> None:
             assert close_to(shown, figures["quality"]["relevance"]["average"], 2)
         drifting = api["by_variant"][DRIFTING]["quality"]["groundedness"]["average"]
         assert drifting < api["by_variant"][HEALTHY]["quality"]["groundedness"]["average"]
+        # The drifting variant's difference from the first one, with the compare route's interval.
+        compared = await stack.api(f"/v1/deployments/demo/compare?baseline={HEALTHY}&candidate={DRIFTING}&{window}")
+        for metric, q in compared["quality"].items():
+            cell = f"#variants-table tr[data-row=difference-{metric}] td[data-variant={DRIFTING}]"
+            if q["average_difference"] is None:
+                continue
+            value = page.locator(f"{cell} .value")
+            assert await value.get_attribute("data-verdict") == q["verdict"], metric
+            assert number(await value.inner_text()) == round(q["average_difference"]["value"], 2), metric
+            assert await text(page, f"#variants-table tr[data-row=difference-{metric}] td[data-variant={HEALTHY}]") == "baseline"
+        assert compared["quality"]["groundedness"]["average_difference"]["value"] < 0
 
         # No polling: quiet while nothing happens, then N requests arrive through the stream only.
         after_load = len(log)

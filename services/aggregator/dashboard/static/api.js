@@ -51,6 +51,7 @@ export const paths = {
   metrics: (d, params) => `/v1/deployments/${encodeURIComponent(d)}/metrics${query(params)}`,
   monitors: (d) => `/v1/deployments/${encodeURIComponent(d)}/monitors`,
   violations: (d, params) => `/v1/deployments/${encodeURIComponent(d)}/violations${query(params)}`,
+  compare: (d, params) => `/v1/deployments/${encodeURIComponent(d)}/compare${query(params)}`,
   requests: (d, params) => `/v1/deployments/${encodeURIComponent(d)}/requests${query(params)}`,
   request: (id) => `/v1/requests/${encodeURIComponent(id)}`,
   trace: (id) => `/v1/traces/${encodeURIComponent(id)}`,

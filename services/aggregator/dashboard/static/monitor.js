@@ -89,6 +89,13 @@ export class MonitorView {
       api(paths.violations(d, bounds)),
     ]);
     if (this.closed) return;
+    // Each other variant against the first, with the difference's interval (compare route):
+    // read with the range, not kept live (an interval cannot be updated minute by minute).
+    const names = Object.keys(metrics.by_variant || {}).sort();
+    const compared = await Promise.all(names.slice(1).map((candidate) =>
+      api(paths.compare(d, { ...bounds, baseline: names[0], candidate })).catch(() => null)));
+    if (this.closed) return;
+    this.comparisons = new Map(compared.filter(Boolean).map((c) => [c.candidate, c]));
     this.deployment = deployments.deployments.find((x) => x.name === d) || { name: d, variants: [], metrics: [] };
     this.model = new RangeModel(metrics, { live: range.live });
     this.monitors = monitors.monitors;
@@ -524,7 +531,7 @@ export class MonitorView {
       fill(body, h("div", { class: "empty" }, h("p", {}, "No variants seen yet: they appear with the deployment's first requests.")));
       return;
     }
-    head.subtitle.textContent = "the same figures per variant; the best average score per metric in green";
+    head.subtitle.textContent = "the same figures per variant; the best average score per metric in green; differences from the first variant with their 95% interval";
     const stale = this.model.live && this.model.percentilesStale;
     const weights = this.deployment.variants.reduce((sum, v) => sum + (v.weight || 0), 0);
     const weightOf = (v) => { const c = this.deployment.variants.find((x) => x.id === v); return c && c.weight != null && weights ? pct(c.weight / weights, 0) : dash; };
@@ -556,6 +563,19 @@ export class MonitorView {
           h("span", { class: `value${a != null && a === best && variants.length > 1 ? " best" : ""}` }, score(a)),
           trend(v, (x) => (x.quality[metric] ? x.quality[metric].average : null), this.color(v))];
       });
+      if (this.comparisons && this.comparisons.size) {
+        const baseline = [...this.comparisons.values()][0].baseline;
+        row(`difference-${metric}`, `${metric}: difference from ${baseline}`, (v) => {
+          if (v === baseline) return h("span", { class: "muted" }, "baseline");
+          const c = this.comparisons.get(v);
+          const q = c && c.quality[metric];
+          if (!q || !q.average_difference) return h("span", { class: "muted" }, q ? q.verdict : dash);
+          const [low, high] = q.average_difference.interval;
+          const signed = (x) => `${x > 0 ? "+" : ""}${x.toFixed(2)}`;
+          return [h("span", { class: `value verdict-${q.verdict.replace(/ /g, "-")}`, dataset: { verdict: q.verdict } }, signed(q.average_difference.value)),
+            h("div", { class: "small muted" }, `95%: ${signed(low)} to ${signed(high)} · ${q.verdict}`)];
+        }, `95% interval, as of ${clock(this.loadedAt)}`);
+      }
       if (monitorsBy.some((m) => m.metric === metric && m.variant)) {
         row(`violations-${metric}`, `${metric}: violated windows`, (v) => {
           const mine = monitorsBy.filter((m) => m.metric === metric && m.variant === v);
