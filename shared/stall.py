@@ -24,7 +24,7 @@ What is shared here, because the logic is the same in both services:
   asked, and once that it can again.
 
 What counts as the intake position and as "held" is each service's own (the processor:
-services/processor/stall.py; the aggregator: services/aggregator/ingest/consumer.py).
+services/processor/stall.py; the aggregator: services/aggregator/ingest/stall.py).
 """
 
 from __future__ import annotations
