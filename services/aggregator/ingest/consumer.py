@@ -14,10 +14,9 @@
 - Postgres away: the batch being written is retried (store.py) and every partition is paused,
   so at most two batches are held (the one being written and the next one) plus aiokafka's
   bounded fetch buffers; the loop keeps polling so the group does not evict this member. When
-  the retry commits, consumption resumes by itself. A write that ends with its batch stored,
-  however it got there (a retry, or halves after Postgres refused a record), ends the outage
-  here too: the store's split path once returned without signalling it, and every partition
-  stayed paused for good (tests/integration/test_aggregator_consumer_stall.py).
+  the retry commits, consumption resumes by itself, however the batch got stored (a retry, or
+  halves after Postgres refused a record: that path once returned without ending the outage,
+  and every partition stayed paused for good; tests/integration/test_aggregator_consumer_stall.py).
 - Rebalances while positioning: the listener runs inside aiokafka's coordinator, so a second
   rebalance can only land while the *loop* is positioning. Each assignment has a number; a
   positioning that sees the number change stops and leaves the rest to the new assignment's
@@ -244,11 +243,6 @@ class Ingestor:
             self._writing, self._writing_count = None, 0
             self._hold(0)
             task.result()  # a bug in the writer must surface, not vanish with the task
-            if self._outage and not self._stopping.is_set():
-                # The batch is stored, so Postgres answers, whatever the store signalled (its
-                # split path, a record refused after a failed attempt, once said nothing).
-                log.info("batch stored after an outage: resuming consumption")
-                self._set_outage(False)
 
     def _hold(self, in_hand: int) -> None:
         held = in_hand + self._writing_count
