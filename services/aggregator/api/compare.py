@@ -82,15 +82,6 @@ def verdict(interval: tuple[float, float, float] | None) -> str:
     return UNCLEAR
 
 
-def _side(q: Quality, pass_score: int) -> dict[str, Any]:
-    passed = sum(q.counts[pass_score - 1 :])
-    return {
-        "average": q.score_sum / q.scored if q.scored else None,
-        "pass_rate": passed / q.scored if q.scored else None,
-        "samples": q.scored,
-    }
-
-
 def _difference(interval: tuple[float, float, float] | None) -> dict[str, Any] | None:
     return None if interval is None else {"value": interval[0], "interval": [interval[1], interval[2]]}
 
@@ -105,8 +96,8 @@ def compare_quality(baseline: Figures, candidate: Figures, pass_score: int, leve
             sum(b.counts[pass_score - 1 :]), b.scored, sum(c.counts[pass_score - 1 :]), c.scored, level
         )
         out[metric] = {
-            "baseline": _side(b, pass_score),
-            "candidate": _side(c, pass_score),
+            "baseline": b.render(pass_score, level, detail=False),
+            "candidate": c.render(pass_score, level, detail=False),
             "average_difference": _difference(average),
             "pass_rate_difference": _difference(pass_rate),
             "verdict": verdict(average),
