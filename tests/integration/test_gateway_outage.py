@@ -152,10 +152,11 @@ async def test_full_spool_answers_503_and_readyz_says_so(settings: ServiceSettin
             refused = [line for line in text.splitlines()
                        if line.startswith('promptpulse_gateway_admissions_refused_total{reason="spool_full"}')]
             assert refused and int(refused[0].rsplit(" ", 1)[1]) >= 1
-            # Feedback larger than the room left (under 4 KiB now) is refused too, never dropped.
+            # Feedback larger than the room left (under 4 KiB now; the comment is 8,000 bytes of
+            # UTF-8, well clear of it) is refused too, never dropped.
             async with gateway.session.post(f"{gateway.url}/v1/deployments/demo/feedback", headers={
                     "api-key": keys["demo"]}, json={"request_id": "0192b3c4-0000-7000-8000-000000000000",
-                                                    "comment": "x" * 4000}) as resp:
+                                                    "comment": "\u00e9" * 4000}) as resp:  # 8,000 bytes
                 assert resp.status == 503
                 assert (await resp.json())["error"]["type"] == "overloaded"
             assert gateway.publisher.metrics.events_lost == {}
