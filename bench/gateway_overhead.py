@@ -101,7 +101,7 @@ def run_proxy(port: int, upstream: str) -> None:
 
 # ---- the openai pass-through (`gateway_overhead.py --openai-proxy PORT UPSTREAM`): the bare
 # proxy's handler, but the call goes through the openai client the gateway uses, with the same
-# arguments (services/gateway/flow/llm.py), and a streamed answer is re-sent chunk by chunk.
+# arguments (shared/flow/llm.py), and a streamed answer is re-sent chunk by chunk.
 
 def run_openai_proxy(port: int, upstream: str) -> None:
     import json

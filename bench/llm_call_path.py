@@ -1,7 +1,7 @@
 """CPU per LLM call in the flow runtime: openai's parsed models (the old way) vs the runtime's path.
 
 "old": ``client.chat.completions.create`` read through the pydantic models it returns (what
-services/gateway/flow/llm.py did before); "new": the runtime's own ``_whole`` / ``_streamed``
+shared/flow/llm.py did before); "new": the runtime's own ``_whole`` / ``_streamed``
 (``client.post`` with plain JSON, same openai client); "aiohttp": the same request with plain
 aiohttp, the floor of any Python client. One openai client on openai's aiohttp transport, as the
 gateway builds it. llmsim runs in its own process with instant answers (40 tokens), so this
@@ -28,7 +28,7 @@ import openai
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from services.gateway.flow import llm  # noqa: E402
+from shared.flow import llm  # noqa: E402
 
 ROUNDS = 5
 CALLS = 60

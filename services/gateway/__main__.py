@@ -6,9 +6,9 @@ import logging
 import sys
 
 from services.gateway.events import SpoolError
-from services.gateway.flow import FlowError
 from services.gateway.settings import GatewaySettings
 from shared.deployments import ConnectionKeyMissingError, DeploymentConfigError
+from shared.flow import FlowError
 from shared.logs import setup_logging
 from shared.settings import SettingsError, load_settings
 from shared.topics import TopicError

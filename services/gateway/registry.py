@@ -23,10 +23,10 @@ from typing import Any
 
 from opentelemetry.trace import TracerProvider
 
-from services.gateway.flow import Flow, FlowExecutor, build_clients, flow_connections, load_flow
-from services.gateway.flow.clients import close_clients
 from services.gateway.settings import GatewaySettings
 from shared.deployments import Connection, Deployment, Variant, load_connections, load_deployments
+from shared.flow import Flow, FlowExecutor, build_clients, flow_connections, load_flow
+from shared.flow.clients import close_clients
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,6 @@ from aiokafka import TopicPartition
 
 from services.demo.dataset import QUESTIONS
 from services.demo.traffic import Counts, KeySource, TrafficGenerator, TrafficSection
-from services.gateway.flow.template import compile_template, render_chat, render_prompt
 from services.llmsim import tokens
 from services.llmsim.answers import compose_answer, degrade
 from services.llmsim.judge import judge, read_judge_request
@@ -39,6 +38,7 @@ from services.llmsim.settings import LlmsimSection
 from services.processor.evaluators.prompts import single_metric_messages
 from shared.events.codec import decode_alert_json
 from shared.events.messages import Alert, AlertState
+from shared.flow.template import compile_template, render_chat, render_prompt
 from shared.kafka import make_consumer
 from tests.support.live_stack import (
     DEMO_DEPLOYMENT,

@@ -21,13 +21,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from services.gateway.flow import FlowExecutor, LlmCallError, load_flow
-from services.gateway.flow.clients import build_clients, close_clients
 from services.llmsim.app import create_app
 from services.llmsim.keys import STATE
 from services.llmsim.settings import LatencyModel, LlmsimSection
 from services.llmsim.state import SimulatorState
 from shared.deployments import Connection
+from shared.flow import FlowExecutor, LlmCallError, load_flow
+from shared.flow.clients import build_clients, close_clients
 from tests.support.flow_fakes import CHAT_FLOW, STANDARD_FLOW
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from services.gateway.flow import (
+from shared.flow import (
     FlowError,
     FlowExecutor,
     FlowInputError,

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from services.gateway.flow import FlowError, load_flow
-from services.gateway.flow.model import MISSING
-from services.gateway.flow.references import Reference
+from shared.flow import FlowError, load_flow
+from shared.flow.model import MISSING
+from shared.flow.references import Reference
 from tests.support.flow_fakes import CHAT_FLOW, CHAT_TEMPLATE, STANDARD_FLOW, write_flow
 
 REPO = Path(__file__).resolve().parents[2]

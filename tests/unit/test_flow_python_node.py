@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.gateway.flow import (
+from shared.flow import (
     FlowError,
     FlowExecutor,
     NodeExecutionError,

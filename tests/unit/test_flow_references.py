@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from services.gateway.flow.references import (
+from shared.flow.references import (
     PropertyError,
     Reference,
     ReferenceSyntaxError,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.gateway.flow import FlowExecutor, FlowInputError, LlmCallError, load_flow
+from shared.flow import FlowExecutor, FlowInputError, LlmCallError, load_flow
 from tests.support.flow_fakes import (
     CHAT_FLOW,
     CHAT_TEMPLATE,

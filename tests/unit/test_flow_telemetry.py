@@ -10,8 +10,8 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
-from services.gateway.flow import FlowExecutor, LlmCallError, NodeExecutionError, load_flow
-from services.gateway.flow.telemetry import redact
+from shared.flow import FlowExecutor, LlmCallError, NodeExecutionError, load_flow
+from shared.flow.telemetry import redact
 from tests.support.flow_fakes import STANDARD_FLOW, FakeChatClient, span_recorder, write_flow
 
 CONTEXT = "Sampling is a hash of the request id.\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.gateway.flow.template import (
+from shared.flow.template import (
     ChatTemplateError,
     PromptResult,
     compile_template,

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 import pytest
 
 from services.gateway.auth import authenticate, presented_key
-from services.gateway.flow import LlmCallError
 from services.gateway.ratelimit import RateLimiter, retry_after_header
 from services.gateway.redaction import REDACTED, redact_fields
 from services.gateway.routes.errors import ApiError
@@ -18,6 +17,7 @@ from services.gateway.routes.metrics import GatewayMetrics, Histogram, expositio
 from services.gateway.routes.outcomes import llm_error_kind
 from services.gateway.routes.stream import sse_event
 from shared.apikeys import ApiKeyRecord, generate_api_key, hash_api_key
+from shared.flow import LlmCallError
 
 
 def record(key_id: str, key: str) -> ApiKeyRecord:

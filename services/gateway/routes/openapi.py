@@ -18,8 +18,6 @@ from typing import Any
 from aiohttp import web
 
 from services.gateway.appkeys import DEPLOYMENTS
-from services.gateway.flow import Flow
-from services.gateway.flow.model import MISSING
 from services.gateway.registry import DeploymentRuntime, Registry
 from services.gateway.routes.common import (
     CLIENT_REQUEST_ID_HEADER,
@@ -29,6 +27,8 @@ from services.gateway.routes.common import (
     VARIANT_HEADER,
 )
 from services.gateway.routes.errors import json_response
+from shared.flow import Flow
+from shared.flow.model import MISSING
 
 _JSON_TYPES = {"string": "string", "int": "integer", "double": "number", "bool": "boolean", "list": "array",
                "object": "object"}

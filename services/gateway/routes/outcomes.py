@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.gateway.flow import LlmCallError, NodeExecutionError
-from services.gateway.flow.telemetry import redact
 from services.gateway.routes.errors import ApiError
 from services.gateway.routes.recording import InferenceRecorder
+from shared.flow import LlmCallError, NodeExecutionError
+from shared.flow.telemetry import redact
 
 _TIMEOUTS = {"APITimeoutError", "TimeoutError", "ReadTimeout", "ConnectTimeout"}
 _CONNECTION = {"APIConnectionError", "ConnectionError", "ClientConnectionError", "ConnectError"}

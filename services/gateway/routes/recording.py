@@ -23,13 +23,13 @@ from services.gateway.events import (
     TokenCoalescer,
 )
 from services.gateway.events.settings import PublisherSection
-from services.gateway.flow import LlmCall
 from services.gateway.redaction import redact_fields
 from services.gateway.registry import DeploymentRuntime
 from services.gateway.routes.metrics import GatewayMetrics
 from shared.events.builders import dict_to_struct, new_meta, next_meta
 from shared.events.errors import InvalidEventError
 from shared.events.messages import InferenceRequest, InferenceResponse, InferenceStatus, LlmUsage
+from shared.flow import LlmCall
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,6 @@ from aiohttp import web
 
 from services.gateway.appkeys import METRICS, PUBLISHER, REQUEST_ID, SERVER_SPAN, SETTINGS
 from services.gateway.events import EventTooLarge, PublisherClosed, PublisherError, PublisherFull
-from services.gateway.flow import FlowInputError, NodeExecutionError
-from services.gateway.flow.inputs import bind_inputs
 from services.gateway.registry import DeploymentRuntime
 from services.gateway.routes.common import (
     CLIENT_REQUEST_ID_HEADER,
@@ -46,6 +44,8 @@ from services.gateway.tracing import trace_header
 from shared.deployments import Variant
 from shared.events.builders import new_event_id
 from shared.events.errors import InvalidEventError
+from shared.flow import FlowInputError, NodeExecutionError
+from shared.flow.inputs import bind_inputs
 
 log = logging.getLogger(__name__)
 

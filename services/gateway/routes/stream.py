@@ -24,12 +24,12 @@ from typing import Any
 from aiohttp import web
 
 from services.gateway.appkeys import REQUEST_ID, SETTINGS
-from services.gateway.flow import FlowStream, NodeExecutionError
 from services.gateway.registry import DeploymentRuntime
 from services.gateway.routes.errors import ApiError, error_body
 from services.gateway.routes.outcomes import run_crashed, run_failed, run_timed_out
 from services.gateway.routes.recording import InferenceRecorder, usage_records
 from shared.deployments import Variant
+from shared.flow import FlowStream, NodeExecutionError
 
 log = logging.getLogger(__name__)
 

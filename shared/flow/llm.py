@@ -18,10 +18,10 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from services.gateway.flow import telemetry
-from services.gateway.flow.errors import LlmCallError
-from services.gateway.flow.references import Reference
-from services.gateway.flow.result import LlmCall
+from shared.flow import telemetry
+from shared.flow.errors import LlmCallError
+from shared.flow.references import Reference
+from shared.flow.result import LlmCall
 
 MODEL_KEYS = ("model", "deployment_name")
 FLOAT_PARAMS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")

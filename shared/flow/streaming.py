@@ -12,12 +12,12 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from services.gateway.flow.model import Flow
-from services.gateway.flow.plan import Plan
-from services.gateway.flow.result import FlowResult, LlmCall
+from shared.flow.model import Flow
+from shared.flow.plan import Plan
+from shared.flow.result import FlowResult, LlmCall
 
 if TYPE_CHECKING:
-    from services.gateway.flow.executor import _Run
+    from shared.flow.executor import _Run
 
 
 class _End:

@@ -8,20 +8,20 @@
 What of prompt flow's format is supported is listed in docs/flows.md.
 """
 
-from services.gateway.flow.clients import build_clients
-from services.gateway.flow.errors import (
+from shared.flow.clients import build_clients
+from shared.flow.errors import (
     FlowError,
     FlowInputError,
     FlowProblem,
     LlmCallError,
     NodeExecutionError,
 )
-from services.gateway.flow.executor import FlowExecutor
-from services.gateway.flow.loader import FLOW_FILE, flow_connections, load_flow
-from services.gateway.flow.model import Flow, FlowInput, FlowOutput, Node
-from services.gateway.flow.plan import select_variants
-from services.gateway.flow.result import FlowResult, LlmCall, NodeRun
-from services.gateway.flow.streaming import FlowStream
+from shared.flow.executor import FlowExecutor
+from shared.flow.loader import FLOW_FILE, flow_connections, load_flow
+from shared.flow.model import Flow, FlowInput, FlowOutput, Node
+from shared.flow.plan import select_variants
+from shared.flow.result import FlowResult, LlmCall, NodeRun
+from shared.flow.streaming import FlowStream
 
 __all__ = [
     "FLOW_FILE",

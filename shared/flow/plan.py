@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services.gateway.flow.errors import FlowError
-from services.gateway.flow.graph import topological_order
-from services.gateway.flow.model import Flow, Node
+from shared.flow.errors import FlowError
+from shared.flow.graph import topological_order
+from shared.flow.model import Flow, Node
 
 DEFAULT_VARIANT = "default"
 

@@ -13,12 +13,12 @@ from typing import Any
 from jinja2 import TemplateError
 from opentelemetry import trace
 
-from services.gateway.flow import llm, telemetry
-from services.gateway.flow.errors import NodeExecutionError
-from services.gateway.flow.model import Node
-from services.gateway.flow.python_node import call_tool
-from services.gateway.flow.result import LlmCall
-from services.gateway.flow.template import ChatTemplateError, render_chat, render_prompt
+from shared.flow import llm, telemetry
+from shared.flow.errors import NodeExecutionError
+from shared.flow.model import Node
+from shared.flow.python_node import call_tool
+from shared.flow.result import LlmCall
+from shared.flow.template import ChatTemplateError, render_chat, render_prompt
 
 
 class _Bypassed:

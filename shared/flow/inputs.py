@@ -16,8 +16,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from services.gateway.flow.errors import FlowInputError
-from services.gateway.flow.model import Flow, FlowInput
+from shared.flow.errors import FlowInputError
+from shared.flow.model import Flow, FlowInput
 
 _JSON_NAMES = {"string": "a string", "int": "an integer", "double": "a number", "bool": "true or false",
                "list": "a list", "object": "an object"}

@@ -25,15 +25,15 @@ from typing import Any
 
 from opentelemetry import trace
 
-from services.gateway.flow import telemetry
-from services.gateway.flow.errors import FlowError, FlowProblem, NodeExecutionError
-from services.gateway.flow.inputs import bind_inputs
-from services.gateway.flow.model import Flow, Node
-from services.gateway.flow.nodes import BYPASSED, run_llm, run_prompt, run_python
-from services.gateway.flow.plan import DEFAULT_VARIANT, Plan, build_plan, select_variants
-from services.gateway.flow.references import PropertyError, Reference, follow_path
-from services.gateway.flow.result import FlowResult, LlmCall, NodeRun
-from services.gateway.flow.streaming import END, FlowStream, streaming_target
+from shared.flow import telemetry
+from shared.flow.errors import FlowError, FlowProblem, NodeExecutionError
+from shared.flow.inputs import bind_inputs
+from shared.flow.model import Flow, Node
+from shared.flow.nodes import BYPASSED, run_llm, run_prompt, run_python
+from shared.flow.plan import DEFAULT_VARIANT, Plan, build_plan, select_variants
+from shared.flow.references import PropertyError, Reference, follow_path
+from shared.flow.result import FlowResult, LlmCall, NodeRun
+from shared.flow.streaming import END, FlowStream, streaming_target
 
 
 class FlowExecutor:

@@ -14,11 +14,11 @@ from typing import Any
 import yaml
 from jinja2 import TemplateSyntaxError
 
-from services.gateway.flow import llm
-from services.gateway.flow.errors import FlowError, FlowProblem
-from services.gateway.flow.graph import find_cycle
-from services.gateway.flow.inputs import convert_default
-from services.gateway.flow.model import (
+from shared.flow import llm
+from shared.flow.errors import FlowError, FlowProblem
+from shared.flow.graph import find_cycle
+from shared.flow.inputs import convert_default
+from shared.flow.model import (
     MISSING,
     NODE_TYPES,
     VALUE_TYPES,
@@ -30,9 +30,9 @@ from services.gateway.flow.model import (
     Node,
     NodeVariants,
 )
-from services.gateway.flow.python_node import ToolLoadError, load_tool
-from services.gateway.flow.references import Reference, ReferenceSyntaxError, parse_value
-from services.gateway.flow.template import compile_template
+from shared.flow.python_node import ToolLoadError, load_tool
+from shared.flow.references import Reference, ReferenceSyntaxError, parse_value
+from shared.flow.template import compile_template
 
 FLOW_FILE = "flow.dag.yaml"
 # Names end up inside ${node.output} references, which split at dots and brackets.

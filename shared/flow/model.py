@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from jinja2 import Template
 
-from services.gateway.flow.references import Reference
+from shared.flow.references import Reference
 
 ValueType = Literal["string", "int", "double", "bool", "list", "object"]
 VALUE_TYPES: tuple[str, ...] = ("string", "int", "double", "bool", "list", "object")

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from services.gateway.flow.model import PythonTool
+from shared.flow.model import PythonTool
 
 TOOL_MARKER = "__tool"  # what prompt flow's @tool sets on the function it returns
 _SHIM_NAMES = ("promptflow", "promptflow.core")
