@@ -44,8 +44,10 @@ test: stack-up
 unit: install
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
+# ruff, then the import contracts (pyproject.toml [tool.importlinter]): who may import whom.
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 
 proto: install
 	$(PY) -m shared.events.generate

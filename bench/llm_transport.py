@@ -11,8 +11,11 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import openai
+
+REPO = Path(__file__).resolve().parents[1]  # llmsim runs from this checkout, wherever it is
 
 ROUNDS = 3
 DURATION = 3.0
@@ -109,7 +112,7 @@ if __name__ == "__main__":
         "PROMPTPULSE_LLMSIM__LATENCY__JITTER": "0",
         "PROMPTPULSE_TELEMETRY__LOG_LEVEL": "WARNING",
     }
-    server = subprocess.Popen([sys.executable, "-m", "services.llmsim"], env=env, cwd="/work/main")
+    server = subprocess.Popen([sys.executable, "-m", "services.llmsim"], env=env, cwd=REPO)
     try:
         for _ in range(100):
             try:

@@ -134,7 +134,7 @@ up() {
   for name in "${SERVICES[@]}"; do start_service "$name"; done
   start_traffic
   local demo_key gw="$GATEWAY_URL"
-  demo_key=$("$PY" -m services.gateway.demo_key 2>/dev/null || echo '<run: python -m services.gateway.demo_key>')
+  demo_key=$("$PY" -m shared.demo_key 2>/dev/null || echo '<run: python -m shared.demo_key>')
   cat >&2 <<MSG
 
 PromptPulse local stack is up.

@@ -2,6 +2,8 @@
 
 Settings come from the environment (services/aggregator/settings.py). SIGTERM and SIGINT stop
 it gracefully: intake stops, the batch in flight commits, the pool closes, telemetry flushes.
+:func:`migrate_schema` is ``promptpulse migrate``: the CLI reaches the aggregator through this
+entry point only.
 """
 
 from __future__ import annotations
@@ -41,6 +43,19 @@ def main() -> int:
         return 2
     finally:
         shutdown_telemetry(telemetry)
+    return 0
+
+
+def migrate_schema() -> int:
+    """Apply the pending schema migrations (services/aggregator/db/migrate.py) and say which."""
+    import asyncio
+
+    from services.aggregator.db.migrate import migrate
+    from shared.settings import ServiceSettings
+
+    settings = load_settings(ServiceSettings)
+    applied = asyncio.run(migrate(settings.database_url.get_secret_value()))
+    print("applied: " + ", ".join(applied) if applied else "schema is up to date")
     return 0
 
 

@@ -104,7 +104,7 @@ def gateway_key_hint(deployment: str) -> str:
 def gateway_key(args: argparse.Namespace, deployment: str, *, environ: dict[str, str] | None = None,
                 keys_dir: Path | None = None) -> Key:
     """The gateway key for ``deployment``: --key, $PROMPTPULSE_API_KEY, then for ``demo``
-    $PROMPTPULSE_DEMO_API_KEY or .local/keys/demo.key (services/gateway/demo_key.py)."""
+    $PROMPTPULSE_DEMO_API_KEY or .local/keys/demo.key (shared/demo_key.py)."""
     given = (getattr(args, "key", None) or "").strip()
     if given:
         return Key(given, "--key")

@@ -89,7 +89,7 @@ class DemoSettings(ServiceSettings):
     demo_api_key: SecretStr | None = Field(
         None,
         description="The deployment's API key (PROMPTPULSE_DEMO_API_KEY); else it is read from "
-        "the demo key file the gateway writes (services/gateway/demo_key.py).",
+        "the demo key file the gateway writes (shared/demo_key.py).",
     )
     demo: TrafficSection = Field(default_factory=TrafficSection)
 
@@ -130,7 +130,7 @@ def key_source(settings: DemoSettings, key_file: Path | None = None) -> KeySourc
     if settings.demo_api_key is not None and settings.demo_api_key.get_secret_value().strip():
         return KeySource(fixed=settings.demo_api_key.get_secret_value().strip())
     if settings.demo.deployment == "demo":
-        from services.gateway.demo_key import demo_keys_file
+        from shared.demo_key import demo_keys_file
 
         try:
             keys_file = demo_keys_file(settings.deployments_dir)

@@ -1,4 +1,7 @@
-"""``python -m services.gateway`` (and ``promptpulse gateway``): serve the deployments."""
+"""``python -m services.gateway`` (and ``promptpulse gateway``): serve the deployments.
+
+:func:`keys` is ``promptpulse keys``: the CLI reaches the gateway through this entry point only.
+"""
 
 from __future__ import annotations
 
@@ -36,6 +39,13 @@ def main() -> int:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def keys(argv: list[str]) -> int:
+    """``promptpulse keys create|list|revoke DEPLOYMENT`` (services/gateway/keys_cli.py)."""
+    from services.gateway.keys_cli import main as keys_main
+
+    return keys_main(argv)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ from services.gateway.appkeys import (
     TRACER,
     TRACER_PROVIDER,
 )
-from services.gateway.demo_key import ensure_demo_key
 from services.gateway.events import EventPublisher
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.registry import Deployments, Registry
@@ -43,6 +42,7 @@ from services.gateway.routes.metrics import GatewayMetrics
 from services.gateway.settings import GatewaySettings
 from services.gateway.tracing import add_response_headers, server_span
 from shared import gctuning
+from shared.demo_key import ensure_demo_key
 from shared.telemetry import setup_telemetry, shutdown_telemetry
 from shared.topics import Topics
 

@@ -13,8 +13,8 @@ import re
 import sys
 from pathlib import Path
 
-from services.gateway.demo_key import find_deployment_file
 from shared.apikeys import KEY_ID_PATTERN, new_api_key_record
+from shared.demo_key import find_deployment_file
 from shared.deployments import (
     Deployment,
     DeploymentConfigError,

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.gateway import demo_key, keys_cli
+from services.gateway import keys_cli
+from shared import demo_key
 from shared.apikeys import match_api_key
 from shared.deployments import load_api_keys_file, load_deployment
 

@@ -8,7 +8,8 @@ The deployment named ``demo`` keeps its key hashes in its ``api_keys_file``
 3. else a new key, written there.
 
 :func:`ensure_demo_key` makes the hash file agree with that key (record id ``demo``), so the
-gateway accepts it; ``python -m services.gateway.demo_key`` prints it for scripts and the README.
+gateway accepts it; ``python -m shared.demo_key`` prints it for scripts and the README. It lives
+in shared/ because the gateway writes the key and the demo's traffic generator reads it.
 """
 
 from __future__ import annotations
