@@ -248,3 +248,44 @@ def test_publisher_settings_come_from_the_gateway_environment(monkeypatch: pytes
     monkeypatch.setenv("PROMPTPULSE_GATEWAY__PUBLISHER__SEND_TIMEOUT_SECONDS", "-1")
     with pytest.raises(SettingsError, match="PROMPTPULSE_GATEWAY__PUBLISHER__SEND_TIMEOUT_SECONDS"):
         load_settings(Settings)
+
+
+@pytest.fixture
+def permissive_umask():
+    old = os.umask(0o000)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_spool_files_are_private_whatever_the_umask(tmp_path: Path, permissive_umask) -> None:
+    """Segments hold request inputs: 0700 folder, 0600 files, even under umask 000."""
+    directory = tmp_path / "spool"
+    spool = opened(directory, segment_bytes=1024)
+    spool.append([rec(n) for n in range(40)])  # several segments
+    spool.ack(spool.read(5, 1 << 20))  # writes the cursor
+    spool.close()
+    assert _mode(directory) == 0o700
+    files = sorted(directory.iterdir())
+    assert len(segments(directory)) > 1 and directory / "cursor" in files and directory / "lock" in files
+    assert {p.name: _mode(p) for p in files} == {p.name: 0o600 for p in files}
+
+
+def test_a_spool_left_world_readable_is_made_private_at_open(tmp_path: Path, permissive_umask) -> None:
+    directory = tmp_path / "spool"
+    spool = opened(directory)
+    spool.append([rec(1)])
+    spool.close()
+    directory.chmod(0o755)
+    for path in directory.iterdir():
+        path.chmod(0o644)
+    spool = opened(directory)  # as an older version left it
+    assert read_all(spool, ack=False) == [rec(1)]
+    spool.close()
+    assert _mode(directory) == 0o700
+    assert {p.name: _mode(p) for p in directory.iterdir()} == {p.name: 0o600 for p in directory.iterdir()}

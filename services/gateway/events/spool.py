@@ -17,6 +17,9 @@ once it is back. The file format is built for crashes:
 The spool is synchronous and thread-safe (one lock): the publisher calls it through
 ``asyncio.to_thread`` so fsyncs never stall the event loop. One spool directory belongs to one
 process at a time, enforced with an advisory lock (:class:`SpoolLocked`).
+
+Segments hold request inputs and outputs: the folder is 0700 and every file 0600, whatever the
+process umask (set explicitly, and repaired at open for a spool left by an older version).
 """
 
 from __future__ import annotations
@@ -57,6 +60,19 @@ log = logging.getLogger(__name__)
 SEGMENT_SUFFIX = ".seg"
 CURSOR_FILE = "cursor"
 LOCK_FILE = "lock"
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def _private_file(path: Path, flags: int) -> int:
+    """A file descriptor of ``path``, created or not, left readable by its owner only."""
+    fd = os.open(path, flags | os.O_CREAT, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)  # the umask only ever removes bits; an older file may have more
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 class SpoolError(Exception):
@@ -129,8 +145,9 @@ class Spool:
     def open(self) -> None:
         """Take the directory, recover its segments and cursor. Raises SpoolLocked, SpoolError."""
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+            self.directory.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+            os.chmod(self.directory, DIR_MODE)  # mkdir's mode is masked by the umask; an old folder kept its own
+            fd = _private_file(self.directory / LOCK_FILE, os.O_RDWR)
         except OSError as exc:
             raise SpoolError(f"cannot use spool directory {self.directory}: {exc}") from exc
         try:
@@ -157,6 +174,7 @@ class Spool:
         for path in self.directory.glob("*" + SEGMENT_SUFFIX):
             stem = path.name[: -len(SEGMENT_SUFFIX)]
             if stem.isdigit():
+                path.chmod(FILE_MODE)  # written by a version that left them world-readable
                 segments.append(_Segment(int(stem), path, path.stat().st_size))
         segments.sort(key=lambda s: s.seq)
         cursor = self._read_cursor()
@@ -259,7 +277,7 @@ class Spool:
             seq = self._next_seq
             self._next_seq += 1
             path = self.directory / f"{seq:020d}{SEGMENT_SUFFIX}"
-            self._writer = open(path, "ab")  # noqa: SIM115 - kept open across appends
+            self._writer = os.fdopen(_private_file(path, os.O_WRONLY | os.O_APPEND), "ab")
             active = _Segment(seq, path, 0)
             self._segments.append(active)
             if len(self._segments) == 1:
@@ -409,7 +427,8 @@ class Spool:
         path = self.directory / CURSOR_FILE
         temp = path.with_suffix(".tmp")
         try:
-            temp.write_text(f"{self._cursor.segment} {self._cursor.offset}\n")
+            with os.fdopen(_private_file(temp, os.O_WRONLY | os.O_TRUNC), "w") as out:
+                out.write(f"{self._cursor.segment} {self._cursor.offset}\n")
             os.replace(temp, path)
         except OSError as exc:
             log.warning("cannot write the spool cursor", extra={"error": str(exc)})
