@@ -157,7 +157,8 @@ class _Run:
                     span.set_attribute(telemetry.CANCELLED, True)
                     raise
                 except NodeExecutionError as exc:
-                    telemetry.record_error(span, exc.error_type, f"node {exc.node!r}: {exc.message}")
+                    # str(exc) names node, type and message: the text the client and the event get too.
+                    telemetry.record_error(span, exc.error_type, str(exc))
                     exc.llm_calls = list(self.llm_calls)
                     raise
                 except Exception as exc:

@@ -44,12 +44,26 @@ _ERRORS = {
     "404": "No such deployment.",
     "413": "Body over the size limit.",
     "429": "The key's rate limit is reached (see Retry-After).",
-    "500": "A flow node other than an LLM call failed.",
-    "502": "The LLM call failed (error.type says how; error.llm_error names the error).",
+    "500": "A flow node other than an LLM call failed (error.type node_failed; error.node, error.exception_type and "
+           "error.exception_message say which and why), or the gateway itself did (internal_error, no details).",
+    "502": "An LLM call failed (error.type says how; error.node, error.exception_type, error.exception_message and, "
+           "when the endpoint answered, error.llm_status say which and why).",
     "503": "The gateway cannot record more requests right now (see Retry-After).",
     "504": "The flow did not finish in time.",
 }
 
+# The error object's fields. A failed node's message is "node 'answer': RateLimitError: <message>"
+# (secrets redacted), the same text as the trace and the stored response (routes/outcomes.py).
+_ERROR_FIELDS: dict[str, Any] = {
+    "type": {"type": "string", "description": "Stable, machine-readable kind (invalid_input, node_failed, ...)."},
+    "message": {"type": "string", "description": "For people; never holds a secret."},
+    "field": {"type": "string", "description": "The input, header or query parameter at fault."},
+    "node": {"type": "string", "description": "The flow node that failed (500 node_failed, 502)."},
+    "exception_type": {"type": "string", "description": "The node's exception class (KeyError, RateLimitError)."},
+    "exception_message": {"type": "string", "description": "The exception's message, secrets redacted."},
+    "llm_error": {"type": "string", "description": "Same as exception_type, for LLM failures (older clients)."},
+    "llm_status": {"type": "integer", "description": "The LLM endpoint's HTTP status, when it answered."},
+}
 
 # One server-sent event of a streamed reply (services/gateway/routes/stream.py); data is JSON.
 _SSE_EVENT = {
@@ -190,8 +204,7 @@ def openapi_document(registry: Registry) -> dict[str, Any]:
             "schemas": {"Error": {
                 "type": "object", "required": ["error"],
                 "properties": {
-                    "error": {"type": "object", "required": ["type", "message"], "properties": {
-                        "type": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}}},
+                    "error": {"type": "object", "required": ["type", "message"], "properties": _ERROR_FIELDS},
                     "request_id": {"type": "string"},
                 },
             }},

@@ -1,8 +1,11 @@
 """How a failed run is told to the client and recorded: a stable error type per kind of failure.
 
 LLM failures answer 502 (the gateway worked; the model behind it did not), other node failures
-500, a run past ``request_timeout_seconds`` 504. The client learns the kind, the node and the
-LLM error class (``RateLimitError``); the response event also gets the (redacted) message.
+500, a run past ``request_timeout_seconds`` 504. A failed node is told in one text, the same
+for the client, the trace (the workflow span's ``exception.message``) and the response event's
+``error_message``: ``node 'answer': RateLimitError: <message>``, secrets redacted
+(:func:`shared.flow.telemetry.redact`). Beside it the client gets ``node``,
+``exception_type`` and ``exception_message`` as fields to act on without parsing the text.
 """
 
 from __future__ import annotations
@@ -38,20 +41,24 @@ def llm_error_kind(exc: LlmCallError) -> str:
 def run_failed(recorder: InferenceRecorder, exc: NodeExecutionError, *, time_to_first_token_ms: float | None = None
                ) -> ApiError:
     """Publish the response event (status error) and return the error to answer with."""
-    extra: dict[str, Any] = {"node": exc.node}
+    message = failure_text(exc)
+    extra: dict[str, Any] = {"node": exc.node, "exception_type": exc.error_type,
+                             "exception_message": redact(exc.message)}
     if isinstance(exc, LlmCallError):
         kind, status = llm_error_kind(exc), 502
-        message = f"the LLM call of node {exc.node!r} failed: {exc.error_type}"
         if exc.status_code is not None:
-            message += f" (HTTP {exc.status_code})"
             extra["llm_status"] = exc.status_code
-        extra["llm_error"] = exc.error_type
+        extra["llm_error"] = exc.error_type  # kept for clients written before exception_type
     else:
         kind, status = "node_failed", 500
-        message = f"node {exc.node!r} failed: {exc.error_type}"
-    recorder.respond("error", llm_calls=exc.llm_calls, error_type=kind, error_message=redact(str(exc)),
+    recorder.respond("error", llm_calls=exc.llm_calls, error_type=kind, error_message=message,
                      time_to_first_token_ms=time_to_first_token_ms)
     return ApiError(status, kind, message, extra=extra)
+
+
+def failure_text(exc: NodeExecutionError) -> str:
+    """``node 'answer': RateLimitError: <message>``, redacted: what the client, trace and event say."""
+    return redact(str(exc))
 
 
 def run_timed_out(recorder: InferenceRecorder, timeout: float, llm_calls: Any = (),
