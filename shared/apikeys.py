@@ -78,9 +78,11 @@ def match_api_key(presented: str | None, records: Iterable[ApiKeyRecord]) -> Api
     Every record is compared in constant time and the loop never exits early, so the time
     taken does not depend on which record matched or how close a wrong key came.
     """
-    usable = isinstance(presented, str) and bool(presented)
     # "z" is not a hex digit, so an absent key can equal no validated record's hash.
-    candidate = hash_api_key(presented) if usable else HASH_SCHEME + ":" + "z" * 64
+    if isinstance(presented, str) and presented:
+        candidate = hash_api_key(presented)
+    else:
+        candidate = HASH_SCHEME + ":" + "z" * 64
     candidate_bytes = candidate.encode()
     found: ApiKeyRecord | None = None
     for record in records:

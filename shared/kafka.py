@@ -110,13 +110,14 @@ def connection_options(settings: SettingsLike) -> dict[str, Any]:
             for name in ("sasl_mechanism", "sasl_username", "sasl_password")
             if getattr(kafka, name) is None
         ]
-        if missing:
+        password = kafka.sasl_password
+        if missing or password is None:  # password is None only when it is in missing
             raise KafkaSettingsError(
                 f"security_protocol {kafka.security_protocol} needs {', '.join(missing)}"
             )
         options["sasl_mechanism"] = kafka.sasl_mechanism
         options["sasl_plain_username"] = kafka.sasl_username
-        options["sasl_plain_password"] = kafka.sasl_password.get_secret_value()
+        options["sasl_plain_password"] = password.get_secret_value()
     return options
 
 

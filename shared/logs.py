@@ -120,7 +120,7 @@ class JsonFormatter(logging.Formatter):
         trace_id = getattr(record, "trace_id", None)
         if trace_id:
             entry["trace_id"] = trace_id
-            entry["span_id"] = record.span_id
+            entry["span_id"] = getattr(record, "span_id", None)
         for key, value in _extra_fields(record).items():
             entry.setdefault(key, value)
         if record.exc_info and not record.exc_text:
@@ -141,7 +141,7 @@ class TextFormatter(logging.Formatter):
         parts = [_timestamp(record), record.levelname, self.service, record.name]
         trace_id = getattr(record, "trace_id", None)
         if trace_id:
-            parts.append(f"trace={trace_id} span={record.span_id}")
+            parts.append(f"trace={trace_id} span={getattr(record, 'span_id', None)}")
         parts.append(record.getMessage())
         parts.extend(f"{k}={v}" for k, v in _extra_fields(record).items())
         line = " ".join(parts)

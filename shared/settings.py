@@ -11,7 +11,7 @@ environment variable, so a bad value stops the service at start-up with a messag
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -125,7 +125,7 @@ def env_name(loc: tuple[int | str, ...]) -> str:
     return ENV_PREFIX + NESTED_DELIMITER.join(parts).upper()
 
 
-def load_settings(cls: type[S], **overrides: object) -> S:
+def load_settings(cls: type[S], **overrides: Any) -> S:
     """Build settings from the environment, raising :class:`SettingsError` naming each bad field."""
     try:
         return cls(**overrides)

@@ -25,7 +25,7 @@ Statistic = Literal[
     "average", "pass_rate", "tokens_per_hour", "cost_per_hour", "error_rate", "latency_p95"
 ]
 Column = Literal["question", "answer", "context", "ground_truth"]
-COLUMNS: tuple[str, ...] = ("question", "answer", "context", "ground_truth")
+COLUMNS: tuple[Column, ...] = ("question", "answer", "context", "ground_truth")
 
 METRICS: tuple[str, ...] = ("groundedness", "relevance", "coherence", "fluency", "similarity")
 # The columns each judge needs; a metric whose columns are not all mapped could never be judged.

@@ -112,6 +112,7 @@ def load_deployments(deployments_dir: Path, *, check_flow: bool = True) -> dict[
             continue
         if deployment.name in deployments:
             other = deployments[deployment.name].source
+            assert other is not None  # every deployment here was loaded from a file
             problems.append(
                 Problem(display_path(path), "name", f"{deployment.name!r} is also the name in {display_path(other)}")
             )

@@ -21,7 +21,7 @@ Consuming (a decode failure is a counted, dead-lettered record, never a crashed 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from google.protobuf import json_format
 
@@ -50,6 +50,8 @@ from shared.events.validation import validate
 # Written on every record. Stays "1" through compatible changes (see the proto's header).
 SCHEMA_VERSION = "1"
 SUPPORTED_SCHEMA_VERSIONS = frozenset({"1"})
+
+E = TypeVar("E", bound=Event)
 
 # The event type names are part of the wire contract (the pp-event-type header).
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -189,7 +191,7 @@ def _body(value: object, name: str) -> bytes:
     return bytes(value)
 
 
-def _validated(event: Event, name: str) -> Event:
+def _validated(event: E, name: str) -> E:
     try:
         validate(event)
     except InvalidEventError as exc:

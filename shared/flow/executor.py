@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.util.types import AttributeValue
 
 from shared.flow import telemetry
 from shared.flow.errors import FlowError, FlowProblem, NodeExecutionError
@@ -137,7 +138,7 @@ class _Run:
     # ---- the run
 
     async def execute(self) -> FlowResult:
-        attributes = {
+        attributes: dict[str, AttributeValue] = {
             telemetry.OPERATION: "invoke_workflow",
             telemetry.WORKFLOW_NAME: self.flow.name,
             telemetry.FLOW_VARIANT: self.variant or DEFAULT_VARIANT,

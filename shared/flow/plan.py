@@ -46,7 +46,7 @@ def select_variants(
     for name, group in flow.variants.items():
         if node_variants and name in node_variants:
             chosen[name] = node_variants[name]
-        elif variant in group.variants:
+        elif variant is not None and variant in group.variants:
             chosen[name] = variant
         else:
             chosen[name] = group.default_variant_id

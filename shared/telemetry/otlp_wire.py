@@ -125,6 +125,7 @@ def _flags(parent: Any) -> int:
 def span(sp: ReadableSpan) -> bytes:
     """One Span message."""
     context = sp.get_span_context()
+    assert context is not None  # the SDK gives every span it ends a context
     out = [
         b"\x0a\x10" + context.trace_id.to_bytes(16, "big"),
         b"\x12\x08" + context.span_id.to_bytes(8, "big"),

@@ -72,7 +72,7 @@ _GETTER = _HeaderGetter()
 
 def inject_headers(
     headers: KafkaHeaders = None, *, context: Context | None = None
-) -> list[tuple[str, bytes]]:
+) -> list[tuple[str, bytes | None]]:
     """``headers`` plus ``traceparent``/``tracestate`` of the current (or given) context.
 
     Trace headers already in ``headers`` are replaced, so re-publishing a record never leaves
@@ -87,7 +87,7 @@ def inject_headers(
     return pairs
 
 
-def header_list(headers: KafkaHeaders) -> list[tuple[str, bytes]]:
+def header_list(headers: KafkaHeaders) -> list[tuple[str, bytes | None]]:
     """Headers as aiokafka's list of ``(name, bytes)`` pairs."""
     if headers is None:
         return []
@@ -125,7 +125,7 @@ class OutgoingMessage:
     """What a producer span hands the caller: headers to send, and the span itself."""
 
     span: Span
-    headers: list[tuple[str, bytes]]
+    headers: list[tuple[str, bytes | None]]
 
     def record_metadata(self, metadata: Any) -> None:
         """Add the partition and offset from aiokafka's RecordMetadata once the send is acked."""
