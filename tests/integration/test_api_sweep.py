@@ -47,9 +47,11 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from yarl import URL
 
 from services.aggregator.api.auth import SESSION_BODY_BYTES
 from services.aggregator.api.body import MAX_BODY_BYTES
+from services.aggregator.api.params import encode_cursor
 from services.gateway.settings import GatewaySection
 from tests.support.live_stack import LiveStack, StackOptions, live_stack
 
@@ -438,4 +440,36 @@ async def test_a_body_sent_under_another_content_type(stack: LiveStack) -> None:
     gateway = targets(stack)[0]
     answer = await send(gateway.url, b'{"question": "What is sampled?"}', {**gateway.headers, "Content-Type": "text/plain"})
     assert answer.status == 200, answer
+    await assert_all_healthy(stack)
+
+
+@pytest.mark.timeout(120)
+async def test_times_at_the_edges_are_400_naming_the_parameter(stack: LiveStack) -> None:
+    # Valid RFC 3339 texts whose UTC time falls outside what a datetime holds (they used to be
+    # an OverflowError, a 500), and the same times inside a page cursor (an asyncpg DataError).
+    read = {"Authorization": f"Bearer {stack.read_key}"}
+    base = f"{stack.aggregator.url}/v1/deployments/demo"
+    edges = ("9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59", "9999-12-31T23:59:59.999999+00:00",
+             "0001-01-01T00:00:00Z", "99999999999")
+    routes = ((f"{base}/metrics", {}), (f"{base}/requests", {}), (f"{base}/violations", {}),
+              (f"{base}/compare", {"baseline": "a", "candidate": "b"}))
+    for edge in edges:
+        for route, extra in routes:
+            for name in ("from", "to"):
+                url = str(URL(route).with_query({**extra, name: edge}))
+                answer = await send(url, b"", read, "GET")
+                assert answer.status == 400, (url, answer)
+                assert answer.error["field"] == name and name in answer.error["message"], (url, answer)
+    for cursor_time in (*edges, "9999-12-31T23:59:59", "2030-01-01T00:00:00"):  # the last two without a zone
+        cursor = encode_cursor([cursor_time, str(uuid.uuid4())])
+        answer = await send(f"{base}/requests?cursor={cursor}", b"", read, "GET")
+        assert answer.status == 400, (cursor_time, answer)
+        assert answer.error["field"] == "cursor", (cursor_time, answer)
+    # The other parts of a cursor: a request id Postgres cannot hold, an alert id beyond bigint.
+    for url in (f"{base}/requests?cursor={encode_cursor(['2030-01-01T00:00:00+00:00', 'a' + chr(0)])}",
+                f"{stack.aggregator.url}/v1/alerts?cursor={encode_cursor([2**63])}",
+                f"{stack.aggregator.url}/v1/alerts?cursor={encode_cursor([-2**70])}"):
+        answer = await send(url, b"", read, "GET")
+        assert answer.status == 400, (url, answer)
+        assert answer.error["field"] == "cursor", (url, answer)
     await assert_all_healthy(stack)

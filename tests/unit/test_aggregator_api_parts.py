@@ -13,7 +13,13 @@ from services.aggregator.api.errors import ApiError
 from services.aggregator.api.figures import Breakdown
 from services.aggregator.api.metrics_query import Scope
 from services.aggregator.api.openapi import document
-from services.aggregator.api.params import Query, decode_cursor, encode_cursor, parse_time
+from services.aggregator.api.params import (
+    Query,
+    cursor_time,
+    decode_cursor,
+    encode_cursor,
+    parse_time,
+)
 from services.aggregator.api.prometheus import Exposition
 from services.aggregator.api.routes import metrics_scope
 from services.aggregator.rollups.histogram import bucket_of
@@ -56,7 +62,8 @@ def test_times() -> None:
     assert parse_time("from", "2030-01-01T12:00:00Z") == datetime(2030, 1, 1, 12, tzinfo=UTC)
     assert parse_time("from", "2030-01-01T13:00:00+01:00") == datetime(2030, 1, 1, 12, tzinfo=UTC)
     assert parse_time("from", "1893499200") == datetime(2030, 1, 1, 12, tzinfo=UTC)
-    for text in ("2030-01-01T12:00:00", "yesterday", "1e9", "9999999999999"):
+    for text in ("2030-01-01T12:00:00", "yesterday", "1e9", "9999999999999",
+                 "9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59"):  # no datetime holds their UTC time
         with pytest.raises(ApiError) as caught:
             parse_time("from", text)
         assert caught.value.field == "from"
@@ -79,9 +86,16 @@ def test_metrics_scope_defaults_and_limits() -> None:
 def test_cursors_round_trip_and_reject_forgeries() -> None:
     cursor = encode_cursor(["2030-01-01T00:00:00+00:00", "req-1"])
     assert decode_cursor("cursor", cursor, (str, str)) == ["2030-01-01T00:00:00+00:00", "req-1"]
-    for forged in ("!!!", encode_cursor([1, 2]), encode_cursor(["a"]), "x" * 2000):
+    for forged in ("!!!", encode_cursor([1, 2]), encode_cursor(["a"]), "x" * 2000, encode_cursor(["t", "a\x00"])):
         with pytest.raises(ApiError) as caught:
             decode_cursor("cursor", forged, (str, str))
+        assert caught.value.field == "cursor"
+    with pytest.raises(ApiError):
+        decode_cursor("cursor", encode_cursor([2**63]), (int,))  # beyond bigint
+    assert cursor_time("cursor", "2030-01-01T01:00:00+01:00") == datetime(2030, 1, 1, tzinfo=UTC)
+    for text in ("2030-01-01T00:00:00", "9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59", "soon"):
+        with pytest.raises(ApiError) as caught:
+            cursor_time("cursor", text)
         assert caught.value.field == "cursor"
 
 

@@ -123,10 +123,33 @@ def parse_time(name: str, text: str) -> datetime:
         raise bad_parameter(name, f"must be an RFC 3339 time or Unix seconds, got {text[:40]!r}") from None
     if moment.tzinfo is None:
         raise bad_parameter(name, "needs a time zone (e.g. 2030-01-01T12:00:00Z)")
-    moment = moment.astimezone(UTC)
-    if not _EARLIEST <= moment < _LATEST:
+    utc = _storable(moment)
+    if utc is None:
         raise bad_parameter(name, f"must be between {_EARLIEST.year} and {_LATEST.year}")
-    return moment
+    return utc
+
+
+def _storable(moment: datetime) -> datetime | None:
+    """``moment`` (zoned) in UTC if it lies in the years any stored row can hold, else None."""
+    try:
+        # 9999-12-31T23:59:59-23:59 is valid text, but no datetime holds its UTC time.
+        utc = moment.astimezone(UTC)
+    except OverflowError:
+        return None
+    return utc if _EARLIEST <= utc < _LATEST else None
+
+
+def cursor_time(name: str, text: str) -> datetime:
+    """The time in a page cursor: zoned ISO 8601 in the years rows can hold, as this API writes
+    it. Anything else is a 400 here, where Postgres would refuse it as out of range (a 500)."""
+    try:
+        moment: datetime | None = datetime.fromisoformat(text)
+    except ValueError:
+        moment = None
+    utc = _storable(moment) if moment is not None and moment.tzinfo is not None else None
+    if utc is None:
+        raise bad_parameter(name, "is not a cursor this API returned")
+    return utc
 
 
 _PATTERNS = {"deployment": _NAME, "variant": _VARIANT, "monitor": _MONITOR, "run_id": _RUN_ID}
@@ -153,6 +176,9 @@ def decode_cursor(name: str, text: str | None, shape: tuple[type, ...]) -> list[
         if not isinstance(values, list) or len(values) != len(shape) or has_lone_surrogate(values):
             raise ValueError
         if not all(isinstance(v, t) and not isinstance(v, bool) for v, t in zip(values, shape, strict=True)):
+            raise ValueError
+        # What Postgres cannot hold (a NUL in text, an integer beyond bigint) would be a 500 there.
+        if any(isinstance(v, str) and "\x00" in v or isinstance(v, int) and not -2**63 <= v < 2**63 for v in values):
             raise ValueError
     except (ValueError, binascii.Error, RecursionError):  # UnicodeDecodeError is a ValueError
         raise bad_parameter(name, "is not a cursor this API returned") from None

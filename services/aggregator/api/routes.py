@@ -20,6 +20,7 @@ from services.aggregator.api.params import (
     Query,
     ceil_minute,
     checked,
+    cursor_time,
     decode_cursor,
     encode_cursor,
     floor_minute,
@@ -169,12 +170,7 @@ async def deployment_requests(request: web.Request) -> web.Response:
     sampled = query.boolean("sampled", True)
     limit = query.integer("limit", state.section.default_page_size, 1, state.section.max_page_size)
     cursor = decode_cursor("cursor", query.text("cursor"), (str, str))
-    after = None
-    if cursor is not None:
-        try:
-            after = (datetime.fromisoformat(cursor[0]), cursor[1])
-        except ValueError:
-            raise bad_parameter("cursor", "is not a cursor this API returned") from None
+    after = None if cursor is None else (cursor_time("cursor", cursor[0]), cursor[1])
     end = query.optional_time("to")
     start = query.optional_time("from")
     if start is None and not sampled:
