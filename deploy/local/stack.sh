@@ -130,6 +130,8 @@ infra() {
 
 up() {
   infra
+  # The shipped flows' Python requirements, constrained to the services' own versions (docs/flows.md).
+  "$VENV_DIR/bin/promptpulse" flows install "$REPO_DIR/deploy/local/deployments"
   api_keys
   for name in "${SERVICES[@]}"; do start_service "$name"; done
   start_traffic

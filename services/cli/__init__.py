@@ -16,6 +16,7 @@ from services.cli import (
     alerts,
     compare,
     evalrun,
+    flows,
     invoke,
     metrics,
     monitors,
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="promptpulse", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     ops.register(sub)
-    for module in (invoke, metrics, compare, requests, request, trace, monitors, alerts, tail, evalrun):
+    for module in (invoke, metrics, compare, requests, request, trace, monitors, alerts, tail, evalrun, flows):
         module.register(sub)
     return parser
 
