@@ -3,7 +3,9 @@
 Checks are strict JSON types (a request body is JSON): ``int`` takes whole numbers (``3.0``
 too), never booleans; ``double`` takes any number; ``string``, ``bool``, ``list`` and ``object``
 take exactly that (prompt flow would also convert ``"3"`` to 3: a client of an HTTP API is
-better told). A JSON ``null`` counts as absent. Inputs the flow does not declare are ignored.
+better told). A JSON ``null`` is refused like any other wrong type: a client that sends
+``{"question": null}`` means something, and silently running the default answers another
+question. An input left out takes its default. Inputs the flow does not declare are ignored.
 Defaults written in the flow file are converted once at load time with prompt flow's leniency
 (``"3"`` for an int), since flow files written by its tools contain such strings.
 """
@@ -30,13 +32,16 @@ def bind_inputs(flow: Flow, given: Any) -> dict[str, Any]:
     bound: dict[str, Any] = {}
     history = flow.chat_history_input
     for spec in flow.inputs.values():
-        value = given.get(spec.name)
-        if value is None:
+        if spec.name not in given:
             if spec.required:
                 raise FlowInputError(spec.name, f"is required ({_JSON_NAMES[spec.type]})")
             # Copied: a default list or object must not carry one request's changes into the next.
             bound[spec.name] = copy.deepcopy(spec.default)
             continue
+        value = given[spec.name]
+        if value is None:
+            leave_out = "" if spec.required else "; leave it out for the default"
+            raise FlowInputError(spec.name, f"must be {_JSON_NAMES[spec.type]}, not null{leave_out}")
         bound[spec.name] = check_type(spec, value)
         if history is not None and spec.name == history.name:
             check_chat_history(spec.name, bound[spec.name])

@@ -90,13 +90,13 @@ async def test_openapi_describes_each_deployments_real_inputs(stack: tuple[Gatew
     assert schema["required"] == ["question"]
     assert schema["properties"] == {
         "question": {"type": "string"},
-        "count": {"type": ["integer", "null"], "minimum": -2**53, "maximum": 2**53, "default": 1},
+        "count": {"type": "integer", "minimum": -2**53, "maximum": 2**53, "default": 1},
     }
     outputs = strict["responses"]["200"]["content"]["application/json"]["schema"]["properties"]
     assert set(outputs) == {"answer", "request_id", "variant"}
     chat = document["paths"]["/v1/deployments/chat/score"]["post"]
     history = chat["requestBody"]["content"]["application/json"]["schema"]["properties"]["chat_history"]
-    assert history["type"] == ["array", "null"] and history["items"]["required"] == ["inputs", "outputs"]
+    assert history["type"] == "array" and history["items"]["required"] == ["inputs", "outputs"]
     demo_params = {p["name"]: p for p in document["paths"]["/v1/deployments/demo/score"]["post"]["parameters"]}
     assert demo_params["x-promptpulse-variant"]["schema"]["enum"] == ["variant_0", "variant_1"]
     locked_params = {p["name"] for p in document["paths"]["/v1/deployments/locked/score"]["post"]["parameters"]}

@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from multidict import CIMultiDict
 
 from shared.events.messages import InferenceRequest, InferenceResponse, InferenceStatus
 from shared.settings import ServiceSettings
@@ -115,6 +116,7 @@ async def test_every_auth_failure_is_the_same_401(stack: Stack) -> None:
     ("demo", b"\xff\xfe{}", None, None, "invalid_json"),
     ("demo", None, ["a", "list"], None, "invalid_input"),
     ("demo", None, {"question": 42}, "question", "invalid_input"),
+    ("demo", None, {"question": None}, "question", "invalid_input"),  # not the default in disguise
     ("strict", None, {"count": 2}, "question", "invalid_input"),
     ("strict", None, {"question": "q", "count": "2"}, "count", "invalid_input"),
     ("strict", None, {"question": "q", "count": 2.5}, "count", "invalid_input"),
@@ -146,6 +148,27 @@ async def test_bad_headers_and_parameters_are_400_or_403(stack: Stack) -> None:
         status, payload, _ = await stack.post(deployment, {}, headers=headers, query=query)
         assert status == expected, (headers, payload)
         assert error_of(payload)["type"] == error_type and error_of(payload)["field"] == field_name
+
+
+async def test_a_repeated_variant_or_run_header_is_400_naming_it(stack: Stack) -> None:
+    """Proxies and clients disagree on which copy of a repeated header wins: none is picked."""
+    url = stack.gateway.score_url("demo")
+    auth = ("Authorization", f"Bearer {stack.keys['demo']}")
+    for name, values in [("x-promptpulse-variant", ("variant_0", "variant_1")),
+                         ("x-promptpulse-variant", ("variant_0", "variant_0")),
+                         ("x-promptpulse-run", ("run-a", "run-b"))]:
+        headers = CIMultiDict([auth, *((name, v) for v in values)])
+        async with stack.gateway.session.post(url, json={}, headers=headers) as resp:
+            payload = await resp.json()
+        assert resp.status == 400, (name, values, payload)
+        error = error_of(payload)
+        assert (error["type"], error["field"]) == ("invalid_header", name) and name in error["message"]
+    # The positive twin: each header once is accepted.
+    headers = CIMultiDict([auth, ("x-promptpulse-variant", "variant_1"), ("x-promptpulse-run", "run-a")])
+    async with stack.gateway.session.post(url, json={}, headers=headers) as resp:
+        payload = await resp.json()
+    assert resp.status == 200 and payload["variant"] == "variant_1", payload
+    stack.accepted.append(payload["request_id"])
 
 
 async def test_body_over_the_limit_is_413_with_or_without_content_length(stack: Stack) -> None:

@@ -252,7 +252,7 @@ async def test_missing_required_input_and_wrong_types_name_the_field(tmp_path: P
     executor = FlowExecutor(load_flow(write_flow(tmp_path / "typed", dag, {"p.jinja2": "{{q}}"})), {})
     for given, field, words in [
         ({}, "question", "is required"),
-        ({"question": None}, "question", "is required"),
+        ({"question": None}, "question", "must be a string, not null"),
         ({"question": 3}, "question", "must be a string, not a number"),
         ({"question": "q", "k": "2"}, "k", "must be an integer"),
         ({"question": "q", "k": True}, "k", "not a boolean"),

@@ -95,8 +95,17 @@ def _declared_json(request: web.Request) -> bool:
     return "Content-Type" not in request.headers or kind == "application/json" or kind.endswith("+json")
 
 
+def single_header(request: web.Request, name: str) -> str | None:
+    """The header's one value, or None when absent; ApiError 400 when it is given more than once
+    (proxies and clients disagree on which copy wins, so no copy is picked silently)."""
+    values = request.headers.getall(name, ())
+    if len(values) > 1:
+        raise ApiError(400, "invalid_header", f"{name} is given {len(values)} times: send it once", field=name)
+    return values[0] if values else None
+
+
 def optional_header(request: web.Request, name: str, pattern: re.Pattern[str], rule: str) -> str:
-    value = request.headers.get(name)
+    value = single_header(request, name)
     if value is None:
         return ""
     if not pattern.match(value):

@@ -6,7 +6,7 @@ so a client generator produces a typed client per deployment. Rebuilt after each
 
 The document says what the handlers check, no more and no less (tests/integration/
 test_api_sweep.py generates requests from it and expects a schema-valid one to pass the checks
-and an invalid one to be refused): an optional input may be ``null`` (it counts as absent),
+and an invalid one to be refused): an optional input may be left out (never ``null``),
 integers stay within what an event can record exactly (2**53), headers carry their real
 patterns. A stream's ``schema`` describes one server-sent event (``event`` and ``data``).
 """
@@ -85,8 +85,7 @@ def input_schema(flow: Flow) -> dict[str, Any]:
         if spec.description:
             prop["description"] = spec.description
         if spec.default is not MISSING:
-            prop["default"] = spec.default
-            prop["type"] = [kind, "null"]  # null counts as absent: the default applies
+            prop["default"] = spec.default  # when left out; null is refused (shared/flow/inputs.py)
         else:
             required.append(spec.name)
         if history is not None and spec.name == history.name:

@@ -35,6 +35,7 @@ from services.gateway.routes.common import (
     find_deployment,
     optional_header,
     read_json,
+    single_header,
 )
 from services.gateway.routes.errors import ApiError, json_response
 from services.gateway.routes.outcomes import run_crashed, run_failed, run_timed_out
@@ -67,7 +68,7 @@ def wants_stream(request: web.Request) -> bool:
 
 
 def choose_variant(request: web.Request, runtime: DeploymentRuntime) -> Variant:
-    forced = request.headers.get(VARIANT_HEADER)
+    forced = single_header(request, VARIANT_HEADER)
     if forced is None:
         return runtime.pick_variant(random.random())
     if not runtime.deployment.allow_forced_variant:
