@@ -3,14 +3,13 @@
 The mapping is the same for the gateway and the query API: a refused connection or a timeout
 is "cannot reach <service> at <url>" (exit 3, with the `make up` hint); 401 says which key to
 set; 403 says the key may not do this; 404 names what was not found; anything else quotes the
-service's own error message. Server-sent events are split by :class:`SseParser`, which is pure
-so it can be tested without a server.
+service's own error message. Server-sent events are split by ``shared.sse``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +24,7 @@ from services.cli.config import (
     START_HINT,
     CliError,
 )
+from shared.sse import SseEvent, read_events
 
 CONNECT_TIMEOUT = 5.0
 REQUEST_TIMEOUT = 60.0
@@ -147,84 +147,9 @@ class Client:
 # -- server-sent events ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SseEvent:
-    name: str
-    data: str
-    id: str | None = None
-
-    def json(self) -> Any:
-        return json.loads(self.data)
-
-
-class SseParser:
-    """Bytes in (any chunking), events out, per the HTML living standard's rules: lines end in
-    LF, CR or CRLF; ``data`` lines are joined with LF; a blank line dispatches; ``:`` lines are
-    comments; an event with no data is dropped."""
-
-    def __init__(self) -> None:
-        self._buffer = ""
-        self._pending_cr = False
-        self._name = ""
-        self._data: list[str] = []
-        self._id: str | None = None
-
-    def feed(self, chunk: bytes | str) -> Iterator[SseEvent]:
-        text = chunk.decode("utf-8", errors="replace") if isinstance(chunk, bytes) else chunk
-        if self._pending_cr and text.startswith("\n"):
-            text = text[1:]  # the LF of a CRLF split across chunks
-        self._pending_cr = False
-        self._buffer += text
-        while True:
-            cut = _line_end(self._buffer)
-            if cut is None:
-                return
-            line, end = cut
-            rest = self._buffer[end:]
-            if self._buffer[end - 1] == "\r" and not rest:
-                self._pending_cr = True
-            self._buffer = rest
-            event = self._line(line)
-            if event is not None:
-                yield event
-
-    def _line(self, line: str) -> SseEvent | None:
-        if line == "":
-            if not self._data:
-                self._name = ""
-                return None
-            event = SseEvent(self._name or "message", "\n".join(self._data), self._id)
-            self._name, self._data = "", []
-            return event
-        if line.startswith(":"):
-            return None
-        field, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if field == "event":
-            self._name = value
-        elif field == "data":
-            self._data.append(value)
-        elif field == "id":
-            self._id = value
-        return None
-
-
-def _line_end(buffer: str) -> tuple[str, int] | None:
-    """(line, index after its end) for the first complete line, else None."""
-    lf, cr = buffer.find("\n"), buffer.find("\r")
-    if cr == -1 or (lf != -1 and lf < cr):
-        return None if lf == -1 else (buffer[:lf], lf + 1)
-    if buffer.startswith("\n", cr + 1):
-        return buffer[:cr], cr + 2
-    return buffer[:cr], cr + 1
-
-
-async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[SseEvent]:
+def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[SseEvent]:
     """Events of a streamed response, as they arrive (no line length limit)."""
-    parser = SseParser()
-    async for chunk in response.content.iter_any():
-        for event in parser.feed(chunk):
-            yield event
+    return read_events(response.content.iter_any())
 
 
 def bearer(key_value: str) -> dict[str, str]:

@@ -19,7 +19,6 @@ name (``python -m services.demo traffic --help``).
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections import Counter
@@ -32,6 +31,7 @@ import aiohttp
 from pydantic import BaseModel, Field, SecretStr
 
 from services.demo.dataset import FEEDBACK, QUESTIONS, Question
+from shared import sse
 from shared.settings import ServiceSettings
 
 REPO_DIR = Path(__file__).resolve().parents[2]
@@ -369,18 +369,18 @@ class TrafficGenerator:
     async def _streamed(self, session: aiohttp.ClientSession, question: Question) -> Answer:
         async with session.post(
             self._score_url, params={"stream": "true"}, json=self._body(question),
-            headers=self._headers(accept="text/event-stream"),
+            headers=self._headers(accept=sse.MEDIA_TYPE),
         ) as resp:
             if resp.status == 503:
                 raise GatewayUnavailable("503 from the gateway (no room for events)")
             if resp.status != 200:
                 await resp.read()
                 return Answer(resp.status)
-            async for event, data in _sse_events(resp):
-                if event == "done":
-                    body = json.loads(data)
+            async for event in sse.read_events(resp.content.iter_any()):
+                if event.name == "done":
+                    body = event.json()
                     return Answer(200, body.get("request_id"), body.get("variant"))
-                if event == "error":
+                if event.name == "error":
                     return Answer(200, error="stream error")
         return Answer(200, error="stream cut")
 
@@ -457,25 +457,3 @@ class TrafficGenerator:
             line += f" | total {self.total.sent} sent, {self.total.ok} ok"
             self._say(line)
             last = now
-
-
-async def _sse_events(resp: aiohttp.ClientResponse) -> Any:
-    """(event, data) pairs of a text/event-stream body."""
-    event, data = "message", []
-    async for raw in resp.content:
-        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-        if not line:
-            if data:
-                yield event, "\n".join(data)
-            event, data = "message", []
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if name == "event":
-            event = value
-        elif name == "data":
-            data.append(value)
-    if data:
-        yield event, "\n".join(data)

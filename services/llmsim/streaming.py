@@ -13,8 +13,9 @@ from services.llmsim import latency, tokens
 from services.llmsim.faults import MALFORMED_EVENT, wait_while_connected
 from services.llmsim.settings import LatencyModel
 from services.llmsim.state import SimulatorState
+from shared import sse
 
-DONE = b"data: [DONE]\n\n"
+DONE = sse.frame("[DONE]")
 # Below this, sleeping costs more than it simulates; the debt is carried to the next token.
 _MIN_SLEEP_SECONDS = 0.001
 
@@ -89,7 +90,8 @@ class Completion:
 
 
 def _event(body: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(body, separators=(",", ":")).encode("utf-8") + b"\n\n"
+    # OpenAI's own spelling: compact, non-ASCII escaped, no event name (not sse.json_frame's).
+    return sse.frame(json.dumps(body, separators=(",", ":")))
 
 
 async def pause(state: SimulatorState, seconds: float) -> bool:
@@ -116,7 +118,7 @@ async def stream(
 ) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={
-            "Content-Type": "text/event-stream",
+            "Content-Type": sse.MEDIA_TYPE,
             "Cache-Control": "no-cache",
             **(headers or {}),
         }

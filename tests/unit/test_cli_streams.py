@@ -1,6 +1,6 @@
-"""The CLI's stream handling and error messages: server-sent events split at any chunk
-boundary, HTTP refusals explained, alert repeats dropped, token chunks assembled into blocks.
-Pure units (no server, no broker)."""
+"""The CLI's stream handling and error messages: HTTP refusals explained, alert repeats
+dropped, token chunks assembled into blocks (server-sent events are split by shared/sse.py,
+tested in test_sse.py). Pure units (no server, no broker)."""
 
 from __future__ import annotations
 
@@ -8,43 +8,10 @@ import pytest
 
 from services.cli import config
 from services.cli.alerts import Repeats, parse_alert
-from services.cli.client import Service, SseEvent, SseParser, error_text
+from services.cli.client import Service, error_text
 from services.cli.tail import IDLE_SECONDS, SETTLE_SECONDS, Tail, block_text
 
 pytestmark = pytest.mark.timeout(30)
-
-STREAM = (b"retry: 3000\n\n"
-          b"id: 1\nevent: snapshot\ndata: {\"a\":\ndata: 1}\n not a field\n\n"
-          b": keepalive\n\n"
-          b"event: metrics\r\ndata: {\"b\": 2}\r\n\r\n"
-          b"data: plain\rdata: two\r\r"
-          b"event: ignored-without-data\n\n")
-EXPECTED = [SseEvent("snapshot", '{"a":\n1}', "1"), SseEvent("metrics", '{"b": 2}', "1"),
-            SseEvent("message", "plain\ntwo", "1")]
-
-
-def test_sse_events_in_one_chunk() -> None:
-    assert list(SseParser().feed(STREAM)) == EXPECTED
-
-
-@pytest.mark.parametrize("size", [1, 2, 3, 7, 64])
-def test_sse_events_split_at_every_boundary(size: int) -> None:
-    parser = SseParser()
-    events = []
-    for start in range(0, len(STREAM), size):
-        events += parser.feed(STREAM[start:start + size])
-    assert events == EXPECTED
-
-
-def test_sse_event_json_and_long_lines() -> None:
-    big = "x" * 300_000  # a snapshot can be large: no line length limit
-    parser = SseParser()
-    events = []
-    payload = f'event: snapshot\ndata: {{"big": "{big}"}}\n\n'.encode()
-    for start in range(0, len(payload), 4096):
-        events += parser.feed(payload[start:start + 4096])
-    assert events[0].json() == {"big": big}
-
 
 def _service() -> Service:
     return Service("query API", "http://127.0.0.1:8081", {}, config.api_key_hint(False), "PROMPTPULSE_API_READ_KEY",

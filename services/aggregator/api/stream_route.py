@@ -17,10 +17,13 @@ from services.aggregator.api.errors import ApiError, dumps
 from services.aggregator.api.params import Query, checked
 from services.aggregator.api.state import API
 from services.aggregator.api.stream import CLOSE, StreamEvent
+from shared import sse
+
+KEEPALIVE = sse.comment("keepalive")
 
 
 def frame(event: StreamEvent) -> bytes:
-    return f"id: {event.id}\nevent: {event.name}\ndata: {dumps(event.data)}\n\n".encode()
+    return sse.frame(dumps(event.data), event=event.name, id=event.id)
 
 
 async def stream_metrics(request: web.Request) -> web.StreamResponse:
@@ -37,20 +40,16 @@ async def stream_metrics(request: web.Request) -> web.StreamResponse:
     subscriber = hub.subscribe(deployment)
     try:
         snapshot = await hub.snapshot(deployment)
-        response = web.StreamResponse(headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",  # nginx would otherwise hold events back
-        })
+        response = web.StreamResponse(headers={"Content-Type": sse.MEDIA_TYPE, **sse.NO_BUFFERING})
         await response.prepare(request)
-        await response.write(b"retry: 3000\n\n" + frame(snapshot))
+        await response.write(sse.retry(3000) + frame(snapshot))
         heartbeat = state.section.sse_heartbeat_seconds
         with contextlib.suppress(ConnectionResetError):
             while True:
                 try:
                     event = await asyncio.wait_for(subscriber.queue.get(), heartbeat)
                 except TimeoutError:
-                    await response.write(b": keepalive\n\n")
+                    await response.write(KEEPALIVE)
                     continue
                 if event is CLOSE:
                     break

@@ -17,7 +17,6 @@ run, and with it the LLM call in flight; its response event says ``cancelled``.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
@@ -28,23 +27,18 @@ from services.gateway.registry import DeploymentRuntime
 from services.gateway.routes.errors import ApiError, error_body
 from services.gateway.routes.outcomes import run_crashed, run_failed, run_timed_out
 from services.gateway.routes.recording import InferenceRecorder, usage_records
+from shared import sse
 from shared.deployments import Variant
 from shared.flow import FlowStream, NodeExecutionError
 
 log = logging.getLogger(__name__)
 
-SSE_HEADERS = {
-    "Content-Type": "text/event-stream; charset=utf-8",
-    "Cache-Control": "no-cache",
-    # Tells nginx-style proxies not to buffer the stream, which would hold every token back.
-    "X-Accel-Buffering": "no",
-}
+SSE_HEADERS = {"Content-Type": f"{sse.MEDIA_TYPE}; charset=utf-8", **sse.NO_BUFFERING}
 
 
 def sse_event(name: str, data: Any) -> bytes:
-    """One server-sent event. JSON escapes newlines, so ``data`` is always a single line."""
-    text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    return f"event: {name}\ndata: {text}\n\n".encode()
+    """One server-sent event; its data is one line of compact JSON."""
+    return sse.json_frame(data, event=name)
 
 
 async def stream_run(
