@@ -22,16 +22,19 @@ import contextlib
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
+import faust
+from faust.types import TP
+from faust.types.core import HeadersArg
 from opentelemetry.trace import Tracer
 
 from services.processor.faust_app import build_faust_app
 from services.processor.intake import Intake
 from services.processor.judges import build_judging
-from services.processor.judging import JudgeRunner
+from services.processor.judging import Hold, JudgeRunner
 from services.processor.observe import health, metric_families
 from services.processor.ops import OpsServer, create_ops_app
 from services.processor.publisher import Publisher
@@ -43,6 +46,14 @@ from shared.kafka import make_producer
 from shared.topics import Topics, ensure_topics
 
 log = logging.getLogger(__name__)
+
+
+class _OffsetCommitter(Protocol):
+    """faust's transport-level consumer (faust.transport.consumer.Consumer) commits exactly the
+    offsets it is given; its public interface (ConsumerT, what ``app.consumer`` is typed as)
+    leaves that method out."""
+
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool: ...
 
 
 class ProcessorService:
@@ -81,29 +92,35 @@ class ProcessorService:
 
     # -- wiring ----------------------------------------------------------------------------------
 
-    def _handle(self, tp: Any, offset: int, key: Any, value: Any, headers: Any) -> Any:
+    def _handle(
+        self, tp: TP, offset: int, key: bytes | None, value: bytes | None, headers: HeadersArg
+    ) -> Awaitable[None] | None:
+        # faust delivers records only once start() has made the intake; no per-event check.
         return self.intake.handle(tp, offset, key, value, headers)  # type: ignore[union-attr]
 
     def _connect_signals(self) -> None:
         app = self.faust_app
 
-        @app.on_partitions_revoked.connect
-        async def _revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        # mode's type for a receiver (SignalHandlerT) accepts no function at all, however
+        # permissive its signature (mypy rejects even (sender, *args, signal, **kwargs)): hence
+        # the three ignores. faust sends the partition signals one positional: the partitions.
+        @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+        async def _revoked(sender: faust.App, revoked: set[TP], **kwargs: Any) -> None:
             # Still a member of the group, with intake paused: let judging in flight finish
             # (bounded) and commit, so the partitions' next owner re-judges as little as possible.
             if self.runner is not None:
                 await self.runner.drain(self.section.rebalance_drain_seconds)
             await self.commit()
 
-        @app.on_partitions_assigned.connect
-        async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # as above
+        async def _assigned(sender: faust.App, assigned: set[TP], **kwargs: Any) -> None:
             if self.intake is not None:
                 count = app.consumer.topic_partitions(self.topics.inference)
                 self.intake.on_assigned(assigned, count)
                 log.info("assigned partitions %s", sorted(tp.partition for tp in assigned if tp.topic == self.topics.inference))
 
-        @app.on_before_shutdown.connect
-        async def _before_shutdown(sender: Any, **kwargs: Any) -> None:
+        @app.on_before_shutdown.connect  # type: ignore[arg-type]  # as above
+        async def _before_shutdown(sender: faust.App, **kwargs: Any) -> None:
             await self._drain_and_commit()
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -190,11 +207,11 @@ class ProcessorService:
 
     # -- offsets ---------------------------------------------------------------------------------
 
-    def _release(self, holds: list[Any]) -> None:
+    def _release(self, holds: list[Hold]) -> None:
         if self.intake is not None:
             self.intake.release(holds)
 
-    async def commit(self) -> dict[Any, int]:
+    async def commit(self) -> dict[TP, int]:
         """Commit every partition's lowest unfinished offset that moved; returns what was committed."""
         if self.intake is None:
             return {}
@@ -209,7 +226,7 @@ class ProcessorService:
                 return {}
             try:
                 # faust's transport-level commit: exactly these offsets, nothing from its acks.
-                committed = await consumer._commit(offsets)
+                committed = await cast(_OffsetCommitter, consumer)._commit(offsets)
             except Exception as exc:
                 self.stats.commit_failures += 1
                 log.warning("commit failed (%r); will retry", exc)

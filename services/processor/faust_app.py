@@ -20,17 +20,20 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import faust
+from faust.types import TP, StreamT
+from faust.types.auth import CredentialsT
+from faust.types.core import HeadersArg
 
 from services.processor.settings import ProcessorSettings
 from shared.kafka import connection_options
 
-Handler = Callable[[Any, int, Any, Any, Any], Awaitable[None] | None]
+# One raw record of the inference topic: partition, offset, key, value, headers (faust's Message).
+Handler = Callable[[TP, int, bytes | None, bytes | None, HeadersArg], Awaitable[None] | None]
 
 
-def broker_credentials(settings: ProcessorSettings) -> Any:
+def broker_credentials(settings: ProcessorSettings) -> CredentialsT | None:
     """faust's credentials object for the shared Kafka settings (None for PLAINTEXT)."""
     options = connection_options(settings)  # validates SASL/TLS settings, raises naming the variable
     protocol = options["security_protocol"]
@@ -75,7 +78,7 @@ def build_faust_app(
         acks=False,
     )
 
-    async def intake(stream: Any) -> None:
+    async def intake(stream: StreamT[bytes]) -> None:
         async for event in stream.events():
             message = event.message
             waiting = handler(message.tp, message.offset, message.key, message.value, message.headers)

@@ -12,7 +12,9 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+
+from faust.types import TP
+from faust.types.core import HeadersArg
 
 from services.processor.join import PendingRequest, PendingRequests
 from services.processor.judges import DeploymentJudging
@@ -20,7 +22,7 @@ from services.processor.judging import Hold, JudgeJob, JudgeRunner
 from services.processor.publisher import Publisher
 from services.processor.routing import REQUEST, RESPONSE, peek_run_id, read_route
 from services.processor.stats import ProcessorStats
-from services.processor.watermark import Watermarks
+from services.processor.watermark import PartitionWatermark, Watermarks
 from shared.events.codec import decode
 from shared.events.errors import EventDecodeError
 from shared.events.messages import InferenceRequest, InferenceResponse
@@ -54,7 +56,7 @@ class Intake:
     # -- the per-event path -------------------------------------------------------------------
 
     def handle(
-        self, tp: Any, offset: int, key: Any, value: Any, headers: Any
+        self, tp: TP, offset: int, key: bytes | None, value: bytes | None, headers: HeadersArg
     ) -> Awaitable[None] | None:
         """Process one record; returns an awaitable only when the stream must wait (full judge
         queue). ``tp`` is faust's TP (``.topic``, ``.partition``)."""
@@ -88,12 +90,12 @@ class Intake:
 
     def _sampled(
         self,
-        tp: Any,
-        mark: Any,
+        tp: TP,
+        mark: PartitionWatermark,
         offset: int,
-        key: Any,
-        value: Any,
-        headers: Any,
+        key: bytes | None,
+        value: bytes | None,
+        headers: HeadersArg,
         judging: DeploymentJudging | None,
         traceparent: str | None,
     ) -> Awaitable[None] | None:
@@ -102,12 +104,12 @@ class Intake:
         except EventDecodeError as exc:
             self._dead_letter(tp, mark, offset, key, value, headers, exc.reason, exc.detail)
             return None
-        meta = event.meta if hasattr(event, "meta") else None
+        if not isinstance(event, InferenceRequest | InferenceResponse):
+            self.stats.ignored += 1  # routed by the body to another type, or not ours to judge
+            return None
+        meta = event.meta
         if judging is None:
             # Routed by the body: apply the same rules as for a readable header.
-            if not isinstance(event, InferenceRequest | InferenceResponse):
-                self.stats.ignored += 1
-                return None
             judging = self.judging.get(meta.deployment)
             if judging is None:
                 self.stats.unjudged_deployment += 1
@@ -126,9 +128,6 @@ class Intake:
                 # later copy, finish the earlier one.
                 self.stats.replaced_requests += 1
                 replaced.watermark.release(replaced.offset)
-            return None
-        if not isinstance(event, InferenceResponse):
-            self.stats.ignored += 1
             return None
         pending = self.pending.take(meta.request_id)
         if pending is None:
@@ -154,7 +153,8 @@ class Intake:
     # -- dead letters ---------------------------------------------------------------------------
 
     def _dead_letter(
-        self, tp: Any, mark: Any, offset: int, key: Any, value: Any, headers: Any, reason: str, detail: str
+        self, tp: TP, mark: PartitionWatermark, offset: int, key: bytes | None, value: bytes | None,
+        headers: HeadersArg, reason: str, detail: str
     ) -> None:
         self.stats.dead_letters[reason] += 1
         mark.hold(offset)
@@ -165,7 +165,8 @@ class Intake:
         task.add_done_callback(self._dead_letters.discard)
 
     async def _send_dead_letter(
-        self, tp: Any, mark: Any, offset: int, key: Any, value: Any, headers: Any, reason: str, detail: str
+        self, tp: TP, mark: PartitionWatermark, offset: int, key: bytes | None, value: bytes | None,
+        headers: HeadersArg, reason: str, detail: str
     ) -> None:
         delay = 0.2
         while True:
@@ -197,7 +198,7 @@ class Intake:
         self.stats.expired_requests += len(expired)
         return len(expired)
 
-    def on_assigned(self, assigned: Iterable[Any], partition_count: int | None) -> None:
+    def on_assigned(self, assigned: Iterable[TP], partition_count: int | None) -> None:
         """A rebalance finished: forget partitions that went elsewhere, rescale the budgets."""
         mine = [tp for tp in assigned if tp.topic == self.inference_topic]
         gone = self.watermarks.keep_only(mine)

@@ -13,7 +13,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+
+from faust.types import TP
 
 from services.processor.watermark import PartitionWatermark
 from shared.events.messages import InferenceRequest
@@ -22,7 +23,7 @@ from shared.events.messages import InferenceRequest
 @dataclass(slots=True)
 class PendingRequest:
     request: InferenceRequest
-    tp: Any
+    tp: TP
     offset: int
     watermark: PartitionWatermark
     expires_at: float = field(default=0.0)
@@ -62,7 +63,7 @@ class PendingRequests:
             gone.append(oldest)
         return gone
 
-    def drop_partitions(self, tps: set[Any]) -> list[PendingRequest]:
+    def drop_partitions(self, tps: set[TP]) -> list[PendingRequest]:
         """Forget the requests of partitions that moved to another worker (it re-reads them)."""
         if not tps:
             return []

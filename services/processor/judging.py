@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from faust.types import TP
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
@@ -33,7 +34,7 @@ from services.processor.evaluators.verdict import (
     parse_combined,
     parse_verdict,
 )
-from services.processor.judge.client import UNPARSEABLE, JudgeCallFailed
+from services.processor.judge.client import UNPARSEABLE, CallCost, JudgeCallFailed
 from services.processor.judges import DeploymentJudging
 from services.processor.publisher import Publisher
 from services.processor.settings import ProcessorSection
@@ -58,7 +59,7 @@ _OK = InferenceStatus.INFERENCE_STATUS_OK
 class Hold:
     """An offset a job keeps uncommitted until its outcomes are published."""
 
-    tp: Any
+    tp: TP
     watermark: PartitionWatermark
     offset: int
 
@@ -267,7 +268,7 @@ class JudgeRunner:
             finally:
                 self.calls_in_flight -= 1
 
-    def _count_call(self, judging: DeploymentJudging, cost: Any, *, ok: bool) -> None:
+    def _count_call(self, judging: DeploymentJudging, cost: CallCost, *, ok: bool) -> None:
         stats = self._stats
         stats.judge_calls[(judging.name, "ok" if ok else "error")] += 1
         stats.judge_prompt_tokens[judging.name] += cost.prompt_tokens
@@ -277,7 +278,7 @@ class JudgeRunner:
         judging.budget.spend(cost.prompt_tokens + cost.completion_tokens)
 
 
-def _shares(cost: Any, metrics: tuple[str, ...]) -> list[tuple[int, int] | None]:
+def _shares(cost: CallCost, metrics: tuple[str, ...]) -> list[tuple[int, int] | None]:
     if len(metrics) == 1:
         return [None]
     return list(outcomes.token_shares(cost, len(metrics)))
@@ -322,7 +323,7 @@ def _span_attributes(
     return attributes
 
 
-def _record_usage(span: Any, cost: Any) -> None:
+def _record_usage(span: trace.Span, cost: CallCost) -> None:
     span.set_attribute("gen_ai.response.model", cost.model)
     span.set_attribute("gen_ai.usage.input_tokens", cost.prompt_tokens)
     span.set_attribute("gen_ai.usage.output_tokens", cost.completion_tokens)
@@ -330,7 +331,7 @@ def _record_usage(span: Any, cost: Any) -> None:
     span.set_attribute("promptpulse.judge.latency_ms", cost.latency_ms)
 
 
-def _evaluation_result(span: Any, metric: str, verdict: Verdict) -> None:
+def _evaluation_result(span: trace.Span, metric: str, verdict: Verdict) -> None:
     span.add_event(
         "gen_ai.evaluation.result",
         {

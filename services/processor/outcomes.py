@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from services.processor.judge.client import CallCost
 from shared.events.builders import next_meta
-from shared.events.messages import Evaluation, EventMeta, JudgeCall
+from shared.events.messages import Evaluation, EvaluationErrorType, EventMeta, JudgeCall
 
 MAX_MESSAGE_CHARS = 500
 
@@ -52,7 +52,7 @@ def not_applicable(meta: EventMeta, metric: str, reason: str) -> Evaluation:
 
 
 def error(
-    meta: EventMeta, metric: str, error_type: int, message: str,
+    meta: EventMeta, metric: str, error_type: EvaluationErrorType, message: str,
     cost: CallCost | None = None, prompt_version: str = "", share: tuple[int, int] | None = None,
 ) -> Evaluation:
     event = _event(meta, metric, _judge(cost, prompt_version, share))

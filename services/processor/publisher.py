@@ -7,11 +7,12 @@ the offsets of the judged events be released for committing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Sequence
+from typing import Any, Protocol
 
 from shared.events.codec import encode, event_key
 from shared.events.messages import Evaluation
+from shared.telemetry.propagation import KafkaHeaders, header_list
 
 DLQ_REASON_HEADER = "pp-dlq-reason"
 DLQ_DETAIL_HEADER = "pp-dlq-detail"
@@ -25,8 +26,18 @@ _DLQ_HEADERS = {
 }
 
 
+class RecordSender(Protocol):
+    """What publishing needs of aiokafka's producer (which ships no types): ``send`` returns
+    once the record is queued, with an awaitable that ends when the broker has acknowledged it."""
+
+    async def send(
+        self, topic: str, *, value: bytes | None, key: bytes | None,
+        headers: Sequence[tuple[str, bytes | None]],
+    ) -> Awaitable[Any]: ...
+
+
 class Publisher:
-    def __init__(self, producer: Any, evaluations_topic: str, deadletter_topic: str) -> None:
+    def __init__(self, producer: RecordSender, evaluations_topic: str, deadletter_topic: str) -> None:
         self._producer = producer
         self.evaluations_topic = evaluations_topic
         self.deadletter_topic = deadletter_topic
@@ -50,16 +61,16 @@ class Publisher:
         topic: str,
         partition: int,
         offset: int,
-        key: Any,
-        value: Any,
-        headers: Iterable[tuple[str, Any]] | None,
+        key: bytes | None,
+        value: bytes | None,
+        headers: KafkaHeaders,
         reason: str,
         detail: str,
     ) -> None:
         """Copy a record that cannot be processed, as it was, to the dead-letter topic with why."""
-        kept = []
+        kept: list[tuple[str, bytes | None]] = []
         try:
-            for name, header_value in headers or ():
+            for name, header_value in header_list(headers):
                 if name not in _DLQ_HEADERS and isinstance(header_value, bytes | bytearray):
                     kept.append((str(name), bytes(header_value)))
         except (TypeError, ValueError):

@@ -9,11 +9,11 @@ the batch-run id (requests of a batch run are judged in full), and that reads th
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from shared.events.headers import DEPLOYMENT_HEADER, EVENT_TYPE_HEADER, TRACEPARENT_HEADER
 from shared.events.messages import EventMeta
+from shared.telemetry.propagation import KafkaHeaders
 
 REQUEST = "inference.request"
 RESPONSE = "inference.response"
@@ -46,7 +46,7 @@ class Route:
         self.readable = readable
 
 
-def read_route(key: Any, headers: Iterable[tuple[str, Any]] | None) -> Route:
+def read_route(key: bytes | None, headers: KafkaHeaders) -> Route:
     """The route of a record from its key and headers (aiokafka pairs or a faust mapping)."""
     kind_raw = deployment_raw = traceparent_raw = None
     try:
@@ -58,6 +58,7 @@ def read_route(key: Any, headers: Iterable[tuple[str, Any]] | None) -> Route:
                 deployment_raw = value
             elif name == TRACEPARENT_HEADER:
                 traceparent_raw = value
+        kind: str | None
         if kind_raw == _REQUEST_BYTES:
             kind = REQUEST
         elif kind_raw == _RESPONSE_BYTES:

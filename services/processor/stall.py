@@ -35,9 +35,12 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import faust
 from aiokafka import TopicPartition
+from faust.types import TP
 
 from services.processor.settings import ProcessorSettings
+from services.processor.watermark import Watermarks
 from shared.kafka import make_admin
 from shared.stall import PROBE_TIMEOUT_SECONDS, Changes, EndOffsetProbe, Reading, StallReporter
 
@@ -66,7 +69,7 @@ class OffsetProbe(EndOffsetProbe):
             await self._admin.close()
         await super().stop()
 
-    async def start_positions(self, tps: Iterable[Any]) -> dict[tuple[str, int], int]:
+    async def start_positions(self, tps: Iterable[TP]) -> dict[tuple[str, int], int]:
         """Where the group reads a partition from: its committed offset, else the log's start."""
         wanted = [TopicPartition(tp.topic, tp.partition) for tp in tps]
         if not wanted:
@@ -104,10 +107,10 @@ class StallWatch(StallReporter):
         settings: ProcessorSettings,
         topic: str,
         *,
-        assignment: Callable[[], Iterable[Any]],
-        watermarks: Callable[[], Any],
+        assignment: Callable[[], Iterable[TP]],
+        watermarks: Callable[[], Watermarks | None],
         held: Callable[[], bool],
-        faust_state: Callable[[Any], dict[str, Any]] | None = None,
+        faust_state: Callable[[TP], dict[str, Any]] | None = None,
         probe: OffsetProbe | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -135,7 +138,7 @@ class StallWatch(StallReporter):
             return Changes([], [], [])
         assigned = sorted((tp for tp in assignment if tp.topic == self.topic), key=lambda tp: tp.partition)
         marks = self._watermarks()
-        positions: dict[Any, tuple[int | None, int]] = {}
+        positions: dict[TP, tuple[int | None, int]] = {}
         unread = []
         for tp in assigned:
             mark = marks.find(tp) if marks is not None else None
@@ -160,14 +163,14 @@ class StallWatch(StallReporter):
         return self.look(readings, held=bool(self._held()))
 
 
-def faust_diagnostics(app: Any) -> Callable[[Any], dict[str, Any]]:
+def faust_diagnostics(app: faust.App) -> Callable[[TP], dict[str, Any]]:
     """faust's own view of a partition, for the stall WARNING: which of its switches is off.
 
     Reads private attributes of faust's consumer; diagnostic only, so anything missing is left
     out rather than failing the check.
     """
 
-    def state(tp: Any) -> dict[str, Any]:
+    def state(tp: TP) -> dict[str, Any]:
         found: dict[str, Any] = {}
         try:
             consumer = app.consumer

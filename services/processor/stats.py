@@ -3,7 +3,7 @@ rendered in the Prometheus text format by :mod:`services.processor.ops`."""
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 
@@ -31,7 +31,8 @@ class ProcessorStats:
     judge_calls: Counter = field(default_factory=Counter)  # (deployment, "ok"|"error") -> calls
     judge_prompt_tokens: Counter = field(default_factory=Counter)  # deployment -> tokens
     judge_completion_tokens: Counter = field(default_factory=Counter)
-    judge_latency_seconds_sum: Counter = field(default_factory=Counter)  # deployment -> seconds
+    # deployment -> seconds (a float sum, which Counter's int counts are not typed to hold)
+    judge_latency_seconds_sum: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     judge_latency_count: Counter = field(default_factory=Counter)
     publish_retries: int = 0
     commits: int = 0

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Iterator
-from typing import Any
+
+from faust.types import TP
 
 
 class PartitionWatermark:
@@ -93,22 +94,22 @@ class Watermarks:
     """The watermarks of every partition this worker owns, keyed by faust's TP."""
 
     def __init__(self) -> None:
-        self._marks: dict[Any, PartitionWatermark] = {}
+        self._marks: dict[TP, PartitionWatermark] = {}
 
-    def get(self, tp: Any) -> PartitionWatermark:
+    def get(self, tp: TP) -> PartitionWatermark:
         mark = self._marks.get(tp)
         if mark is None:
             mark = self._marks[tp] = PartitionWatermark()
         return mark
 
-    def find(self, tp: Any) -> PartitionWatermark | None:
+    def find(self, tp: TP) -> PartitionWatermark | None:
         return self._marks.get(tp)
 
-    def owns(self, tp: Any, mark: PartitionWatermark) -> bool:
+    def owns(self, tp: TP, mark: PartitionWatermark) -> bool:
         """Whether ``mark`` is still the live watermark of ``tp`` (not one from an earlier ownership)."""
         return self._marks.get(tp) is mark
 
-    def keep_only(self, assigned: Iterable[Any]) -> list[Any]:
+    def keep_only(self, assigned: Iterable[TP]) -> list[TP]:
         """Forget partitions no longer assigned (their new owner re-reads them); return those."""
         keep = set(assigned)
         gone = [tp for tp in self._marks if tp not in keep]
@@ -116,10 +117,10 @@ class Watermarks:
             del self._marks[tp]
         return gone
 
-    def items(self) -> Iterator[tuple[Any, PartitionWatermark]]:
+    def items(self) -> Iterator[tuple[TP, PartitionWatermark]]:
         return iter(list(self._marks.items()))
 
-    def pending_commits(self) -> dict[Any, int]:
+    def pending_commits(self) -> dict[TP, int]:
         found = {}
         for tp, mark in self._marks.items():
             point = mark.pending_commit()
@@ -127,13 +128,13 @@ class Watermarks:
                 found[tp] = point
         return found
 
-    def mark_committed(self, offsets: dict[Any, int]) -> None:
+    def mark_committed(self, offsets: dict[TP, int]) -> None:
         for tp, offset in offsets.items():
             mark = self._marks.get(tp)
             if mark is not None and (mark.committed is None or offset > mark.committed):
                 mark.committed = offset
 
-    def lowest_open(self) -> dict[Any, int]:
+    def lowest_open(self) -> dict[TP, int]:
         found = {}
         for tp, mark in self._marks.items():
             lowest = mark.lowest_open()

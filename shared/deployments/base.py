@@ -29,7 +29,7 @@ COLUMNS: tuple[Column, ...] = ("question", "answer", "context", "ground_truth")
 
 METRICS: tuple[str, ...] = ("groundedness", "relevance", "coherence", "fluency", "similarity")
 # The columns each judge needs; a metric whose columns are not all mapped could never be judged.
-METRIC_COLUMNS: dict[str, tuple[str, ...]] = {
+METRIC_COLUMNS: dict[str, tuple[Column, ...]] = {
     "groundedness": ("question", "answer", "context"),
     "relevance": ("question", "answer"),
     "coherence": ("question", "answer"),

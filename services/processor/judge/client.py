@@ -60,7 +60,7 @@ class JudgeReply(Generic[T]):
 class JudgeCallFailed(Exception):
     """Every attempt failed; ``error_type`` is an EvaluationErrorType value."""
 
-    def __init__(self, error_type: int, message: str, cost: CallCost) -> None:
+    def __init__(self, error_type: EvaluationErrorType, message: str, cost: CallCost) -> None:
         super().__init__(message)
         self.error_type = error_type
         self.message = message
@@ -73,7 +73,7 @@ class JudgeCallFailed(Exception):
 
 @dataclass(frozen=True)
 class _Failure:
-    error_type: int
+    error_type: EvaluationErrorType
     message: str
     retryable: bool
     # "failure" counts toward opening the breaker; "neutral" says nothing about health.
