@@ -19,6 +19,9 @@ from yarl import URL
 from services.aggregator import api
 from services.aggregator.app import create_app
 from services.aggregator.monitors import MONITORS
+from shared.events.builders import new_meta
+from shared.events.codec import encode, event_key
+from shared.events.messages import Feedback
 from shared.topics import Topics, delete_topics, ensure_topics
 from tests.integration.test_aggregator_monitors import (
     AVERAGE,
@@ -31,6 +34,7 @@ from tests.integration.test_aggregator_monitors import (
 from tests.support.aggregator import (
     CONSUMED,
     EventFactory,
+    Message,
     create_topics,
     produce,
     wait_caught_up,
@@ -166,13 +170,25 @@ async def test_metrics_agree_with_plain_sql_over_the_raw_rows(stack: Stack) -> N
     relevance = overview["quality"]["relevance"]
     assert relevance["violations"] == {"windows": 0, "violations": 0, "violation_rate": None}
     assert relevance["average_interval"][0] <= relevance["average"] <= relevance["average_interval"][1]
-    # "" is feedback that came without its variant (the gateway's feedback route may not know it).
-    assert set(body["by_variant"]) == {"a", "b", ""} and body["by_variant"][""]["requests"] == 0
+    # Feedback names no variant (the gateway's feedback route cannot know it): it counts for the
+    # variant of its request in the same deployment, so no phantom variant "" appears beside a and b.
+    assert set(body["by_variant"]) == {"a", "b"}
     assert sum(v["requests"] for v in body["by_variant"].values()) == 240
+    feedback = {r["variant"]: r for r in await stack.sql(
+        "SELECT q.variant, count(*) AS n, count(f.rating) AS rated, avg(f.rating)::float8 AS average "
+        "FROM feedback f JOIN inference_requests q ON q.request_id = f.request_id AND q.deployment = f.deployment "
+        "WHERE q.deployment = 'demo' AND q.run_id = '' AND q.request_start_time >= $1 AND q.request_start_time < $2 "
+        "GROUP BY 1", start, end)}
+    assert sum(r["n"] for r in feedback.values()) == overview["feedback"]["count"] == 27  # every 9th of 240
+    for variant, row in feedback.items():
+        figures = body["by_variant"][variant]["feedback"]
+        assert figures["count"] == row["n"] and figures["rated"] == row["rated"]
+        assert figures["average_rating"] == pytest.approx(row["average"])
     assert len(body["series"]) == 9 and body["step_seconds"] == 300
     assert sum(p["requests"] for p in body["series"]) == 240
+    assert sum(p["feedback"]["count"] for p in body["series"]) == 27
     assert sum(p["tokens"]["total"] for p in body["series"]) == ops["tokens"]
-    assert all(set(p["by_variant"]) == {"a", "b", ""} for p in body["series"])
+    assert all(set(p["by_variant"]) == {"a", "b"} for p in body["series"])
     latencies = [r["latency_ms"] for r in await stack.sql(
         f"SELECT latency_ms FROM inference_responses WHERE {where} ORDER BY 1", start, end)]
     exact = latencies[int(0.95 * (len(latencies) - 1))]
@@ -251,6 +267,44 @@ async def test_one_request_by_id_with_its_scores_in_any_deployment(stack: Stack)
     assert missing["field"] == "request_id" and "retention" in missing["message"]
     await stack.json("/v1/requests/" + "a" * 201, 400)
     await stack.json(f"/v1/requests/{judged['request_id']}", 401, headers={})
+
+
+async def test_feedback_counts_only_for_the_deployment_its_event_names(stack: Stack) -> None:
+    # A key for deployment "other" sends feedback naming a request of "demo" (issue 15, finding 1):
+    # it must show neither on that request nor in either deployment's figures. Both feedback
+    # events are stored before their request is, as the feedback topic may run ahead.
+    start = (datetime.now(UTC) - timedelta(minutes=55)).replace(second=7)  # a minute nothing else uses
+    messages = EventFactory(seed=31, variants=("b",)).request(start)
+    request_id = messages[0].key.decode()
+
+    def feedback(deployment: str, rating: int, comment: str) -> Message:
+        meta = new_meta(request_id=request_id, deployment=deployment, request_start_time=None)
+        event = Feedback(meta=meta, rating=rating, comment=comment)
+        return Message("feedback", event_key(event), encode(event).value, encode(event).headers)
+
+    await produce(stack.settings, [feedback("other", 1, "from another deployment's key"), feedback("demo", 5, "own")])
+    await wait_caught_up(stack.settings)
+    assert len(await stack.sql("SELECT 1 FROM feedback WHERE request_id = $1", request_id)) == 2
+    await produce(stack.settings, messages)
+    await wait_caught_up(stack.settings)
+
+    shown = (await stack.json(f"/v1/requests/{request_id}"))["feedback"]
+    assert [(f["rating"], f["comment"]) for f in shown] == [(5, "own")]
+    since = (start - timedelta(minutes=1)).isoformat().replace("+00:00", "Z")
+    listed = await stack.json(f"/v1/deployments/demo/requests?sampled=false&from={since}&limit=500")
+    [row] = [r for r in listed["requests"] if r["request_id"] == request_id]
+    assert row["feedback"] == shown
+
+    minute = start.replace(second=0)
+    window = f"from={int(minute.timestamp())}&to={int(minute.timestamp()) + 60}"
+    demo = await stack.json(f"/v1/deployments/demo/metrics?{window}")
+    assert demo["overview"]["requests"] == 1
+    assert demo["overview"]["feedback"] == {"count": 1, "rated": 1, "average_rating": 5.0, "comments": 1}
+    assert set(demo["by_variant"]) == {"b"} and demo["by_variant"]["b"]["feedback"]["count"] == 1
+    other = await stack.json(f"/v1/deployments/other/metrics?{window}")
+    assert other["overview"]["feedback"]["count"] == 0 and other["by_variant"] == {}
+    compared = await stack.json(f"/v1/deployments/demo/compare?baseline=a&candidate=b&{window}")
+    assert compared["figures"]["b"]["feedback"]["count"] == 1
 
 
 async def test_two_variants_compared_with_the_difference_and_its_interval(stack: Stack) -> None:

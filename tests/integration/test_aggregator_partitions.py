@@ -95,8 +95,8 @@ async def test_partition_creation_waits_for_no_reader_or_writer(fresh_database: 
         async with reader.transaction(), writer.transaction():
             await reader.fetchval("SELECT count(*) FROM rollup_operations")
             await writer.execute(
-                "INSERT INTO rollup_feedback (deployment, minute, variant, run_id, feedback, rated, rating_sum, comments)"
-                " VALUES ('d', date_trunc('minute', now()), 'v', '', 1, 0, 0, 0)"
+                "INSERT INTO rollup_tokens (deployment, minute, variant, run_id, model)"
+                " VALUES ('d', date_trunc('minute', now()), 'v', '', 'm')"
             )
             await creator.execute("SET lock_timeout = '5s'")  # the old function failed here
             tables = await creator.fetchval("SELECT count(*) FROM day_partitioned_tables")

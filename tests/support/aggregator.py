@@ -318,10 +318,6 @@ RECOMPUTE: dict[str, str] = {
                sum((u->>'completion_tokens')::bigint), sum((u->>'total_tokens')::bigint)
         FROM inference_responses CROSS JOIN LATERAL jsonb_array_elements(usage) AS u
         GROUP BY 1, 2, 3, 4, 5""",
-    "rollup_feedback": f"""
-        SELECT deployment, {_MIN.format(col='request_start_time')}, variant, run_id, count(*), count(rating),
-               coalesce(sum(rating), 0), count(*) FILTER (WHERE comment <> '')
-        FROM feedback GROUP BY 1, 2, 3, 4""",
 }
 # Key width of each rollup (the leading columns of RECOMPUTE's select lists and of the table).
 KEY_WIDTH = {
@@ -332,7 +328,6 @@ KEY_WIDTH = {
     "rollup_quality_errors": 6,
     "rollup_judge_tokens": 6,
     "rollup_tokens": 5,
-    "rollup_feedback": 4,
 }
 
 

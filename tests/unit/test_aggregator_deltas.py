@@ -95,9 +95,12 @@ def test_minute_is_the_request_start_and_runs_are_their_own_keys() -> None:
     assert ranges[("variant", "d", "a")] == [late.replace(second=0), MINUTE]
 
 
-def test_feedback() -> None:
-    row = FeedbackRow(START, "f1", "q1", **META, rating=None, comment="meh", start_time_source="event")
-    assert rollup_deltas({FEEDBACK: [row]})[t.FEEDBACK] == {("d", MINUTE, "a", ""): [1, 0, 0, 1]}
+def test_feedback_has_no_rollup_and_names_no_variant() -> None:
+    # Its variant is its request's, known only when the two are joined at query time.
+    row = FeedbackRow(START, "f1", "q1", **{**META, "variant": ""}, rating=None, comment="meh",
+                      start_time_source="event")
+    assert rollup_deltas({FEEDBACK: [row]}) == {}
+    assert seen_ranges({FEEDBACK: [row]}) == {("feedback", "d", ""): [MINUTE, MINUTE]}  # notified, not recorded
 
 
 def test_within_a_batch_the_first_row_per_key_wins_and_rows_come_out_sorted() -> None:

@@ -3,6 +3,7 @@
 Every query sums rollup minutes in ``[start, end)`` for one deployment and one run id ('' for
 production), grouped by step (``date_bin`` from ``start``) and variant, so a range of any
 length costs one pass over its minutes, and the figures are finished in Python (figures.py).
+Feedback is the exception: it is counted from its raw rows joined to their requests.
 """
 
 from __future__ import annotations
@@ -46,10 +47,21 @@ SELECT {_STEP}, variant, metric, sum(evaluations)::bigint AS evaluations, sum(sc
        sum(not_applicable)::bigint AS not_applicable, sum(errors)::bigint AS errors
 FROM rollup_quality WHERE {_WHERE} GROUP BY 1, 2, 3"""
 
-_FEEDBACK = f"""
-SELECT {_STEP}, variant, sum(feedback)::bigint AS feedback, sum(rated)::bigint AS rated,
-       sum(rating_sum)::bigint AS rating_sum, sum(comments)::bigint AS comments
-FROM rollup_feedback WHERE {_WHERE} GROUP BY 1, 2"""
+# Feedback from the raw rows, joined to its request at query time: the feedback event names no
+# variant (the gateway's feedback route cannot know it) and may be stored before its request, so
+# only here are both known. It counts under its request's minute, variant and run, and only when
+# its event names the request's deployment. The bound on f.request_start_time (the request's
+# start, taken from its UUIDv7 id) prunes feedback partitions before the range.
+_FEEDBACK = """
+SELECT date_bin($4::interval, date_trunc('minute', q.request_start_time), $2) AS t, q.variant,
+       count(*)::bigint AS feedback, count(f.rating)::bigint AS rated,
+       coalesce(sum(f.rating), 0)::bigint AS rating_sum, count(*) FILTER (WHERE f.comment <> '')::bigint AS comments
+FROM feedback f
+JOIN inference_requests q ON q.request_id = f.request_id AND q.deployment = f.deployment
+WHERE f.deployment = $1 AND f.request_start_time >= $2 - interval '1 minute'
+  AND q.request_start_time >= $2 AND q.request_start_time < $3 AND q.run_id = $5
+  AND ($6::text IS NULL OR q.variant = $6)
+GROUP BY 1, 2"""
 
 _ERROR_TYPES = f"""
 SELECT error_type, sum(count)::bigint AS count FROM rollup_operation_errors

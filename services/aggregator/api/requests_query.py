@@ -1,6 +1,9 @@
 """The SQL behind ``/v1/deployments/{d}/requests``: requests with their payloads, answers,
 judge verdicts and feedback, newest first, one keyset page at a time.
 
+Feedback shows on a request only when its event names the request's deployment: a key for one
+deployment cannot attach feedback to another's requests (request ids are no secret).
+
 The page key is (request start time, request id), both in the raw tables' primary key, so the
 next page starts where the last one ended whatever was inserted meanwhile, and a deep page
 costs what the first one does (no OFFSET).
@@ -29,7 +32,7 @@ SELECT q.request_start_time, q.request_id, q.deployment, q.variant, q.run_id, q.
        (SELECT coalesce(jsonb_agg(jsonb_build_object(
                    'rating', f.rating, 'comment', f.comment, 'time', f.event_time) ORDER BY f.event_time), '[]'::jsonb)::text
           FROM feedback f
-         WHERE f.request_id = q.request_id) AS feedback
+         WHERE f.request_id = q.request_id AND f.deployment = q.deployment) AS feedback
 FROM inference_requests q
 LEFT JOIN inference_responses r
        ON r.request_id = q.request_id AND r.request_start_time = q.request_start_time

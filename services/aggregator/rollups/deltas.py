@@ -18,7 +18,6 @@ from services.aggregator.ingest.rows import (
     REQUESTS,
     RESPONSES,
     EvaluationRow,
-    FeedbackRow,
     RawTable,
     RequestRow,
     ResponseRow,
@@ -67,7 +66,6 @@ _EVALUATIONS, _SCORED, _SCORE_SUM, _SCORE_SQUARES, _PASS_COUNT, _NOT_APPLICABLE,
 )
 _SCORE_COUNT = dict(zip(range(1, 6), _positions(t.QUALITY, *(f"score_{s}" for s in range(1, 6))), strict=True))
 _JUDGE_SUMS = _positions(t.JUDGE_TOKENS, "calls", "prompt_tokens", "completion_tokens", "latency_sum_ms")
-_FEEDBACK, _RATED, _RATING_SUM, _COMMENTS = _positions(t.FEEDBACK, "feedback", "rated", "rating_sum", "comments")
 
 
 def _base(row: Any) -> tuple[str, datetime, str, str]:
@@ -136,20 +134,13 @@ def _evaluation(acc: _Accumulator, row: EvaluationRow) -> None:
         judge[latency] += row.judge_latency_ms
 
 
-def _feedback(acc: _Accumulator, row: FeedbackRow) -> None:
-    sums = acc.values(t.FEEDBACK, _base(row))
-    sums[_FEEDBACK] += 1
-    if row.rating is not None:
-        sums[_RATED] += 1
-        sums[_RATING_SUM] += row.rating
-    sums[_COMMENTS] += bool(row.comment)
-
-
-_HANDLERS = {REQUESTS: _request, RESPONSES: _response, EVALUATIONS: _evaluation, FEEDBACK: _feedback}
+# Feedback has no rollup: its event names no variant and may come before its request, so the
+# query API counts it from the raw rows, joined to the request (api/metrics_query.py).
+_HANDLERS = {REQUESTS: _request, RESPONSES: _response, EVALUATIONS: _evaluation}
 
 
 def rollup_deltas(inserted: Mapping[RawTable, Iterable[Any]]) -> t.Deltas:
-    """Summed deltas per rollup table and key for the newly inserted rows (spans add none)."""
+    """Summed deltas per rollup table and key for the newly inserted rows (spans and feedback add none)."""
     acc = _Accumulator()
     for table, rows in inserted.items():
         handler = _HANDLERS.get(table)
@@ -161,15 +152,17 @@ def rollup_deltas(inserted: Mapping[RawTable, Iterable[Any]]) -> t.Deltas:
 
 
 def seen_ranges(inserted: Mapping[RawTable, Iterable[Any]]) -> dict[tuple[str, str], list[datetime]]:
-    """(deployment, variant) or ("run", run_id, deployment) -> [first minute, last minute]."""
+    """("variant", deployment, variant) and ("run", deployment, run id) -> [first minute, last
+    minute], from the rows that name them; ("feedback", deployment, "") for feedback, which names
+    no variant of its own (its ranges only tell the live stream which minutes changed)."""
     # First and last start per (deployment, variant, run id); minutes only at the end, since
     # the minute of the earliest start is the earliest minute.
-    starts: dict[tuple[str, str, str], list[datetime]] = {}
+    starts: dict[tuple[str, str | None, str], list[datetime]] = {}
     for table, rows in inserted.items():
-        if table not in _HANDLERS:
+        if table not in _HANDLERS and table is not FEEDBACK:
             continue
         for row in rows:
-            key = (row.deployment, row.variant, row.run_id)
+            key = (row.deployment, None if table is FEEDBACK else row.variant, row.run_id)
             start = row.request_start_time
             span = starts.get(key)
             if span is None:
@@ -190,6 +183,9 @@ def seen_ranges(inserted: Mapping[RawTable, Iterable[Any]]) -> dict[tuple[str, s
 
     for (deployment, variant, run_id), (first, last) in starts.items():
         first, last = minute_of(first), minute_of(last)
+        if variant is None:
+            widen(("feedback", deployment, ""), first, last)
+            continue
         widen(("variant", deployment, variant), first, last)
         if run_id:
             widen(("run", deployment, run_id), first, last)

@@ -107,12 +107,10 @@ TOKENS = _table(
     (("model", "text"),),
     ("requests", "calls", "prompt_tokens", "completion_tokens", "total_tokens"),
 )
-FEEDBACK = _table("rollup_feedback", (), ("feedback", "rated", "rating_sum", "comments"))
 
 # Fixed application order (see the module docstring).
 # Alphabetical: the order in which day-partition creation locks them (ingest/writer.py).
 ROLLUP_TABLES: tuple[RollupTable, ...] = (
-    FEEDBACK,
     HISTOGRAMS,
     JUDGE_TOKENS,
     OPERATION_ERRORS,
