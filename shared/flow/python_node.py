@@ -32,6 +32,14 @@ class ToolLoadError(Exception):
     """The module cannot be imported, or does not hold exactly one @tool function."""
 
 
+class MissingModuleError(ToolLoadError):
+    """The node's module imports a module that is not installed (``module`` names it)."""
+
+    def __init__(self, message: str, module: str) -> None:
+        super().__init__(message)
+        self.module = module
+
+
 def tool(func: Callable[..., Any] | None = None, **_settings: Any) -> Any:
     """Stand-in for prompt flow's ``@tool`` / ``@tool(name=...)``: marks and returns the function."""
 
@@ -80,6 +88,10 @@ def _import_module(path: Path) -> types.ModuleType:
         sys.modules.pop(name, None)
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
+        if isinstance(exc, ModuleNotFoundError) and exc.name:
+            # The flow's loader turns this into "install it": flow, node, requirements file, command.
+            raise MissingModuleError(f"importing {path.name} failed: no module named {exc.name!r}",
+                                     exc.name) from exc
         raise ToolLoadError(f"importing {path.name} failed: {type(exc).__name__}: {exc}") from exc
     finally:
         try:

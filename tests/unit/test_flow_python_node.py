@@ -149,8 +149,29 @@ def test_two_tools_is_an_error(tmp_path: Path) -> None:
 
 
 def test_import_failure_is_an_error_naming_the_cause(tmp_path: Path) -> None:
+    reason = tool_problem(tmp_path, "import json\nraise RuntimeError('bad config')\n")
+    assert reason.startswith("source.path:") and "RuntimeError: bad config" in reason
+
+
+def test_missing_module_names_the_module_the_requirements_file_and_the_install_command(tmp_path: Path) -> None:
+    # tool_problem checks the flow ('pyflow') and the node ('shout') are named too.
     reason = tool_problem(tmp_path, "import no_such_module_anywhere\n")
-    assert reason.startswith("source.path:") and "ModuleNotFoundError" in reason
+    assert "module 'no_such_module_anywhere' is not installed" in reason
+    assert f"{tmp_path / 'pyflow' / 'requirements.txt'} (that file does not exist yet)" in reason
+    assert "`promptpulse flows install`" in reason
+
+
+def test_missing_module_names_the_requirements_file_the_flow_declares(tmp_path: Path) -> None:
+    # prompt flow's environment.python_requirements_txt wins over a requirements.txt in the folder.
+    dag = "environment:\n  python_requirements_txt: deps/reqs.txt\n" + DAG
+    (tmp_path / "pyflow" / "deps").mkdir(parents=True)
+    folder = write_flow(tmp_path / "pyflow", dag, {"shout.py": "import no_such_module_anywhere\n",
+                                                   "deps/reqs.txt": "no-such-module-anywhere\n",
+                                                   "requirements.txt": "other\n"})
+    with pytest.raises(FlowError) as caught:
+        load_flow(folder)
+    reason = caught.value.problems[0].reason
+    assert f"list its package in {folder / 'deps' / 'reqs.txt'} and run `promptpulse flows install`" in reason
 
 
 def test_unknown_input_and_missing_parameter_are_errors(tmp_path: Path) -> None:
