@@ -36,7 +36,7 @@ from services.gateway.appkeys import (
 from services.gateway.events import EventPublisher
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.registry import Deployments, Registry
-from services.gateway.routes import feedback, health, openapi, score
+from services.gateway.routes import admin, feedback, health, openapi, score
 from services.gateway.routes.errors import json_errors
 from services.gateway.routes.metrics import GatewayMetrics
 from services.gateway.settings import GatewaySettings
@@ -82,6 +82,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", health.metrics)
     app.router.add_get("/openapi.json", openapi.openapi)
+    app.router.add_get("/admin/deployments", admin.admin_deployments)
 
 
 _COUNTED = {"score", "feedback"}
@@ -138,7 +139,8 @@ async def _deployments(app: web.Application) -> AsyncIterator[None]:
     deployments = Deployments(settings, tracer_provider=app[TRACER_PROVIDER], on_reload=forget_revoked)
     await deployments.load()
     app[DEPLOYMENTS] = deployments
-    log.info("deployments loaded", extra={"deployments": sorted(deployments.current.deployments)})
+    log.info("deployments loaded", extra={"deployments": sorted(deployments.current.deployments),
+                                          "unavailable": sorted(deployments.current.failures)})
     try:
         yield
     finally:

@@ -2,12 +2,18 @@
 
 Loaded at start-up and again on SIGHUP (or when an ``api_keys_file`` changes). A reload builds
 a complete new :class:`Registry` beside the old one and swaps it in one assignment, so a request
-sees either the old configuration or the new one, never a mix; a reload that fails (a bad file,
-a flow that no longer loads) changes nothing and is logged with every problem.
+sees either the old configuration or the new one, never a mix.
+
+One broken deployment never takes the others down: each deployment's file, flow, plan and LLM
+clients are loaded on their own. One that does not load is a :class:`LoadFailure` with every
+problem found; its callers get 503 ``deployment_unavailable`` while the others serve. On a reload,
+a deployment that served and no longer loads keeps serving its last good version ("stale") until
+its files load again; the log, ``/metrics`` and ``GET /admin/deployments`` say so. Its API keys
+still follow its ``api_keys_file``, so a key revoked meanwhile stops working.
 
 LLM clients are reused across reloads while their connection is unchanged (they hold connection
-pools). A client whose connection changed or disappeared is closed only after
-``request_timeout_seconds``, since requests that started before the reload may still use it.
+pools). A client no runtime uses any more is closed only after ``request_timeout_seconds``, since
+requests that started before the reload may still use it.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,8 +30,15 @@ from typing import Any
 from opentelemetry.trace import TracerProvider
 
 from services.gateway.settings import GatewaySettings
-from shared.deployments import Connection, Deployment, Variant, load_connections, load_deployments
-from shared.flow import Flow, FlowExecutor, build_clients, flow_connections, load_flow
+from shared.deployments import (
+    Connection,
+    Deployment,
+    DeploymentConfigError,
+    Variant,
+    load_api_keys_file,
+    load_deployment_folder,
+)
+from shared.flow import Flow, FlowError, FlowExecutor, build_clients, flow_connections, load_flow
 from shared.flow.clients import close_clients
 
 log = logging.getLogger(__name__)
@@ -43,6 +56,9 @@ class DeploymentRuntime:
     variants: Mapping[str, Variant]
     redacted_inputs: frozenset[str]
     redacted_outputs: frozenset[str]
+    clients: Mapping[str, Any] = field(default_factory=dict)  # connection -> client its executor calls
+    generation: int = 0  # the load it comes from: older than the registry's when serving stale
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
     def name(self) -> str:
@@ -53,15 +69,51 @@ class DeploymentRuntime:
 
 
 @dataclass(frozen=True)
+class LoadFailure:
+    """A deployment whose current files do not load, with every problem found (for operators only)."""
+
+    name: str
+    file: Path | None
+    problems: tuple[str, ...]
+    since: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+SERVING, STALE, UNAVAILABLE = "serving", "stale", "unavailable"
+
+
+@dataclass(frozen=True)
 class Registry:
     """Every deployment of one load, and the clients their flows call."""
 
-    deployments: Mapping[str, DeploymentRuntime]
+    deployments: Mapping[str, DeploymentRuntime]  # every deployment that serves, stale ones included
     connections: Mapping[str, Connection]
-    clients: Mapping[str, Any]
+    clients: Mapping[str, Any]  # the clients this load built or kept for current files
     key_files: Mapping[Path, KeyFileState]
     generation: int
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    failures: Mapping[str, LoadFailure] = field(default_factory=dict)  # by deployment name
+    folder_problems: tuple[str, ...] = ()  # problems of no single deployment (connections.yaml)
+
+    def status(self, name: str) -> str | None:
+        """SERVING, STALE (serving its last good version), UNAVAILABLE, or None if unknown."""
+        if name in self.deployments:
+            return STALE if name in self.failures else SERVING
+        return UNAVAILABLE if name in self.failures else None
+
+    def unavailable(self, name: str) -> LoadFailure | None:
+        """The failure of a deployment that does not serve at all."""
+        return self.failures.get(name) if name not in self.deployments else None
+
+    def clients_in_use(self) -> list[Any]:
+        """Every distinct client a serving runtime may call, stale runtimes' included."""
+        found: dict[int, Any] = {id(c): c for c in self.clients.values()}
+        for runtime in self.deployments.values():
+            found.update((id(c), c) for c in runtime.clients.values())
+        return list(found.values())
+
+    @property
+    def problems(self) -> list[str]:
+        return [*self.folder_problems, *(p for f in self.failures.values() for p in f.problems)]
 
 
 def key_file_state(path: Path) -> KeyFileState:
@@ -73,8 +125,9 @@ def key_file_state(path: Path) -> KeyFileState:
 
 
 def _runtime(deployment: Deployment, flow: Flow, clients: Mapping[str, Any],
-             tracer_provider: TracerProvider | None) -> DeploymentRuntime:
-    executor = FlowExecutor(flow, {n: clients[n] for n in flow_connections(flow)}, tracer_provider=tracer_provider)
+             tracer_provider: TracerProvider | None, generation: int) -> DeploymentRuntime:
+    used = {n: clients[n] for n in flow_connections(flow)}
+    executor = FlowExecutor(flow, used, tracer_provider=tracer_provider)
     for variant in deployment.variants:
         executor.plan(variant.id, variant.nodes)  # an impossible selection fails the load, not a request
     return DeploymentRuntime(
@@ -84,7 +137,15 @@ def _runtime(deployment: Deployment, flow: Flow, clients: Mapping[str, Any],
         variants={v.id: v for v in deployment.variants},
         redacted_inputs=frozenset(deployment.redaction.inputs),
         redacted_outputs=frozenset(deployment.redaction.outputs),
+        clients=used,
+        generation=generation,
     )
+
+
+def _reason(exc: BaseException) -> list[str]:
+    if isinstance(exc, FlowError | DeploymentConfigError):
+        return [str(p) for p in exc.problems]
+    return [f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError) else str(exc)]
 
 
 async def load_registry(
@@ -92,16 +153,28 @@ async def load_registry(
     *,
     previous: Registry | None = None,
     tracer_provider: TracerProvider | None = None,
-) -> tuple[Registry, dict[str, Any]]:
-    """A new registry, and the previous one's clients it no longer uses (close them later).
+) -> tuple[Registry, list[Any]]:
+    """A new registry, and the previous one's clients no runtime uses any more (close them later).
 
-    Raises DeploymentConfigError, FlowError, ConnectionKeyMissingError or ValueError, after
-    closing any client it built.
+    Each deployment loads on its own: one that does not is recorded in ``failures`` (and, if it
+    served before, keeps serving its previous runtime). Raises DeploymentConfigError only when
+    the deployments folder does not exist.
     """
-    folder = settings.deployments_dir
-    deployments = load_deployments(folder)
-    connections = load_connections(folder)
-    flows = {name: load_flow(d.flow, connections=connections.keys()) for name, d in deployments.items()}
+    folder = load_deployment_folder(settings.deployments_dir)
+    generation = previous.generation + 1 if previous is not None else 1
+    connections = folder.connections
+    problems: dict[str, list[str]] = {b.name: [str(p) for p in b.problems] for b in folder.broken
+                                      if b.name not in folder.deployments}
+    files: dict[str, Path | None] = {b.name: b.file for b in folder.broken}
+    folder_problems = [str(p) for p in folder.folder_problems]
+    folder_problems += [str(p) for b in folder.broken if b.name in folder.deployments for p in b.problems]
+    flows: dict[str, Flow] = {}
+    for name, deployment in folder.deployments.items():
+        files[name] = deployment.source
+        try:
+            flows[name] = load_flow(deployment.flow, connections=connections.keys())
+        except Exception as exc:  # any failure stays this deployment's
+            problems[name] = _reason(exc)
     # Only connections some flow uses get a client: a judge-only connection is the processor's.
     wanted = set().union(*(flow_connections(f) for f in flows.values())) if flows else set()
     old_clients = dict(previous.clients) if previous is not None else {}
@@ -109,23 +182,85 @@ async def load_registry(
     section = settings.gateway
     clients: dict[str, Any] = {}
     fresh: dict[str, Any] = {}
+    broken_connections: dict[str, str] = {}
+    runtimes: dict[str, DeploymentRuntime] = {}
     try:
         for name in sorted(wanted):
             if name in old_clients and old_connections.get(name) == connections[name]:
-                clients[name] = old_clients.pop(name)
+                clients[name] = old_clients[name]
                 continue
-            built = build_clients(
-                connections, [name], timeout=section.llm_timeout_seconds, max_retries=section.llm_max_retries
-            )
+            try:
+                built = build_clients(
+                    connections, [name], timeout=section.llm_timeout_seconds, max_retries=section.llm_max_retries
+                )
+            except Exception as exc:  # a connection key variable unset: costs the flows that use it
+                broken_connections[name] = f"connection {name!r}: {_reason(exc)[0]}"
+                continue
             fresh.update(built)
             clients.update(built)
-        runtimes = {name: _runtime(d, flows[name], clients, tracer_provider) for name, d in deployments.items()}
+        for name, flow in flows.items():
+            unusable = sorted(flow_connections(flow) & broken_connections.keys())
+            if unusable:
+                problems[name] = [broken_connections[c] for c in unusable]
+                continue
+            try:
+                runtimes[name] = _runtime(folder.deployments[name], flow, clients, tracer_provider, generation)
+            except Exception as exc:
+                problems[name] = _reason(exc)
     except BaseException:
         await close_clients(fresh)
         raise
-    key_files = {d.api_keys_file: key_file_state(d.api_keys_file) for d in deployments.values() if d.api_keys_file}
-    generation = previous.generation + 1 if previous is not None else 1
-    return Registry(runtimes, connections, clients, key_files, generation), old_clients
+    failures = _failures(problems, files, previous)
+    key_files = {d.api_keys_file: key_file_state(d.api_keys_file) for d in folder.deployments.values()
+                 if d.api_keys_file}
+    if previous is not None:
+        for name, failure in failures.items():
+            stale = _last_good(previous, failure)
+            if stale is not None and stale.name not in runtimes:
+                runtimes[stale.name] = _with_current_keys(stale)
+                if stale.deployment.api_keys_file is not None:
+                    key_files[stale.deployment.api_keys_file] = key_file_state(stale.deployment.api_keys_file)
+                if stale.name != name:
+                    failures[stale.name] = replace(failure, name=stale.name)
+    registry = Registry(runtimes, connections, clients, key_files, generation, failures=failures,
+                        folder_problems=tuple(folder_problems))
+    in_use = {id(c) for c in registry.clients_in_use()}
+    retired = [c for c in previous.clients_in_use() if id(c) not in in_use] if previous is not None else []
+    return registry, retired
+
+
+def _failures(problems: Mapping[str, list[str]], files: Mapping[str, Path | None],
+              previous: Registry | None) -> dict[str, LoadFailure]:
+    failures: dict[str, LoadFailure] = {}
+    for name, found in sorted(problems.items()):
+        before = previous.failures.get(name) if previous is not None else None
+        since = before.since if before is not None and before.problems == tuple(found) else datetime.now(UTC)
+        failures[name] = LoadFailure(name, files.get(name), tuple(found), since)
+    return failures
+
+
+def _last_good(previous: Registry, failure: LoadFailure) -> DeploymentRuntime | None:
+    # By name, or by file when the broken file's name field could not be read.
+    runtime = previous.deployments.get(failure.name)
+    if runtime is None and failure.file is not None:
+        runtime = next((r for r in previous.deployments.values() if r.deployment.source == failure.file), None)
+    return runtime
+
+
+def _with_current_keys(runtime: DeploymentRuntime) -> DeploymentRuntime:
+    # A stale deployment still honours `promptpulse keys revoke`: its keys file is read again.
+    deployment = runtime.deployment
+    path = deployment.api_keys_file
+    if path is None:
+        return runtime
+    try:
+        from_file = load_api_keys_file(path)
+    except DeploymentConfigError as exc:
+        log.error("api_keys_file of stale deployment %r does not load; its keys stay as they were: %s",
+                  runtime.name, exc)
+        return runtime
+    keys = [*deployment.inline_api_keys, *from_file]
+    return replace(runtime, deployment=deployment.model_copy(update={"api_keys": keys}))
 
 
 class Deployments:
@@ -143,7 +278,7 @@ class Deployments:
         self._on_reload = on_reload
         self._current: Registry | None = None
         self._lock = asyncio.Lock()
-        self._retiring: dict[asyncio.Task[None], Mapping[str, Any]] = {}
+        self._retiring: dict[asyncio.Task[None], list[Any]] = {}
         self.reloads_ok = 0
         self.reloads_failed = 0
         self.last_error: str | None = None
@@ -161,33 +296,65 @@ class Deployments:
     def get(self, name: str) -> DeploymentRuntime | None:
         return self._current.deployments.get(name) if self._current is not None else None
 
+    def unavailable(self, name: str) -> LoadFailure | None:
+        """Why a deployment that does not serve at all fails to load (None if it serves or is unknown)."""
+        return self._current.unavailable(name) if self._current is not None else None
+
     async def load(self) -> Registry:
-        """The first load; raises on any problem (the gateway does not start half-configured)."""
+        """The first load: serves every deployment that loads, logs every one that does not.
+
+        Raises DeploymentConfigError only when the deployments folder does not exist.
+        """
         registry, _ = await load_registry(self._settings, tracer_provider=self._tracer_provider)
         self._install(registry)
+        self._report(registry, "start-up")
         return registry
 
     async def reload(self, reason: str) -> bool:
-        """Load again; on failure keep serving the current configuration. True if swapped."""
+        """Load again and swap. True when every deployment loaded; a deployment that does not
+        keeps serving its last good version if it had one, and the reload counts as failed."""
         async with self._lock:
             try:
                 registry, retired = await load_registry(
                     self._settings, previous=self._current, tracer_provider=self._tracer_provider
                 )
-            except Exception as exc:  # any failure: keep what works, tell the operator everything
+            except Exception as exc:  # the folder is gone: keep what works, tell the operator
                 self.reloads_failed += 1
                 self.last_error = str(exc)
                 log.error("deployments reload failed; still serving the previous configuration",
                           extra={"reason": reason, "error": str(exc)})
                 return False
             self._install(registry)
-            self.reloads_ok += 1
-            self.last_error = None
             self._retire(retired)
+            complete = self._report(registry, reason)
             log.info("deployments reloaded", extra={
                 "reason": reason, "deployments": sorted(registry.deployments), "generation": registry.generation,
+                "failed": sorted(registry.failures),
             })
-            return True
+            return complete
+
+    def _report(self, registry: Registry, reason: str) -> bool:
+        """Log each deployment that does not load with all its problems; count the reload."""
+        for name, failure in sorted(registry.failures.items()):
+            runtime = registry.deployments.get(name)
+            if runtime is not None:
+                what = f"still serving its last good version (generation {runtime.generation})"
+            else:
+                what = "its callers get 503 deployment_unavailable"
+            log.error("deployment %r does not load; %s; the other deployments are unaffected:\n%s",
+                      name, what, "\n".join(failure.problems),
+                      extra={"reason": reason, "deployment": name, "file": str(failure.file or "")})
+        if registry.folder_problems:
+            log.error("deployments folder problems:\n%s", "\n".join(registry.folder_problems),
+                      extra={"reason": reason})
+        problems = registry.problems
+        if reason != "start-up":
+            if problems:
+                self.reloads_failed += 1
+            else:
+                self.reloads_ok += 1
+        self.last_error = "\n".join(problems) or None
+        return not problems
 
     def _install(self, registry: Registry) -> None:
         self._current = registry
@@ -208,7 +375,7 @@ class Deployments:
                 continue  # unchanged, or the same broken state already reported
             failed = None if await self.reload("api_keys_file changed") else states
 
-    def _retire(self, clients: Mapping[str, Any]) -> None:
+    def _retire(self, clients: list[Any]) -> None:
         if not clients:
             return
         delay = self._settings.gateway.request_timeout_seconds
@@ -217,9 +384,9 @@ class Deployments:
         task.add_done_callback(lambda t: self._retiring.pop(t, None))
 
     @staticmethod
-    async def _close_later(clients: Mapping[str, Any], delay: float) -> None:
+    async def _close_later(clients: list[Any], delay: float) -> None:
         await asyncio.sleep(delay)  # requests started before the reload finish within the timeout
-        await close_clients(clients)
+        await _close(clients)
 
     async def close(self) -> None:
         """Close every client, retiring ones included (at shutdown, after requests drained)."""
@@ -229,6 +396,10 @@ class Deployments:
         for task, clients in retiring:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            await close_clients(clients)  # closing a closed client is harmless
+            await _close(clients)  # closing a closed client is harmless
         if self._current is not None:
-            await close_clients(self._current.clients)
+            await _close(self._current.clients_in_use())
+
+
+async def _close(clients: list[Any]) -> None:
+    await close_clients(dict(enumerate(clients)))

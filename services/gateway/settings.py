@@ -7,7 +7,7 @@ the event publisher's settings are nested one level further
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from services.gateway.events.settings import KIB, PublisherSection
 from shared.settings import ServiceSettings
@@ -79,6 +79,11 @@ class GatewaySection(BaseModel):
         le=3600,
         description="How long shutdown waits for requests in flight before cancelling them (each "
         "cancelled request still publishes its response event, status cancelled).",
+    )
+    admin_key: SecretStr | None = Field(
+        None,
+        description="Bearer key of the gateway's admin routes (GET /admin/deployments: every "
+        "deployment's load status and problems). Unset: those routes answer 503.",
     )
     publisher: PublisherSection = Field(default_factory=PublisherSection)
 

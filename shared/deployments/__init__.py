@@ -3,10 +3,14 @@
 Typical use at start-up::
 
     settings = load_settings(MyServiceSettings)
-    deployments = load_deployments(settings.deployments_dir)   # dict name -> Deployment
-    connections = load_connections(settings.deployments_dir)   # dict name -> Connection
+    folder = load_deployment_folder(settings.deployments_dir)
+    folder.deployments    # dict name -> Deployment, every file that loaded
+    folder.broken         # each file that did not, with all its problems
+    folder.connections    # dict name -> Connection
 
-Any problem raises :class:`DeploymentConfigError`, whose message lists each bad field as
+A service serves what loaded and reports the rest (folder.py): one broken deployment never takes
+the others down. ``load_deployments`` is the all-or-nothing form for tools and tests: any problem
+raises :class:`DeploymentConfigError`, whose message lists each bad field as
 ``<file>: <field path>: <reason>``. See docs/deployments.md for the schema.
 """
 
@@ -23,18 +27,24 @@ from shared.deployments.connections import (
     load_connections,
     load_connections_file,
     openai_client_kwargs,
+    read_connections_file,
 )
 from shared.deployments.errors import (
     ConnectionKeyMissingError,
     DeploymentConfigError,
     Problem,
 )
+from shared.deployments.folder import (
+    BrokenDeployment,
+    DeploymentFolder,
+    load_deployment_folder,
+    load_deployments,
+)
 from shared.deployments.loader import (
     FLOW_FILE,
     deployment_files,
     load_api_keys_file,
     load_deployment,
-    load_deployments,
     read_flow_interface,
     save_api_keys_file,
 )
@@ -55,11 +65,13 @@ __all__ = [
     "METRICS",
     "METRIC_COLUMNS",
     "QUALITY_STATISTICS",
+    "BrokenDeployment",
     "ColumnMapping",
     "Connection",
     "ConnectionKeyMissingError",
     "Deployment",
     "DeploymentConfigError",
+    "DeploymentFolder",
     "Evaluation",
     "Judge",
     "Monitor",
@@ -74,9 +86,11 @@ __all__ = [
     "load_connections",
     "load_connections_file",
     "load_deployment",
+    "load_deployment_folder",
     "load_deployments",
     "openai_client_kwargs",
     "parse_duration",
+    "read_connections_file",
     "read_flow_interface",
     "save_api_keys_file",
 ]

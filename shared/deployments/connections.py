@@ -139,17 +139,31 @@ def create_openai_client(
 
 
 def load_connections_file(path: Path) -> dict[str, Connection]:
-    """Connections from one file; a missing file means no connections."""
+    """Connections from one file; a missing file means no connections. Raises on any problem."""
+    connections, problems = read_connections_file(path)
+    if problems:
+        raise DeploymentConfigError(problems)
+    return connections
+
+
+def read_connections_file(path: Path) -> tuple[dict[str, Connection], list[Problem]]:
+    """The connections of one file that are valid, and the problems of the others.
+
+    A bad entry costs only that connection: deployments that use another one keep working.
+    """
     if not path.exists():
-        return {}
+        return {}, []
     shown = display_path(path)
-    data = read_yaml_mapping(path, "connections file")
+    try:
+        data = read_yaml_mapping(path, "connections file")
+    except DeploymentConfigError as exc:
+        return {}, list(exc.problems)
     unknown = [key for key in data if key != "connections"]
     problems = [Problem(shown, str(key), "unknown field (expected only 'connections')") for key in unknown]
     entries = data.get("connections") or {}
     if not isinstance(entries, dict):
         problems.append(Problem(shown, "connections", "must be a mapping of name -> connection"))
-        raise DeploymentConfigError(problems)
+        return {}, problems
     connections: dict[str, Connection] = {}
     for name, spec in entries.items():
         where: Loc = ("connections", str(name))
@@ -171,9 +185,7 @@ def load_connections_file(path: Path) -> dict[str, Connection]:
             problems += problems_at(shown, found, where)
             continue
         connections[connection.name] = connection
-    if problems:
-        raise DeploymentConfigError(problems)
-    return connections
+    return connections, problems
 
 
 def load_connections(deployments_dir: Path) -> dict[str, Connection]:

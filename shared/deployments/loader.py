@@ -4,8 +4,8 @@ Validation happens in three layers, all reported with the file and the field pat
 (types, ranges, unknown keys), the cross-field rules of the schema models, and the checks
 against things outside the file: the flow's ``flow.dag.yaml`` (variant ids, inputs and outputs
 named by the column mapping and redaction), the connections file (the judge connection), and the
-``api_keys_file``. Every problem of every file is collected before raising, so one start-up
-shows everything to fix.
+``api_keys_file``. Every problem of a file is collected before raising, so one start-up shows
+everything to fix; folder.py reads the whole folder, one file at a time.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from shared.apikeys import ApiKeyRecord
 from shared.deployments.base import BASE_DIR, COLUMNS, DEFAULT_VARIANT_ID, DEFER_CHECKS
-from shared.deployments.connections import CONNECTIONS_FILE, Connection, load_connections
+from shared.deployments.connections import CONNECTIONS_FILE, Connection
 from shared.deployments.errors import (
     DeploymentConfigError,
     Loc,
@@ -54,10 +54,12 @@ def load_deployment(
     connections: Mapping[str, Connection] | None = None,
     *,
     check_flow: bool = True,
+    connections_complete: bool = True,
 ) -> Deployment:
     """One deployment file, validated; raises :class:`DeploymentConfigError`.
 
-    ``connections``: when given, the judge connection must be one of them. ``check_flow``: read
+    ``connections``: when given, the judge connection must be one of them
+    (``connections_complete`` False: some entries of the file did not load). ``check_flow``: read
     the flow's flow.dag.yaml to check variant ids and column names; a service that never runs
     the flow (processor, aggregator) may turn it off if its mount lacks the flow folders.
     """
@@ -73,7 +75,7 @@ def load_deployment(
         raise DeploymentConfigError(problems_from_validation(shown, exc)) from None
     problems = problems_at(shown, deployment.all_problems())
     if connections is not None:
-        problems += _connection_problems(shown, deployment, connections)
+        problems += _connection_problems(shown, deployment, connections, connections_complete)
     if check_flow:
         problems += _flow_problems(shown, deployment)
     if deployment.api_keys_file is not None:
@@ -82,6 +84,7 @@ def load_deployment(
         except DeploymentConfigError as exc:
             problems += exc.problems
         else:
+            deployment._inline_api_keys = list(deployment.api_keys)
             deployment.api_keys = [*deployment.api_keys, *from_file]
             problems += _duplicate_key_problems(shown, deployment.api_keys)
     if problems:
@@ -90,42 +93,8 @@ def load_deployment(
     return deployment
 
 
-def load_deployments(deployments_dir: Path, *, check_flow: bool = True) -> dict[str, Deployment]:
-    """Every deployment in the folder by name, checked against the folder's connections file."""
-    folder = Path(deployments_dir)
-    if not folder.is_dir():
-        raise DeploymentConfigError(
-            [Problem(display_path(folder), "", "deployments folder does not exist (PROMPTPULSE_DEPLOYMENTS_DIR)")]
-        )
-    problems: list[Problem] = []
-    try:
-        connections: Mapping[str, Connection] | None = load_connections(folder)
-    except DeploymentConfigError as exc:
-        problems += exc.problems
-        connections = None  # still check the deployments, to report everything at once
-    deployments: dict[str, Deployment] = {}
-    for path in deployment_files(folder):
-        try:
-            deployment = load_deployment(path, connections, check_flow=check_flow)
-        except DeploymentConfigError as exc:
-            problems += exc.problems
-            continue
-        if deployment.name in deployments:
-            other = deployments[deployment.name].source
-            assert other is not None  # every deployment here was loaded from a file
-            problems.append(
-                Problem(display_path(path), "name", f"{deployment.name!r} is also the name in {display_path(other)}")
-            )
-            continue
-        deployments[deployment.name] = deployment
-    problems += _monitor_id_clashes(deployments.values())
-    if problems:
-        raise DeploymentConfigError(problems)
-    return deployments
-
-
 def _connection_problems(
-    shown: str, deployment: Deployment, connections: Mapping[str, Connection]
+    shown: str, deployment: Deployment, connections: Mapping[str, Connection], complete: bool
 ) -> list[Problem]:
     if deployment.evaluation is None:
         return []
@@ -133,27 +102,10 @@ def _connection_problems(
     if name in connections:
         return []
     known = ", ".join(sorted(connections)) or "none"
+    hint = "" if complete else f"; {CONNECTIONS_FILE} has problems, see them"
     return [
-        Problem(shown, "evaluation.judge.connection", f"{name!r} is not in {CONNECTIONS_FILE} (known: {known})")
+        Problem(shown, "evaluation.judge.connection", f"{name!r} is not in {CONNECTIONS_FILE} (known: {known}{hint})")
     ]
-
-
-def _monitor_id_clashes(deployments: Iterable[Deployment]) -> list[Problem]:
-    # Alerts are keyed by monitor id on the alerts topic, so ids are unique across deployments.
-    owners: dict[str, Deployment] = {}
-    problems: list[Problem] = []
-    for deployment in deployments:
-        for index, monitor in enumerate(deployment.monitors):
-            first = owners.setdefault(monitor.id, deployment)
-            if first is not deployment:
-                problems.append(
-                    Problem(
-                        display_path(deployment.source) if deployment.source else deployment.name,
-                        f"monitors[{index}].id",
-                        f"{monitor.id!r} is also a monitor of deployment {first.name!r}",
-                    )
-                )
-    return problems
 
 
 def _duplicate_key_problems(shown: str, keys: list[ApiKeyRecord]) -> list[Problem]:

@@ -150,6 +150,7 @@ class Deployment(ConfigModel):
     monitors: list[Monitor] = Field(default_factory=list)
 
     _source: Path | None = PrivateAttr(None)
+    _inline_api_keys: list[ApiKeyRecord] | None = PrivateAttr(None)
 
     @field_validator("flow", "api_keys_file")
     @classmethod
@@ -163,6 +164,11 @@ class Deployment(ConfigModel):
     def source(self) -> Path | None:
         """The file this deployment was loaded from, if any."""
         return self._source
+
+    @property
+    def inline_api_keys(self) -> list[ApiKeyRecord]:
+        """The keys written in the deployment file itself (``api_keys`` adds its api_keys_file's)."""
+        return list(self._inline_api_keys if self._inline_api_keys is not None else self.api_keys)
 
     def variant(self, variant_id: str) -> Variant | None:
         return next((v for v in self.variants if v.id == variant_id), None)

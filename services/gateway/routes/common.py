@@ -1,6 +1,7 @@
-"""What the score and feedback endpoints check first, in this order: the deployment exists (404),
-the key is one of its keys (401), the key is within its rate limit (429), the body is JSON within
-the size limit (413, 400): UTF-8, no NaN, not nested past the parser's limit, no lone surrogate.
+"""What the score and feedback endpoints check first, in this order: the deployment exists (404)
+and loads (503 deployment_unavailable), the key is one of its keys (401), the key is within its
+rate limit (429), the body is JSON within the size limit (413, 400): UTF-8, no NaN, not nested
+past the parser's limit, no lone surrogate.
 Nothing is published for a request refused here.
 """
 
@@ -29,7 +30,13 @@ CLIENT_REQUEST_ID_PATTERN = re.compile(r"^[\x21-\x7e]{1,128}$")  # visible ASCII
 
 def find_deployment(request: web.Request) -> DeploymentRuntime:
     name = request.match_info["deployment"]
-    runtime = request.app[DEPLOYMENTS].get(name)
+    deployments = request.app[DEPLOYMENTS]
+    runtime = deployments.get(name)
+    if runtime is None and deployments.unavailable(name) is not None:
+        # Its files do not load: the caller learns that much; the problems are for operators
+        # (GET /admin/deployments and the log), since they hold paths and file contents.
+        raise ApiError(503, "deployment_unavailable", f"deployment {name[:100]!r} is not available: "
+                       "its configuration does not load")
     if runtime is None:
         # The name is the client's text: quoted back, never used as a metric label.
         raise ApiError(404, "unknown_deployment", f"no deployment named {name[:100]!r}")

@@ -1,6 +1,7 @@
 """``/healthz`` (the process serves), ``/readyz`` (send it traffic), ``/metrics`` (Prometheus).
 
-Ready means: deployments loaded and room for a request's events. Kafka being away does not make
+Ready means: at least one deployment serves (one that does not load answers 503 on its own
+routes and does not make the gateway unready) and room for a request's events. Kafka being away does not make
 the gateway unready: events wait in the spool, which is the point of having one. A full spool
 does, since every score request would get 503.
 """
@@ -25,13 +26,17 @@ async def readyz(request: web.Request) -> web.Response:
     deployments = request.app[DEPLOYMENTS]
     publisher = request.app[PUBLISHER]
     reasons = []
+    serving = sorted(deployments.current.deployments) if deployments.loaded else []
     if not deployments.loaded:
         reasons.append("deployments not loaded")
+    elif not serving:
+        reasons.append("no deployment serves (GET /admin/deployments lists why)")
     if not publisher.accepting():
         reasons.append("no room for more events (event spool or queue full)")
     body = {
         "status": "not_ready" if reasons else "ready",
-        "deployments": sorted(deployments.current.deployments) if deployments.loaded else [],
+        "deployments": serving,
+        "unavailable": sorted(deployments.current.failures) if deployments.loaded else [],
         "events_spooling": publisher.spooling,
     }
     if reasons:
@@ -44,7 +49,15 @@ async def metrics(request: web.Request) -> web.Response:
     deployments = app[DEPLOYMENTS]
     gateway_metrics = app[METRICS]
     loaded = len(deployments.current.deployments) if deployments.loaded else 0
-    registry = [
+    statuses = [
+        MetricSample(f"{PREFIX}deployment_status", "gauge",
+                     "1 for each deployment's status: serving, stale (its files no longer load; serving its "
+                     "last good version) or unavailable (does not load; answers 503).",
+                     1, (("deployment", name), ("status", current.status(name) or "")))
+        for current in ([deployments.current] if deployments.loaded else [])
+        for name in sorted(set(current.deployments) | set(current.failures))
+    ]
+    registry = [*statuses,
         MetricSample(f"{PREFIX}deployments", "gauge", "Deployments being served.", loaded),
         MetricSample(f"{PREFIX}deployment_reloads_total", "counter", "Reloads of the deployments (SIGHUP, key files).",
                      deployments.reloads_ok, (("result", "ok"),)),
