@@ -402,4 +402,4 @@ class Deployments:
 
 
 async def _close(clients: list[Any]) -> None:
-    await close_clients(dict(enumerate(clients)))
+    await close_clients({str(index): client for index, client in enumerate(clients)})
