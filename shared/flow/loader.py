@@ -32,6 +32,7 @@ from shared.flow.model import (
 )
 from shared.flow.python_node import MissingModuleError, ToolLoadError, load_tool
 from shared.flow.references import Reference, ReferenceSyntaxError, parse_value
+from shared.flow.requirements import DEFAULT_REQUIREMENTS, INSTALL_COMMAND, requirements_file
 from shared.flow.template import compile_template
 
 FLOW_FILE = "flow.dag.yaml"
@@ -55,15 +56,11 @@ _Yaml12Loader.add_implicit_resolver(
 )
 
 
-INSTALL_COMMAND = "promptpulse flows install"
-
-
-def missing_module_reason(exc: MissingModuleError, folder: Path, environment: Any) -> str:
-    """Why a Python node's module did not import, and how to fix it: which requirements file
-    should list the module (prompt flow's ``environment.python_requirements_txt``, else
-    ``requirements.txt`` in the flow folder) and the command that installs it."""
-    named = environment.get("python_requirements_txt") if isinstance(environment, dict) else None
-    requirements = folder / (named.strip() if isinstance(named, str) and named.strip() else "requirements.txt")
+def missing_module_reason(exc: MissingModuleError, folder: Path) -> str:
+    """Why a Python node's module did not import, and how to fix it: the requirements file that
+    should list it (requirements.py: the one flow.dag.yaml names, else requirements.txt) and the
+    command that installs it."""
+    requirements = requirements_file(folder) or folder / DEFAULT_REQUIREMENTS
     listed = "" if requirements.is_file() else " (that file does not exist yet)"
     return (f"module {exc.module!r} is not installed: list its package in {requirements}{listed} "
             f"and run `{INSTALL_COMMAND}`")
@@ -85,7 +82,6 @@ class _FlowLoader:
         self.name = name
         self.connections = connections
         self.problems: list[FlowProblem] = []
-        self.environment: Any = None  # flow.dag.yaml's environment section (its requirements file)
 
     def problem(self, node: str | None, field: str, reason: str) -> None:
         self.problems.append(FlowProblem(self.name, node, field, reason))
@@ -96,7 +92,6 @@ class _FlowLoader:
 
     def load(self) -> Flow:
         data = self._read()
-        self.environment = data.get("environment")
         if data.get("environment_variables"):
             self.problem(None, "environment_variables", "not supported: set them in the gateway's environment")
         inputs = self._inputs(data.get("inputs"))
@@ -328,7 +323,7 @@ class _FlowLoader:
         try:
             tool = load_tool(common["source"])
         except MissingModuleError as exc:
-            self.problem(name, f"{prefix}source.path", missing_module_reason(exc, self.folder, self.environment))
+            self.problem(name, f"{prefix}source.path", missing_module_reason(exc, self.folder))
             return None
         except ToolLoadError as exc:
             self.problem(name, f"{prefix}source.path", str(exc))
