@@ -224,6 +224,8 @@ async def _tail(args: argparse.Namespace) -> int:
                             event = decode(record.value, record.headers)
                         except (EventDecodeError, UnicodeDecodeError):
                             continue  # not ours to judge: the services dead-letter bad records
+                        if not isinstance(event, TokenChunk | InferenceResponse):
+                            continue  # decoded as its type header says, so never the case
                         meta = event.meta
                         if not state.wants(meta.deployment, meta.variant):
                             continue

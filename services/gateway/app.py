@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
@@ -47,6 +47,9 @@ from shared.telemetry import setup_telemetry, shutdown_telemetry
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
+
+# One entry of app.cleanup_ctx: set up before its yield, torn down after it.
+CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 TRACER_NAME = "promptpulse.gateway"
 
@@ -106,7 +109,7 @@ async def _count_requests(request: web.Request, handler: Any) -> web.StreamRespo
         request.app[METRICS].http_requests[(endpoint, status)] += 1
 
 
-def _telemetry(provider: TracerProvider | None):  # type: ignore[no-untyped-def]
+def _telemetry(provider: TracerProvider | None) -> CleanupContext:
     async def context(app: web.Application) -> AsyncIterator[None]:
         if provider is not None:
             app[TRACER] = provider.get_tracer(TRACER_NAME)
@@ -159,7 +162,7 @@ async def _publisher(app: web.Application) -> AsyncIterator[None]:
         await publisher.close()
 
 
-def _reloads(handle_sighup: bool):  # type: ignore[no-untyped-def]
+def _reloads(handle_sighup: bool) -> CleanupContext:
     async def context(app: web.Application) -> AsyncIterator[None]:
         deployments = app[DEPLOYMENTS]
         loop = asyncio.get_running_loop()

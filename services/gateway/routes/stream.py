@@ -106,9 +106,11 @@ async def _finish(
     # Recorded before the last write: the client's success implies the event is on its way.
     recorder.respond("ok", llm_calls=result.llm_calls, outputs=result.outputs,
                      time_to_first_token_ms=result.time_to_first_token_ms)
+    fresh = response is None  # nothing was streamed (an empty answer, or no streamable output)
+    if response is None:
+        response = web.StreamResponse(headers=SSE_HEADERS)
     try:
-        if response is None:  # nothing was streamed (an empty answer, or no streamable output)
-            response = web.StreamResponse(headers=SSE_HEADERS)
+        if fresh:
             await response.prepare(request)
         await response.write(payload)
         await response.write_eof()
