@@ -26,7 +26,7 @@ from services.aggregator.ingest.stall import IntakeWatch
 from services.aggregator.retention import PartitionCache, retention_loop
 from services.aggregator.settings import AggregatorSettings
 from shared import gctuning
-from shared.deployments import DeploymentConfigError, load_deployments
+from shared.deployments import DeploymentConfigError, load_deployment_folder
 from shared.topics import TopicError, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -49,11 +49,12 @@ SET prompt_per_1k = EXCLUDED.prompt_per_1k, completion_per_1k = EXCLUDED.complet
 def sampling_policy(settings: AggregatorSettings) -> SamplingPolicy:
     """Each deployment's sampling rate from the deployments folder.
 
-    A missing folder is not fatal (the default rate applies); an invalid one is, like in the
-    other services, so that the aggregator never keeps payloads on a misread configuration.
+    A missing folder is not fatal (the default rate applies). A deployment whose file does not
+    load keeps no payloads (rate 0) until it loads again, so the aggregator never keeps payloads
+    on a misread configuration; the other deployments are unaffected.
     """
     try:
-        deployments = load_deployments(settings.deployments_dir, check_flow=False)
+        folder = load_deployment_folder(settings.deployments_dir, check_flow=False)
     except DeploymentConfigError:
         if not settings.deployments_dir.is_dir():
             log.warning(
@@ -63,7 +64,10 @@ def sampling_policy(settings: AggregatorSettings) -> SamplingPolicy:
             )
             return SamplingPolicy({}, settings.aggregator.default_sampling_rate)
         raise
-    return SamplingPolicy.from_deployments(deployments, settings.aggregator.default_sampling_rate)
+    folder.log_problems(log, "no payloads of it are kept and its file monitors stay as stored")
+    rates = {name: d.evaluation.sampling_rate if d.evaluation is not None else 0.0
+             for name, d in folder.deployments.items()}
+    return SamplingPolicy(rates | dict.fromkeys(folder.broken_names, 0.0), settings.aggregator.default_sampling_rate)
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:

@@ -2,7 +2,8 @@
 
 Runs until SIGTERM or SIGINT, then shuts down in order (services/processor/app.py) and flushes
 telemetry last. Exit status: 0 after a clean stop, 1 when faust crashed, 2 for bad settings or
-deployment files (the message names the variable or field).
+a missing deployments folder (the message names the variable or field). A deployment
+file that does not load is logged with every problem and not judged; the others are.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import signal
 import sys
 
 from services.processor.app import ProcessorService
-from services.processor.judges import JudgeConfigError
 from services.processor.settings import ProcessorSettings
 from shared.deployments import DeploymentConfigError
 from shared.logs import setup_logging
@@ -59,7 +59,7 @@ def main() -> int:
         logging.getLogger(name).setLevel(quiet)
     try:
         return asyncio.run(run(settings))
-    except (SettingsError, DeploymentConfigError, JudgeConfigError, TopicError) as exc:
+    except (SettingsError, DeploymentConfigError, TopicError) as exc:
         print(f"processor: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

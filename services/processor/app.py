@@ -41,7 +41,7 @@ from services.processor.publisher import Publisher
 from services.processor.settings import ProcessorSettings
 from services.processor.stall import StallWatch, faust_diagnostics
 from services.processor.stats import ProcessorStats
-from shared.deployments import Connection, Deployment, load_connections, load_deployments
+from shared.deployments import Connection, Deployment, load_connections, load_deployment_folder
 from shared.kafka import make_producer
 from shared.topics import Topics, ensure_topics
 
@@ -69,14 +69,26 @@ class ProcessorService:
         self.settings = settings
         self.section = settings.processor
         self.topics = Topics.from_settings(settings)
+        # Deployment name -> why it is not judged (its file does not load, or its judge cannot
+        # be set up). The others are judged: one broken deployment never stops the processor.
+        self.unavailable: dict[str, list[str]] = {}
         if deployments is None:
-            deployments = load_deployments(settings.deployments_dir, check_flow=False)
+            folder = load_deployment_folder(settings.deployments_dir, check_flow=False)
+            folder.log_problems(log, "its events are not judged")
+            deployments = folder.deployments
+            self.unavailable = {name: [str(p) for b in folder.broken if b.name == name for p in b.problems]
+                                for name in folder.broken_names}
+            if connections is None:
+                connections = folder.connections
         if connections is None:
             connections = load_connections(settings.deployments_dir)
         self.stats = ProcessorStats()
-        self.judging, self.judge_pool = build_judging(
+        self.judging, self.judge_pool, judges_unavailable = build_judging(
             deployments, connections, self.section, self.stats, make_client=make_judge_client
         )
+        for name, reason in judges_unavailable.items():
+            log.error("deployment %r: %s; its events are not judged, the others are", name, reason)
+            self.unavailable[name] = [reason]
         self._tracer = tracer
         self._datadir = Path(tempfile.mkdtemp(prefix="promptpulse-processor-"))
         self.faust_app = build_faust_app(settings, self.topics.inference, self._handle, self._datadir)

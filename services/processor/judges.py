@@ -41,10 +41,6 @@ class JudgeConnections:
                 await close()
 
 
-class JudgeConfigError(ValueError):
-    """A deployment's judge cannot be set up (unknown connection, missing key)."""
-
-
 def build_judging(
     deployments: Mapping[str, Deployment],
     connections: Mapping[str, Connection],
@@ -52,11 +48,11 @@ def build_judging(
     stats: ProcessorStats,
     *,
     make_client: Callable[[Connection], Any] | None = None,
-) -> tuple[dict[str, DeploymentJudging], JudgeConnections]:
-    """One DeploymentJudging per deployment that has an evaluation section.
+) -> tuple[dict[str, DeploymentJudging], JudgeConnections, dict[str, str]]:
+    """One DeploymentJudging per deployment that has an evaluation section, and the reason for
+    each deployment whose judge cannot be set up (an unknown connection, an unset key variable).
 
-    Raises JudgeConfigError (naming the deployment and connection) when a judge connection is
-    unknown or its key variable is unset: a processor that cannot judge should not start.
+    Those are not judged; the others are: one broken deployment never stops the processor.
     """
     make = make_client or (
         lambda connection: create_openai_client(
@@ -65,22 +61,28 @@ def build_judging(
     )
     pool = JudgeConnections()
     judging: dict[str, DeploymentJudging] = {}
+    unavailable: dict[str, str] = {}
+    broken_connections: dict[str, str] = {}
     for name, deployment in sorted(deployments.items()):
         evaluation = deployment.evaluation
         if evaluation is None:
             continue
         connection_name = evaluation.judge.connection
+        if connection_name in broken_connections:
+            unavailable[name] = broken_connections[connection_name]
+            continue
         client = pool.clients.get(connection_name)
         if client is None:
             connection = connections.get(connection_name)
             if connection is None:
-                raise JudgeConfigError(
-                    f"deployment {name!r}: judge connection {connection_name!r} is not in connections.yaml"
-                )
+                unavailable[name] = f"judge connection {connection_name!r} is not in connections.yaml"
+                continue
             try:
                 openai_client = make(connection)
             except Exception as exc:  # ConnectionKeyMissingError names the variable, never a key
-                raise JudgeConfigError(f"deployment {name!r}: {exc}") from None
+                broken_connections[connection_name] = f"judge connection {connection_name!r}: {exc}"
+                unavailable[name] = broken_connections[connection_name]
+                continue
             pool.openai_clients.append(openai_client)
             client = JudgeClient(
                 openai_client,
@@ -105,7 +107,7 @@ def build_judging(
             judge=client,
             budget=TokenBudget(evaluation.judge.token_budget_per_hour),
         )
-    return judging, pool
+    return judging, pool, unavailable
 
 
 def _attempt_counter(stats: ProcessorStats, connection: str) -> Callable[[str], None]:

@@ -63,6 +63,7 @@ def health(service: ProcessorService) -> tuple[int, dict[str, Any]]:
         "service": "processor",
         "group_id": service.settings.group_id(),
         "deployments": sorted(service.judging),
+        "unavailable_deployments": sorted(service.unavailable),
         "judge_breakers": breakers,
         "judge_calls_in_flight": runner.calls_in_flight if runner else 0,
         "judge_queue": runner.queued if runner else 0,
@@ -107,6 +108,10 @@ def metric_families(service: ProcessorService) -> list[Family]:
         if limit is not None:
             budget_limit.add(limit, deployment=name)
     families += [budget_skipped, budget_spent, budget_limit]
+    unavailable = Family("deployment_unavailable", "gauge", "1 for each deployment whose file does not load or whose judge cannot be set up: its events are not judged (the others are).")
+    for name in sorted(service.unavailable):
+        unavailable.add(1, deployment=name)
+    families.append(unavailable)
     dead = Family("dead_letters_total", "counter", "Records sent to the dead-letter topic, by reason.")
     for reason, count in sorted(stats.dead_letters.items()):
         dead.add(count, reason=reason)

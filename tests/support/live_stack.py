@@ -77,6 +77,9 @@ class StackOptions:
     spans_to_kafka: bool = True
     kafka_bootstrap: str | None = None  # None: the settings' broker (127.0.0.1:9092 locally)
     database_url: str | None = None  # None: a fresh database on the settings' server
+    # More files in the deployments folder, written before any service starts: path relative
+    # to the folder -> text (other deployments, their flows).
+    files: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -332,6 +335,10 @@ async def live_stack(work_dir: Path, options: StackOptions | None = None) -> Asy
     demo_key, record = new_api_key_record("live-stack")
     (deployments_dir / "demo.yaml").write_text(yaml.safe_dump(
         _demo_deployment(options, [record.model_dump(mode="json", exclude_none=True)]), sort_keys=False))
+    for relative, text in options.files.items():
+        target = deployments_dir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
     read_key = "ppapi_read_" + uuid.uuid4().hex
     admin_key = "ppapi_admin_" + uuid.uuid4().hex
 

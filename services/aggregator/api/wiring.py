@@ -26,7 +26,7 @@ from services.aggregator.api.state import API, ApiState
 from services.aggregator.api.stream import MetricsHub
 from services.aggregator.api.stream_route import stream_metrics
 from services.aggregator.db.pool import ssl_option
-from shared.deployments import load_deployments
+from shared.deployments import load_deployment_folder
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,8 @@ async def _api_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     section = api_section(settings)
     folder = settings.deployments_dir
-    deployments = load_deployments(folder, check_flow=False) if folder.is_dir() else {}
+    # Deployments whose file does not load are left out (sampling_policy logs their problems).
+    deployments = load_deployment_folder(folder, check_flow=False).deployments if folder.is_dir() else {}
     read, admin = read_key(settings), admin_key(settings)
     if read is None:
         log.warning("PROMPTPULSE_API_READ_KEY is not set: the /v1 query API answers 503")

@@ -28,7 +28,7 @@ from services.aggregator.monitors.publisher import DeliveryStats, deliver_webhoo
 from services.aggregator.monitors.settings import MonitorsSection
 from services.aggregator.monitors.store import sync_file_monitors
 from services.aggregator.settings import AggregatorSettings
-from shared.deployments import load_deployments
+from shared.deployments import load_deployment_folder
 from shared.kafka import make_producer
 from shared.topics import TopicError, Topics, ensure_topics
 
@@ -73,9 +73,10 @@ class MonitorService:
             # Syncing an empty set would delete every file monitor for all replicas.
             log.warning("deployments folder %s not found: file monitors left as stored", folder)
             return
-        deployments = load_deployments(folder, check_flow=False)
+        loaded = load_deployment_folder(folder, check_flow=False)
         async with self._pool.acquire() as conn:
-            await sync_file_monitors(conn, deployments)
+            # A file that does not load keeps its stored monitors: a typo must not silence alerts.
+            await sync_file_monitors(conn, loaded.deployments, keep=loaded.broken_names)
 
     async def _ensure_producer(self) -> AIOKafkaProducer | None:
         if self._producer is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,8 +110,11 @@ async def _insert(conn: asyncpg.Connection, deployment: str, source: str, monito
     )
 
 
-async def sync_file_monitors(conn: asyncpg.Connection, deployments: Mapping[str, Deployment]) -> list[str]:
+async def sync_file_monitors(conn: asyncpg.Connection, deployments: Mapping[str, Deployment],
+                             keep: Collection[str] = ()) -> list[str]:
     """Make the file-sourced monitors equal the files' sections; returns the ids skipped.
+
+    ``keep``: deployments whose file does not load; their stored file monitors stay as they are.
 
     Deployments set through the API keep theirs. A file monitor whose id an API-set monitor of
     another deployment already uses is skipped (ids are unique: alerts are keyed by them).
@@ -124,7 +127,8 @@ async def sync_file_monitors(conn: asyncpg.Connection, deployments: Mapping[str,
             r["monitor_id"]: r["deployment"]
             for r in await conn.fetch("SELECT monitor_id, deployment FROM monitors WHERE source = 'api'")
         }
-        await conn.execute("DELETE FROM monitors WHERE source = 'file'")
+        await conn.execute("DELETE FROM monitors WHERE source = 'file' AND NOT deployment = ANY($1::text[])",
+                           sorted(keep))
         for name in sorted(deployments):
             if name in kept:
                 continue
