@@ -32,6 +32,7 @@ from shared.flow.inputs import bind_inputs
 from shared.flow.model import Flow, Node
 from shared.flow.nodes import BYPASSED, run_llm, run_prompt, run_python
 from shared.flow.plan import DEFAULT_VARIANT, Plan, build_plan, select_variants
+from shared.flow.python_llm import observe_openai_calls
 from shared.flow.references import PropertyError, Reference, follow_path
 from shared.flow.result import FlowResult, LlmCall, NodeRun
 from shared.flow.streaming import END, FlowStream, streaming_target
@@ -62,6 +63,9 @@ class FlowExecutor:
         self.flow = flow
         self.clients = clients
         self.tracer = telemetry.get_tracer(tracer_provider)
+        self.tracer_provider = tracer_provider  # None: the global provider, looked up per call
+        if any(node.type == "python" for name in flow.node_order for node in flow.all_nodes(name)):
+            observe_openai_calls()  # a Python node may call a model itself (shared/flow/python_llm.py)
         self._plans: dict[tuple[tuple[str, str], ...], Plan] = {}
 
     def plan(self, variant: str | None = None, node_variants: Mapping[str, str] | None = None) -> Plan:
@@ -233,7 +237,9 @@ class _Run:
         started = time.perf_counter()
         values = {key: self._input_value(value, name, key) for key, value in node.inputs.items()}
         if node.type == "python":
-            output = await run_python(node, values, self.executor.tracer)
+            output = await run_python(
+                node, values, self.executor.tracer, self.executor.tracer_provider, record=self.llm_calls.append
+            )
         elif node.type == "prompt":
             output = run_prompt(node, values, self.executor.tracer)
         else:

@@ -16,6 +16,7 @@ from opentelemetry import trace
 from shared.flow import llm, telemetry
 from shared.flow.errors import NodeExecutionError
 from shared.flow.model import Node
+from shared.flow.python_llm import node_llm_calls
 from shared.flow.python_node import call_tool
 from shared.flow.result import LlmCall
 from shared.flow.template import ChatTemplateError, render_chat, render_prompt
@@ -33,7 +34,16 @@ def _template_values(values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (None if v is BYPASSED else v) for k, v in values.items()}
 
 
-async def run_python(node: Node, values: Mapping[str, Any], tracer: trace.Tracer) -> Any:
+async def run_python(
+    node: Node,
+    values: Mapping[str, Any],
+    tracer: trace.Tracer,
+    provider: trace.TracerProvider | None,
+    *,
+    record: Callable[[LlmCall], None],
+) -> Any:
+    """``record`` gets one :class:`LlmCall` per model call the function made with the openai
+    package, even when it then failed (the tokens were spent)."""
     assert node.tool is not None
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
@@ -55,11 +65,15 @@ async def run_python(node: Node, values: Mapping[str, Any], tracer: trace.Tracer
         f"execute_tool {node.name}", attributes=attributes, record_exception=False, set_status_on_exception=False
     ) as span:
         try:
-            return await call_tool(node.tool, kwargs)
+            with node_llm_calls(node.name, provider or trace.get_tracer_provider()) as calls:
+                return await call_tool(node.tool, kwargs)
         except Exception as exc:
             error_type = type(exc).__name__
             telemetry.record_error(span, error_type, str(exc))
             raise NodeExecutionError(node.name, error_type, telemetry.redact(str(exc))) from exc
+        finally:
+            for call in calls:  # filled when the block above closed
+                record(call)
 
 
 def run_prompt(node: Node, values: Mapping[str, Any], tracer: trace.Tracer) -> Any:
