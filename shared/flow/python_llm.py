@@ -71,8 +71,12 @@ class _NodeTracer(trace.Tracer):
             calls.spans.append(span)
         return span
 
+    # The API types this with its private context-manager wrapper; any context manager of a span
+    # is what callers (the instrumentation) use.
     @contextmanager
-    def start_as_current_span(self, name: str, *args: Any, **kwargs: Any) -> Iterator[trace.Span]:
+    def start_as_current_span(  # type: ignore[override]
+        self, name: str, *args: Any, **kwargs: Any
+    ) -> Iterator[trace.Span]:
         tracer, calls = self._tracer()
         with tracer.start_as_current_span(name, *args, **kwargs) as span:
             if calls is not None:
