@@ -20,6 +20,7 @@ import re
 import secrets
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,6 +29,7 @@ KEY_ENTROPY_BYTES = 32
 HASH_SCHEME = "sha256"
 _HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 KEY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+Owner = TypeVar("Owner")
 
 
 class ApiKeyRecord(BaseModel):
@@ -78,17 +80,34 @@ def match_api_key(presented: str | None, records: Iterable[ApiKeyRecord]) -> Api
     Every record is compared in constant time and the loop never exits early, so the time
     taken does not depend on which record matched or how close a wrong key came.
     """
+    found = match_api_key_owner(presented, ((None, record) for record in records))
+    return found[1] if found is not None else None
+
+
+def match_api_key_owner(
+    presented: str | None, owned: Iterable[tuple[Owner, ApiKeyRecord]]
+) -> tuple[Owner, ApiKeyRecord] | None:
+    """The (owner, record) pair whose key was presented, or None; owners are e.g. deployments.
+
+    The presented key is hashed once and compared with every record of every owner, in constant
+    time each and without exiting early. A key stored by two owners matches neither (None): a
+    request authenticated by its key alone must not be routed by the order of a list.
+    """
     # "z" is not a hex digit, so an absent key can equal no validated record's hash.
     if isinstance(presented, str) and presented:
         candidate = hash_api_key(presented)
     else:
         candidate = HASH_SCHEME + ":" + "z" * 64
     candidate_bytes = candidate.encode()
-    found: ApiKeyRecord | None = None
-    for record in records:
-        if hmac.compare_digest(candidate_bytes, record.hash.encode()) and found is None:
-            found = record
-    return found
+    found: tuple[Owner, ApiKeyRecord] | None = None
+    ambiguous = False
+    for owner, record in owned:
+        if hmac.compare_digest(candidate_bytes, record.hash.encode()):
+            if found is None:
+                found = (owner, record)
+            elif found[0] is not owner:
+                ambiguous = True
+    return None if ambiguous else found
 
 
 def new_api_key_record(

@@ -36,7 +36,7 @@ from services.gateway.appkeys import (
 from services.gateway.events import EventPublisher
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.registry import Deployments, Registry
-from services.gateway.routes import admin, feedback, health, openapi, score
+from services.gateway.routes import admin, feedback, health, openapi, pf_score, score
 from services.gateway.routes.errors import json_errors
 from services.gateway.routes.metrics import GatewayMetrics
 from services.gateway.settings import GatewaySettings
@@ -81,6 +81,7 @@ def create_app(
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/deployments/{deployment}/score", score.score)
     app.router.add_post("/v1/deployments/{deployment}/feedback", feedback.feedback)
+    app.router.add_post("/score", pf_score.score)  # prompt flow's client contract (pf flow serve, Azure ML)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", health.metrics)
@@ -95,6 +96,8 @@ _COUNTED = {"score", "feedback"}
 async def _count_requests(request: web.Request, handler: Any) -> web.StreamResponse:
     # Between the span and the JSON errors: every refusal is a response by the time it gets here.
     endpoint = request.path.rsplit("/", 1)[-1] if request.path.startswith("/v1/deployments/") else None
+    if request.path == "/score":
+        endpoint = "score"  # same work as the per-deployment route, counted with it
     if endpoint not in _COUNTED:
         return await handler(request)
     status = 500

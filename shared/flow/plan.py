@@ -2,7 +2,8 @@
 
 A deployment variant named like a node variant (``variant_1``) selects that variant of every
 node that has one, and the default variant of the others; a deployment may instead pin a variant
-per node. ``default`` (or no variant) means every node's ``default_variant_id``.
+per node (the nodes it leaves out run their default; ``nodes: {}`` pins every node to its default
+under any id). ``default`` (or no variant) means every node's ``default_variant_id``.
 """
 
 from __future__ import annotations
@@ -30,8 +31,13 @@ class Plan:
 def select_variants(
     flow: Flow, variant: str | None = None, node_variants: Mapping[str, str] | None = None
 ) -> dict[str, str]:
-    """Node -> variant id for every node that has variants; raises FlowError for unknown ids."""
-    if node_variants:
+    """Node -> variant id for every node that has variants; raises FlowError for unknown ids.
+
+    ``node_variants`` given (even empty): those nodes run the named variants and every other
+    node its default, whatever the deployment variant's id. Not given: ``variant`` names the
+    node variant to run wherever a node has one.
+    """
+    if node_variants is not None:
         for node, variant_id in node_variants.items():
             group = flow.variants.get(node)
             if group is None:
@@ -39,18 +45,12 @@ def select_variants(
             if variant_id not in group.variants:
                 known = ", ".join(group.variants)
                 raise FlowError.single(flow.name, node, "variant", f"{variant_id!r} is not one of {known}")
-    elif variant not in (None, DEFAULT_VARIANT) and variant not in flow.variant_ids():
+        return {name: node_variants.get(name, group.default_variant_id) for name, group in flow.variants.items()}
+    if variant not in (None, DEFAULT_VARIANT) and variant not in flow.variant_ids():
         known = ", ".join(sorted(flow.variant_ids())) or "none"
         raise FlowError.single(flow.name, None, "variant", f"no node has a variant {variant!r} (variant ids: {known})")
-    chosen: dict[str, str] = {}
-    for name, group in flow.variants.items():
-        if node_variants and name in node_variants:
-            chosen[name] = node_variants[name]
-        elif variant is not None and variant in group.variants:
-            chosen[name] = variant
-        else:
-            chosen[name] = group.default_variant_id
-    return chosen
+    return {name: variant if variant is not None and variant in group.variants else group.default_variant_id
+            for name, group in flow.variants.items()}
 
 
 def build_plan(flow: Flow, chosen: Mapping[str, str]) -> Plan:

@@ -98,7 +98,8 @@ async def test_openapi_describes_each_deployments_real_inputs(stack: tuple[Gatew
     history = chat["requestBody"]["content"]["application/json"]["schema"]["properties"]["chat_history"]
     assert history["type"] == "array" and history["items"]["required"] == ["inputs", "outputs"]
     demo_params = {p["name"]: p for p in document["paths"]["/v1/deployments/demo/score"]["post"]["parameters"]}
-    assert demo_params["x-promptpulse-variant"]["schema"]["enum"] == ["variant_0", "variant_1"]
+    assert demo_params["x-promptpulse-variant"]["schema"]["enum"] == [
+        "variant_0", "variant_1", "${answer.variant_0}", "${answer.variant_1}"]
     locked_params = {p["name"] for p in document["paths"]["/v1/deployments/locked/score"]["post"]["parameters"]}
     assert "x-promptpulse-variant" not in locked_params
     assert "/v1/deployments/demo/feedback" in document["paths"]

@@ -15,6 +15,7 @@ from shared.apikeys import (
     generate_api_key,
     hash_api_key,
     match_api_key,
+    match_api_key_owner,
     new_api_key_record,
     verify_api_key,
 )
@@ -81,6 +82,34 @@ def test_match_compares_every_record_without_early_exit(monkeypatch):
         calls.clear()
         match_api_key(presented, records)
         assert len(calls) == len(records)
+
+
+def test_owner_match_finds_the_deployment_whose_key_was_presented(monkeypatch):
+    keys = {name: [generate_api_key() for _ in range(2)] for name in ("alpha", "beta", "gamma")}
+    owned = [(name, record(f"{name}-{i}", key)) for name, ks in keys.items() for i, key in enumerate(ks)]
+    calls = []
+    real = apikeys.hmac.compare_digest
+    monkeypatch.setattr(apikeys.hmac, "compare_digest", lambda a, b: calls.append(1) or real(a, b))
+    for name, ks in keys.items():
+        for i, key in enumerate(ks):
+            calls.clear()
+            found = match_api_key_owner(key, owned)
+            assert found is not None and found[0] == name and found[1].id == f"{name}-{i}"
+            assert len(calls) == len(owned)  # every key of every deployment, no early exit
+    for wrong in ("pp_wrong", None, ""):
+        calls.clear()
+        assert match_api_key_owner(wrong, owned) is None
+        assert len(calls) == len(owned)
+
+
+def test_a_key_stored_by_two_owners_matches_neither():
+    shared_key, own_key = generate_api_key(), generate_api_key()
+    first, second = object(), object()
+    owned = [(first, record("a", shared_key)), (second, record("b", shared_key)), (second, record("c", own_key))]
+    assert match_api_key_owner(shared_key, owned) is None
+    assert match_api_key_owner(own_key, owned) == (second, owned[2][1])
+    # Within one owner a repeated hash is no ambiguity: the first record, as before.
+    assert match_api_key_owner(shared_key, owned[1:]) == (second, owned[1][1])
 
 
 def test_odd_presented_keys_never_raise():

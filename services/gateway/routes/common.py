@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from services.gateway.appkeys import DEPLOYMENTS, METRICS, RATE_LIMITER, SETTINGS
-from services.gateway.auth import authenticate
+from services.gateway.auth import authenticate, key_owner
 from services.gateway.ratelimit import retry_after_header
 from services.gateway.registry import DeploymentRuntime
 from services.gateway.routes.errors import ApiError
@@ -45,13 +45,36 @@ def find_deployment(request: web.Request) -> DeploymentRuntime:
 
 def authorize(request: web.Request, runtime: DeploymentRuntime) -> ApiKeyRecord:
     record = authenticate(request.headers, runtime.deployment.api_keys)
-    metrics = request.app[METRICS]
     if record is None:
-        metrics.auth_failures[runtime.name] += 1
-        raise ApiError(
-            401, "unauthorized", "missing or invalid API key (send Authorization: Bearer <key> or api-key: <key>)",
-            headers={"WWW-Authenticate": 'Bearer realm="promptpulse"'},
-        )
+        raise _unauthorized(request, runtime.name)
+    return _within_rate_limit(request, runtime, record)
+
+
+# The auth_failures label of a /score request whose key names no deployment (no name looks like it).
+UNKNOWN_DEPLOYMENT_LABEL = "(unknown)"
+
+
+def authorize_by_key(request: web.Request) -> tuple[DeploymentRuntime, ApiKeyRecord]:
+    """``POST /score``: the deployment is the one the presented key belongs to (401 if none)."""
+    registry = request.app[DEPLOYMENTS].current
+    runtimes = registry.deployments.values()
+    found = key_owner(request.headers, ((rt, rt.deployment.api_keys) for rt in runtimes))
+    if found is None:
+        raise _unauthorized(request, UNKNOWN_DEPLOYMENT_LABEL)
+    runtime, record = found
+    return runtime, _within_rate_limit(request, runtime, record)
+
+
+def _unauthorized(request: web.Request, label: str) -> ApiError:
+    request.app[METRICS].auth_failures[label] += 1
+    return ApiError(
+        401, "unauthorized", "missing or invalid API key (send Authorization: Bearer <key> or api-key: <key>)",
+        headers={"WWW-Authenticate": 'Bearer realm="promptpulse"'},
+    )
+
+
+def _within_rate_limit(request: web.Request, runtime: DeploymentRuntime, record: ApiKeyRecord) -> ApiKeyRecord:
+    metrics = request.app[METRICS]
     limit = record.rate_limit_per_minute or request.app[SETTINGS].gateway.default_rate_limit_per_minute
     wait = request.app[RATE_LIMITER].check(runtime.name, record.id, limit)
     if wait is not None:

@@ -9,6 +9,7 @@ test_api_sweep.py generates requests from it and expects a schema-valid one to p
 and an invalid one to be refused): an optional input may be left out (never ``null``),
 integers stay within what an event can record exactly (2**53), headers carry their real
 patterns. A stream's ``schema`` describes one server-sent event (``event`` and ``data``).
+``POST /score`` (prompt flow's client contract) takes any deployment's inputs: the key decides.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from services.gateway.routes.common import (
     VARIANT_HEADER,
 )
 from services.gateway.routes.errors import json_response
+from services.gateway.routes.variants import node_variant_names
 from shared.flow import Flow
 from shared.flow.model import MISSING
 
@@ -119,8 +121,10 @@ def _parameters(runtime: DeploymentRuntime) -> list[dict[str, Any]]:
          "description": "Your own id, recorded beside the gateway's (which the reply's x-request-id carries)."},
     ]
     if runtime.deployment.allow_forced_variant:
-        params.append({"name": VARIANT_HEADER, "in": "header", "schema": {"type": "string", "enum": list(runtime.variants)},
-                       "description": "Run this variant instead of one chosen by weight."})
+        names = [*runtime.variants, *node_variant_names(runtime)]
+        params.append({"name": VARIANT_HEADER, "in": "header", "schema": {"type": "string", "enum": names},
+                       "description": "Run this variant instead of one chosen by weight: its id, or a node "
+                                      "variant as prompt flow names it (${node.variant_1})."})
     return params
 
 
@@ -149,6 +153,71 @@ def _score_operation(runtime: DeploymentRuntime) -> dict[str, Any]:
         "tags": [name],
         "parameters": _parameters(runtime),
         "requestBody": {"required": True, "content": {"application/json": {"schema": input_schema(runtime.flow)}}},
+        "responses": responses,
+    }
+
+
+# prompt flow's stream (routes/pf_score.py): "message" events of output deltas, or one "error".
+_PF_SSE_EVENT = {
+    "type": "object", "required": ["event", "data"],
+    "properties": {"event": {"enum": ["message", "error"]},
+                   "data": {"type": "string", "contentMediaType": "application/json"}},
+}
+_PF_ERROR = {"allOf": [_ERROR, {"properties": {"error": {"required": ["code"], "properties": {
+    "code": {"enum": ["UserError", "SystemError"], "description": "prompt flow's error category: 4xx / 5xx."}}}}}]}
+
+
+def _pf_score_operation(registry: Registry) -> dict[str, Any]:
+    """``POST /score``: any deployment's flow, the one the key belongs to."""
+    runtimes = [registry.deployments[name] for name in sorted(registry.deployments)]
+    inputs = [input_schema(rt.flow) for rt in runtimes]
+    outputs = [{k: v for k, v in output_schema(rt.flow).items() if k != "required"} for rt in runtimes]
+    for schema in outputs:
+        schema["properties"] = {k: v for k, v in schema["properties"].items() if k not in ("request_id", "variant")}
+    # Which names are valid depends on the key's deployment: listed here, those of any deployment.
+    forced = sorted({name for rt in runtimes if rt.deployment.allow_forced_variant
+                     for name in [*rt.variants, *node_variant_names(rt)]})
+    variant: dict[str, Any] = {"type": "string", "description": "Run this variant of the key's deployment (its "
+                               "id, or a node variant as prompt flow names it: ${node.variant_1}); only where "
+                               "allow_forced_variant."}
+    if forced:
+        variant["enum"] = forced
+    params: list[dict[str, Any]] = [
+        {"name": "azureml-model-deployment", "in": "header", "schema": variant,
+         "description": "As on an Azure ML endpoint, where it names one deployment: here one variant."},
+        {"name": VARIANT_HEADER, "in": "header", "schema": variant, "description": "The same, by PromptPulse's name."},
+        {"name": "x-ms-client-request-id", "in": "header",
+         "schema": {"type": "string", "pattern": _CLIENT_REQUEST_ID},
+         "description": "Your own id: recorded beside the gateway's and echoed back."},
+        {"name": CLIENT_REQUEST_ID_HEADER, "in": "header", "schema": {"type": "string", "pattern": _CLIENT_REQUEST_ID},
+         "description": "Your own id, when x-ms-client-request-id is not sent."},
+        {"name": RUN_HEADER, "in": "header", "schema": {"type": "string", "pattern": _RUN_ID},
+         "description": "Batch run id: judged fully, kept out of production figures."},
+    ]
+    errors = dict(_ERRORS)
+    errors["400"] = errors["400"] + " Also a variant header sent twice, or the two naming different variants."
+    errors["401"] = "Missing or invalid API key: the key decides the deployment."
+    errors["403"] = "A variant header sent, but the key's deployment does not allow choosing the variant."
+    errors["406"] = "Accept names neither application/json (or */*) nor, for a flow with a streamed output, " \
+                    "text/event-stream."
+    del errors["404"]
+    responses: dict[str, Any] = {"200": {
+        "description": "The flow's outputs only (JSON); or, when Accept names text/event-stream and the flow has a "
+                       "streamed output, prompt flow's server-sent events: `data: {\"<output>\": \"<delta>\"}` per "
+                       "delta, then one `data:` event with the other outputs (merge them in order), or an `error` "
+                       "event. Headers: x-request-id, azureml-model-deployment (the variant), x-promptpulse-usage.",
+        "content": {"application/json": {"schema": {"anyOf": outputs} if outputs else {"type": "object"}},
+                    "text/event-stream": {"schema": _PF_SSE_EVENT}},
+    }}
+    responses |= {code: {"description": text, "content": {"application/json": {"schema": _PF_ERROR}}}
+                  for code, text in sorted(errors.items())}
+    return {
+        "operationId": "score",
+        "summary": "Run the flow of the key's deployment, as pf flow serve and Azure ML online endpoints answer",
+        "tags": ["prompt flow"],
+        "parameters": params,
+        "requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"anyOf": inputs} if inputs else {"type": "object"}}}},
         "responses": responses,
     }
 
@@ -183,6 +252,7 @@ def openapi_document(registry: Registry) -> dict[str, Any]:
         runtime = registry.deployments[name]
         paths[f"/v1/deployments/{name}/score"] = {"post": _score_operation(runtime)}
         paths[f"/v1/deployments/{name}/feedback"] = {"post": _feedback_operation(runtime)}
+    paths["/score"] = {"post": _pf_score_operation(registry)}
     plain = {"200": {"description": "OK"}}
     # Open to anyone (probes, scrapers): no key.
     paths["/healthz"] = {"get": {"summary": "The process is serving", "security": [], "responses": plain}}

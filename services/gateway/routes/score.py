@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,12 +36,12 @@ from services.gateway.routes.common import (
     find_deployment,
     optional_header,
     read_json,
-    single_header,
 )
 from services.gateway.routes.errors import ApiError, json_response
 from services.gateway.routes.outcomes import run_crashed, run_failed, run_timed_out
 from services.gateway.routes.recording import InferenceRecorder
-from services.gateway.routes.stream import stream_run
+from services.gateway.routes.stream import NATIVE_STREAM, StreamFormat, stream_run
+from services.gateway.routes.variants import choose_variant
 from services.gateway.tracing import trace_header
 from shared.deployments import Variant
 from shared.events.builders import new_event_id
@@ -67,37 +68,59 @@ def wants_stream(request: web.Request) -> bool:
     return "text/event-stream" in request.headers.get("Accept", "")
 
 
-def choose_variant(request: web.Request, runtime: DeploymentRuntime) -> Variant:
-    forced = single_header(request, VARIANT_HEADER)
-    if forced is None:
-        return runtime.pick_variant(random.random())
-    if not runtime.deployment.allow_forced_variant:
-        raise ApiError(403, "variant_not_selectable",
-                       f"deployment {runtime.name!r} does not let clients choose the variant",
-                       field=VARIANT_HEADER)
-    variant = runtime.variants.get(forced.strip())
-    if variant is None:
-        known = ", ".join(runtime.variants)
-        raise ApiError(400, "unknown_variant", f"{forced[:100]!r} is not a variant of {runtime.name!r} ({known})",
-                       field=VARIANT_HEADER)
-    return variant
-
-
 async def score(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     start_time = datetime.now(UTC)
-    request[REQUEST_ID] = request_id = new_event_id()
+    request[REQUEST_ID] = new_event_id()
     runtime = find_deployment(request)
     authorize(request, runtime)
     streaming = wants_stream(request)
     body, size = await read_json(request)
-    variant = choose_variant(request, runtime)
-    run_id = optional_header(request, RUN_HEADER, RUN_ID_PATTERN,
-                             "1-128 letters, digits or _.:- starting with a letter or digit")
+    variant = choose_variant(request, runtime, (VARIANT_HEADER,))
     client_request_id = optional_header(request, CLIENT_REQUEST_ID_HEADER, CLIENT_REQUEST_ID_PATTERN,
                                         "1-128 visible ASCII characters")
+    accepted = AcceptedRequest(runtime, variant, body, size, streaming, client_request_id, started, start_time)
+    return await run_accepted(request, accepted, NATIVE_REPLY)
+
+
+@dataclass(frozen=True)
+class AcceptedRequest:
+    """A request past the checks that differ by route: its deployment, variant and body."""
+
+    runtime: DeploymentRuntime
+    variant: Variant
+    body: Any
+    size: int
+    streaming: bool
+    client_request_id: str
+    started: float  # perf_counter at arrival
+    start_time: datetime
+
+
+@dataclass(frozen=True)
+class Reply:
+    """How a route answers a finished run: the JSON body of its outputs, and its stream format."""
+
+    body: Callable[[dict[str, Any], str, Variant], dict[str, Any]]  # (outputs, request id, variant)
+    stream: StreamFormat
+    headers: Callable[[AcceptedRequest], Mapping[str, str]] = lambda _accepted: {}  # on every success
+
+
+NATIVE_REPLY = Reply(
+    # request_id and variant win over outputs of the same name.
+    body=lambda outputs, request_id, variant: {**outputs, "request_id": request_id, "variant": variant.id},
+    stream=NATIVE_STREAM,
+)
+
+
+async def run_accepted(request: web.Request, accepted: AcceptedRequest, reply: Reply) -> web.StreamResponse:
+    """The checks every route shares after its own (run header, inputs, room), then the run."""
+    request_id = request[REQUEST_ID]
+    runtime, variant, streaming = accepted.runtime, accepted.variant, accepted.streaming
+    run_id = optional_header(request, RUN_HEADER, RUN_ID_PATTERN,
+                             "1-128 letters, digits or _.:- starting with a letter or digit")
     try:
-        inputs = bind_inputs(runtime.flow, body)
+        inputs = bind_inputs(runtime.flow, accepted.body)
     except FlowInputError as exc:
         raise ApiError(400, "invalid_input", str(exc), field=exc.field or None) from None
 
@@ -113,14 +136,15 @@ async def score(request: web.Request) -> web.StreamResponse:
     publisher = request.app[PUBLISHER]
     recorder = InferenceRecorder(
         publisher, runtime, request.app[METRICS], settings.gateway.publisher, request_id=request_id,
-        start_time=start_time, started=started, variant=variant.id, run_id=run_id, traceparent=traceparent,
+        start_time=accepted.start_time, started=accepted.started, variant=variant.id, run_id=run_id,
+        traceparent=traceparent,
     )
     try:
-        event = recorder.request_event(inputs, client_request_id=client_request_id, streaming=streaming)
+        event = recorder.request_event(inputs, client_request_id=accepted.client_request_id, streaming=streaming)
     except InvalidEventError as exc:
         raise ApiError(400, "invalid_input", f"the inputs cannot be recorded: {exc}") from None
     try:
-        reservation = publisher.reserve(size)
+        reservation = publisher.reserve(accepted.size)
     except PublisherFull:
         raise ApiError(503, "overloaded", "the gateway cannot record more requests right now; retry later",
                        headers={"Retry-After": "5"}) from None
@@ -138,8 +162,11 @@ async def score(request: web.Request) -> web.StreamResponse:
         llm_headers = {VARIANT_HEADER: variant.id} if settings.gateway.forward_variant_header else None
         try:
             if streaming:
-                return await stream_run(request, runtime, variant, inputs, recorder, llm_headers)
-            return await _run_whole(request, runtime, variant, inputs, recorder, llm_headers)
+                return await stream_run(request, runtime, variant, inputs, recorder, llm_headers, reply.stream,
+                                        headers=reply.headers(accepted))
+            response = await _run_whole(request, runtime, variant, inputs, recorder, llm_headers, reply)
+            response.headers.update(reply.headers(accepted))
+            return response
         except asyncio.CancelledError:
             recorder.respond("cancelled")  # a no-op when the run already recorded its outcome
             raise
@@ -167,7 +194,7 @@ def usage_header(calls: list[Any]) -> str:
 
 async def _run_whole(
     request: web.Request, runtime: DeploymentRuntime, variant: Variant, inputs: dict[str, Any],
-    recorder: InferenceRecorder, llm_headers: dict[str, str] | None,
+    recorder: InferenceRecorder, llm_headers: dict[str, str] | None, reply: Reply,
 ) -> web.Response:
     timeout = request.app[SETTINGS].gateway.request_timeout_seconds
     try:
@@ -179,7 +206,7 @@ async def _run_whole(
         raise run_failed(recorder, exc) from None
     except TimeoutError:
         raise run_timed_out(recorder, timeout) from None
-    payload = {**result.outputs, "request_id": recorder.meta.request_id, "variant": variant.id}
+    payload = reply.body(result.outputs, recorder.meta.request_id, variant)
     try:
         response = json_response(payload)
     except (TypeError, ValueError) as exc:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -29,7 +31,7 @@ from services.gateway.routes.outcomes import run_crashed, run_failed, run_timed_
 from services.gateway.routes.recording import InferenceRecorder, usage_records
 from shared import sse
 from shared.deployments import Variant
-from shared.flow import FlowStream, NodeExecutionError
+from shared.flow import FlowResult, FlowStream, NodeExecutionError
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +43,39 @@ def sse_event(name: str, data: Any) -> bytes:
     return sse.json_frame(data, event=name)
 
 
+@dataclass(frozen=True)
+class StreamFormat:
+    """The bytes of a streamed reply: each delta, the end of a run that succeeded, an error."""
+
+    delta: Callable[[str | None, str], bytes]  # (streamed output's name, text)
+    # (result, streamed output's name, whether any delta was sent, variant, request id); may raise
+    # TypeError or ValueError for outputs that are not JSON.
+    done: Callable[[FlowResult, str | None, bool, Variant, str], bytes]
+    error: Callable[[ApiError, dict[str, Any]], bytes]  # (the error, its JSON body)
+
+
+def _native_done(result: FlowResult, streamed_output: str | None, sent_delta: bool, variant: Variant,
+                 request_id: str) -> bytes:
+    return sse_event("done", {
+        "outputs": result.outputs,
+        "request_id": request_id,
+        "variant": variant.id,
+        "usage": usage_records(result.llm_calls),
+        "time_to_first_token_ms": result.time_to_first_token_ms,
+    })
+
+
+NATIVE_STREAM = StreamFormat(
+    delta=lambda _output, text: sse_event("delta", {"delta": text}),
+    done=_native_done,
+    error=lambda _error, body: sse_event("error", body),
+)
+
+
 async def stream_run(
     request: web.Request, runtime: DeploymentRuntime, variant: Variant, inputs: dict[str, Any],
-    recorder: InferenceRecorder, llm_headers: dict[str, str] | None,
+    recorder: InferenceRecorder, llm_headers: dict[str, str] | None, form: StreamFormat = NATIVE_STREAM,
+    *, headers: Mapping[str, str] | None = None,
 ) -> web.StreamResponse:
     timeout = request.app[SETTINGS].gateway.request_timeout_seconds
     stream = runtime.executor.stream(inputs, variant=variant.id, node_variants=variant.nodes, llm_headers=llm_headers)
@@ -55,9 +87,9 @@ async def stream_run(
                 async for delta in stream:
                     recorder.on_delta(delta)
                     if response is None:
-                        response = web.StreamResponse(headers=SSE_HEADERS)
+                        response = web.StreamResponse(headers={**SSE_HEADERS, **(headers or {})})
                         await response.prepare(request)
-                    await response.write(sse_event("delta", {"delta": delta}))
+                    await response.write(form.delta(stream.streamed_output, delta))
                 result = await stream.result()
     except (asyncio.CancelledError, ConnectionResetError) as exc:
         # The client went away (aiohttp cancels the handler, or a write finds the socket closed);
@@ -72,59 +104,55 @@ async def stream_run(
     except NodeExecutionError as exc:
         recorder.end_stream()
         error = run_failed(recorder, exc, time_to_first_token_ms=stream.time_to_first_token_ms)
-        return await _fail(request, response, error)
+        return await _fail(request, response, error, form)
     except TimeoutError:
         recorder.end_stream()
         error = run_timed_out(recorder, timeout, stream.llm_calls, stream.time_to_first_token_ms)
-        return await _fail(request, response, error)
+        return await _fail(request, response, error, form)
     except Exception as exc:
         log.exception("streamed score request failed", extra={"request_id": recorder.meta.request_id})
         recorder.end_stream()
-        return await _fail(request, response, run_crashed(recorder, exc, stream.llm_calls))
+        return await _fail(request, response, run_crashed(recorder, exc, stream.llm_calls), form)
     recorder.end_stream()
-    return await _finish(request, response, stream, result, variant, recorder)
+    return await _finish(request, response, stream, result, variant, recorder, form, headers or {})
 
 
 async def _finish(
     request: web.Request, response: web.StreamResponse | None, stream: FlowStream, result: Any,
-    variant: Variant, recorder: InferenceRecorder,
+    variant: Variant, recorder: InferenceRecorder, form: StreamFormat, headers: Mapping[str, str],
 ) -> web.StreamResponse:
-    done = {
-        "outputs": result.outputs,
-        "request_id": recorder.meta.request_id,
-        "variant": variant.id,
-        "usage": usage_records(result.llm_calls),
-        "time_to_first_token_ms": result.time_to_first_token_ms,
-    }
     try:
-        payload = sse_event("done", done)
+        payload = form.done(result, stream.streamed_output, response is not None, variant, recorder.meta.request_id)
     except (TypeError, ValueError) as exc:
         recorder.respond("error", llm_calls=result.llm_calls, error_type="invalid_output",
                          error_message=f"the flow's outputs are not JSON: {exc}",
                          time_to_first_token_ms=result.time_to_first_token_ms)
-        return await _fail(request, response, ApiError(500, "invalid_output", "the flow's outputs cannot be sent as JSON"))
+        error = ApiError(500, "invalid_output", "the flow's outputs cannot be sent as JSON")
+        return await _fail(request, response, error, form)
     # Recorded before the last write: the client's success implies the event is on its way.
     recorder.respond("ok", llm_calls=result.llm_calls, outputs=result.outputs,
                      time_to_first_token_ms=result.time_to_first_token_ms)
     fresh = response is None  # nothing was streamed (an empty answer, or no streamable output)
     if response is None:
-        response = web.StreamResponse(headers=SSE_HEADERS)
+        response = web.StreamResponse(headers={**SSE_HEADERS, **headers})
     try:
         if fresh:
             await response.prepare(request)
-        await response.write(payload)
+        if payload:
+            await response.write(payload)
         await response.write_eof()
     except ConnectionResetError:
         pass  # the client left after the run completed: the outcome stands
     return response
 
 
-async def _fail(request: web.Request, response: web.StreamResponse | None, error: ApiError) -> web.StreamResponse:
+async def _fail(request: web.Request, response: web.StreamResponse | None, error: ApiError,
+                form: StreamFormat) -> web.StreamResponse:
     if response is None:
         raise error  # nothing sent yet: an ordinary JSON error with the right status
     body = error_body(error.error_type, error.message, request_id=request.get(REQUEST_ID), extra=error.extra)
     try:
-        await response.write(sse_event("error", body))
+        await response.write(form.error(error, body))
         await response.write_eof()
     except ConnectionResetError:
         pass
