@@ -16,6 +16,8 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import asyncpg
 
+from shared.retry import Backoff
+
 log = logging.getLogger(__name__)
 
 # Only one replica runs retention at a time; any constant shared by all of them.
@@ -128,13 +130,14 @@ async def _drop_day(conn: asyncpg.Connection, day: date) -> list[str]:
     applied to each lock separately, well below Postgres's one-second deadlock_timeout, so that
     in a lock cycle with a reader it is nearly always this transaction that gives up first, not
     the reader's query), and the day is tried again after a pause that lets the queue drain."""
-    for attempt in range(_DROP_ATTEMPTS):
+    backoff = Backoff(0.05, 2.0)
+    for _ in range(_DROP_ATTEMPTS):
         try:
             async with conn.transaction():
                 await conn.execute(f"SET LOCAL lock_timeout = '{_DROP_LOCK_WAIT_MS}ms'")
                 return [r[0] for r in await conn.fetch("SELECT promptpulse_drop_day_partitions($1)", day)]
         except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError):
-            await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
+            await asyncio.sleep(backoff.next())
     raise RetentionBusy(f"partitions of {day.isoformat()} stayed locked through {_DROP_ATTEMPTS} attempts")
 
 

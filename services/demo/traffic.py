@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field, SecretStr
 
 from services.demo.dataset import FEEDBACK, QUESTIONS, Question
 from shared import sse
+from shared.retry import Backoff
 from shared.settings import ServiceSettings
 
 REPO_DIR = Path(__file__).resolve().parents[2]
@@ -417,9 +418,9 @@ class TrafficGenerator:
                   f"/readyz with backoff up to {self.section.backoff_max_seconds:g} s")
 
     async def _wait_for_gateway(self, session: aiohttp.ClientSession) -> None:
-        backoff = self.section.backoff_initial_seconds
+        backoff = Backoff(self.section.backoff_initial_seconds, self.section.backoff_max_seconds)
         while not self._stop.is_set():
-            if await self._sleep(backoff):
+            if await self._sleep(backoff.next()):
                 return
             try:
                 async with session.get(f"{self.gateway_url}/readyz",
@@ -434,7 +435,6 @@ class TrafficGenerator:
                 self._reload_key()  # a restarted stack may have made a new key
                 self._say(f"the gateway is back after {down:.0f} s; resuming {self.section.rate:g} requests/s")
                 return
-            backoff = min(backoff * 2, self.section.backoff_max_seconds)
 
     # -- status -------------------------------------------------------------------------------
 

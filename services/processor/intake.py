@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable, Iterable
 
 from faust.types import TP
@@ -26,6 +25,7 @@ from services.processor.watermark import PartitionWatermark, Watermarks
 from shared.events.codec import decode
 from shared.events.errors import EventDecodeError
 from shared.events.messages import InferenceRequest, InferenceResponse
+from shared.retry import Backoff, Jitter
 from shared.sampling import is_sampled
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ class Intake:
         self, tp: TP, mark: PartitionWatermark, offset: int, key: bytes | None, value: bytes | None,
         headers: HeadersArg, reason: str, detail: str
     ) -> None:
-        delay = 0.2
+        backoff = Backoff(0.2, 10.0, Jitter.PROPORTIONAL)
         while True:
             try:
                 await self.publisher.dead_letter(
@@ -180,8 +180,7 @@ class Intake:
                 raise
             except Exception as exc:
                 log.warning("cannot dead-letter %s[%d]@%d yet: %r", tp.topic, tp.partition, offset, exc)
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 10.0)
+                await asyncio.sleep(backoff.next())
         mark.release(offset)
 
     # -- housekeeping -----------------------------------------------------------------------------

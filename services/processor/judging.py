@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +46,7 @@ from shared.events.messages import (
     InferenceResponse,
     InferenceStatus,
 )
+from shared.retry import Backoff, Jitter
 from shared.telemetry import extract_context
 
 log = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ class JudgeRunner:
         self._release(job.holds)
 
     async def _publish(self, events: list[Evaluation]) -> None:
-        delay = 0.2
+        backoff = Backoff(0.2, 10.0, Jitter.PROPORTIONAL)
         while True:
             try:
                 await self._publisher.publish_evaluations(events)
@@ -182,9 +182,9 @@ class JudgeRunner:
                 raise
             except Exception as exc:  # broker away: keep the offsets held and try again
                 self._stats.publish_retries += 1
-                log.warning("cannot publish evaluations yet (%r); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 10.0)
+                wait = backoff.next()
+                log.warning("cannot publish evaluations yet (%r); retrying in %.1fs", exc, wait)
+                await asyncio.sleep(wait)
 
     async def _evaluate(self, job: JudgeJob) -> list[Evaluation]:
         judging, response = job.judging, job.response

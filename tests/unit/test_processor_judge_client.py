@@ -15,7 +15,6 @@ import openai
 import pytest
 
 from services.processor.evaluators.verdict import Verdict, parse_verdict
-from services.processor.judge.backoff import backoff_seconds, retry_after_seconds
 from services.processor.judge.breaker import CircuitBreaker
 from services.processor.judge.client import (
     CONFIGURATION,
@@ -26,6 +25,7 @@ from services.processor.judge.client import (
     JudgeCallFailed,
     JudgeClient,
 )
+from shared.retry import Backoff, Jitter
 
 REQUEST = httpx2.Request("POST", "http://judge.invalid/v1/chat/completions")
 
@@ -161,18 +161,10 @@ async def test_a_call_that_outlives_its_timeout_is_a_timeout() -> None:
 
 def test_backoff_is_jittered_exponential_and_capped() -> None:
     highest = lambda low, high: high  # noqa: E731
-    assert [backoff_seconds(n, base=0.5, cap=3.0, draw=highest) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 3.0]
-    assert backoff_seconds(1, base=0.5, cap=3.0, draw=lambda low, high: low) == 0.0
-    assert backoff_seconds(1, base=0.5, cap=30.0, retry_after=4.0, draw=highest) == 4.0
-
-
-def test_retry_after_forms() -> None:
-    assert retry_after_seconds({"retry-after": "2"}) == 2.0
-    assert retry_after_seconds({"retry-after-ms": "1500"}) == 1.5
-    assert retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:10 GMT"}, now=1445412480.0) == 10.0
-    assert retry_after_seconds({"retry-after": "soon"}) is None
-    assert retry_after_seconds({"retry-after": "-3"}) is None
-    assert retry_after_seconds(None) is None
+    backoff = Backoff(0.5, 3.0, Jitter.FULL, draw=highest)
+    assert [backoff.delay(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 3.0]
+    assert Backoff(0.5, 3.0, Jitter.FULL, draw=lambda low, high: low).delay(1) == 0.0
+    assert Backoff(0.5, 30.0, Jitter.FULL, draw=highest).delay(1, at_least=4.0) == 4.0
 
 
 async def test_breaker_opens_after_consecutive_failures_and_calls_wait() -> None:

@@ -28,6 +28,7 @@ import asyncpg
 
 from services.aggregator.api.figures import Breakdown
 from services.aggregator.api.metrics_query import Scope, read_breakdown
+from shared.retry import Backoff, pause
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ class MetricsHub:
                     await task
 
     async def _listen_forever(self) -> None:
-        delay = 0.5
+        backoff = Backoff(0.5, 10.0)
         first = True
         while not self._stopping.is_set():
             conn: asyncpg.Connection | None = None
@@ -188,7 +189,8 @@ class MetricsHub:
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, self._on_notification)
-                self.connected, delay = True, 0.5
+                self.connected = True
+                backoff.reset()
                 if not first:
                     self.reconnects += 1
                     await self._resync()
@@ -209,10 +211,7 @@ class MetricsHub:
                 if conn is not None:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(conn.close(), 5)
-            if not self._stopping.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
-                delay = min(delay * 2, 10.0)
+            await pause(backoff.next(), self._stopping)
 
     async def _resync(self) -> None:
         for deployment in list(self._subscribers):

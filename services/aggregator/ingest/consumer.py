@@ -48,6 +48,7 @@ from services.aggregator.ingest.store import BatchStore, IngestStats
 from services.aggregator.retention import PartitionCache
 from services.aggregator.settings import AggregatorSettings
 from shared.kafka import make_consumer
+from shared.retry import Backoff, pause
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -200,7 +201,7 @@ class Ingestor:
     async def _started_consumer(self) -> AIOKafkaConsumer | None:
         """A started consumer, retrying while the brokers cannot be reached (a stopped aiokafka
         consumer cannot start again, so each try builds a new one); None if stopped first."""
-        delay = 1.0
+        backoff = Backoff(1.0, 30.0)
         while not self._stopping.is_set():
             consumer = make_consumer(
                 self._settings,
@@ -214,16 +215,13 @@ class Ingestor:
                 await consumer.start()
                 return consumer
             except KafkaError as exc:
-                log.warning("cannot reach Kafka, retrying in %.0fs: %r", delay, exc)
+                wait = backoff.next()
+                log.warning("cannot reach Kafka, retrying in %.0fs: %r", wait, exc)
                 self._unpositioned.clear()
                 await consumer.stop()
             finally:
                 self._starting = None
-            try:
-                await asyncio.wait_for(self._stopping.wait(), delay)
-            except TimeoutError:
-                pass
-            delay = min(delay * 2, 30.0)
+            await pause(wait, self._stopping)
         return None
 
     async def _reap_writer(self, *, block: bool) -> None:

@@ -26,6 +26,7 @@ from services.aggregator.ingest.decode import Decoded, RecordDecoder, TimeWindow
 from services.aggregator.ingest.writer import FaultHook, write_batch
 from services.aggregator.retention import PartitionCache, retention_cutoff, utc_day
 from services.aggregator.settings import AggregatorSection
+from shared.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class BatchStore:
 
     async def store(self, records: list[Any], decoded: Decoded | None = None) -> None:
         """Commit ``records`` (retrying while Postgres is away); split on refused data."""
-        delay = self._section.retry_initial_seconds
+        backoff = Backoff(self._section.retry_initial_seconds, self._section.retry_max_seconds)
         give_up_at: float | None = None
         refused: Exception | None = None
         outage = False
@@ -161,14 +162,14 @@ class BatchStore:
                 if not outage:
                     outage = True
                     self._on_outage(True)
-                log.warning("batch of %d records not stored, retrying in %.1fs: %r", len(records), delay, exc)
+                wait = backoff.next()
+                log.warning("batch of %d records not stored, retrying in %.1fs: %r", len(records), wait, exc)
                 if self.stopping:
                     give_up_at = give_up_at or time.monotonic() + self._section.shutdown_wait_seconds
                     if time.monotonic() >= give_up_at:
                         log.warning("stopping with %d records uncommitted: they will be read again", len(records))
                         return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._section.retry_max_seconds)
+                await asyncio.sleep(wait)
         self.database_up()
         if outage:
             self._on_outage(False)

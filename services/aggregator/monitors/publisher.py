@@ -31,6 +31,7 @@ from services.aggregator.monitors.evaluator import EVALUATOR_LOCK
 from services.aggregator.monitors.settings import MonitorsSection
 from shared.deployments import Notification
 from shared.events.codec import decode_alert_json, event_headers
+from shared.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,8 @@ async def deliver_webhooks(
             stats.webhook_failures += 1
             give_up = final or attempts >= section.webhook_max_attempts
             state = "failed" if give_up else "pending"
-            wait = section.webhook_retry_initial_seconds * 2 ** (attempts - 1)
-            retry_in = None if give_up else timedelta(seconds=min(wait, section.webhook_retry_max_seconds))
+            wait = Backoff(section.webhook_retry_initial_seconds, section.webhook_retry_max_seconds).delay(attempts)
+            retry_in = None if give_up else timedelta(seconds=wait)
             log.warning("webhook of monitor %s, alert %s: %s (attempt %d%s)", record["monitor_id"],
                         record["event_id"], error, attempts, ", giving up" if give_up else "")
         async with pool.acquire() as conn:

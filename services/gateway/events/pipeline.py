@@ -17,7 +17,6 @@ send, which is what keeps each request's events in order across an outage.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter, deque
@@ -28,6 +27,7 @@ from services.gateway.events.delivery import DeliveryBatch, KafkaDelivery
 from services.gateway.events.metrics import PublisherMetrics
 from services.gateway.events.settings import PublisherSection
 from services.gateway.events.spool import Spool, SpoolError, SpoolRecord
+from shared.retry import Backoff, pause
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +253,7 @@ class EventPipeline:
 
     async def _drain_loop(self) -> None:
         section = self._section
-        backoff = section.retry_initial_seconds
+        backoff = Backoff(section.retry_initial_seconds, section.retry_max_seconds)
         # Values of spooled records that the producer delivered after all (see _send_direct).
         delivered_anyway: Counter[bytes] = Counter()
         while not self._drainer_stop.is_set():
@@ -289,13 +289,12 @@ class EventPipeline:
                 if batch.corrupt_records:
                     log.error("skipped damaged records in the event spool",
                               extra={"regions": batch.corrupt_records, "bytes": batch.corrupt_bytes})
-                backoff = section.retry_initial_seconds
+                backoff.reset()
                 self._notify()
             except Exception:
                 log.exception("event spool drainer failed; retrying")
-                if not await self._pause(backoff):
+                if not await pause(backoff.next(), self._drainer_stop):
                     return
-                backoff = min(backoff * 2, section.retry_max_seconds)
 
     async def _resolve_limbo(self, delivered_anyway: Counter[bytes]) -> None:
         assert self._limbo is not None
@@ -316,7 +315,7 @@ class EventPipeline:
     async def _drain_batch(self, delivery: DeliveryBatch) -> bool:
         """Deliver a spooled batch, retrying until it is all acknowledged; False if stopping."""
         section = self._section
-        backoff = section.retry_initial_seconds
+        backoff = Backoff(section.retry_initial_seconds, section.retry_max_seconds)
         while delivery.pending():
             result = await self.delivery.deliver(delivery)
             self.metrics.events_sent_from_spool += result.newly_acked
@@ -329,16 +328,9 @@ class EventPipeline:
             if not delivery.in_flight():
                 # The send itself failed (no broker to connect to): wait before trying again.
                 # Records still in flight need no pause: the next deliver() keeps waiting.
-                if not await self._pause(backoff):
+                if not await pause(backoff.next(), self._drainer_stop):
                     return False
-                backoff = min(backoff * 2, section.retry_max_seconds)
         return True
-
-    async def _pause(self, seconds: float) -> bool:
-        """Sleep unless stopping; False if stopping."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._drainer_stop.wait(), seconds)
-        return not self._drainer_stop.is_set()
 
     # -- accounting --------------------------------------------------------------------------
 

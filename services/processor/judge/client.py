@@ -16,10 +16,10 @@ from typing import Any, Generic, TypeVar
 import openai
 
 from services.processor.evaluators.verdict import UnparseableVerdict
-from services.processor.judge.backoff import backoff_seconds, retry_after_seconds
 from services.processor.judge.breaker import CircuitBreaker
 from shared.events.messages import EvaluationErrorType
 from shared.logs import redact
+from shared.retry import Backoff, Jitter, retry_after_seconds
 
 T = TypeVar("T")
 
@@ -137,8 +137,8 @@ class JudgeClient:
         self.breaker = breaker
         self._timeout = timeout_seconds
         self._max_attempts = max_attempts
-        self._retry_base = retry_base_seconds
-        self._retry_max = retry_max_seconds
+        # Full jitter: a judge endpoint failing for many calls at once is not hit in one wave.
+        self._backoff = Backoff(retry_base_seconds, retry_max_seconds, Jitter.FULL)
         self._max_tokens = max_tokens
         self._response_format = response_format
         self._sleep = sleep
@@ -184,7 +184,7 @@ class JudgeClient:
                 self._on_attempt(ERROR_NAMES[failure.error_type])
                 if not failure.retryable or cost.attempts >= self._max_attempts:
                     raise JudgeCallFailed(failure.error_type, redact(failure.message), cost) from None
-                await self._sleep(self._delay(cost.attempts, failure.retry_after))
+                await self._sleep(self._backoff.delay(cost.attempts, at_least=failure.retry_after))
                 continue
             cost.latency_ms = (time.perf_counter() - started) * 1000
             self.breaker.record_success()
@@ -198,15 +198,10 @@ class JudgeClient:
                 self._on_attempt("unparseable")
                 if cost.attempts >= self._max_attempts:
                     raise JudgeCallFailed(UNPARSEABLE, f"unparseable judge answer: {exc}", cost) from None
-                await self._sleep(self._delay(cost.attempts, None))
+                await self._sleep(self._backoff.delay(cost.attempts))
                 continue
             self._on_attempt("ok")
             return JudgeReply(parsed, cost)
-
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        return backoff_seconds(
-            attempt, base=self._retry_base, cap=self._retry_max, retry_after=retry_after
-        )
 
 
 def _reply_text(response: Any) -> str | None:
