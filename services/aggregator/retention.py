@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import asyncpg
 
+from services.aggregator.db.pool import DbConnection
 from shared.retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -37,12 +38,12 @@ def retention_cutoff(now: datetime, retention_days: int) -> datetime:
     return day_start(utc_day(now) - timedelta(days=retention_days))
 
 
-async def ensure_partitions(conn: asyncpg.Connection, first_day: date, last_day: date) -> int:
+async def ensure_partitions(conn: DbConnection, first_day: date, last_day: date) -> int:
     """Create the missing day partitions of every day-partitioned table; returns how many."""
     return await conn.fetchval("SELECT promptpulse_ensure_day_partitions($1, $2)", first_day, last_day)
 
 
-async def complete_days(conn: asyncpg.Connection) -> set[date]:
+async def complete_days(conn: DbConnection) -> set[date]:
     """Days for which every day-partitioned table has its partition."""
     rows = await conn.fetch(
         """
@@ -70,7 +71,7 @@ class PartitionCache:
     known: set[date] = field(default_factory=set)
     loaded: bool = False
 
-    async def ensure(self, conn: asyncpg.Connection, days: set[date]) -> int:
+    async def ensure(self, conn: DbConnection, days: set[date]) -> int:
         if not self.loaded:
             self.known = await complete_days(conn)
             self.loaded = True
@@ -93,7 +94,7 @@ class RetentionResult:
 
 
 async def apply_retention(
-    conn: asyncpg.Connection, now: datetime, retention_days: int, ahead_days: int
+    conn: DbConnection, now: datetime, retention_days: int, ahead_days: int
 ) -> RetentionResult:
     """Drop expired day partitions (raw and rollup together) and old bookkeeping rows; create
     partitions for today and ``ahead_days`` after it. Skipped (ran=False) while another
@@ -122,7 +123,7 @@ class RetentionBusy(RuntimeError):
     """A day's partitions could not be dropped: their tables stayed locked through every attempt."""
 
 
-async def _drop_day(conn: asyncpg.Connection, day: date) -> list[str]:
+async def _drop_day(conn: DbConnection, day: date) -> list[str]:
     """Drop every table's partition of ``day`` in one transaction (migration 0005).
 
     A drop needs an ACCESS EXCLUSIVE lock on each parent, and while it waits for one, every

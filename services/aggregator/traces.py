@@ -15,6 +15,8 @@ from typing import Any
 
 import asyncpg
 
+from services.aggregator.db.pool import DbConnection
+
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 MAX_SPANS = 10_000  # a runaway trace must not take the API's memory with it
 
@@ -32,7 +34,7 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat()
 
 
-def _span(row: asyncpg.Record) -> dict[str, Any]:
+def _span(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
     return {
         "span_id": row["span_id"],
         "parent_span_id": row["parent_span_id"],
@@ -80,7 +82,7 @@ def build_tree(rows: list[asyncpg.Record] | list[dict]) -> list[dict[str, Any]]:
     return roots
 
 
-async def read_trace(conn: asyncpg.Connection, trace_id: str) -> dict[str, Any] | None:
+async def read_trace(conn: DbConnection, trace_id: str) -> dict[str, Any] | None:
     """The trace as ``{trace_id, spans, roots, ...}``, or None when no span of it is stored."""
     rows = await conn.fetch(_SQL, trace_id, MAX_SPANS + 1)
     if not rows:

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import asyncpg
-
 from services.aggregator.api.figures import Breakdown
+from services.aggregator.db.pool import DbConnection
 
 # Every query takes the same six parameters ($4 is the step); asyncpg wants each one used, so
 # the queries without a step say "$4::interval IS NOT NULL".
@@ -103,7 +102,7 @@ class Scope:
         return [self.start + i * self.step for i in range(count)]
 
 
-async def read_breakdown(conn: asyncpg.Connection, scope: Scope) -> Breakdown:
+async def read_breakdown(conn: DbConnection, scope: Scope) -> Breakdown:
     breakdown = Breakdown()
     args = scope.args()
     for sql, add in (
@@ -118,7 +117,7 @@ async def read_breakdown(conn: asyncpg.Connection, scope: Scope) -> Breakdown:
     return breakdown
 
 
-async def extras(conn: asyncpg.Connection, scope: Scope) -> dict[str, Any]:
+async def extras(conn: DbConnection, scope: Scope) -> dict[str, Any]:
     """Error types, judge usage: for the whole range only."""
     args = scope.args()
     quality_errors: dict[str, dict[str, int]] = {}
@@ -140,7 +139,7 @@ def _rate(violated: int, windows: int) -> float | None:
     return violated / windows if windows else None
 
 
-async def violations(conn: asyncpg.Connection, scope: Scope) -> tuple[list[dict[str, Any]], dict[str, dict]]:
+async def violations(conn: DbConnection, scope: Scope) -> tuple[list[dict[str, Any]], dict[str, dict]]:
     """Per monitor, and per quality metric: windows ending in ``(start, end]``, how many were
     violated, and the violation rate (violated / evaluated)."""
     monitors = []
@@ -161,7 +160,7 @@ async def violations(conn: asyncpg.Connection, scope: Scope) -> tuple[list[dict[
     return monitors, per_metric
 
 
-async def run_progress(conn: asyncpg.Connection, run_id: str, deployment: str, start: datetime,
+async def run_progress(conn: DbConnection, run_id: str, deployment: str, start: datetime,
                        end: datetime) -> dict[str, int]:
     """A batch run's requests, responses and judged requests, from the raw rows of its range."""
     row = await conn.fetchrow(
@@ -175,4 +174,5 @@ async def run_progress(conn: asyncpg.Connection, run_id: str, deployment: str, s
                      AND request_start_time >= $3 AND request_start_time < $4) AS evaluations""",
         run_id, deployment, start, end,
     )
+    assert row is not None  # a SELECT of aggregates without FROM always returns one row
     return dict(row)

@@ -11,6 +11,7 @@ from services.aggregator.api.body import read_json
 from services.aggregator.api.errors import ApiError, json_response
 from services.aggregator.api.params import Query, checked, decode_cursor, encode_cursor
 from services.aggregator.api.state import API
+from services.aggregator.db.pool import DbConnection
 from services.aggregator.monitors.store import (
     MonitorInputError,
     load_monitors,
@@ -20,7 +21,7 @@ from services.aggregator.monitors.store import (
 )
 
 
-async def _monitor_view(conn: asyncpg.Connection, deployment: str) -> dict[str, Any]:
+async def _monitor_view(conn: DbConnection, deployment: str) -> dict[str, Any]:
     stored = await load_monitors(conn, deployment)
     ids = [s.monitor.id for s in stored]
     states = {

@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, overload
 
 from aiohttp import web
 
@@ -85,6 +85,11 @@ class Query:
     def optional_time(self, name: str) -> datetime | None:
         text = self._values.get(name)
         return None if text is None else parse_time(name, text)
+
+    @overload
+    def duration(self, name: str, default: int) -> int: ...
+    @overload
+    def duration(self, name: str, default: None) -> int | None: ...
 
     def duration(self, name: str, default: int | None) -> int | None:
         text = self._values.get(name)

@@ -18,6 +18,8 @@ from typing import Any
 
 import asyncpg
 
+from services.aggregator.db.pool import DbConnection
+
 _SELECT = """
 SELECT q.request_start_time, q.request_id, q.deployment, q.variant, q.run_id, q.trace_id, q.client_request_id,
        q.streaming, q.sampled, q.inputs::text AS inputs,
@@ -105,7 +107,7 @@ def _row(row: asyncpg.Record) -> dict[str, Any]:
 
 
 async def read_requests(
-    conn: asyncpg.Connection, where: RequestFilter, limit: int, after: tuple[datetime, str] | None
+    conn: DbConnection, where: RequestFilter, limit: int, after: tuple[datetime, str] | None
 ) -> tuple[list[dict[str, Any]], tuple[datetime, str] | None]:
     """One page (newest first) and the key to continue after it (None on the last page)."""
     rows = await conn.fetch(
@@ -118,7 +120,7 @@ async def read_requests(
     return [_row(r) for r in rows], last
 
 
-async def read_request(conn: asyncpg.Connection, request_id: str) -> dict[str, Any] | None:
+async def read_request(conn: DbConnection, request_id: str) -> dict[str, Any] | None:
     """One request as a page lists it, whatever its deployment, or None if none is stored."""
     row = await conn.fetchrow(_ONE_SQL, request_id)
     return None if row is None else _row(row)

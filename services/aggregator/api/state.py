@@ -12,6 +12,7 @@ from services.aggregator.api.auth import Authenticator
 from services.aggregator.api.errors import not_found
 from services.aggregator.api.settings import ApiSection
 from services.aggregator.api.stream import MetricsHub
+from services.aggregator.db.pool import DbConnection
 from services.aggregator.settings import AggregatorSettings
 from shared.deployments import Deployment
 
@@ -26,7 +27,7 @@ class ApiState:
     hub: MetricsHub
     responses: Counter = field(default_factory=Counter)  # (route, status) -> count
 
-    async def require_deployment(self, conn: asyncpg.Connection, name: str) -> Deployment | None:
+    async def require_deployment(self, conn: DbConnection, name: str) -> Deployment | None:
         """The deployment's file (None if it only appears in the data); 404 if neither knows it."""
         if name in self.deployments:
             return self.deployments[name]

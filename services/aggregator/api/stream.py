@@ -124,9 +124,11 @@ class MetricsHub:
 
     # -- notifications -------------------------------------------------------------------------
 
-    def _on_notification(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+    def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
         self.notifications += 1
         try:
+            if not isinstance(payload, str):  # asyncpg hands NOTIFY payloads over as text
+                raise TypeError(f"payload is {type(payload).__name__}")
             change = json.loads(payload)
             deployment = change["deployment"]
             first = datetime.fromisoformat(change["first_minute"])

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import asyncpg
 
+from services.aggregator.db.pool import DbConnection
+
 SQL_DIR = Path(__file__).with_name("sql")
 # Any constant shared by all runners; picked once, never change it.
 _LOCK_KEY = 0x5050_4D49_4752  # "PPMIGR"
@@ -50,7 +52,7 @@ def discover(sql_dir: Path = SQL_DIR) -> list[Migration]:
     return migrations
 
 
-async def apply_migrations(conn: asyncpg.Connection, sql_dir: Path = SQL_DIR) -> list[str]:
+async def apply_migrations(conn: DbConnection, sql_dir: Path = SQL_DIR) -> list[str]:
     """Apply every pending migration; return the names applied (empty when up to date)."""
     migrations = discover(sql_dir)
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)

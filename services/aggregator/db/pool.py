@@ -6,8 +6,13 @@ import ssl
 from typing import Any
 
 import asyncpg
+import asyncpg.pool
 
 from shared.settings import ServiceSettings
+
+# A connection of its own or one lent by the pool (asyncpg's proxy to it): the query functions
+# take either.
+DbConnection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 
 def ssl_option(settings: ServiceSettings) -> Any:

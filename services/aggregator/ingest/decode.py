@@ -191,9 +191,11 @@ class RecordDecoder:
         except EventDecodeError as exc:
             raise Rejected(exc.reason, exc.detail) from None
         table = _TABLES.get(type(event))
-        if table is None and isinstance(event, _NOT_STORED):
-            out.skipped += 1
-            return
+        if table is None:
+            if isinstance(event, _NOT_STORED):
+                out.skipped += 1
+                return
+            raise Rejected("invalid-value", f"{type(event).__name__} is not stored by the aggregator")
         try:
             row = self._row(table, event)
         except InvalidValue as exc:
@@ -213,9 +215,7 @@ class RecordDecoder:
             )
         return True
 
-    def _row(self, table: RawTable | None, event: Any) -> Any:
-        if table is None:
-            raise InvalidValue(f"{type(event).__name__} is not stored by the aggregator")
+    def _row(self, table: RawTable, event: Any) -> Any:
         meta = _meta(event.meta)
         if table is REQUESTS:
             sampled = self._sampling.sampled(meta.request_id, meta.deployment)
@@ -380,6 +380,8 @@ def _evaluation(event: Evaluation, meta: _Meta) -> EvaluationRow:
         error_message = clean_text(event.error.message, _MAX_MESSAGE)
     judged = event.HasField("judge")
     judge = event.judge
+    if meta.request_start_time is None:  # validation refuses such an evaluation before this
+        raise InvalidValue("evaluation has no request_start_time")
     return EvaluationRow(
         request_start_time=meta.request_start_time,
         request_id=meta.request_id,

@@ -127,7 +127,7 @@ class DeadLetter(NamedTuple):
 @dataclass(frozen=True, eq=False)
 class RawTable:
     name: str
-    row: type
+    row: type[tuple[Any, ...]]  # a NamedTuple class, fields in column order
     key: tuple[str, ...]
     times: tuple[str, ...]  # timestamptz columns: staged as microseconds (staging.py)
     # Only tables that feed rollups need to know which rows were new.
@@ -140,7 +140,9 @@ class RawTable:
 
     @property
     def columns(self) -> tuple[str, ...]:
-        return self.row._fields
+        # typing has no type for "some NamedTuple class" (mypy takes _fields for an instance
+        # attribute, so no Protocol matches the class either).
+        return self.row._fields  # type: ignore[attr-defined]
 
     @property
     def stage(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -58,8 +59,8 @@ def _value_of(value: AnyValue, which: str | None) -> Any:
     return getattr(value, which)
 
 
-def attributes(pairs: list[KeyValue]) -> dict[str, Any]:
-    out = {}
+def attributes(pairs: Sequence[KeyValue]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for kv in pairs[:]:  # [:]: see decode_spans
         value = kv.value
         which = value.WhichOneof("value")

@@ -36,13 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
+from services.aggregator.db.pool import DbConnection
 from services.aggregator.ingest import staging
 from services.aggregator.ingest.decode import Decoded
 from services.aggregator.ingest.rows import RAW_TABLES, RawTable
 from services.aggregator.rollups.deltas import rollup_deltas, seen_ranges
-from services.aggregator.rollups.tables import ROLLUP_TABLES, apply_deltas
+from services.aggregator.rollups.tables import ROLLUP_TABLES, RollupTable, apply_deltas
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +91,7 @@ _AFTER_ROLLUPS = tuple(t for t in RAW_TABLES if t.name > _ROLLUPS)
 if any(t.feeds_rollups for t in _AFTER_ROLLUPS) or [t.name for t in RAW_TABLES] != sorted(t.name for t in RAW_TABLES):
     raise RuntimeError("raw tables must be alphabetical, and those feeding rollups before rollup_*")
 # Every staging table of a session, raw and rollup, in one round trip and in lock order.
-_STAGED = sorted((*RAW_TABLES, *ROLLUP_TABLES), key=lambda table: table.name)
+_STAGED: list[RawTable | RollupTable] = sorted((*RAW_TABLES, *ROLLUP_TABLES), key=lambda table: table.name)
 STAGING_SQL = staging.ensure_sql((t.staging_sql() for t in _STAGED), probe=_STAGED[-1].stage)
 
 
@@ -135,7 +134,7 @@ def first_per_key(table: RawTable, rows: list[Any]) -> list[Any]:
     return [chosen[key] for key in sorted(chosen)]
 
 
-async def _insert_raw(conn: asyncpg.Connection, table: RawTable, rows: list[Any]) -> list[Any] | int:
+async def _insert_raw(conn: DbConnection, table: RawTable, rows: list[Any]) -> list[Any] | int:
     """The rows really inserted, in batch order (or, for a table that feeds no rollup, how many).
 
     Keys are compared on the staged form (strings and integers): for a table that feeds
@@ -156,7 +155,7 @@ async def _insert_raw(conn: asyncpg.Connection, table: RawTable, rows: list[Any]
 
 
 async def _insert_table(
-    conn: asyncpg.Connection, table: RawTable, decoded: Decoded, inserted: dict[RawTable, list[Any]],
+    conn: DbConnection, table: RawTable, decoded: Decoded, inserted: dict[RawTable, list[Any]],
     outcome: BatchOutcome,
 ) -> None:
     rows = decoded.rows.get(table)
@@ -191,7 +190,7 @@ def _notifications(ranges: Mapping[tuple, list]) -> list[str]:
     return payloads
 
 
-async def _write_ranges(conn: asyncpg.Connection, ranges: Mapping[tuple, list]) -> None:
+async def _write_ranges(conn: DbConnection, ranges: Mapping[tuple, list]) -> None:
     for kind, sql in (("variant", _VARIANTS_SQL), ("run", _RUNS_SQL)):
         keys = sorted(k for k in ranges if k[0] == kind)
         if keys:
@@ -205,7 +204,7 @@ async def _write_ranges(conn: asyncpg.Connection, ranges: Mapping[tuple, list]) 
 
 
 async def write_batch(
-    conn: asyncpg.Connection,
+    conn: DbConnection,
     decoded: Decoded,
     next_offsets: Mapping[tuple[str, int], int],
     *,

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
+from services.aggregator.db.pool import DbConnection
 from services.aggregator.monitors.alerts import build_alert
 from services.aggregator.monitors.measure import window_figures
 from services.aggregator.monitors.schedule import due_window_ends
@@ -85,7 +86,7 @@ def _webhook_target(monitor: Monitor) -> str | None:
 
 
 async def _write_alert(
-    conn: asyncpg.Connection,
+    conn: DbConnection,
     monitor: Monitor,
     deployment: str,
     state: str,
@@ -151,7 +152,7 @@ class Evaluator:
 
     async def _evaluate_monitor(
         self,
-        conn: asyncpg.Connection,
+        conn: DbConnection,
         entry: StoredMonitor,
         state_row: asyncpg.Record | None,
         now: datetime,
@@ -203,7 +204,7 @@ class Evaluator:
         return len(ends)
 
     async def _resolve_removed(
-        self, conn: asyncpg.Connection, in_force: set[str], states: dict, result: TickResult
+        self, conn: DbConnection, in_force: set[str], states: dict, result: TickResult
     ) -> None:
         """A monitor removed while firing gets a last ``resolved`` alert, so no subscriber is
         left with an alert that never ends; the state of any removed monitor is dropped."""
@@ -220,7 +221,7 @@ class Evaluator:
             await conn.execute("DELETE FROM monitor_states WHERE monitor_id = $1", monitor_id)
 
     @staticmethod
-    async def _resolve_from_row(conn: asyncpg.Connection, last: asyncpg.Record, end: datetime) -> None:
+    async def _resolve_from_row(conn: DbConnection, last: asyncpg.Record, end: datetime) -> None:
         definition = {
             "id": last["monitor_id"],
             "variant": last["variant"] or None,

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import asyncpg
-
+from services.aggregator.db.pool import DbConnection
 from services.aggregator.monitors.statistics import WindowFigures
 from services.aggregator.rollups.read import histogram
 from shared.deployments import Monitor
@@ -44,12 +43,13 @@ GROUP BY model ORDER BY model
 
 
 async def window_figures(
-    conn: asyncpg.Connection, deployment: str, monitor: Monitor, start: datetime, end: datetime
+    conn: DbConnection, deployment: str, monitor: Monitor, start: datetime, end: datetime
 ) -> WindowFigures:
     """The sums the monitor's statistic needs over ``[start, end)``."""
     variant = monitor.variant
     if monitor.statistic in ("average", "pass_rate"):
         row = await conn.fetchrow(_QUALITY_SQL, deployment, start, end, monitor.metric, variant)
+        assert row is not None  # aggregates without GROUP BY: always one row
         return WindowFigures(
             scored=row["scored"],
             score_sum=row["score_sum"],
@@ -57,6 +57,7 @@ async def window_figures(
             score_counts=(row["s1"], row["s2"], row["s3"], row["s4"], row["s5"]),
         )
     operations = await conn.fetchrow(_OPERATIONS_SQL, deployment, start, end, variant)
+    assert operations is not None  # aggregates without GROUP BY: always one row
     figures = {"responses": operations["responses"], "errors": operations["errors"]}
     if monitor.statistic == "latency_p95":
         merged = await histogram(conn, deployment, start, end, variant=variant)

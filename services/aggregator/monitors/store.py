@@ -15,9 +15,9 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 from pydantic import ValidationError
 
+from services.aggregator.db.pool import DbConnection
 from shared.deployments import Deployment, Monitor, format_duration
 from shared.deployments.base import DEFER_CHECKS
 from shared.deployments.errors import Problem, problems_at, problems_from_validation
@@ -79,7 +79,7 @@ def public_monitor(monitor: Monitor) -> dict[str, Any]:
     return data
 
 
-async def load_monitors(conn: asyncpg.Connection, deployment: str | None = None) -> list[StoredMonitor]:
+async def load_monitors(conn: DbConnection, deployment: str | None = None) -> list[StoredMonitor]:
     """The monitors in force, for one deployment or all, in deployment and file order.
 
     A stored definition this code can no longer read is logged and skipped, so one bad row
@@ -99,18 +99,18 @@ async def load_monitors(conn: asyncpg.Connection, deployment: str | None = None)
     return found
 
 
-async def overridden(conn: asyncpg.Connection, deployment: str) -> bool:
+async def overridden(conn: DbConnection, deployment: str) -> bool:
     return bool(await conn.fetchval("SELECT true FROM monitor_overrides WHERE deployment = $1", deployment))
 
 
-async def _insert(conn: asyncpg.Connection, deployment: str, source: str, monitors: Sequence[Monitor]) -> None:
+async def _insert(conn: DbConnection, deployment: str, source: str, monitors: Sequence[Monitor]) -> None:
     await conn.executemany(
         "INSERT INTO monitors (monitor_id, deployment, source, position, definition) VALUES ($1, $2, $3, $4, $5)",
         [(m.id, deployment, source, i, json.dumps(monitor_to_json(m))) for i, m in enumerate(monitors)],
     )
 
 
-async def sync_file_monitors(conn: asyncpg.Connection, deployments: Mapping[str, Deployment],
+async def sync_file_monitors(conn: DbConnection, deployments: Mapping[str, Deployment],
                              keep: Collection[str] = ()) -> list[str]:
     """Make the file-sourced monitors equal the files' sections; returns the ids skipped.
 
@@ -205,7 +205,7 @@ class Replaced:
 
 
 async def replace_monitors(
-    conn: asyncpg.Connection, deployment_name: str, body: Any, deployment: Deployment | None
+    conn: DbConnection, deployment_name: str, body: Any, deployment: Deployment | None
 ) -> Replaced:
     """Validate and store a deployment's new monitor set, in one transaction.
 

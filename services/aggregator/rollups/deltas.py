@@ -8,7 +8,7 @@ deltas are summed per rollup key, so each rollup row is written once per batch.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -114,6 +114,7 @@ def _evaluation(acc: _Accumulator, row: EvaluationRow) -> None:
     outcome = row.outcome
     if outcome == "scored":
         score = row.score
+        assert score is not None  # decode.py gives every scored row its score
         quality[_SCORED] += 1
         quality[_SCORE_SUM] += score
         quality[_SCORE_SQUARES] += score * score
@@ -129,14 +130,17 @@ def _evaluation(acc: _Accumulator, row: EvaluationRow) -> None:
         judge = acc.values(t.JUDGE_TOKENS, (*key, row.judge_model))
         calls, prompt, completion, latency = _JUDGE_SUMS
         judge[calls] += 1
-        judge[prompt] += row.judge_prompt_tokens
-        judge[completion] += row.judge_completion_tokens
-        judge[latency] += row.judge_latency_ms
+        # decode.py sets these with judge_model (None only without a judge call)
+        judge[prompt] += row.judge_prompt_tokens or 0
+        judge[completion] += row.judge_completion_tokens or 0
+        judge[latency] += row.judge_latency_ms or 0.0
 
 
 # Feedback has no rollup: its event names no variant and may come before its request, so the
 # query API counts it from the raw rows, joined to the request (api/metrics_query.py).
-_HANDLERS = {REQUESTS: _request, RESPONSES: _response, EVALUATIONS: _evaluation}
+_HANDLERS: dict[RawTable, Callable[[_Accumulator, Any], None]] = {
+    REQUESTS: _request, RESPONSES: _response, EVALUATIONS: _evaluation,
+}
 
 
 def rollup_deltas(inserted: Mapping[RawTable, Iterable[Any]]) -> t.Deltas:

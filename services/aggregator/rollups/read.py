@@ -10,15 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-import asyncpg
-
+from services.aggregator.db.pool import DbConnection
 from services.aggregator.rollups.histogram import LogHistogram
 
 MEASURES = ("latency_ms", "ttft_ms")
 
 
 async def histogram(
-    conn: asyncpg.Connection,
+    conn: DbConnection,
     deployment: str,
     start: datetime,
     end: datetime,
@@ -49,16 +48,19 @@ async def histogram(
 
 
 async def quantiles(
-    conn: asyncpg.Connection,
+    conn: DbConnection,
     deployment: str,
     start: datetime,
     end: datetime,
     qs: Iterable[float] = (0.5, 0.95, 0.99),
-    **filters: str | None,
+    *,
+    measure: str = "latency_ms",
+    variant: str | None = None,
+    run_id: str = "",
 ) -> dict[float, float | None]:
     """Percentiles of a measure over a window, e.g. ``{0.95: 812.4}``: within 1% of the order
     statistic at rank ``floor(q * (n - 1))`` (0-based) of the values the window holds."""
-    merged = await histogram(conn, deployment, start, end, **filters)
+    merged = await histogram(conn, deployment, start, end, measure=measure, variant=variant, run_id=run_id)
     return merged.quantiles(qs)
 
 

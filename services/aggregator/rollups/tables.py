@@ -13,8 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import asyncpg
-
+from services.aggregator.db.pool import DbConnection
 from services.aggregator.ingest import staging
 
 _BASE_KEYS = (("deployment", "text"), ("minute", "timestamptz"), ("variant", "text"), ("run_id", "text"))
@@ -131,7 +130,7 @@ _TIMES = ("minute",)  # staged as microseconds (ingest/staging.py)
 STAGING_SQL = staging.ensure_sql((t.staging_sql() for t in ROLLUP_TABLES), probe=TOKENS.stage)
 
 
-async def apply_deltas(conn: asyncpg.Connection, deltas: Mapping[RollupTable, Mapping[tuple, list]]) -> int:
+async def apply_deltas(conn: DbConnection, deltas: Mapping[RollupTable, Mapping[tuple, list]]) -> int:
     """Add every delta to its row, creating rows as needed; returns the rows touched.
 
     Each table's deltas are binary-COPYed into its staging table (ingest/staging.py), then
