@@ -48,6 +48,7 @@ unit: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-cache --no-logo
+	$(VENV)/bin/mypy  # shared/ and services/, as [tool.mypy] in pyproject.toml says
 
 proto: install
 	$(PY) -m shared.events.generate
