@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -160,6 +161,9 @@ async def load_registry(
     served before, keeps serving its previous runtime). Raises DeploymentConfigError only when
     the deployments folder does not exist.
     """
+    # Packages installed since the last load (`promptpulse flows install`) must be found: the
+    # import system caches directory listings.
+    importlib.invalidate_caches()
     folder = load_deployment_folder(settings.deployments_dir)
     generation = previous.generation + 1 if previous is not None else 1
     connections = folder.connections

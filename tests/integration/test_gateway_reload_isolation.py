@@ -1,6 +1,8 @@
 """A reload (SIGHUP) that breaks a serving deployment: it keeps serving its last good version and
 says so in the admin listing, /metrics and the log, while its keys still follow its keys file;
-the other deployments take their new files; fixing the file brings the new version in."""
+the other deployments take their new files; fixing the file brings the new version in. And a
+deployment whose Python node lacks a package serves after `promptpulse flows install` and a
+reload."""
 
 from __future__ import annotations
 
@@ -8,6 +10,9 @@ import asyncio
 import logging
 import os
 import signal
+import subprocess
+import sys
+import sysconfig
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,6 +30,7 @@ from tests.support.gateway_stack import (
     running_gateway,
     write_deployments,
 )
+from tests.support.wheels import make_wheel
 
 pytestmark = pytest.mark.integration
 
@@ -121,3 +127,79 @@ async def test_a_reload_that_breaks_a_serving_deployment_keeps_its_last_good_ver
     demo = (await listing(running))["demo"]
     assert demo["status"] == "serving" and "problems" not in demo
     assert 'promptpulse_gateway_deployment_status{deployment="demo",status="serving"} 1' in await metric_lines(running)
+
+
+NEEDS_PACKAGE_FLOW = """\
+inputs:
+  text:
+    type: string
+outputs:
+  shout:
+    type: string
+    reference: ${shout.output}
+nodes:
+- name: shout
+  type: python
+  source:
+    type: code
+    path: shout.py
+  inputs:
+    text: ${inputs.text}
+"""
+NEEDS_PACKAGE_CODE = ("import pp_isolation_dep\nfrom promptflow import tool\n\n\n@tool\n"
+                      "def shout(text: str) -> str:\n    return f'{text} {pp_isolation_dep.VERSION}'\n")
+
+
+def _services_environment(tmp_path: Path) -> tuple[Path, Path]:
+    """A throwaway environment that sees this one's packages (a .pth line), standing in for the
+    services' environment: `promptpulse flows install --python` installs into it, this test's
+    gateway imports from it, and the test environment itself is never changed."""
+    env = tmp_path / "services-env"
+    created = subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)],
+                             capture_output=True, text=True, timeout=120, check=False)
+    assert created.returncode == 0, created.stderr
+    site_packages = next((env / "lib").glob("python3*/site-packages"))
+    (site_packages / "test-environment.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return env / "bin" / "python", site_packages
+
+
+async def test_after_flows_install_and_a_reload_the_deployment_missing_a_package_serves(
+    settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    wheelhouse = tmp_path / "wheels"
+    wheelhouse.mkdir()
+    make_wheel(wheelhouse, "pp-isolation-dep", "1.0")
+    flow = tmp_path / "flows" / "needs-package"
+    flow.mkdir(parents=True)
+    (flow / "flow.dag.yaml").write_text(NEEDS_PACKAGE_FLOW)
+    (flow / "shout.py").write_text(NEEDS_PACKAGE_CODE)
+    (flow / "requirements.txt").write_text("pp-isolation-dep==1.0\n")
+    python, site_packages = _services_environment(tmp_path)
+    monkeypatch.syspath_prepend(str(site_packages))  # the gateway runs "in" that environment
+    folder = tmp_path / "deployments"
+    async with llmsim_server() as sim, LlmTap(sim.url) as tap:
+        keys = write_deployments(folder, tap.url)
+        key, record = new_api_key_record("needs")
+        (folder / "needs-package.yaml").write_text(yaml.safe_dump({
+            "name": "needs-package", "flow": str(flow), "api_keys": [record.model_dump(mode="json", exclude_none=True)]}))
+        async with running_gateway(folder, kafka_for(settings.kafka.bootstrap_servers), tmp_path / "spool",
+                                   handle_sighup=True, admin_key=ADMIN_KEY) as running:
+            async with running.session.post(running.score_url("needs-package"), json={"text": "hi"},
+                                            headers={"api-key": key}) as resp:
+                assert resp.status == 503 and (await resp.json())["error"]["type"] == "deployment_unavailable"
+            (problem,) = (await listing(running))["needs-package"]["problems"]
+            assert "module 'pp_isolation_dep' is not installed" in problem and "promptpulse flows install" in problem
+            assert (await score(running, "demo", keys["demo"]))[0] == 200
+
+            installed = await asyncio.to_thread(subprocess.run, [
+                sys.executable, "-m", "services.cli", "flows", "install", str(folder), "--python", str(python),
+                "--no-index", "--find-links", str(wheelhouse)], capture_output=True, text=True, timeout=240,
+                check=False)
+            assert installed.returncode == 0, installed.stdout + installed.stderr
+            await sighup(running)
+
+            async with running.session.post(running.score_url("needs-package"), json={"text": "hi"},
+                                            headers={"api-key": key}) as resp:
+                body = await resp.json()
+                assert (resp.status, body.get("shout")) == (200, "hi 1.0"), body
+            assert (await listing(running))["needs-package"]["status"] == "serving"
