@@ -145,6 +145,44 @@ async def test_keys_sessions_and_admin_only_changes(stack: Stack) -> None:
     assert 'promptpulse_aggregator_api_responses_total{route="/v1/deployments",status="401"} 5' in text
 
 
+async def test_a_session_ended_on_one_replica_is_refused_on_every_replica(stack: Stack) -> None:
+    # Issue 15, finding 6: a copied pp_session cookie used to work for its whole lifetime after
+    # DELETE /v1/session. Two aggregator replicas on one database: a session ended on either is
+    # refused by both, and ending one session leaves the others alone.
+    second = web.AppRunner(create_app(stack.settings))
+    await second.setup()
+    site = web.TCPSite(second, "127.0.0.1", 0)
+    await site.start()
+    replicas = (stack.url, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}")
+
+    async def session() -> str:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+            async with browser.post(stack.url + "/v1/session", json={"key": READ_KEY}) as response:
+                assert response.status == 200
+            return browser.cookie_jar.filter_cookies(URL(stack.url))["pp_session"].value
+
+    async def status(url: str, token: str, method: str = "GET", path: str = "/v1/deployments") -> int:
+        # The cookie as a header: a copied cookie, sent whatever the client's cookie policy.
+        async with stack.http.request(method, url + path, headers={"Cookie": f"pp_session={token}"}) as response:
+            return response.status
+
+    try:
+        ended_on_first, ended_on_second, kept = await session(), await session(), await session()
+        for token in (ended_on_first, ended_on_second, kept):
+            assert [await status(url, token) for url in replicas] == [200, 200]
+        assert await status(replicas[0], ended_on_first, "DELETE", "/v1/session") == 204
+        assert await status(replicas[1], ended_on_second, "DELETE", "/v1/session") == 204
+        for token in (ended_on_first, ended_on_second):
+            assert [await status(url, token) for url in replicas] == [401, 401]
+        assert [await status(url, kept) for url in replicas] == [200, 200]
+        # Ending it again, or with no session at all, is harmless.
+        assert await status(replicas[1], ended_on_first, "DELETE", "/v1/session") == 204
+        async with stack.http.delete(replicas[1] + "/v1/session") as response:
+            assert response.status == 204
+    finally:
+        await second.cleanup()
+
+
 async def test_metrics_agree_with_plain_sql_over_the_raw_rows(stack: Stack) -> None:
     start = (datetime.now(UTC) - timedelta(minutes=40)).replace(second=0, microsecond=0)
     end = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)

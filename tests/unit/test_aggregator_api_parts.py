@@ -8,7 +8,15 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 from pydantic import SecretStr
 
-from services.aggregator.api.auth import ADMIN, READ, role_of_key, session_token, session_valid
+from services.aggregator.api.auth import (
+    ADMIN,
+    READ,
+    Session,
+    new_session_id,
+    role_of_key,
+    session_token,
+    signed_session,
+)
 from services.aggregator.api.errors import ApiError
 from services.aggregator.api.figures import Breakdown
 from services.aggregator.api.metrics_query import Scope
@@ -108,12 +116,17 @@ def test_keys_and_roles() -> None:
 
 
 def test_session_tokens_expire_and_cannot_be_forged() -> None:
-    token = session_token(READ_KEY, 2_000)
-    assert session_valid(token, READ_KEY, 1_999)
-    assert not session_valid(token, READ_KEY, 2_000)
-    assert not session_valid(token.replace("2000", "9000"), READ_KEY, 1_999)
-    assert not session_valid(token, SecretStr("another read key!"), 1_999)  # a new read key ends sessions
-    assert not session_valid("garbage", READ_KEY, 0) and not session_valid(None, READ_KEY, 0)
+    session = Session(new_session_id(), 2_000)
+    token = session_token(READ_KEY, session)
+    assert signed_session(token, READ_KEY, 1_999) == session
+    assert signed_session(token, READ_KEY, 2_000) is None
+    assert signed_session(token.replace("2000", "9000", 1), READ_KEY, 1_999) is None
+    other_id = token.replace(session.id, new_session_id())  # another session's id under this signature
+    assert signed_session(other_id, READ_KEY, 1_999) is None
+    assert signed_session(token, SecretStr("another read key!"), 1_999) is None  # a new read key ends sessions
+    assert signed_session("garbage", READ_KEY, 0) is None and signed_session(None, READ_KEY, 0) is None
+    assert signed_session("2000." + token.split(".")[2], READ_KEY, 0) is None  # the old format, without an id
+    assert new_session_id() != new_session_id()
 
 
 def _ops(t, variant, requests, errors, latency_sum):

@@ -4,19 +4,26 @@
   also change monitors (any method other than GET/HEAD). Both keys are compared every time,
   as SHA-256 digests with ``hmac.compare_digest``, so timing tells nothing about either.
 - ``POST /v1/session`` exchanges the read key once for an HttpOnly, SameSite=Strict cookie,
-  because a browser's ``EventSource`` cannot send headers. The cookie is stateless (expiry and
-  an HMAC of it keyed by the read key), so any replica accepts it and changing the read key
-  ends every session. It only ever grants reading: a cookie never changes monitors, so a
-  forged cross-site request cannot either.
+  because a browser's ``EventSource`` cannot send headers. The cookie holds its expiry, a random
+  session id and an HMAC of both keyed by the read key, so any replica can check it and changing
+  the read key ends every session. ``DELETE /v1/session`` ends the session for good: its id goes
+  into the ``revoked_sessions`` table (migration 0007), which every replica reads before it
+  honours a cookie, so a copy of the cookie stops working everywhere at once. It only ever
+  grants reading: a cookie never changes monitors, so a forged cross-site request cannot either.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
+import asyncpg
 from aiohttp import web
 from pydantic import SecretStr
 
@@ -28,6 +35,13 @@ READ, ADMIN = "read", "admin"
 MAX_PRESENTED = 512
 SESSION_BODY_BYTES = 4096  # {"key": "..."} and no more
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{22}")  # secrets.token_urlsafe(16)
+
+_IS_REVOKED_SQL = "SELECT EXISTS (SELECT 1 FROM revoked_sessions WHERE session_id = $1)"
+# Rows past their cookie's expiry are no longer needed: each revocation clears them.
+_REVOKE_SQL = """
+WITH expired AS (DELETE FROM revoked_sessions WHERE expires_at < now())
+INSERT INTO revoked_sessions (session_id, expires_at) VALUES ($1, $2) ON CONFLICT (session_id) DO NOTHING"""
 
 
 def _digest(text: str) -> bytes:
@@ -53,23 +67,37 @@ def role_of_key(key: str | None, read: SecretStr | None, admin: SecretStr | None
     return ADMIN if is_admin else READ if is_read else None
 
 
-def _signature(read: SecretStr, expires: int) -> str:
-    return hmac.new(read.get_secret_value().encode(), f"promptpulse-session:{expires}".encode(),
+@dataclass(frozen=True)
+class Session:
+    id: str
+    expires: int  # Unix seconds
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def _signature(read: SecretStr, session: Session) -> str:
+    return hmac.new(read.get_secret_value().encode(), f"promptpulse-session:{session.expires}:{session.id}".encode(),
                     hashlib.sha256).hexdigest()
 
 
-def session_token(read: SecretStr, expires: int) -> str:
-    return f"{expires}.{_signature(read, expires)}"
+def session_token(read: SecretStr, session: Session) -> str:
+    return f"{session.expires}.{session.id}.{_signature(read, session)}"
 
 
-def session_valid(token: str | None, read: SecretStr, now: float) -> bool:
+def signed_session(token: str | None, read: SecretStr, now: float) -> Session | None:
+    """The session a cookie holds if this read key signed it and it has not expired (whether it
+    was ended is the database's to say: ``Authenticator.is_revoked``)."""
     if not token or len(token) > 200:
-        return False
-    expires_text, _, signature = token.partition(".")
-    if not expires_text.isdigit():
-        return False
-    expires = int(expires_text)
-    return hmac.compare_digest(signature, _signature(read, expires)) and expires > now
+        return None
+    parts = token.split(".")
+    if len(parts) != 3 or not parts[0].isdigit() or len(parts[0]) > 12 or not _SESSION_ID.fullmatch(parts[1]):
+        return None
+    session = Session(parts[1], int(parts[0]))
+    if not hmac.compare_digest(parts[2], _signature(read, session)) or session.expires <= now:
+        return None
+    return session
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -78,16 +106,27 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class Authenticator:
     """The middleware and the session routes, for one pair of keys."""
 
-    def __init__(self, read: SecretStr | None, admin: SecretStr | None, *, ttl_seconds: int, secure: bool) -> None:
+    def __init__(self, read: SecretStr | None, admin: SecretStr | None, *, ttl_seconds: int, secure: bool,
+                 pool: asyncpg.Pool) -> None:
         self.read = read
         self.admin = admin
         self.ttl_seconds = ttl_seconds
         self.secure = secure
+        self.pool = pool  # where ended sessions are kept, for every replica
 
-    def _role(self, request: web.Request) -> str | None:
+    def _session(self, request: web.Request) -> Session | None:
+        if self.read is None:
+            return None
+        return signed_session(request.cookies.get(SESSION_COOKIE), self.read, time.time())
+
+    async def is_revoked(self, session: Session) -> bool:
+        return bool(await self.pool.fetchval(_IS_REVOKED_SQL, session.id))
+
+    async def _role(self, request: web.Request) -> str | None:
         role = role_of_key(presented_key(request), self.read, self.admin)
-        if role is None and self.read is not None:
-            if session_valid(request.cookies.get(SESSION_COOKIE), self.read, time.time()):
+        if role is None:
+            session = self._session(request)
+            if session is not None and not await self.is_revoked(session):
                 role = READ
         return role
 
@@ -97,7 +136,7 @@ class Authenticator:
             return await handler(request)
         if self.read is None:
             raise ApiError(503, "not_configured", "the query API has no read key (set PROMPTPULSE_API_READ_KEY)")
-        role = self._role(request)
+        role = await self._role(request)
         if role is None:
             raise ApiError(401, "unauthorized", "a valid read or admin key is required (Authorization: Bearer)",
                            headers={"WWW-Authenticate": 'Bearer realm="promptpulse"'})
@@ -121,11 +160,11 @@ class Authenticator:
                 key = candidate
         if role_of_key(key, self.read, self.admin) is None:
             raise ApiError(401, "unauthorized", "a valid read key is required")
-        expires = int(time.time()) + self.ttl_seconds
-        response = json_response({"expires_at": expires, "role": READ})
+        session = Session(new_session_id(), int(time.time()) + self.ttl_seconds)
+        response = json_response({"expires_at": session.expires, "role": READ})
         response.set_cookie(
             SESSION_COOKIE,
-            session_token(self.read, expires),
+            session_token(self.read, session),
             max_age=self.ttl_seconds,
             path="/",
             httponly=True,
@@ -135,6 +174,11 @@ class Authenticator:
         return response
 
     async def delete_session(self, request: web.Request) -> web.Response:
+        """Ends the cookie's session on every replica (a copy of the cookie stops working too),
+        and clears the cookie. Holding the cookie is the proof: no key is asked for."""
+        session = self._session(request)
+        if session is not None:
+            await self.pool.execute(_REVOKE_SQL, session.id, datetime.fromtimestamp(session.expires, UTC))
         response = web.Response(status=204)
         response.del_cookie(SESSION_COOKIE, path="/")
         return response

@@ -89,8 +89,9 @@ def document(max_page_size: int = ApiSection().max_page_size) -> dict[str, Any]:
                 for status, text in (("400", "The body is not JSON."), ("401", "Wrong key."),
                                      ("413", "The body is over the size limit."),
                                      ("503", "No read key configured."))}},
-            "delete": {"summary": "Clear the session cookie.", "security": [],
-                       "responses": {"204": {"description": "Cleared."}}}},
+            "delete": {"summary": "End the cookie's session on every replica (a copy of the cookie stops "
+                                  "working too) and clear the cookie.", "security": [],
+                       "responses": {"204": {"description": "Ended and cleared."}}}},
         "/v1/deployments": {"get": _operation("Deployments configured or seen, with their variants.", [],
                                               "Deployments.")},
         "/v1/deployments/{deployment}/metrics": {"get": _operation(

@@ -82,7 +82,8 @@ async def _api_context(app: web.Application) -> AsyncIterator[None]:
         section=section,
         pool=app[POOL],
         deployments=deployments,
-        auth=Authenticator(read, admin, ttl_seconds=section.session_ttl_seconds, secure=section.cookie_secure),
+        auth=Authenticator(read, admin, ttl_seconds=section.session_ttl_seconds, secure=section.cookie_secure,
+                           pool=app[POOL]),
         hub=hub,
     )
     await hub.start()
