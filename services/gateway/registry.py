@@ -23,19 +23,27 @@ import contextlib
 import importlib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from opentelemetry.trace import TracerProvider
 
+from services.gateway.runtime import (
+    SERVING,
+    STALE,
+    UNAVAILABLE,
+    DeploymentRuntime,
+    KeyFileState,
+    LoadFailure,
+    Registry,
+    key_file_state,
+)
 from services.gateway.settings import GatewaySettings
 from shared.deployments import (
-    Connection,
     Deployment,
     DeploymentConfigError,
-    Variant,
     load_api_keys_file,
     load_deployment_folder,
 )
@@ -44,85 +52,8 @@ from shared.flow.clients import close_clients
 
 log = logging.getLogger(__name__)
 
-KeyFileState = tuple[int, int] | None  # (mtime_ns, size), None when the file does not exist
-
-
-@dataclass(frozen=True)
-class DeploymentRuntime:
-    """One deployment, ready to serve: its flow's executor and its variants by id."""
-
-    deployment: Deployment
-    flow: Flow
-    executor: FlowExecutor
-    variants: Mapping[str, Variant]
-    redacted_inputs: frozenset[str]
-    redacted_outputs: frozenset[str]
-    clients: Mapping[str, Any] = field(default_factory=dict)  # connection -> client its executor calls
-    generation: int = 0  # the load it comes from: older than the registry's when serving stale
-    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-    @property
-    def name(self) -> str:
-        return self.deployment.name
-
-    def pick_variant(self, draw: float) -> Variant:
-        return self.deployment.pick_variant(draw)
-
-
-@dataclass(frozen=True)
-class LoadFailure:
-    """A deployment whose current files do not load, with every problem found (for operators only)."""
-
-    name: str
-    file: Path | None
-    problems: tuple[str, ...]
-    since: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-
-SERVING, STALE, UNAVAILABLE = "serving", "stale", "unavailable"
-
-
-@dataclass(frozen=True)
-class Registry:
-    """Every deployment of one load, and the clients their flows call."""
-
-    deployments: Mapping[str, DeploymentRuntime]  # every deployment that serves, stale ones included
-    connections: Mapping[str, Connection]
-    clients: Mapping[str, Any]  # the clients this load built or kept for current files
-    key_files: Mapping[Path, KeyFileState]
-    generation: int
-    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    failures: Mapping[str, LoadFailure] = field(default_factory=dict)  # by deployment name
-    folder_problems: tuple[str, ...] = ()  # problems of no single deployment (connections.yaml)
-
-    def status(self, name: str) -> str | None:
-        """SERVING, STALE (serving its last good version), UNAVAILABLE, or None if unknown."""
-        if name in self.deployments:
-            return STALE if name in self.failures else SERVING
-        return UNAVAILABLE if name in self.failures else None
-
-    def unavailable(self, name: str) -> LoadFailure | None:
-        """The failure of a deployment that does not serve at all."""
-        return self.failures.get(name) if name not in self.deployments else None
-
-    def clients_in_use(self) -> list[Any]:
-        """Every distinct client a serving runtime may call, stale runtimes' included."""
-        found: dict[int, Any] = {id(c): c for c in self.clients.values()}
-        for runtime in self.deployments.values():
-            found.update((id(c), c) for c in runtime.clients.values())
-        return list(found.values())
-
-    @property
-    def problems(self) -> list[str]:
-        return [*self.folder_problems, *(p for f in self.failures.values() for p in f.problems)]
-
-
-def key_file_state(path: Path) -> KeyFileState:
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return None
-    return (stat.st_mtime_ns, stat.st_size)
+__all__ = ["SERVING", "STALE", "UNAVAILABLE", "DeploymentRuntime", "Deployments", "KeyFileState", "LoadFailure",
+           "Registry", "key_file_state", "load_registry"]
 
 
 def _runtime(deployment: Deployment, flow: Flow, clients: Mapping[str, Any],
