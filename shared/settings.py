@@ -93,6 +93,27 @@ class TelemetrySettings(BaseModel):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Root log level.")
 
 
+class PlausibilitySettings(BaseModel):
+    """Where a figure stops being believable (``PROMPTPULSE_PLAUSIBILITY__*``): an event beyond
+    these is dead-lettered, not counted (shared/plausibility.py). Set the same on every service.
+    The upper bounds of the bounds keep any day's sums far from overflowing a bigint or a float8."""
+
+    max_latency_ms: float = Field(
+        7_200_000.0,
+        gt=0,
+        le=7 * 24 * 3_600_000,
+        description="Longest plausible duration in milliseconds: a request's latency and time to first "
+        "token, a judge call's latency. Two hours by default, above any gateway request timeout.",
+    )
+    max_tokens_per_call: int = Field(
+        10_000_000,
+        ge=1,
+        le=1_000_000_000,
+        description="Most tokens one LLM or judge call can plausibly report, per kind (prompt, "
+        "completion, total). Ten million by default, several times the largest context windows.",
+    )
+
+
 class ServiceSettings(BaseSettings):
     """Common settings; each service subclasses it and adds its own nested section."""
 
@@ -114,6 +135,7 @@ class ServiceSettings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    plausibility: PlausibilitySettings = Field(default_factory=PlausibilitySettings)
 
 
 S = TypeVar("S", bound=BaseSettings)

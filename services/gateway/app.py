@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from services.gateway.appkeys import (
     DEPLOYMENTS,
     METRICS,
+    PLAUSIBILITY,
     PUBLISHER,
     RATE_LIMITER,
     SETTINGS,
@@ -43,6 +44,7 @@ from services.gateway.settings import GatewaySettings
 from services.gateway.tracing import add_response_headers, server_span
 from shared import gctuning
 from shared.demo_key import ensure_demo_key
+from shared.plausibility import Plausibility
 from shared.telemetry import setup_telemetry, shutdown_telemetry
 from shared.topics import Topics
 
@@ -69,6 +71,7 @@ def create_app(
     app[SETTINGS] = settings
     app[METRICS] = GatewayMetrics()
     app[RATE_LIMITER] = RateLimiter()
+    app[PLAUSIBILITY] = Plausibility(settings.plausibility)
     app.cleanup_ctx.append(_telemetry(tracer_provider))
     app.cleanup_ctx.append(_deployments)
     app.cleanup_ctx.append(_publisher)

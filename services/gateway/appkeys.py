@@ -16,6 +16,7 @@ from services.gateway.ratelimit import RateLimiter
 from services.gateway.registry import Deployments
 from services.gateway.routes.metrics import GatewayMetrics
 from services.gateway.settings import GatewaySettings
+from shared.plausibility import Plausibility
 
 SETTINGS = web.AppKey("settings", GatewaySettings)
 DEPLOYMENTS = web.AppKey("deployments", Deployments)
@@ -24,6 +25,7 @@ TRACER = web.AppKey("tracer", Tracer)
 TRACER_PROVIDER = web.AppKey("tracer_provider", TracerProvider)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
+PLAUSIBILITY = web.AppKey("plausibility", Plausibility)
 
 
 def _request_key(name: str, kind: type) -> Any:

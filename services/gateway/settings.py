@@ -102,3 +102,15 @@ class GatewaySettings(ServiceSettings):
     """Everything the gateway reads from the environment."""
 
     gateway: GatewaySection = Field(default_factory=GatewaySection)
+
+    @model_validator(mode="after")
+    def _timeout_is_plausible(self) -> GatewaySettings:
+        # A run may last its whole timeout: its latency must not be one the aggregator refuses.
+        timeout_ms = self.gateway.request_timeout_seconds * 1000
+        if timeout_ms >= self.plausibility.max_latency_ms:
+            raise ValueError(
+                f"GATEWAY__REQUEST_TIMEOUT_SECONDS ({self.gateway.request_timeout_seconds:g} s) must be shorter than "
+                f"PLAUSIBILITY__MAX_LATENCY_MS ({self.plausibility.max_latency_ms:g} ms), or the responses of "
+                "the slowest runs would be dead-lettered as implausible"
+            )
+        return self

@@ -1,17 +1,16 @@
 """The few facts every event must hold, checked on encode and on decode.
 
 Deliberately short: only what a consumer cannot work without (identity for deduplication and
-keys, the request context storage partitions by, an outcome with a score in range). Anything
-added to the schema later must be optional here, because old events on the log lack it.
+keys, the request context storage partitions by, an outcome). Anything added to the schema later
+must be optional here, because old events on the log lack it. Whether its numbers are believable
+(a score on its evaluator's scale, a latency, token counts) is shared/plausibility.py's question:
+the scale depends on the evaluator, which the codec does not know.
 """
 
 from __future__ import annotations
 
 from shared.events.errors import InvalidEventError
 from shared.events.messages import Alert, Evaluation, Event, EventMeta, Feedback
-
-SCORE_MIN = 1
-SCORE_MAX = 5
 
 
 def validate(event: Event) -> None:
@@ -54,7 +53,3 @@ def _require_outcome(evaluation: Evaluation) -> None:
     outcome = evaluation.WhichOneof("outcome")
     if outcome is None:
         raise InvalidEventError("Evaluation has no outcome (scored, not_applicable or error)")
-    if outcome == "scored" and not SCORE_MIN <= evaluation.scored.score <= SCORE_MAX:
-        raise InvalidEventError(
-            f"Evaluation score {evaluation.scored.score} is outside {SCORE_MIN}..{SCORE_MAX}"
-        )

@@ -107,7 +107,7 @@ def _poison_messages() -> list[tuple[Message, str]]:
         (Message("inference", b"k", b"x", [("pp-event-type", b"no.such.type"), ("pp-schema-version", b"1")]),
          "unknown-event-type"),
         (Message("feedback", b"k", b"x", []), "missing-event-type"),
-        (encoded("inference", nan_latency), "invalid-value"),
+        (encoded("inference", nan_latency), "implausible-value"),
         (encoded("inference", far_future), "time-out-of-range"),
         (encoded("evaluations", long_metric), "invalid-value"),
         (Message("spans", b"t", b"\x0a\x05broken", []), "malformed-body"),

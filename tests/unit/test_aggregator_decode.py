@@ -90,7 +90,7 @@ def test_impossible_numbers_are_dead_lettered_with_their_reason() -> None:
     nan = InferenceResponse(meta=_meta(), latency_ms=float("nan"))
     negative = InferenceResponse(meta=_meta(), latency_ms=5, usage=[LlmUsage(model="m", prompt_tokens=-1)])
     decoded = _decode(_record(nan, offset=1), _record(negative, offset=2))
-    assert [(d.kafka_offset, d.reason) for d in decoded.dead_letters] == [(1, "invalid-value"), (2, "invalid-value")]
+    assert [(d.kafka_offset, d.reason) for d in decoded.dead_letters] == [(1, "implausible-value"), (2, "implausible-value")]
     assert "latency_ms" in decoded.dead_letters[0].detail
     assert not decoded.rows
 

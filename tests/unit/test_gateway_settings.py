@@ -32,6 +32,8 @@ def test_nested_variables_reach_the_publisher_section(monkeypatch: pytest.Monkey
     ("PROMPTPULSE_GATEWAY__REQUEST_TIMEOUT_SECONDS", "0", "PROMPTPULSE_GATEWAY__REQUEST_TIMEOUT_SECONDS"),
     ("PROMPTPULSE_GATEWAY__DEFAULT_RATE_LIMIT_PER_MINUTE", "0", "PROMPTPULSE_GATEWAY__DEFAULT_RATE_LIMIT_PER_MINUTE"),
     ("PROMPTPULSE_GATEWAY__MAX_BODY_BYTES", "900000", "MAX_BODY_BYTES"),
+    # The default 120 s timeout would let runs last longer than the aggregator believes.
+    ("PROMPTPULSE_PLAUSIBILITY__MAX_LATENCY_MS", "60000", "REQUEST_TIMEOUT_SECONDS"),
 ])
 def test_bad_values_fail_naming_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str, named: str) -> None:
     monkeypatch.setenv(name, value)

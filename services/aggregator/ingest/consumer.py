@@ -48,6 +48,7 @@ from services.aggregator.ingest.store import BatchStore, IngestStats
 from services.aggregator.retention import PartitionCache
 from services.aggregator.settings import AggregatorSettings
 from shared.kafka import make_consumer
+from shared.plausibility import Plausibility
 from shared.retry import Backoff, pause
 from shared.topics import Topics
 
@@ -88,7 +89,7 @@ class Ingestor:
         self.stats = IngestStats()
         self._store = BatchStore(
             pool,
-            RecordDecoder(topics.spans, sampling),
+            RecordDecoder(topics.spans, sampling, Plausibility(settings.plausibility)),
             partitions or PartitionCache(),
             self._section,
             group=self._group,

@@ -2,7 +2,9 @@
 
 Routing is by the event type header (the codec's), not by topic, so an event published to the
 wrong topic is still stored correctly; spans are recognised by their topic. Token chunks and
-alerts are not the aggregator's to store and are skipped.
+alerts are not the aggregator's to store and are skipped. An event with a number outside its
+plausible range (shared/plausibility.py: a latency of 1e11 ms, 1e12 tokens in one call, a score
+off its scale) is dead-lettered as ``implausible-value``, never stored nor counted.
 """
 
 from __future__ import annotations
@@ -32,8 +34,6 @@ from services.aggregator.ingest.values import (
     EPOCH,
     InvalidValue,
     clean_text,
-    count,
-    finite,
     identifier,
     json_text,
     trace_id_of,
@@ -52,6 +52,7 @@ from shared.events.messages import (
     InferenceStatus,
     TokenChunk,
 )
+from shared.plausibility import Implausible, Plausibility
 from shared.sampling import is_sampled
 
 log = logging.getLogger(__name__)
@@ -130,9 +131,10 @@ def dead_letter_headers(headers: Any) -> str:
 
 
 class RecordDecoder:
-    def __init__(self, topics_spans: str, sampling: SamplingPolicy) -> None:
+    def __init__(self, topics_spans: str, sampling: SamplingPolicy, plausibility: Plausibility | None = None) -> None:
         self._spans_topic = topics_spans
         self._sampling = sampling
+        self._plausibility = plausibility if plausibility is not None else Plausibility()
 
     def decode_batch(self, records: list[Any], window: TimeWindow) -> Decoded:
         return self.decode_into(records, window, Decoded())
@@ -197,6 +199,10 @@ class RecordDecoder:
                 return
             raise Rejected("invalid-value", f"{type(event).__name__} is not stored by the aggregator")
         try:
+            self._plausibility.check(event)
+        except Implausible as exc:
+            raise Rejected("implausible-value", str(exc)) from None
+        try:
             row = self._row(table, event)
         except InvalidValue as exc:
             raise Rejected("invalid-value", str(exc)) from None
@@ -234,10 +240,10 @@ class RecordDecoder:
         keep = sampled or meta.run_id != ""
         usage = []
         prompt = completion = total = 0
-        for call in event.usage[:]:  # [:]: see spans.decode_spans
-            call_prompt = count(call.prompt_tokens, "usage.prompt_tokens")
-            call_completion = count(call.completion_tokens, "usage.completion_tokens")
-            call_total = count(call.total_tokens, "usage.total_tokens")
+        for call in event.usage[:]:  # [:]: see spans.decode_spans. Counts checked by Plausibility.
+            call_prompt = call.prompt_tokens
+            call_completion = call.completion_tokens
+            call_total = call.total_tokens
             prompt, completion, total = prompt + call_prompt, completion + call_completion, total + call_total
             usage.append(
                 {
@@ -250,15 +256,13 @@ class RecordDecoder:
             )
         status = _STATUS.get(event.status, "unspecified")
         error_type = identifier(event.error_type or "unknown", "error_type") if status == "error" else None
-        ttft = None
-        if event.HasField("time_to_first_token_ms"):
-            ttft = finite(event.time_to_first_token_ms, "time_to_first_token_ms")
+        ttft = event.time_to_first_token_ms if event.HasField("time_to_first_token_ms") else None
         return _new(ResponseRow, (
             *meta,
             status,
             error_type,
             clean_text(event.error_message, _MAX_MESSAGE) or None,
-            finite(event.latency_ms, "latency_ms"),
+            event.latency_ms,
             ttft,
             prompt,
             completion,
@@ -399,9 +403,9 @@ def _evaluation(event: Evaluation, meta: _Meta) -> EvaluationRow:
         error_message=error_message,
         judge_model=identifier(judge.model or "unknown", "judge.model") if judged else None,
         judge_prompt_version=clean_text(judge.prompt_version, 200) if judged else None,
-        judge_prompt_tokens=count(judge.prompt_tokens, "judge.prompt_tokens") if judged else None,
-        judge_completion_tokens=count(judge.completion_tokens, "judge.completion_tokens") if judged else None,
-        judge_latency_ms=finite(judge.latency_ms, "judge.latency_ms") if judged else None,
+        judge_prompt_tokens=judge.prompt_tokens if judged else None,
+        judge_completion_tokens=judge.completion_tokens if judged else None,
+        judge_latency_ms=judge.latency_ms if judged else None,
     )
 
 

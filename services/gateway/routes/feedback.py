@@ -27,8 +27,10 @@ from services.gateway.routes.errors import ApiError, json_response
 from services.gateway.tracing import trace_header
 from shared.events.builders import new_event_id, new_meta
 from shared.events.messages import Feedback
+from shared.plausibility import FEEDBACK_RATING
 
-RATING_RANGE = (-100, 100)
+# The aggregator dead-letters a rating outside this range: accept exactly what it will count.
+RATING_RANGE = (int(FEEDBACK_RATING.low), int(FEEDBACK_RATING.high))
 MAX_COMMENT_CHARS = 4000
 _FIELDS = {"request_id", "rating", "comment"}
 

@@ -59,6 +59,7 @@ class GatewayMetrics:
     tokens: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (deployment, model, kind)
     auth_failures: Counter[str] = field(default_factory=Counter)
     rate_limited: Counter[str] = field(default_factory=Counter)
+    implausible_values: Counter[str] = field(default_factory=Counter)  # deployment
     run_duration: dict[str, Histogram] = field(default_factory=dict)
     time_to_first_token: dict[str, Histogram] = field(default_factory=dict)
     in_flight: int = 0
@@ -92,6 +93,13 @@ class GatewayMetrics:
         out += [
             MetricSample(f"{PREFIX}rate_limited_total", "counter", "Requests refused with 429.", n, (("deployment", d),))
             for d, n in sorted(self.rate_limited.items())
+        ]
+        out += [
+            MetricSample(f"{PREFIX}implausible_values_total", "counter",
+                         "Response events holding a number outside its plausible range (an LLM call's usage "
+                         "left out of the event, or an event the aggregator will dead-letter).",
+                         n, (("deployment", d),))
+            for d, n in sorted(self.implausible_values.items())
         ]
         out.append(MetricSample(f"{PREFIX}requests_in_flight", "gauge", "Score and feedback requests being served.",
                                 self.in_flight))

@@ -5,6 +5,12 @@ server span's trace context), each with its own event id. The request event is p
 before the flow runs; the response event always follows, whatever the outcome (ok, error,
 cancelled), so a consumer never waits for a response that will not come. Named fields are
 redacted first (services/gateway/redaction.py).
+
+Numbers are checked with the aggregator's own checks (shared/plausibility.py) before publishing:
+an LLM call whose reported usage is implausible (an endpoint answering 1e12 tokens) is left out
+of the event and of the token counters, and the event's error message says so, so the rest of
+the response is still recorded; anything else implausible is logged and counted, and published
+as it is for the aggregator to dead-letter with its reason.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from shared.events.builders import dict_to_struct, new_meta, next_meta
 from shared.events.errors import InvalidEventError
 from shared.events.messages import InferenceRequest, InferenceResponse, InferenceStatus, LlmUsage
 from shared.flow import LlmCall
+from shared.plausibility import Implausible, Plausibility
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +73,10 @@ class InferenceRecorder:
         variant: str,
         run_id: str,
         traceparent: str,
+        plausibility: Plausibility | None = None,
     ) -> None:
         self.publisher = publisher
+        self.plausibility = plausibility if plausibility is not None else Plausibility()
         self.runtime = runtime
         self.metrics = metrics
         self.section = section
@@ -142,13 +151,13 @@ class InferenceRecorder:
         if self.responded:
             return
         self.responded = True
-        calls = list(llm_calls)
+        calls, left_out = self._plausible_calls(llm_calls)
+        if left_out:
+            error_message = "; ".join(filter(None, (error_message, left_out)))
         latency_ms = (time.perf_counter() - self.started) * 1000
         event = InferenceResponse(
             meta=next_meta(self.meta), status=_STATUS[status], error_type=error_type,
-            error_message=error_message, latency_ms=latency_ms,
-            usage=[LlmUsage(node=c.node, model=c.model, prompt_tokens=c.prompt_tokens,
-                            completion_tokens=c.completion_tokens, total_tokens=c.total_tokens) for c in calls],
+            error_message=error_message, latency_ms=latency_ms, usage=[usage for _, usage in calls],
         )
         if time_to_first_token_ms is not None:
             event.time_to_first_token_ms = time_to_first_token_ms
@@ -157,9 +166,35 @@ class InferenceRecorder:
                 event.outputs.CopyFrom(dict_to_struct(redact_fields(outputs, self.runtime.redacted_outputs)))
             except InvalidEventError as exc:
                 # The client got its answer; the event keeps the outcome without the outputs.
-                event.error_message = f"outputs not recorded: {exc}"
+                event.error_message = "; ".join(filter(None, (f"outputs not recorded: {exc}", left_out)))
+        try:
+            self.plausibility.check(event)
+        except Implausible as exc:  # e.g. a clock jump: the aggregator keeps it as a dead letter
+            self.metrics.implausible_values[self.runtime.name] += 1
+            log.warning("response event holds an implausible value",
+                        extra={"request_id": self.meta.request_id, "error": str(exc)})
         self._publish_response(event)
-        self._count(status, calls, latency_ms, time_to_first_token_ms)
+        self._count(status, [call for call, _ in calls], latency_ms, time_to_first_token_ms)
+
+    def _plausible_calls(self, llm_calls: Iterable[LlmCall]) -> tuple[list[tuple[LlmCall, LlmUsage]], str]:
+        """The calls whose usage is plausible, each with its event entry, and a note naming the
+        others (empty when there are none)."""
+        kept: list[tuple[LlmCall, LlmUsage]] = []
+        notes: list[str] = []
+        for index, call in enumerate(llm_calls):
+            try:
+                usage = LlmUsage(node=call.node, model=call.model, prompt_tokens=call.prompt_tokens,
+                                 completion_tokens=call.completion_tokens, total_tokens=call.total_tokens)
+                self.plausibility.check_usage(usage)
+            except (Implausible, ValueError) as exc:  # ValueError: beyond what an int64 holds
+                notes.append(f"usage of LLM call {index + 1} ({call.node}) not recorded: {exc}")
+                continue
+            kept.append((call, usage))
+        if notes:
+            self.metrics.implausible_values[self.runtime.name] += len(notes)
+            log.warning("LLM usage not recorded: implausible",
+                        extra={"request_id": self.meta.request_id, "error": "; ".join(notes)})
+        return kept, "; ".join(notes)
 
     def _publish_response(self, event: InferenceResponse) -> None:
         try:

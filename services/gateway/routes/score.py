@@ -23,7 +23,14 @@ from typing import Any
 
 from aiohttp import web
 
-from services.gateway.appkeys import METRICS, PUBLISHER, REQUEST_ID, SERVER_SPAN, SETTINGS
+from services.gateway.appkeys import (
+    METRICS,
+    PLAUSIBILITY,
+    PUBLISHER,
+    REQUEST_ID,
+    SERVER_SPAN,
+    SETTINGS,
+)
 from services.gateway.events import EventTooLarge, PublisherClosed, PublisherError, PublisherFull
 from services.gateway.registry import DeploymentRuntime
 from services.gateway.routes.common import (
@@ -138,6 +145,7 @@ async def run_accepted(request: web.Request, accepted: AcceptedRequest, reply: R
         publisher, runtime, request.app[METRICS], settings.gateway.publisher, request_id=request_id,
         start_time=accepted.start_time, started=accepted.started, variant=variant.id, run_id=run_id,
         traceparent=traceparent,
+        plausibility=request.app[PLAUSIBILITY],
     )
     try:
         event = recorder.request_event(inputs, client_request_id=accepted.client_request_id, streaming=streaming)
