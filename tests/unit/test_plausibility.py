@@ -42,7 +42,6 @@ def _evaluation(score: int = 4, metric: str = "relevance", **judge) -> Evaluatio
     (_response(latency_ms=math.nan), "latency_ms"),
     (_response(latency_ms=math.inf), "latency_ms"),
     (_response(time_to_first_token_ms=1e11), "time_to_first_token_ms"),
-    (_response(time_to_first_token_ms=400.0), "time_to_first_token_ms"),  # after the last byte
     (_response(usage={"prompt_tokens": 10**12}), "usage[0].prompt_tokens"),
     (_response(usage={"completion_tokens": -5}), "usage[0].completion_tokens"),
     (_response(usage={"total_tokens": 10_000_001}), "usage[0].total_tokens"),
