@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from shared.apikeys import new_api_key_record
 from shared.events.messages import InferenceResponse, InferenceStatus
 from shared.settings import ServiceSettings
+from tests.support.failing_flow import SECRET, write_reviewed
 from tests.support.gateway_stack import (
     Gateway,
     Keys,
@@ -34,50 +33,6 @@ from tests.support.gateway_stack import (
 
 pytestmark = pytest.mark.integration
 
-SECRET = "sk-test-0123456789abcdefSECRET"
-# A flow as prompt flow writes it: an LLM node whose answer a Python node then reviews (and refuses).
-REVIEWED_FLOW = """\
-$schema: https://azuremlschemas.azureedge.net/promptflow/latest/Flow.schema.json
-inputs:
-  question:
-    type: string
-    default: What does the gateway do?
-outputs:
-  answer:
-    type: string
-    reference: ${answer.output}
-  verdict:
-    type: string
-    reference: ${review.output}
-nodes:
-- name: answer
-  type: llm
-  source:
-    type: code
-    path: answer.jinja2
-  inputs:
-    model: llmsim-chat
-    question: ${inputs.question}
-  connection: llmsim
-  api: chat
-- name: review
-  type: python
-  source:
-    type: code
-    path: review.py
-  inputs:
-    answer: ${answer.output}
-"""
-REVIEW_PY = f"""\
-from promptflow.core import tool
-
-
-@tool
-def review(answer: str) -> str:
-    raise ValueError("the reviewer refused the answer with reviewer key {SECRET} at hand")
-"""
-
-
 @dataclass
 class Stack:
     gateway: Gateway
@@ -91,18 +46,6 @@ class Stack:
         async with self.gateway.session.post(url, json={}, headers=headers) as resp:
             return resp.status, resp.headers.get("Content-Type", ""), {"text": await resp.text(),
                                                                          "request_id": resp.headers["x-request-id"]}
-
-
-def write_reviewed(folder: Path) -> str:
-    flow = folder.parent / "reviewed-flow"
-    flow.mkdir(parents=True)
-    (flow / "flow.dag.yaml").write_text(REVIEWED_FLOW)
-    (flow / "answer.jinja2").write_text("# system:\nAnswer briefly.\n# user:\n{{question}}\n")
-    (flow / "review.py").write_text(REVIEW_PY)
-    key, record = new_api_key_record("reviewed-key")
-    body = {"name": "reviewed", "flow": str(flow), "api_keys": [record.model_dump(mode="json", exclude_none=True)]}
-    (folder / "reviewed.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
-    return key
 
 
 @pytest.fixture

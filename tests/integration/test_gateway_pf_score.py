@@ -25,6 +25,7 @@ from sseclient import SSEClient
 from shared.events.builders import struct_to_dict
 from shared.events.messages import InferenceRequest, InferenceResponse
 from shared.settings import ServiceSettings
+from tests.support.failing_flow import SECRET, write_reviewed
 from tests.support.gateway_stack import (
     Gateway,
     Keys,
@@ -84,6 +85,7 @@ class Stack:
     keys: Keys
     sim: Llmsim
     tap: LlmTap
+    reviewed_key: str  # the key of a deployment whose flow fails after its answer streamed
 
     @property
     def score_url(self) -> str:
@@ -106,9 +108,10 @@ class Stack:
 async def stack(settings: ServiceSettings, tmp_path: Path) -> AsyncIterator[Stack]:
     async with llmsim_server() as sim, LlmTap(sim.url) as tap:
         keys = write_deployments(tmp_path / "deployments", tap.url)
+        reviewed_key = write_reviewed(tmp_path / "deployments")
         kafka = kafka_for(settings.kafka.bootstrap_servers)
         async with running_gateway(tmp_path / "deployments", kafka, tmp_path / "spool") as gateway:
-            yield Stack(gateway, keys, sim, tap)
+            yield Stack(gateway, keys, sim, tap, reviewed_key)
 
 
 # ---- the tests
@@ -251,7 +254,7 @@ async def test_openapi_describes_the_score_contract(stack: Stack) -> None:
         document = await resp.json()
     operation = document["paths"]["/score"]["post"]
     inputs = operation["requestBody"]["content"]["application/json"]["schema"]["anyOf"]
-    assert len(inputs) == len(stack.keys.plain)  # any deployment's inputs: the key decides
+    assert len(inputs) == len(stack.keys.plain) + 1  # any deployment's inputs (reviewed too): the key decides
     outputs = operation["responses"]["200"]["content"]["application/json"]["schema"]["anyOf"]
     assert all("request_id" not in o["properties"] for o in outputs)  # the outputs only
     params = {p["name"]: p for p in operation["parameters"]}
@@ -259,3 +262,34 @@ async def test_openapi_describes_the_score_contract(stack: Stack) -> None:
     assert {"400", "401", "403", "406", "500", "502"} <= set(operation["responses"])
     error = document["components"]["schemas"]["Error"]["properties"]["error"]["properties"]
     assert {"node", "exception_type", "exception_message"} <= set(error)
+
+
+async def test_a_node_failure_after_the_stream_started_is_an_error_event(stack: Stack) -> None:
+    with pytest.raises(requests.HTTPError) as caught:
+        await stack.client(stack.reviewed_key, {}, stream=False)
+    whole = caught.value.response
+    assert whole.status_code == 500
+    error = whole.json()["error"]
+    assert (error["code"], error["type"], error["node"], error["exception_type"]) == (
+        "SystemError", "node_failed", "review", "ValueError")
+    assert error["message"] == f"node 'review': ValueError: {error['exception_message']}"
+    assert SECRET not in whole.text and "[redacted]" in error["exception_message"]
+
+    # Streamed, the answer's deltas are out before the review fails: the stream ends with prompt
+    # flow's kind of event carrying the same error, told apart by its event name.
+    def read_stream() -> tuple[list[tuple[str, dict[str, Any]]], dict[str, str]]:
+        response = requests.post(stack.score_url, json={}, stream=True, timeout=30, headers={
+            "Authorization": "Bearer " + stack.reviewed_key, "Accept": "text/event-stream",
+            "x-ms-client-request-id": "client-42"})
+        response.raise_for_status()
+        return [(e.event, json.loads(e.data)) for e in SSEClient(response).events()], dict(response.headers)
+
+    events, headers = await asyncio.to_thread(read_stream)
+    assert headers["x-ms-client-request-id"] == "client-42"
+    assert [name for name, _ in events[:-1]] == ["message"] * (len(events) - 1) and len(events) > 2
+    assert all(set(data) == {"answer"} for _, data in events[:-1])
+    name, last = events[-1]
+    assert name == "error" and last == {"error": error, "request_id": headers["x-request-id"]}
+    recorded = await stack.recorded(2)
+    request, response = recorded[headers["x-request-id"]]
+    assert request.client_request_id == "client-42" and response.error_message == error["message"]
