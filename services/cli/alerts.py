@@ -6,7 +6,10 @@ Kafka, not the query API. One line per transition, flushed at once, until Ctrl-C
 
     12:03:05 FIRING   demo-relevance-variant_1  demo/variant_1  relevance average 3.12 < 3.5  (window 11:58:00-12:03:00, 14 samples)
 
-Delivery is at least once: a repeat (same ``eventId``) is skipped. ``--exit-on-firing`` stops
+Delivery is at least once: a repeat (same ``eventId``) is skipped. A record that is not a valid
+alert (checked with the codec's own alert decoder: types, required fields) is shown as such on
+stderr, with its position and why, and skipped: one bad record never ends the follower.
+``--exit-on-firing`` stops
 after the first firing alert with exit 0, for scripts and tests. ``alerts list`` reads past
 transitions and the monitors firing now from the query API instead.
 """
@@ -67,13 +70,26 @@ class Repeats:
         return False
 
 
-def parse_alert(value: bytes | None) -> dict[str, Any] | None:
-    """An alert record's JSON object, or None for a record that is not one."""
+class MalformedAlert(ValueError):
+    """The record is not an alert this CLI can show; the message says why."""
+
+
+def parse_alert(value: bytes | None) -> dict[str, Any]:
+    """An alert record's JSON object, once the alert contract (proto/ Alert as canonical JSON)
+    holds for it; raises MalformedAlert otherwise."""
+    from shared.events.codec import decode_alert_json
+    from shared.events.errors import EventDecodeError
+
     try:
-        alert = json.loads(value or b"")
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return alert if isinstance(alert, dict) and alert.get("monitorId") else None
+        decode_alert_json(value)  # the aggregator publishes nothing this refuses
+        alert = json.loads(bytes(value or b""))
+    except EventDecodeError as exc:
+        raise MalformedAlert(exc.detail) from None
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise MalformedAlert(str(exc)) from None
+    if not isinstance(alert, dict):
+        raise MalformedAlert("not a JSON object")
+    return alert
 
 
 def _show(alert: dict[str, Any], as_json: bool, out: Any) -> None:
@@ -107,13 +123,19 @@ async def _subscribe(args: argparse.Namespace) -> int:
         start = "everything it holds" if args.from_beginning else "new alerts"
         notice(f"listening to {names[0]}{scope} ({start}); Ctrl-C to stop")
         async for record in records(consumer, names):
-            alert = parse_alert(record.value)
-            if alert is None:
-                notice(f"skipped a record that is not an alert ({record.topic}/{record.partition}@{record.offset})")
+            where = f"{record.topic}/{record.partition}@{record.offset}"
+            try:
+                alert = parse_alert(record.value)
+            except MalformedAlert as exc:
+                notice(f"skipped a malformed alert ({where}): {str(exc)[:300]}")
                 continue
             if not alert_matches(alert, args.deployment) or repeats.seen(alert.get("eventId")):
                 continue
-            _show(alert, args.json, out)
+            try:
+                _show(alert, args.json, out)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:  # a shape the line cannot show
+                notice(f"skipped a malformed alert ({where}): {exc}")
+                continue
             if args.exit_on_firing and str(alert.get("state", "")).endswith("FIRING"):
                 return 0
     return 0

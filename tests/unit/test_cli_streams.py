@@ -4,10 +4,12 @@ tested in test_sse.py). Pure units (no server, no broker)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from services.cli import config
-from services.cli.alerts import Repeats, parse_alert
+from services.cli.alerts import MalformedAlert, Repeats, parse_alert
 from services.cli.client import Service, error_text
 from services.cli.tail import IDLE_SECONDS, SETTLE_SECONDS, Tail, block_text
 
@@ -43,10 +45,18 @@ def test_unreachable_names_the_url_and_the_hint() -> None:
     assert "http://127.0.0.1:8081" in str(error) and "make up" in str(error)
 
 
+ALERT = {"eventId": "e1", "eventTime": "2030-01-01T12:00:05Z", "monitorId": "m", "deployment": "demo",
+         "state": "ALERT_STATE_FIRING", "value": 3.1}
+
+
 def test_alert_records_and_repeats() -> None:
-    assert parse_alert(b'{"monitorId": "m", "state": "ALERT_STATE_FIRING"}') == {
-        "monitorId": "m", "state": "ALERT_STATE_FIRING"}
-    assert parse_alert(b"not json") is None and parse_alert(b"[1]") is None and parse_alert(None) is None
+    assert parse_alert(json.dumps(ALERT).encode()) == ALERT
+    for malformed, why in [(b"not json", "alert"), (b"[1]", "alert"), (None, "no value"),
+                           (json.dumps({**ALERT, "value": "high"}).encode(), "value"),
+                           (json.dumps({**ALERT, "deployment": 5}).encode(), "deployment"),
+                           (json.dumps({k: v for k, v in ALERT.items() if k != "monitorId"}).encode(), "monitor_id")]:
+        with pytest.raises(MalformedAlert, match=why):
+            parse_alert(malformed)
     repeats = Repeats(size=2)
     assert [repeats.seen(i) for i in ("a", "b", "a", "c", "d", "a")] == [False, False, True, False, False, False]
     assert repeats.seen("") is False and repeats.seen(None) is False
