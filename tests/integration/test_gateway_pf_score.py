@@ -293,3 +293,17 @@ async def test_a_node_failure_after_the_stream_started_is_an_error_event(stack: 
     recorded = await stack.recorded(2)
     request, response = recorded[headers["x-request-id"]]
     assert request.client_request_id == "client-42" and response.error_message == error["message"]
+
+
+async def test_rate_limits_and_metrics_are_the_keys_deployments(stack: Stack) -> None:
+    limited = {"Authorization": f"Bearer {stack.keys.limited['demo']}"}  # 3 requests per minute
+    statuses = [(await stack.raw({}, limited))[0] for _ in range(4)]
+    status, payload, headers = await stack.raw({}, limited)
+    assert statuses == [200, 200, 200, 429] and status == 429 and int(headers["Retry-After"]) >= 1
+    assert payload["error"]["type"] == "rate_limited" and payload["error"]["code"] == "UserError"
+    await stack.raw({}, {"Authorization": "Bearer pp_wrong"})
+    async with stack.gateway.session.get(stack.gateway.url + "/metrics") as resp:
+        text = await resp.text()
+    assert 'promptpulse_gateway_rate_limited_total{deployment="demo"} 2' in text
+    assert 'promptpulse_gateway_auth_failures_total{deployment="(unknown)"} 1' in text
+    assert 'promptpulse_gateway_http_requests_total{endpoint="score",code="429"} 2' in text
