@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 from aiokafka import TopicPartition
 
 from shared.kafka import SettingsLike, make_consumer
+from shared.prometheus import Families
 
 PROBE_TIMEOUT_SECONDS = 10.0
 
@@ -224,6 +225,23 @@ class StallReporter:
     def partition_rows(self) -> list[tuple[Any, Progress]]:
         """Every watched partition, for /metrics."""
         return sorted(self.detector.partitions.items(), key=_by_partition)
+
+    def collect_metrics(self, out: Families, held_name: str, held_help: str) -> None:
+        """The stall series of /metrics; the service names its held gauge (why it holds differs)."""
+        rows = self.partition_rows()
+        out.gauge("stalled_partitions", "Watched partitions with records waiting and no intake for "
+                  "stall_seconds (0 when healthy).").add(sum(1 for _, progress in rows if progress.stalled))
+        flag = out.gauge("partition_stalled", "1 while the partition is stalled, per watched partition.",
+                         ["topic", "partition"])
+        lag = out.gauge("intake_lag", "Records beyond the intake position, per watched partition (end "
+                        "offset read from the broker).", ["topic", "partition"])
+        for tp, progress in rows:
+            flag.add(progress.stalled, topic=tp.topic, partition=tp.partition)
+            if progress.lag is not None:
+                lag.add(progress.lag, topic=tp.topic, partition=tp.partition)
+        out.counter("intake_stalls_total", "Stalls detected (each counted once, when it starts).").add(
+            self.stalls_total)
+        out.gauge(held_name, held_help).add(self.held)
 
 
 # -- the numbers (broker) ------------------------------------------------------------------------

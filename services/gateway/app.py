@@ -45,6 +45,7 @@ from services.gateway.tracing import add_response_headers, server_span
 from shared import gctuning
 from shared.demo_key import ensure_demo_key
 from shared.plausibility import Plausibility
+from shared.prometheus import PROMETHEUS
 from shared.telemetry import setup_telemetry, shutdown_telemetry
 from shared.topics import Topics
 
@@ -70,6 +71,7 @@ def create_app(
                           middlewares=[server_span, _count_requests, json_errors])
     app[SETTINGS] = settings
     app[METRICS] = GatewayMetrics()
+    app[PROMETHEUS] = health.service_metrics(app)
     app[RATE_LIMITER] = RateLimiter()
     app[PLAUSIBILITY] = Plausibility(settings.plausibility)
     app.cleanup_ctx.append(_telemetry(tracer_provider))

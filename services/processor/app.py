@@ -35,7 +35,7 @@ from services.processor.faust_app import build_faust_app
 from services.processor.intake import Intake
 from services.processor.judges import build_judging
 from services.processor.judging import Hold, JudgeRunner
-from services.processor.observe import health, metric_families
+from services.processor.observe import collect_metrics, health
 from services.processor.ops import OpsServer, create_ops_app
 from services.processor.publisher import Publisher
 from services.processor.settings import ProcessorSettings
@@ -156,7 +156,7 @@ class ProcessorService:
         )
         self.runner.start()
         self.ops = OpsServer(
-            create_ops_app(lambda: health(self), lambda: metric_families(self)),
+            create_ops_app(lambda: health(self), lambda out: collect_metrics(self, out)),
             self.section.host, self.section.port,
         )
         await self.ops.start()

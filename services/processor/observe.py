@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from services.processor.ops import Family
+from shared.prometheus import Families
 
 if TYPE_CHECKING:
     from services.processor.app import ProcessorService
@@ -76,77 +76,50 @@ def health(service: ProcessorService) -> tuple[int, dict[str, Any]]:
     return (200 if ok and not stalled else 503), body
 
 
-def metric_families(service: ProcessorService) -> list[Family]:
+def collect_metrics(service: ProcessorService, out: Families) -> None:
+    """The processor's series at scrape time (``promptpulse_processor_`` + name)."""
     stats = service.stats
     runner = service.runner
-    families = [
-        Family("events_total", "counter", "Inference events handled (redeliveries excluded).").add(stats.events),
-        Family("events_redelivered_total", "counter", "Events skipped because this worker had already handled them (re-seek after a rebalance).").add(stats.redelivered),
-        Family("events_ignored_total", "counter", "Events of other types on the inference topic.").add(stats.ignored),
-        Family("events_unjudged_deployment_total", "counter", "Events of deployments without an evaluation section here.").add(stats.unjudged_deployment),
-        Family("events_unsampled_total", "counter", "Events of requests not in the sample.").add(stats.unsampled),
-        Family("requests_sampled_total", "counter", "Sampled request events stored to await their response.").add(stats.sampled_requests),
-        Family("judge_triggers_total", "counter", "Sampled responses joined with their request and sent to judging.").add(stats.judge_triggers),
-        Family("responses_orphaned_total", "counter", "Sampled responses whose request was not found (expired, or read before this worker started).").add(stats.orphan_responses),
-        Family("requests_expired_total", "counter", "Sampled requests whose response did not come within request_ttl_seconds.").add(stats.expired_requests),
-        Family("requests_duplicate_total", "counter", "Request events seen twice for one request id.").add(stats.replaced_requests),
-        Family("pending_requests", "gauge", "Sampled requests waiting for their response.").add(len(service.intake.pending) if service.intake else 0),
-        Family("judge_calls_in_flight", "gauge", "Judge calls in flight in this worker.").add(runner.calls_in_flight if runner else 0),
-        Family("judge_concurrency_limit", "gauge", "Maximum judge calls in flight (judge_concurrency).").add(service.section.judge_concurrency),
-        Family("judge_queue_depth", "gauge", "Joined requests waiting for a judge worker.").add(runner.queued if runner else 0),
-        Family("publish_retries_total", "counter", "Evaluation publishes retried because the broker did not acknowledge.").add(stats.publish_retries),
-        Family("commits_total", "counter", "Offset commits made.").add(stats.commits),
-        Family("commit_failures_total", "counter", "Offset commits that failed (retried on the next interval).").add(stats.commit_failures),
-    ]
-    budget_skipped = Family("requests_budget_skipped_total", "counter", "Sampled requests not judged because the deployment's judge token budget was spent.")
-    budget_spent = Family("judge_budget_spent_tokens", "gauge", "Judge tokens spent in the last hour, per deployment (this worker).")
-    budget_limit = Family("judge_budget_limit_tokens", "gauge", "This worker's share of the deployment's hourly judge token budget.")
-    for name, judging in sorted(service.judging.items()):
-        budget_skipped.add(stats.budget_skipped.get(name, 0), deployment=name)
-        budget_spent.add(judging.budget.spent(), deployment=name)
-        limit = judging.budget.limit()
-        if limit is not None:
-            budget_limit.add(limit, deployment=name)
-    families += [budget_skipped, budget_spent, budget_limit]
-    unavailable = Family("deployment_unavailable", "gauge", "1 for each deployment whose file does not load or whose judge cannot be set up: its events are not judged (the others are).")
+    for name, help_text, value in (
+        ("events_total", "Inference events handled (redeliveries excluded).", stats.events),
+        ("events_redelivered_total", "Events skipped because this worker had already handled them (re-seek after a rebalance).", stats.redelivered),
+        ("events_ignored_total", "Events of other types on the inference topic.", stats.ignored),
+        ("events_unjudged_deployment_total", "Events of deployments without an evaluation section here.", stats.unjudged_deployment),
+        ("events_unsampled_total", "Events of requests not in the sample.", stats.unsampled),
+        ("requests_sampled_total", "Sampled request events stored to await their response.", stats.sampled_requests),
+        ("judge_triggers_total", "Sampled responses joined with their request and sent to judging.", stats.judge_triggers),
+        ("responses_orphaned_total", "Sampled responses whose request was not found (expired, or read before this worker started).", stats.orphan_responses),
+        ("requests_expired_total", "Sampled requests whose response did not come within request_ttl_seconds.", stats.expired_requests),
+        ("requests_duplicate_total", "Request events seen twice for one request id.", stats.replaced_requests),
+        ("publish_retries_total", "Evaluation publishes retried because the broker did not acknowledge.", stats.publish_retries),
+        ("commits_total", "Offset commits made.", stats.commits),
+        ("commit_failures_total", "Offset commits that failed (retried on the next interval).", stats.commit_failures),
+    ):
+        out.counter(name, help_text).add(value)
+    for name, help_text, value in (
+        ("pending_requests", "Sampled requests waiting for their response.", len(service.intake.pending) if service.intake else 0),
+        ("judge_calls_in_flight", "Judge calls in flight in this worker.", runner.calls_in_flight if runner else 0),
+        ("judge_concurrency_limit", "Maximum judge calls in flight (judge_concurrency).", service.section.judge_concurrency),
+        ("judge_queue_depth", "Joined requests waiting for a judge worker.", runner.queued if runner else 0),
+    ):
+        out.gauge(name, help_text).add(value)
+    _budget_series(service, out)
+    unavailable = out.gauge("deployment_unavailable", "1 for each deployment whose file does not load or whose judge "
+                            "cannot be set up: its events are not judged (the others are).", ["deployment"])
     for name in sorted(service.unavailable):
         unavailable.add(1, deployment=name)
-    families.append(unavailable)
-    dead = Family("dead_letters_total", "counter", "Records sent to the dead-letter topic, by reason.")
+    dead = out.counter("dead_letters_total", "Records sent to the dead-letter topic, by reason.", ["reason"])
     for reason, count in sorted(stats.dead_letters.items()):
         dead.add(count, reason=reason)
-    evaluations = Family("evaluations_total", "counter", "Evaluation outcomes published, by deployment, metric and outcome.")
+    evaluations = out.counter("evaluations_total", "Evaluation outcomes published, by deployment, metric and outcome.",
+                              ["deployment", "metric", "outcome"])
     for (deployment, metric, outcome), count in sorted(stats.outcomes.items()):
         evaluations.add(count, deployment=deployment, metric=metric, outcome=outcome)
-    attempts = Family("judge_attempts_total", "counter", "Judge call attempts by connection and result (retries included).")
-    for (connection, result), count in sorted(stats.judge_attempts.items()):
-        attempts.add(count, connection=connection, result=result)
-    calls = Family("judge_calls_total", "counter", "Judge calls (after retries) by deployment and result.")
-    for (deployment, result), count in sorted(stats.judge_calls.items()):
-        calls.add(count, deployment=deployment, result=result)
-    tokens = Family("judge_tokens_total", "counter", "Judge tokens by deployment and kind.")
-    for deployment, count in sorted(stats.judge_prompt_tokens.items()):
-        tokens.add(count, deployment=deployment, kind="prompt")
-    for deployment, count in sorted(stats.judge_completion_tokens.items()):
-        tokens.add(count, deployment=deployment, kind="completion")
-    latency_sum = Family("judge_latency_seconds_sum", "counter", "Sum of judge call latencies (last attempt).")
-    latency_count = Family("judge_latency_seconds_count", "counter", "Judge calls timed.")
-    for deployment, seconds in sorted(stats.judge_latency_seconds_sum.items()):
-        latency_sum.add(seconds, deployment=deployment)
-        latency_count.add(stats.judge_latency_count[deployment], deployment=deployment)
-    breaker_open = Family("judge_breaker_open", "gauge", "1 while a judge connection's circuit breaker is open or half-open.")
-    breaker_opened = Family("judge_breaker_opened_total", "counter", "Times a judge connection's breaker opened.")
-    breaker_waiting = Family("judge_breaker_waiting", "gauge", "Judge calls waiting for a breaker to close.")
-    for connection, client in sorted(service.judge_pool.clients.items()):
-        breaker = client.breaker
-        breaker_open.add(0 if breaker.state == "closed" else 1, connection=connection)
-        breaker_opened.add(breaker.times_opened, connection=connection)
-        breaker_waiting.add(breaker.waiting, connection=connection)
-    families += [dead, evaluations, attempts, calls, tokens, latency_sum, latency_count,
-                 breaker_open, breaker_opened, breaker_waiting]
-    lag = Family("consumer_lag", "gauge", "Events on the partition not yet read by this worker.")
-    committed = Family("committed_offset", "gauge", "Last offset this worker committed, per partition.")
-    lowest = Family("lowest_unfinished_offset", "gauge", "Lowest offset whose work is unfinished (the commit cannot pass it).")
+    _judge_series(service, out)
+    lag = out.gauge("consumer_lag", "Events on the partition not yet read by this worker.", ["topic", "partition"])
+    committed = out.gauge("committed_offset", "Last offset this worker committed, per partition.", ["topic", "partition"])
+    lowest = out.gauge("lowest_unfinished_offset", "Lowest offset whose work is unfinished (the commit cannot pass it).",
+                       ["topic", "partition"])
     for row in _partitions(service):
         labels = {"topic": row["topic"], "partition": row["partition"]}
         if row["lag"] is not None:
@@ -155,23 +128,47 @@ def metric_families(service: ProcessorService) -> list[Family]:
             committed.add(row["committed"], **labels)
         if row["lowest_unfinished"] is not None:
             lowest.add(row["lowest_unfinished"], **labels)
-    families += [lag, committed, lowest]
-    families += _stall_families(service)
-    return families
+    if service.stalls is not None:
+        service.stalls.collect_metrics(out, "intake_held_by_judging", "1 while the stream waits for room in the "
+                                       "judge queue (back-pressure, never a stall).")
 
 
-def _stall_families(service: ProcessorService) -> list[Family]:
-    stalls = service.stalls
-    rows = stalls.partition_rows() if stalls is not None else []
-    stalled = Family("stalled_partitions", "gauge", "Assigned partitions with records waiting and no intake for stall_seconds (0 when healthy).")
-    flag = Family("partition_stalled", "gauge", "1 while the partition is stalled, per assigned partition.")
-    intake_lag = Family("intake_lag", "gauge", "Records beyond the intake position, per assigned partition (end offset read from the broker).")
-    stalled.add(sum(1 for _, progress in rows if progress.stalled))
-    for tp, progress in rows:
-        labels = {"topic": tp.topic, "partition": tp.partition}
-        flag.add(1 if progress.stalled else 0, **labels)
-        if progress.lag is not None:
-            intake_lag.add(progress.lag, **labels)
-    total = Family("intake_stalls_total", "counter", "Stalls detected (each counted once, when it starts).").add(stalls.stalls_total if stalls else 0)
-    held = Family("intake_held_by_judging", "gauge", "1 while the stream waits for room in the judge queue (back-pressure, never a stall).").add(1 if stalls and stalls.held else 0)
-    return [stalled, flag, intake_lag, total, held]
+def _budget_series(service: ProcessorService, out: Families) -> None:
+    stats = service.stats
+    skipped = out.counter("requests_budget_skipped_total", "Sampled requests not judged because the deployment's judge token budget was spent.", ["deployment"])
+    spent = out.gauge("judge_budget_spent_tokens", "Judge tokens spent in the last hour, per deployment (this worker).", ["deployment"])
+    limits = out.gauge("judge_budget_limit_tokens", "This worker's share of the deployment's hourly judge token budget.", ["deployment"])
+    for name, judging in sorted(service.judging.items()):
+        skipped.add(stats.budget_skipped.get(name, 0), deployment=name)
+        spent.add(judging.budget.spent(), deployment=name)
+        limit = judging.budget.limit()
+        if limit is not None:
+            limits.add(limit, deployment=name)
+
+
+def _judge_series(service: ProcessorService, out: Families) -> None:
+    stats = service.stats
+    attempts = out.counter("judge_attempts_total", "Judge call attempts by connection and result (retries included).",
+                           ["connection", "result"])
+    for (connection, result), count in sorted(stats.judge_attempts.items()):
+        attempts.add(count, connection=connection, result=result)
+    calls = out.counter("judge_calls_total", "Judge calls (after retries) by deployment and result.", ["deployment", "result"])
+    for (deployment, result), count in sorted(stats.judge_calls.items()):
+        calls.add(count, deployment=deployment, result=result)
+    tokens = out.counter("judge_tokens_total", "Judge tokens by deployment and kind.", ["deployment", "kind"])
+    for deployment, count in sorted(stats.judge_prompt_tokens.items()):
+        tokens.add(count, deployment=deployment, kind="prompt")
+    for deployment, count in sorted(stats.judge_completion_tokens.items()):
+        tokens.add(count, deployment=deployment, kind="completion")
+    # A summary without quantiles: the same _sum and _count series as before, typed as one family.
+    latency = out.summary("judge_latency_seconds", "Judge call latencies (last attempt).", ["deployment"])
+    for deployment, seconds in sorted(stats.judge_latency_seconds_sum.items()):
+        latency.add_summary(stats.judge_latency_count[deployment], seconds, deployment=deployment)
+    breaker_open = out.gauge("judge_breaker_open", "1 while a judge connection's circuit breaker is open or half-open.", ["connection"])
+    breaker_opened = out.counter("judge_breaker_opened_total", "Times a judge connection's breaker opened.", ["connection"])
+    breaker_waiting = out.gauge("judge_breaker_waiting", "Judge calls waiting for a breaker to close.", ["connection"])
+    for connection, client in sorted(service.judge_pool.clients.items()):
+        breaker = client.breaker
+        breaker_open.add(0 if breaker.state == "closed" else 1, connection=connection)
+        breaker_opened.add(breaker.times_opened, connection=connection)
+        breaker_waiting.add(breaker.waiting, connection=connection)

@@ -6,61 +6,27 @@ runs on the worker's event loop instead, on ``PROMPTPULSE_PROCESSOR__HOST``/``PO
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
+from shared.prometheus import PROMETHEUS, Reader, ServiceMetrics, metrics_handler
+
 PREFIX = "promptpulse_processor_"
 
 
-@dataclass
-class Family:
-    name: str
-    kind: str  # counter | gauge
-    help: str
-    samples: list[tuple[dict[str, str], float]] = field(default_factory=list)
-
-    def add(self, value: float, **labels: Any) -> Family:
-        self.samples.append(({k: str(v) for k, v in labels.items()}, value))
-        return self
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def render(families: Iterable[Family]) -> str:
-    """The Prometheus text exposition format (version 0.0.4)."""
-    lines = []
-    for family in families:
-        name = PREFIX + family.name
-        lines.append(f"# HELP {name} {family.help}")
-        lines.append(f"# TYPE {name} {family.kind}")
-        for labels, value in family.samples:
-            label_text = ",".join(f'{key}="{_escape(val)}"' for key, val in sorted(labels.items()))
-            number = repr(float(value)) if isinstance(value, float) and not value.is_integer() else str(int(value))
-            lines.append(f"{name}{{{label_text}}} {number}" if label_text else f"{name} {number}")
-    return "\n".join(lines) + "\n"
-
-
 HealthSource = Callable[[], tuple[int, dict[str, Any]]]
-MetricsSource = Callable[[], list[Family]]
 
 
-def create_ops_app(health: HealthSource, metrics: MetricsSource) -> web.Application:
+def create_ops_app(health: HealthSource, read_metrics: Reader) -> web.Application:
+    """``read_metrics`` fills a scrape's families (named ``promptpulse_processor_...``)."""
     async def healthz(request: web.Request) -> web.Response:
         status, body = health()
         return web.json_response(body, status=status)
 
-    async def metrics_handler(request: web.Request) -> web.Response:
-        return web.Response(
-            text=render(metrics()), content_type="text/plain", charset="utf-8",
-            headers={"X-Content-Type-Options": "nosniff"},
-        )
-
     app = web.Application()
+    app[PROMETHEUS] = ServiceMetrics(PREFIX, read_metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_handler)
     return app

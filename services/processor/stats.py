@@ -1,5 +1,5 @@
 """The processor's counters, kept as plain attributes (the per-event path pays one increment) and
-rendered in the Prometheus text format by :mod:`services.processor.ops`."""
+read into /metrics by :mod:`services.processor.observe`."""
 
 from __future__ import annotations
 

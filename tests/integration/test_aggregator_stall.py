@@ -47,6 +47,7 @@ from tests.support.aggregator import (
     wait_for,
 )
 from tests.support.pgrelay import PostgresRelay, via
+from tests.support.prometheus_text import samples as parsed_samples
 
 LOGGER = "services.aggregator.ingest.stall"
 INGEST_LOGGER = "services.aggregator.ingest.consumer"  # the loop's own safety net logs there
@@ -76,14 +77,15 @@ async def get(base: str, path: str) -> tuple[int, Any]:
 
 def samples(text: str) -> dict[str, float]:
     """Every sample of the aggregator's /metrics, by name and labels without the prefix, e.g.
-    ``stalled_partitions`` or ``intake_lag{topic="t",partition="0"}``."""
+    ``stalled_partitions`` or ``intake_lag{partition="0",topic="t"}`` (labels sorted)."""
     prefix = "promptpulse_aggregator_"
-    pairs = (line.rsplit(" ", 1) for line in text.splitlines() if line.startswith(prefix))
-    return {name.removeprefix(prefix): float(value) for name, value in pairs}
+    return {name.removeprefix(prefix) + (
+        "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels)) + "}" if labels else ""): value
+        for (name, labels), value in parsed_samples(text).items() if name.startswith(prefix)}
 
 
 def of(name: str, topic: str, partition: int) -> str:
-    return f'{name}{{topic="{topic}",partition="{partition}"}}'
+    return f'{name}{{partition="{partition}",topic="{topic}"}}'
 
 
 async def wait_for_health(base: str, status: int, within: float) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from tests.support.gateway_stack import (
     running_gateway,
     write_deployments,
 )
+from tests.support.prometheus_text import assert_promtool_clean, series, total, value
 
 pytestmark = pytest.mark.integration
 
@@ -65,18 +66,19 @@ async def test_health_readiness_and_metrics(stack: tuple[Gateway, Keys, Path]) -
     async with gateway.session.get(gateway.url + "/metrics") as resp:
         assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         text = await resp.text()
+    gw = "promptpulse_gateway_"
+    assert value(text, gw + "http_requests_total", endpoint="score", code=200) == 1
+    assert value(text, gw + "http_requests_total", endpoint="score", code=401) == 1
+    assert value(text, gw + "auth_failures_total", deployment="demo") == 1
+    assert total(text, gw + "flow_runs_total", deployment="demo", status="ok") == 1
+    assert any(labels.get("variant", "").startswith("variant_") for labels in series(text, gw + "flow_runs_total"))
+    assert value(text, gw + "flow_run_duration_seconds_count", deployment="demo") == 1
+    assert total(text, gw + "llm_tokens_total", deployment="demo", model="llmsim-chat", kind="completion") > 0
+    assert value(text, gw + "deployments") == 6
+    assert series(text, gw + "events_sent_total")  # the publisher's
     lines = set(text.splitlines())
-    assert 'promptpulse_gateway_http_requests_total{endpoint="score",code="200"} 1' in lines
-    assert 'promptpulse_gateway_http_requests_total{endpoint="score",code="401"} 1' in lines
-    assert 'promptpulse_gateway_auth_failures_total{deployment="demo"} 1' in lines
-    assert any(line.startswith('promptpulse_gateway_flow_runs_total{deployment="demo",variant="variant_') and
-               'status="ok"} 1' in line for line in lines)
-    assert 'promptpulse_gateway_flow_run_duration_seconds_count{deployment="demo"} 1' in lines
-    assert any(line.startswith('promptpulse_gateway_llm_tokens_total{deployment="demo",model="llmsim-chat",'
-                               'kind="completion"}') for line in lines)
-    assert 'promptpulse_gateway_deployments 6' in lines
-    assert any(line.startswith("promptpulse_gateway_events_sent_total") for line in lines)  # the publisher's
     assert "# TYPE promptpulse_gateway_flow_run_duration_seconds histogram" in lines
+    assert_promtool_clean(text)
 
 
 async def test_openapi_describes_each_deployments_real_inputs(stack: tuple[Gateway, Keys, Path]) -> None:
@@ -135,4 +137,4 @@ async def test_sighup_reloads_and_a_broken_file_keeps_the_old_configuration(stac
     assert "unknown_field" in (gateway.deployments.last_error or "")
     assert await _status(gateway, "demo", keys["demo"]) == 200  # still served from the last good load
     async with gateway.session.get(gateway.url + "/metrics") as resp:
-        assert 'promptpulse_gateway_deployment_reloads_total{result="failed"} 1' in (await resp.text()).splitlines()
+        assert value(await resp.text(), "promptpulse_gateway_deployment_reloads_total", result="failed") == 1

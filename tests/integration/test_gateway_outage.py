@@ -26,6 +26,7 @@ from tests.support.gateway_stack import (
     running_gateway,
     write_deployments,
 )
+from tests.support.prometheus_text import value
 
 pytestmark = pytest.mark.integration
 
@@ -149,9 +150,8 @@ async def test_full_spool_answers_503_and_readyz_says_so(settings: ServiceSettin
                 raise AssertionError("/readyz kept saying ready with the spool full")
             async with gateway.session.get(gateway.url + "/metrics") as resp:
                 text = await resp.text()
-            refused = [line for line in text.splitlines()
-                       if line.startswith('promptpulse_gateway_admissions_refused_total{reason="spool_full"}')]
-            assert refused and int(refused[0].rsplit(" ", 1)[1]) >= 1
+            refused = value(text, "promptpulse_gateway_admissions_refused_total", reason="spool_full")
+            assert refused is not None and refused >= 1
             # Feedback larger than the room left (under 4 KiB now; the comment is 8,000 bytes of
             # UTF-8, well clear of it) is refused too, never dropped.
             async with gateway.session.post(f"{gateway.url}/v1/deployments/demo/feedback", headers={

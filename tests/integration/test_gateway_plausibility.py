@@ -27,6 +27,7 @@ from tests.support.gateway_stack import (
     running_gateway,
     write_deployments,
 )
+from tests.support.prometheus_text import samples, value
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +104,7 @@ async def test_an_implausible_llm_usage_is_left_out_of_the_event_said_and_counte
 
     async with gateway.session.get(gateway.url + "/metrics") as resp:
         text = await resp.text()
-    assert 'promptpulse_gateway_implausible_values_total{deployment="demo"} 1' in text
-    tokens = [line for line in text.splitlines() if line.startswith("promptpulse_gateway_llm_tokens_total")]
-    assert tokens and all(float(line.rsplit(" ", 1)[1]) < ABSURD for line in tokens), tokens
+    assert value(text, "promptpulse_gateway_implausible_values_total", deployment="demo") == 1
+    tokens = [n for (name, _), n in samples(text).items() if name == "promptpulse_gateway_llm_tokens_total"]
+    assert tokens and all(n < ABSURD for n in tokens), tokens
     assert json.dumps(ABSURD) not in text

@@ -30,6 +30,7 @@ from tests.support.gateway_stack import (
     running_gateway,
     write_deployments,
 )
+from tests.support.prometheus_text import value as metric_value
 from tests.support.wheels import make_wheel
 
 pytestmark = pytest.mark.integration
@@ -69,9 +70,9 @@ async def listing(gateway: Gateway) -> dict:
         return {row["name"]: row for row in (await resp.json())["deployments"]}
 
 
-async def metric_lines(gateway: Gateway) -> set[str]:
+async def metrics_text(gateway: Gateway) -> str:
     async with gateway.session.get(gateway.url + "/metrics") as resp:
-        return set((await resp.text()).splitlines())
+        return await resp.text()
 
 
 async def test_a_reload_that_breaks_a_serving_deployment_keeps_its_last_good_version(
@@ -98,10 +99,10 @@ async def test_a_reload_that_breaks_a_serving_deployment_keeps_its_last_good_ver
     assert any("demo.yaml: colour: unknown field" in p for p in demo["problems"]), demo
     assert rows["chat"]["status"] == "serving" and rows["chat"]["serving_generation"] == demo["serving_generation"] + 1
     assert running.deployments.get("chat").deployment.description == "new"  # the others took their files
-    lines = await metric_lines(running)
-    assert 'promptpulse_gateway_deployment_status{deployment="demo",status="stale"} 1' in lines
-    assert 'promptpulse_gateway_deployment_status{deployment="chat",status="serving"} 1' in lines
-    assert 'promptpulse_gateway_deployment_reloads_total{result="failed"} 1' in lines
+    text = await metrics_text(running)
+    assert metric_value(text, "promptpulse_gateway_deployment_status", deployment="demo", status="stale") == 1
+    assert metric_value(text, "promptpulse_gateway_deployment_status", deployment="chat", status="serving") == 1
+    assert metric_value(text, "promptpulse_gateway_deployment_reloads_total", result="failed") == 1
     assert any("deployment 'demo' does not load; still serving its last good version" in r.getMessage()
                for r in caplog.records)
     async with running.session.get(running.url + "/readyz") as resp:
@@ -126,7 +127,8 @@ async def test_a_reload_that_breaks_a_serving_deployment_keeps_its_last_good_ver
     assert status == 403 and body["error"]["type"] == "variant_not_selectable", body
     demo = (await listing(running))["demo"]
     assert demo["status"] == "serving" and "problems" not in demo
-    assert 'promptpulse_gateway_deployment_status{deployment="demo",status="serving"} 1' in await metric_lines(running)
+    assert metric_value(await metrics_text(running), "promptpulse_gateway_deployment_status", deployment="demo",
+                        status="serving") == 1
 
 
 NEEDS_PACKAGE_FLOW = """\

@@ -38,6 +38,8 @@ from shared.events.messages import (
 from shared.kafka import make_admin, make_producer
 from shared.settings import KafkaSettings, load_settings
 from shared.topics import Topics, delete_topics, ensure_topics
+from tests.support.prometheus_text import assert_promtool_clean
+from tests.support.prometheus_text import value as metric_value
 
 INSTANT = LatencyModel(ttft_ms=0, tokens_per_second=1_000_000, jitter=0)
 DEFAULT_MAPPING = {
@@ -363,7 +365,9 @@ async def test_processor_judges_a_sampled_request_and_serves_ops_on_loopback(tmp
                 async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
                     metrics = await response.text()
             assert body["status"] == "ok" and body["deployments"] == ["shop"]
-            assert 'promptpulse_processor_evaluations_total{deployment="shop",metric="relevance",outcome="scored"} 1' in metrics
+            assert metric_value(metrics, "promptpulse_processor_evaluations_total", deployment="shop", metric="relevance",
+                                outcome="scored") == 1
+            assert_promtool_clean(metrics)
             # faust's own web server (0.0.0.0:6066 by default) is off.
             with socket.socket() as probe:
                 assert probe.connect_ex(("127.0.0.1", 6066)) != 0

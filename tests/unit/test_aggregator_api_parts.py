@@ -28,7 +28,6 @@ from services.aggregator.api.params import (
     encode_cursor,
     parse_time,
 )
-from services.aggregator.api.prometheus import Exposition
 from services.aggregator.api.routes import metrics_scope
 from services.aggregator.rollups.histogram import bucket_of
 from services.aggregator.traces import build_tree
@@ -199,17 +198,6 @@ def test_trace_tree_keeps_orphans_and_breaks_loops() -> None:
     assert by_id["root"]["children"][0]["children"][0]["span_id"] == "grandchild"
     assert by_id["root"]["orphan"] is False and by_id["lost"]["orphan"] is True
     assert [c["span_id"] for c in by_id["x"]["children"]] == ["z"]  # z hangs off x, which the loop cut loose
-
-
-def test_prometheus_text_format() -> None:
-    out = Exposition()
-    out.add("records_total", "counter", "Records.", 12345678901)
-    out.add("rows_total", "counter", "Rows.", 3, [("table", 'we"ird')])
-    out.add("up", "gauge", "Up.", True)
-    text = out.text()
-    assert "# TYPE promptpulse_aggregator_records_total counter\npromptpulse_aggregator_records_total 12345678901\n" in text
-    assert 'promptpulse_aggregator_rows_total{table="we\\"ird"} 3' in text
-    assert "promptpulse_aggregator_up 1" in text
 
 
 def test_openapi_lists_every_route() -> None:

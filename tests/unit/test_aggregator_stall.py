@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from aiokafka import TopicPartition
 
-from services.aggregator.api.prometheus import Exposition, _stalls
+from services.aggregator.api import prometheus
 from services.aggregator.app import SETTINGS, STALLS, healthz
 from services.aggregator.ingest.stall import (
     IntakeHold,
@@ -25,8 +25,10 @@ from services.aggregator.ingest.stall import (
     intake_watched,
 )
 from services.aggregator.settings import AggregatorSettings
+from shared.prometheus import metrics_handler
 from shared.settings import load_settings
 from shared.stall import Reading
+from tests.support.prometheus_text import value
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -160,15 +162,14 @@ async def test_watch_reports_a_stall_once_shows_it_and_clears_it(caplog: pytest.
     body = json.loads(response.text)
     assert response.status == 503 and body["status"] == "stalled" and body["stall_seconds"] == 2
     assert [r["partition"] for r in body["stalled_partitions"]] == [0]
-    out = Exposition()
-    _stalls(out, watch)
-    text = out.text()
-    assert "promptpulse_aggregator_stalled_partitions 1\n" in text
-    assert 'promptpulse_aggregator_partition_stalled{topic="inference",partition="0"} 1\n' in text
-    assert 'promptpulse_aggregator_partition_stalled{topic="inference",partition="1"} 0\n' in text
-    assert 'promptpulse_aggregator_intake_lag{topic="inference",partition="0"} 3\n' in text
-    assert "promptpulse_aggregator_intake_stalls_total 1\n" in text
-    assert "promptpulse_aggregator_intake_held 0\n" in text
+    prometheus.setup(app)
+    text = (await metrics_handler(make_mocked_request("GET", "/metrics", app=app))).body.decode()
+    assert value(text, "promptpulse_aggregator_stalled_partitions") == 1
+    assert value(text, "promptpulse_aggregator_partition_stalled", topic="inference", partition=0) == 1
+    assert value(text, "promptpulse_aggregator_partition_stalled", topic="inference", partition=1) == 0
+    assert value(text, "promptpulse_aggregator_intake_lag", topic="inference", partition=0) == 3
+    assert value(text, "promptpulse_aggregator_intake_stalls_total") == 1
+    assert value(text, "promptpulse_aggregator_intake_held") == 0
 
     ingest.positions[P0] = (10, 10)  # intake moved: cleared with an INFO line
     clock.now = 5.0

@@ -7,9 +7,11 @@ from datetime import UTC, datetime
 import pytest
 
 from services.gateway.events.coalesce import CoalescedChunk, TokenCoalescer
-from services.gateway.events.metrics import MetricSample, PublisherMetrics, render
+from services.gateway.events.metrics import PREFIX, PublisherMetrics
 from shared.events.builders import new_meta
 from shared.events.codec import decode, encode
+from shared.prometheus import ServiceMetrics
+from tests.support.prometheus_text import value
 
 
 class FakeClock:
@@ -68,15 +70,14 @@ def test_chunk_becomes_a_valid_token_chunk_event() -> None:
     assert decode(record.value, record.headers) == event
 
 
-def test_metrics_render_as_prometheus_text() -> None:
+def test_publisher_counters_reach_the_scrape_known_reasons_as_zero() -> None:
     metrics = PublisherMetrics(events_queued=3)
     metrics.token_chunks_dropped["spool_full"] += 2
-    text = render(metrics.samples({"event_spool_bytes": ("Spool bytes.", 512)}))
+    text = ServiceMetrics(PREFIX, lambda out: metrics.collect(
+        out, {"event_spool_bytes": ("Spool bytes.", 512)})).text().decode()
     assert "# TYPE promptpulse_gateway_events_queued_total counter\n" in text
-    assert "promptpulse_gateway_events_queued_total 3\n" in text
-    assert 'promptpulse_gateway_token_chunks_dropped_total{reason="spool_full"} 2\n' in text
-    assert 'promptpulse_gateway_token_chunks_dropped_total{reason="queue_full"} 0\n' in text
-    assert "promptpulse_gateway_event_spool_bytes 512\n" in text
+    assert value(text, "promptpulse_gateway_events_queued_total") == 3
+    assert value(text, "promptpulse_gateway_token_chunks_dropped_total", reason="spool_full") == 2
+    assert value(text, "promptpulse_gateway_token_chunks_dropped_total", reason="queue_full") == 0
+    assert value(text, "promptpulse_gateway_event_spool_bytes") == 512
     assert text.count("# TYPE promptpulse_gateway_token_chunks_dropped_total") == 1
-    odd = render([MetricSample("x", "gauge", "a\nb", 1.5, (("l", 'q"\\'),))])
-    assert odd == '# HELP x a\\nb\n# TYPE x gauge\nx{l="q\\"\\\\"} 1.5\n'

@@ -4,20 +4,24 @@ text, error kinds and feedback validation. Pure functions and objects, no I/O.""
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 
 import pytest
 
 from services.gateway.auth import authenticate, presented_key
+from services.gateway.events.metrics import PREFIX
 from services.gateway.ratelimit import RateLimiter, retry_after_header
 from services.gateway.redaction import REDACTED, redact_fields
 from services.gateway.routes.errors import ApiError
 from services.gateway.routes.feedback import parse_feedback
-from services.gateway.routes.metrics import GatewayMetrics, Histogram, exposition
+from services.gateway.routes.metrics import GatewayMetrics, Histogram
 from services.gateway.routes.outcomes import llm_error_kind
 from services.gateway.routes.stream import sse_event
 from shared.apikeys import ApiKeyRecord, generate_api_key, hash_api_key
 from shared.flow import LlmCallError
+from shared.prometheus import ServiceMetrics
+from tests.support.prometheus_text import value as sample_value
 
 
 def record(key_id: str, key: str) -> ApiKeyRecord:
@@ -113,13 +117,8 @@ def test_histogram_buckets_are_cumulative_with_le_semantics() -> None:
     histogram = Histogram((0.1, 1.0))
     for value in (0.05, 0.1, 0.5, 2.0):
         histogram.observe(value)
-    assert histogram.lines("h", 'deployment="d"') == [
-        'h_bucket{deployment="d",le="0.1"} 2',
-        'h_bucket{deployment="d",le="1"} 3',
-        'h_bucket{deployment="d",le="+Inf"} 4',
-        'h_sum{deployment="d"} 2.650000',
-        'h_count{deployment="d"} 4',
-    ]
+    assert histogram.cumulative() == [(0.1, 2), (1.0, 3), (math.inf, 4)]
+    assert histogram.total == pytest.approx(2.65)
 
 
 def test_metrics_text_escapes_labels_and_types_each_family_once() -> None:
@@ -127,11 +126,15 @@ def test_metrics_text_escapes_labels_and_types_each_family_once() -> None:
     metrics.flow_runs[("demo", 'va"r', "ok")] += 2
     metrics.observe_run("demo", 0.2)
     metrics.observe_run("demo", 0.3)
-    samples = metrics.samples()
-    text = exposition([samples], metrics.histogram_text())
-    assert 'promptpulse_gateway_flow_runs_total{deployment="demo",variant="va\\"r",status="ok"} 2' in text
+    text = ServiceMetrics(PREFIX, metrics.collect).text().decode()
+    assert 'variant="va\\"r"' in text
+    assert sample_value(text, "promptpulse_gateway_flow_runs_total", deployment="demo", variant='va"r', status="ok") == 2
     assert text.count("# TYPE promptpulse_gateway_flow_run_duration_seconds histogram") == 1
-    assert 'promptpulse_gateway_flow_run_duration_seconds_count{deployment="demo"} 2' in text
+    assert sample_value(text, "promptpulse_gateway_flow_run_duration_seconds_count", deployment="demo") == 2
+    assert sample_value(text, "promptpulse_gateway_flow_run_duration_seconds_bucket", deployment="demo",
+                        le="0.25") == 1
+    assert sample_value(text, "promptpulse_gateway_flow_run_duration_seconds_sum",
+                        deployment="demo") == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize(("error_type", "status", "kind"), [

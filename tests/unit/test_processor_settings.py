@@ -1,10 +1,9 @@
-"""Processor settings from the environment, and the /metrics text format."""
+"""Processor settings from the environment."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.processor.ops import Family, render
 from services.processor.settings import ProcessorSettings
 from shared.settings import SettingsError, load_settings
 
@@ -57,24 +56,3 @@ def test_every_processor_setting_is_documented() -> None:
 
     for name, field in ProcessorSection.model_fields.items():
         assert field.description and len(field.description) > 20, name
-
-
-def test_metrics_render_in_prometheus_text_format() -> None:
-    text = render(
-        [
-            Family("events_total", "counter", "Events.").add(12),
-            Family("evaluations_total", "counter", "Outcomes.").add(3, deployment='a"b', metric="relevance"),
-            Family("latency_seconds_sum", "counter", "Latency.").add(0.25),
-        ]
-    )
-    assert text.splitlines() == [
-        "# HELP promptpulse_processor_events_total Events.",
-        "# TYPE promptpulse_processor_events_total counter",
-        "promptpulse_processor_events_total 12",
-        "# HELP promptpulse_processor_evaluations_total Outcomes.",
-        "# TYPE promptpulse_processor_evaluations_total counter",
-        'promptpulse_processor_evaluations_total{deployment="a\\"b",metric="relevance"} 3',
-        "# HELP promptpulse_processor_latency_seconds_sum Latency.",
-        "# TYPE promptpulse_processor_latency_seconds_sum counter",
-        "promptpulse_processor_latency_seconds_sum 0.25",
-    ]

@@ -16,11 +16,10 @@ import asyncpg
 from aiohttp import web
 
 from services.aggregator import dashboard
-from services.aggregator.api import monitor_routes, routes
+from services.aggregator.api import monitor_routes, prometheus, routes
 from services.aggregator.api.auth import Authenticator
 from services.aggregator.api.errors import error_middleware
 from services.aggregator.api.openapi import openapi
-from services.aggregator.api.prometheus import metrics
 from services.aggregator.api.settings import admin_key, api_section, read_key
 from services.aggregator.api.state import API, ApiState
 from services.aggregator.api.stream import MetricsHub
@@ -128,7 +127,7 @@ def setup(app: web.Application) -> None:
     router.add_get("/v1/alerts", monitor_routes.list_alerts)
     router.add_get("/v1/runs/{run_id}", routes.batch_run)
     router.add_get("/v1/stream/metrics", stream_metrics)
-    router.add_get("/metrics", metrics)
+    prometheus.setup(app)  # GET /metrics
     router.add_get("/openapi.json", openapi)
     dashboard.setup(app)  # the page (/dashboard/) and its violations route
 

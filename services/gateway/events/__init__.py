@@ -7,7 +7,7 @@ per-record acks), ``coalesce`` (token deltas into token-chunk events), ``metrics
 """
 
 from services.gateway.events.coalesce import CoalescedChunk, TokenCoalescer
-from services.gateway.events.metrics import MetricSample, PublisherMetrics, render
+from services.gateway.events.metrics import PublisherMetrics
 from services.gateway.events.publisher import (
     EventPublisher,
     EventTooLarge,
@@ -23,7 +23,6 @@ __all__ = [
     "CoalescedChunk",
     "EventPublisher",
     "EventTooLarge",
-    "MetricSample",
     "PublisherClosed",
     "PublisherError",
     "PublisherFull",
@@ -36,5 +35,4 @@ __all__ = [
     "SpoolLocked",
     "SpoolRecord",
     "TokenCoalescer",
-    "render",
 ]

@@ -1,7 +1,8 @@
-"""The publisher's counters, and their Prometheus text form for the gateway's ``/metrics``.
+"""The publisher's counters, read into the gateway's ``/metrics`` at scrape time.
 
-Plain integers on one object (the publisher bumps them on the event loop, so no locks), read by
-:meth:`PublisherMetrics.samples` together with the gauges the publisher reports at that moment.
+Plain integers on one object (the publisher bumps them on the event loop, so no locks);
+:meth:`PublisherMetrics.collect` adds them, with the gauges the publisher reports at that
+moment, to a scrape (shared/prometheus.py renders it).
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+
+from shared.prometheus import Families
 
 PREFIX = "promptpulse_gateway_"
 
@@ -18,15 +20,6 @@ PREFIX = "promptpulse_gateway_"
 CHUNK_DROP_REASONS = ("spool_full", "queue_full", "too_large", "closed", "rejected", "spool_error")
 EVENT_LOSS_REASONS = ("spool_full", "spool_error", "rejected")
 REFUSAL_REASONS = ("spool_full", "queue_full", "spool_error", "closed")
-
-
-@dataclass(frozen=True, slots=True)
-class MetricSample:
-    name: str
-    kind: Literal["counter", "gauge"]
-    help: str
-    value: float
-    labels: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -45,65 +38,29 @@ class PublisherMetrics:
     send_errors: Counter[str] = field(default_factory=Counter)
     producer_restarts: int = 0
 
-    def samples(self, gauges: Mapping[str, tuple[str, float]]) -> list[MetricSample]:
-        """Every counter, plus ``gauges`` (name -> (help, value)), as samples."""
-        out = [
-            MetricSample(f"{PREFIX}events_queued_total", "counter",
-                         "Events accepted by publish().", self.events_queued),
-            MetricSample(f"{PREFIX}events_sent_total", "counter",
-                         "Events acknowledged by Kafka.", self.events_sent_direct,
-                         (("path", "direct"),)),
-            MetricSample(f"{PREFIX}events_sent_total", "counter",
-                         "Events acknowledged by Kafka.", self.events_sent_from_spool,
-                         (("path", "spool"),)),
-            MetricSample(f"{PREFIX}events_spooled_total", "counter",
-                         "Events written to the on-disk spool.", self.events_spooled),
-            MetricSample(f"{PREFIX}producer_restarts_total", "counter",
-                         "Kafka producers replaced after a failed send.", self.producer_restarts),
-        ]
-        out += _labelled(f"{PREFIX}token_chunks_dropped_total",
-                         "Token chunk events dropped to keep room for request and response events.",
-                         "reason", self.token_chunks_dropped, CHUNK_DROP_REASONS)
-        out += _labelled(f"{PREFIX}events_lost_total",
-                         "Request, response or feedback events that could not be kept.",
-                         "reason", self.events_lost, EVENT_LOSS_REASONS)
-        out += _labelled(f"{PREFIX}admissions_refused_total",
-                         "Requests refused (503) because their events had no room.",
-                         "reason", self.reservations_refused, REFUSAL_REASONS)
-        out += _labelled(f"{PREFIX}event_send_errors_total",
-                         "Batches of events that Kafka did not acknowledge in time.",
-                         "error", self.send_errors, ())
-        out += [MetricSample(f"{PREFIX}{name}", "gauge", text, value)
-                for name, (text, value) in gauges.items()]
-        return out
+    def collect(self, out: Families, gauges: Mapping[str, tuple[str, float]]) -> None:
+        """Every counter, plus ``gauges`` (name -> (help, value)), into ``out``."""
+        out.counter("events_queued_total", "Events accepted by publish().").add(self.events_queued)
+        sent = out.counter("events_sent_total", "Events acknowledged by Kafka.", ["path"])
+        sent.add(self.events_sent_direct, path="direct")
+        sent.add(self.events_sent_from_spool, path="spool")
+        out.counter("events_spooled_total", "Events written to the on-disk spool.").add(self.events_spooled)
+        out.counter("producer_restarts_total", "Kafka producers replaced after a failed send.").add(
+            self.producer_restarts)
+        _labelled(out, "token_chunks_dropped_total",
+                  "Token chunk events dropped to keep room for request and response events.",
+                  "reason", self.token_chunks_dropped, CHUNK_DROP_REASONS)
+        _labelled(out, "events_lost_total", "Request, response or feedback events that could not be kept.",
+                  "reason", self.events_lost, EVENT_LOSS_REASONS)
+        _labelled(out, "admissions_refused_total", "Requests refused (503) because their events had no room.",
+                  "reason", self.reservations_refused, REFUSAL_REASONS)
+        _labelled(out, "event_send_errors_total", "Batches of events that Kafka did not acknowledge in time.",
+                  "error", self.send_errors, ())
+        for name, (text, value) in gauges.items():
+            out.gauge(name, text).add(value)
 
 
-def _labelled(
-    name: str, text: str, label: str, counts: Counter[str], known: Iterable[str]
-) -> list[MetricSample]:
-    values = dict.fromkeys(known, 0) | dict(counts)
-    return [MetricSample(name, "counter", text, value, ((label, key),))
-            for key, value in sorted(values.items())]
-
-
-def render(samples: Iterable[MetricSample]) -> str:
-    """Prometheus text exposition format (version 0.0.4)."""
-    lines: list[str] = []
-    seen: set[str] = set()
-    for sample in samples:
-        if sample.name not in seen:
-            seen.add(sample.name)
-            lines.append(f"# HELP {sample.name} {_escape_help(sample.help)}")
-            lines.append(f"# TYPE {sample.name} {sample.kind}")
-        labels = ",".join(f'{key}="{_escape_label(value)}"' for key, value in sample.labels)
-        value = int(sample.value) if float(sample.value).is_integer() else sample.value
-        lines.append(f"{sample.name}{{{labels}}} {value}" if labels else f"{sample.name} {value}")
-    return "\n".join(lines) + "\n"
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _escape_label(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+def _labelled(out: Families, name: str, text: str, label: str, counts: Counter[str], known: Iterable[str]) -> None:
+    series = out.counter(name, text, [label])
+    for key, value in sorted((dict.fromkeys(known, 0) | dict(counts)).items()):
+        series.add(value, **{label: key})

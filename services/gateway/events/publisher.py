@@ -35,13 +35,14 @@ import asyncio
 from typing import Any, Literal
 
 from services.gateway.events.delivery import KafkaDelivery
-from services.gateway.events.metrics import MetricSample, PublisherMetrics
+from services.gateway.events.metrics import PublisherMetrics
 from services.gateway.events.pipeline import EventPipeline, QueuedEvent
 from services.gateway.events.settings import PublisherSection
 from services.gateway.events.spool import Spool, SpoolRecord, record_size
 from shared.events.codec import encode, event_key
 from shared.events.messages import Event, Feedback, InferenceRequest, InferenceResponse, TokenChunk
 from shared.kafka import SettingsLike, connection_options
+from shared.prometheus import Families
 from shared.topics import Topics
 
 _ROLES: dict[type, str] = {
@@ -264,8 +265,8 @@ class EventPublisher:
         """Wait until every event published so far is acknowledged by Kafka (spool drained)."""
         await self._pipeline.wait(lambda: self._state == "closed" or self._pipeline.delivered())
 
-    def samples(self) -> list[MetricSample]:
-        """Counters and gauges for /metrics (render with ``metrics.render``)."""
+    def collect_metrics(self, out: Families) -> None:
+        """Counters and gauges for /metrics, read at scrape time."""
         pipeline = self._pipeline
         gauges = {
             "event_queue_bytes": ("Bytes of events waiting for the sender.",
@@ -278,7 +279,6 @@ class EventPublisher:
                                int(pipeline.spooling)),
         }
         self.metrics.producer_restarts = pipeline.delivery.restarts
-        return self.metrics.samples(gauges) + [
-            MetricSample("promptpulse_gateway_event_spool_corrupt_records_total", "counter",
-                         "Damaged spool regions skipped after a crash.", pipeline.spool.stats.corrupt_records),
-        ]
+        self.metrics.collect(out, gauges)
+        out.counter("event_spool_corrupt_records_total", "Damaged spool regions skipped after a crash.").add(
+            pipeline.spool.stats.corrupt_records)

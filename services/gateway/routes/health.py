@@ -8,14 +8,14 @@ does, since every score request would get 503.
 
 from __future__ import annotations
 
+from functools import partial
+
 from aiohttp import web
 
 from services.gateway.appkeys import DEPLOYMENTS, METRICS, PUBLISHER
-from services.gateway.events.metrics import PREFIX, MetricSample
+from services.gateway.events.metrics import PREFIX
 from services.gateway.routes.errors import json_response
-from services.gateway.routes.metrics import exposition
-
-PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+from shared.prometheus import Families, ServiceMetrics, metrics_handler
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -44,26 +44,26 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response(body, status=503 if reasons else 200)
 
 
-async def metrics(request: web.Request) -> web.Response:
-    app = request.app
+def collect_metrics(app: web.Application, out: Families) -> None:
+    """The gateway's series at scrape time: requests, deployments, the event publisher."""
     deployments = app[DEPLOYMENTS]
-    gateway_metrics = app[METRICS]
+    app[METRICS].collect(out)
     loaded = len(deployments.current.deployments) if deployments.loaded else 0
-    statuses = [
-        MetricSample(f"{PREFIX}deployment_status", "gauge",
-                     "1 for each deployment's status: serving, stale (its files no longer load; serving its "
-                     "last good version) or unavailable (does not load; answers 503).",
-                     1, (("deployment", name), ("status", current.status(name) or "")))
-        for current in ([deployments.current] if deployments.loaded else [])
-        for name in sorted(set(current.deployments) | set(current.failures))
-    ]
-    registry = [*statuses,
-        MetricSample(f"{PREFIX}deployments", "gauge", "Deployments being served.", loaded),
-        MetricSample(f"{PREFIX}deployment_reloads_total", "counter", "Reloads of the deployments (SIGHUP, key files).",
-                     deployments.reloads_ok, (("result", "ok"),)),
-        MetricSample(f"{PREFIX}deployment_reloads_total", "counter", "Reloads of the deployments (SIGHUP, key files).",
-                     deployments.reloads_failed, (("result", "failed"),)),
-    ]
-    text = exposition([gateway_metrics.samples(), registry, app[PUBLISHER].samples()],
-                      gateway_metrics.histogram_text())
-    return web.Response(body=text.encode(), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
+    status = out.gauge("deployment_status", "1 for each deployment's status: serving, stale (its files no longer "
+                       "load; serving its last good version) or unavailable (does not load; answers 503).",
+                       ["deployment", "status"])
+    for current in [deployments.current] if deployments.loaded else []:
+        for name in sorted(set(current.deployments) | set(current.failures)):
+            status.add(1, deployment=name, status=current.status(name) or "")
+    out.gauge("deployments", "Deployments being served.").add(loaded)
+    reloads = out.counter("deployment_reloads_total", "Reloads of the deployments (SIGHUP, key files).", ["result"])
+    reloads.add(deployments.reloads_ok, result="ok")
+    reloads.add(deployments.reloads_failed, result="failed")
+    app[PUBLISHER].collect_metrics(out)
+
+
+def service_metrics(app: web.Application) -> ServiceMetrics:
+    return ServiceMetrics(PREFIX, partial(collect_metrics, app))
+
+
+metrics = metrics_handler

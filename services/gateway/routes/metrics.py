@@ -1,18 +1,22 @@
-"""The gateway's own counters and histograms, and ``GET /metrics`` in Prometheus text format.
+"""The gateway's own counters and histograms, read into ``GET /metrics`` at scrape time.
 
 Labels only ever take values the gateway controls (deployment names it loaded, variant ids,
 status codes, model names the LLM answered with), never a client's path or header, so a caller
 cannot grow the series without bound.
+
+They are plain numbers bumped on the event loop, not prometheus_client objects: the request path
+pays a dict increment (see shared/prometheus.py for the measured difference), and the scrape
+turns them into metric families.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from services.gateway.events.metrics import PREFIX, MetricSample, render
+from shared.prometheus import Families
 
 # Seconds. Latency of an LLM flow spans milliseconds (cached, tiny) to minutes (long answers).
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -21,6 +25,8 @@ TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 3
 
 @dataclass
 class Histogram:
+    """Counts per bucket (not cumulative) and their sum: one bisect and two adds per observation."""
+
     buckets: tuple[float, ...]
     counts: list[int] = field(default_factory=list)
     total: float = 0.0
@@ -36,17 +42,14 @@ class Histogram:
         self.total += value
         self.count += 1
 
-    def lines(self, name: str, labels: str) -> list[str]:
-        sep = "," if labels else ""
-        out: list[str] = []
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(upper bound, observations at or below it), ending with (inf, all of them)."""
+        out: list[tuple[float, int]] = []
         running = 0
         for bound, n in zip(self.buckets, self.counts, strict=True):
             running += n
-            out.append(f'{name}_bucket{{{labels}{sep}le="{bound:g}"}} {running}')
-        out.append(f'{name}_bucket{{{labels}{sep}le="+Inf"}} {self.count}')
-        wrapped = f"{{{labels}}}" if labels else ""
-        out.append(f"{name}_sum{wrapped} {self.total:.6f}")
-        out.append(f"{name}_count{wrapped} {self.count}")
+            out.append((bound, running))
+        out.append((math.inf, self.count))
         return out
 
 
@@ -65,64 +68,47 @@ class GatewayMetrics:
     in_flight: int = 0
 
     def observe_run(self, deployment: str, seconds: float) -> None:
-        self.run_duration.setdefault(deployment, Histogram(DURATION_BUCKETS)).observe(seconds)
+        _histogram(self.run_duration, deployment, DURATION_BUCKETS).observe(seconds)
 
     def observe_ttft(self, deployment: str, seconds: float) -> None:
-        self.time_to_first_token.setdefault(deployment, Histogram(TTFT_BUCKETS)).observe(seconds)
+        _histogram(self.time_to_first_token, deployment, TTFT_BUCKETS).observe(seconds)
 
-    def samples(self) -> list[MetricSample]:
-        out = [
-            MetricSample(f"{PREFIX}http_requests_total", "counter", "HTTP requests answered, by endpoint and status.",
-                         n, (("endpoint", endpoint), ("code", str(code))))
-            for (endpoint, code), n in sorted(self.http_requests.items())
-        ]
-        out += [
-            MetricSample(f"{PREFIX}flow_runs_total", "counter", "Accepted requests by outcome (ok, error, cancelled).",
-                         n, (("deployment", d), ("variant", v), ("status", s)))
-            for (d, v, s), n in sorted(self.flow_runs.items())
-        ]
-        out += [
-            MetricSample(f"{PREFIX}llm_tokens_total", "counter", "Tokens the LLM endpoints reported, by model.",
-                         n, (("deployment", d), ("model", m), ("kind", k)))
-            for (d, m, k), n in sorted(self.tokens.items())
-        ]
-        out += [
-            MetricSample(f"{PREFIX}auth_failures_total", "counter", "Requests refused with 401.", n, (("deployment", d),))
-            for d, n in sorted(self.auth_failures.items())
-        ]
-        out += [
-            MetricSample(f"{PREFIX}rate_limited_total", "counter", "Requests refused with 429.", n, (("deployment", d),))
-            for d, n in sorted(self.rate_limited.items())
-        ]
-        out += [
-            MetricSample(f"{PREFIX}implausible_values_total", "counter",
-                         "Response events holding a number outside its plausible range (an LLM call's usage "
-                         "left out of the event, or an event the aggregator will dead-letter).",
-                         n, (("deployment", d),))
-            for d, n in sorted(self.implausible_values.items())
-        ]
-        out.append(MetricSample(f"{PREFIX}requests_in_flight", "gauge", "Score and feedback requests being served.",
-                                self.in_flight))
-        return out
-
-    def histogram_text(self) -> str:
-        lines: list[str] = []
-        for name, text, series in (
-            (f"{PREFIX}flow_run_duration_seconds", "From receiving a request to its last byte.", self.run_duration),
-            (f"{PREFIX}time_to_first_token_seconds", "From receiving a streamed request to its first token.",
+    def collect(self, out: Families) -> None:
+        http = out.counter("http_requests_total", "HTTP requests answered, by endpoint and status.",
+                           ["endpoint", "code"])
+        for (endpoint, code), n in sorted(self.http_requests.items()):
+            http.add(n, endpoint=endpoint, code=code)
+        runs = out.counter("flow_runs_total", "Accepted requests by outcome (ok, error, cancelled).",
+                           ["deployment", "variant", "status"])
+        for (deployment, variant, status), n in sorted(self.flow_runs.items()):
+            runs.add(n, deployment=deployment, variant=variant, status=status)
+        tokens = out.counter("llm_tokens_total", "Tokens the LLM endpoints reported, by model.",
+                             ["deployment", "model", "kind"])
+        for (deployment, model, kind), n in sorted(self.tokens.items()):
+            tokens.add(n, deployment=deployment, model=model, kind=kind)
+        for name, text, counts in (
+            ("auth_failures_total", "Requests refused with 401.", self.auth_failures),
+            ("rate_limited_total", "Requests refused with 429.", self.rate_limited),
+            ("implausible_values_total", "Response events holding a number outside its plausible range (an LLM "
+             "call's usage left out of the event, or an event the aggregator will dead-letter).",
+             self.implausible_values),
+        ):
+            series = out.counter(name, text, ["deployment"])
+            for deployment, n in sorted(counts.items()):
+                series.add(n, deployment=deployment)
+        out.gauge("requests_in_flight", "Score and feedback requests being served.").add(self.in_flight)
+        for name, text, histograms in (
+            ("flow_run_duration_seconds", "From receiving a request to its last byte.", self.run_duration),
+            ("time_to_first_token_seconds", "From receiving a streamed request to its first token.",
              self.time_to_first_token),
         ):
-            lines += [f"# HELP {name} {text}", f"# TYPE {name} histogram"]
-            for deployment, histogram in sorted(series.items()):
-                lines += histogram.lines(name, f'deployment="{_escape(deployment)}"')
-        return "\n".join(lines) + "\n"
+            series = out.histogram(name, text, ["deployment"])
+            for deployment, histogram in sorted(histograms.items()):
+                series.add_buckets(histogram.cumulative(), histogram.total, deployment=deployment)
 
 
-def exposition(sample_groups: Iterable[Iterable[MetricSample]], histograms: str) -> str:
-    """The whole /metrics page: counters and gauges, then histograms."""
-    samples = [s for group in sample_groups for s in group]
-    return render(samples) + histograms
-
-
-def _escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+def _histogram(series: dict[str, Histogram], deployment: str, buckets: tuple[float, ...]) -> Histogram:
+    histogram = series.get(deployment)
+    if histogram is None:
+        histogram = series[deployment] = Histogram(buckets)
+    return histogram
