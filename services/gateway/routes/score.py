@@ -8,7 +8,9 @@ event follows whatever happens: ok, error (502 for the LLM, 500 for another node
 timeout) or cancelled (the client went away).
 
 The reply is the flow's outputs plus ``request_id`` and ``variant`` (which win over outputs of
-the same name); streaming is in services/gateway/routes/stream.py.
+the same name); streaming is in services/gateway/routes/stream.py. Everything after the
+route's own checks is :func:`run_accepted`, which ``POST /score`` (routes/pf_score.py) shares
+with its own :class:`Reply`.
 """
 
 from __future__ import annotations
