@@ -44,6 +44,7 @@ from services.gateway.settings import GatewaySettings
 from services.gateway.tracing import add_response_headers, server_span
 from shared import gctuning
 from shared.demo_key import ensure_demo_key
+from shared.deployments import DeploymentConfigError
 from shared.plausibility import Plausibility
 from shared.prometheus import PROMETHEUS
 from shared.telemetry import setup_telemetry, shutdown_telemetry
@@ -138,7 +139,12 @@ def _telemetry(provider: TracerProvider | None) -> CleanupContext:
 async def _deployments(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     if settings.gateway.provision_demo_key:
-        demo = ensure_demo_key(settings.deployments_dir)
+        try:
+            demo = ensure_demo_key(settings.deployments_dir)
+        except DeploymentConfigError as exc:
+            # A broken demo file makes the demo unavailable (the load reports it), not the gateway.
+            log.error("the demo deployment's key was not provisioned: %s", exc)
+            demo = None
         if demo is not None and demo.created:
             log.info("generated the demo deployment's API key", extra={"key_file": str(demo.key_file)})
     limiter = app[RATE_LIMITER]

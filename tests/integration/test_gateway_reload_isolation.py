@@ -205,3 +205,17 @@ async def test_after_flows_install_and_a_reload_the_deployment_missing_a_package
                 body = await resp.json()
                 assert (resp.status, body.get("shout")) == (200, "hi 1.0"), body
             assert (await listing(running))["needs-package"]["status"] == "serving"
+
+
+async def test_a_broken_demo_file_does_not_stop_the_gateway_provisioning_its_key(
+    settings: ServiceSettings, tmp_path: Path,
+) -> None:
+    folder = tmp_path / "deployments"
+    async with llmsim_server() as sim, LlmTap(sim.url) as tap:
+        keys = write_deployments(folder, tap.url, demo={"api_keys_file": str(tmp_path / "keys" / "demo.yaml"),
+                                                        "colour": "red"})
+        async with running_gateway(folder, kafka_for(settings.kafka.bootstrap_servers), tmp_path / "spool",
+                                   provision_demo_key=True) as running:
+            status, body = await score(running, "demo", keys["demo"])
+            assert status == 503 and body["error"]["type"] == "deployment_unavailable", body
+            assert (await score(running, "chat", keys["chat"]))[0] == 200
