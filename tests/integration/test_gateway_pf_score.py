@@ -38,6 +38,7 @@ from tests.support.gateway_stack import (
     running_gateway,
     write_deployments,
 )
+from tests.support.prometheus_text import value as metric_value
 
 pytestmark = pytest.mark.integration
 
@@ -304,6 +305,6 @@ async def test_rate_limits_and_metrics_are_the_keys_deployments(stack: Stack) ->
     await stack.raw({}, {"Authorization": "Bearer pp_wrong"})
     async with stack.gateway.session.get(stack.gateway.url + "/metrics") as resp:
         text = await resp.text()
-    assert 'promptpulse_gateway_rate_limited_total{deployment="demo"} 2' in text
-    assert 'promptpulse_gateway_auth_failures_total{deployment="(unknown)"} 1' in text
-    assert 'promptpulse_gateway_http_requests_total{endpoint="score",code="429"} 2' in text
+    assert metric_value(text, "promptpulse_gateway_rate_limited_total", deployment="demo") == 2
+    assert metric_value(text, "promptpulse_gateway_auth_failures_total", deployment="(unknown)") == 1
+    assert metric_value(text, "promptpulse_gateway_http_requests_total", endpoint="score", code=429) == 2
