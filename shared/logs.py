@@ -13,6 +13,8 @@ import json
 import logging
 import re
 import sys
+import threading
+import time
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -152,6 +154,49 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp's server logs every request it cannot parse (a garbled request line, a bad header)
+    at ERROR with a full traceback: anyone who can reach the port could fill the logs at no
+    cost. This turns such a record into one WARNING line without the traceback, at most once per
+    ``interval`` seconds, the next line saying how many were not logged in between."""
+
+    def __init__(self, interval: float = 60.0) -> None:
+        super().__init__()
+        self.interval = interval
+        self._next = 0.0
+        self._unlogged = 0
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if record.levelno < logging.ERROR or not isinstance(exc, HttpProcessingError):
+            return True  # a handler's own failure keeps its traceback; DEBUG lines are opt-in
+        with self._lock:
+            now = time.monotonic()
+            if now < self._next:
+                self._unlogged += 1
+                return False
+            unlogged, self._unlogged, self._next = self._unlogged, 0, now + self.interval
+        peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        reason = " ".join(str(exc.message or type(exc).__name__).split())[:200]
+        more = f" ({unlogged} more since the last such line)" if unlogged else ""
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.msg = "malformed HTTP request from %s refused (%s): %s%s"
+        record.args = (peer, exc.code, reason, more)
+        record.exc_info = record.exc_text = None
+        return True
+
+
+def quiet_malformed_requests(interval: float = 60.0) -> None:
+    """Install :class:`MalformedRequestFilter` on aiohttp's server logger (once per process):
+    every aiohttp server of the process is covered."""
+    server_logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequestFilter) for f in server_logger.filters):
+        server_logger.addFilter(MalformedRequestFilter(interval))
+
+
 def make_handler(service: str, settings: TelemetrySettings, stream: TextIO | None = None) -> logging.Handler:
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     formatter = JsonFormatter(service) if settings.log_format == "json" else TextFormatter(service)
@@ -180,4 +225,5 @@ def setup_logging(
     # aiokafka logs every connection retry at INFO/ERROR; while the broker is away that
     # would drown the service's own lines.
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
+    quiet_malformed_requests()
     return handler

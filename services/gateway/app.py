@@ -45,6 +45,7 @@ from services.gateway.tracing import add_response_headers, server_span
 from shared import gctuning
 from shared.demo_key import ensure_demo_key
 from shared.deployments import DeploymentConfigError
+from shared.logs import quiet_malformed_requests
 from shared.plausibility import Plausibility
 from shared.prometheus import PROMETHEUS
 from shared.telemetry import setup_telemetry, shutdown_telemetry
@@ -67,6 +68,7 @@ def create_app(
     """The gateway app. ``tracer_provider``: use this one (tests) instead of setting up telemetry
     from the settings; ``handle_sighup``: reload deployments on SIGHUP (one app per process)."""
     section = settings.gateway
+    quiet_malformed_requests()  # one rate-limited line per garbled request, not a traceback
     # client_max_size bounds chunked bodies too; the handlers check Content-Length first.
     app = web.Application(client_max_size=section.max_body_bytes,
                           middlewares=[server_span, _count_requests, json_errors])

@@ -16,6 +16,7 @@ from services.llmsim.completions import chat_completions
 from services.llmsim.keys import SECTION, STATE
 from services.llmsim.settings import LlmsimSection, LlmsimSettings
 from services.llmsim.state import SimulatorState
+from shared.logs import quiet_malformed_requests
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ async def _stop_waiting_handlers(app: web.Application) -> None:
 
 
 def create_app(section: LlmsimSection) -> web.Application:
+    quiet_malformed_requests()  # one rate-limited line per garbled request, not a traceback
     app = web.Application(middlewares=[control.control_guard])
     app[SECTION] = section
     app.cleanup_ctx.append(_simulator_state)

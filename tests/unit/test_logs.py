@@ -9,7 +9,7 @@ import logging
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from shared.logs import MASK, redact, setup_logging
+from shared.logs import MASK, MalformedRequestFilter, redact, setup_logging
 from shared.settings import TelemetrySettings
 
 
@@ -122,3 +122,41 @@ def test_a_bad_format_string_still_logs_a_line(stream) -> None:
     logging.getLogger("gateway").info("%d requests", "not-a-number")
     (line,) = _lines(stream)
     assert "requests" in line["message"]
+
+
+def _server_record(exc: BaseException, level: int = logging.ERROR) -> logging.LogRecord:
+    # As aiohttp's RequestHandler.handle_error logs a request it cannot parse.
+    return logging.LogRecord("aiohttp.server", level, "web_protocol.py", 548, "Error handling request from %s",
+                             ("203.0.113.9",), (type(exc), exc, None))
+
+
+def test_a_parser_error_is_one_warning_line_at_most_once_per_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, BadStatusLine
+
+    clock = [1000.0]
+    monkeypatch.setattr("shared.logs.time.monotonic", lambda: clock[0])
+    quiet = MalformedRequestFilter(interval=60)
+    first = _server_record(BadStatusLine(b"GET / HTTP/9.9\r\nsecond line"))
+    assert quiet.filter(first)
+    assert (first.levelno, first.exc_info) == (logging.WARNING, None)
+    message = first.getMessage()
+    assert message.startswith("malformed HTTP request from 203.0.113.9 refused (400): Bad status line") \
+        and "\n" not in message
+    for _ in range(5):
+        assert not quiet.filter(_server_record(BadHttpMessage("Invalid header")))
+    clock[0] += 61
+    later = _server_record(BadHttpMessage("Invalid header"))
+    assert quiet.filter(later) and later.getMessage().endswith("(5 more since the last such line)")
+    # A handler's own failure keeps its ERROR and traceback; aiohttp's DEBUG lines are left as they are.
+    crash = _server_record(RuntimeError("bug"))
+    assert quiet.filter(crash) and crash.levelno == logging.ERROR and crash.exc_info is not None
+    probe = _server_record(BadHttpMethod("\x16\x03"), level=logging.DEBUG)
+    assert quiet.filter(probe) and probe.levelno == logging.DEBUG
+
+
+def test_setting_up_logging_quiets_every_aiohttp_server_of_the_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = logging.getLogger("aiohttp.server")
+    monkeypatch.setattr(server, "filters", [])
+    setup_logging("aggregator", TelemetrySettings(log_format="text"), stream=io.StringIO())
+    setup_logging("aggregator", TelemetrySettings(log_format="text"), stream=io.StringIO())
+    assert [type(f) for f in server.filters] == [MalformedRequestFilter]
