@@ -30,7 +30,8 @@ from shared.flow.model import (
     Node,
     NodeVariants,
 )
-from shared.flow.python_node import MissingModuleError, ToolLoadError, load_tool
+from shared.flow.modules import FlowModules
+from shared.flow.python_node import MissingModuleError, ToolLoadError, flow_modules, load_tool
 from shared.flow.references import Reference, ReferenceSyntaxError, parse_value
 from shared.flow.requirements import DEFAULT_REQUIREMENTS, INSTALL_COMMAND, requirements_file
 from shared.flow.template import compile_template
@@ -82,6 +83,14 @@ class _FlowLoader:
         self.name = name
         self.connections = connections
         self.problems: list[FlowProblem] = []
+        self._modules: FlowModules | None = None
+
+    @property
+    def modules(self) -> FlowModules:
+        """This load's own import namespace (modules.py): a reload imports changed code afresh."""
+        if self._modules is None:
+            self._modules = flow_modules(self.folder)
+        return self._modules
 
     def problem(self, node: str | None, field: str, reason: str) -> None:
         self.problems.append(FlowProblem(self.name, node, field, reason))
@@ -321,7 +330,7 @@ class _FlowLoader:
     def _python_node(self, common: dict[str, Any], inputs: dict[str, Any], prefix: str) -> Node | None:
         name = common["name"]
         try:
-            tool = load_tool(common["source"])
+            tool = load_tool(common["source"], self.modules)
         except MissingModuleError as exc:
             self.problem(name, f"{prefix}source.path", missing_module_reason(exc, self.folder))
             return None

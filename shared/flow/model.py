@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from jinja2 import Template
 
+from shared.flow.modules import display_module
 from shared.flow.references import Reference
 
 ValueType = Literal["string", "int", "double", "bool", "list", "object"]
@@ -66,7 +67,8 @@ class PythonTool:
 
     @property
     def qualname(self) -> str:
-        return f"{self.function.__module__}.{self.function.__qualname__}"
+        # Without the load's package (modules.py): the name the flow's author wrote.
+        return f"{display_module(self.function.__module__)}.{self.function.__qualname__}"
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,16 @@
 """Python nodes: find the ``@tool`` function of a module next to the flow, and call it.
 
 Flow code imports prompt flow's decorator (``from promptflow import tool`` or
-``from promptflow.core import tool``). Where prompt flow is not installed, a two-module stand-in
-is placed in ``sys.modules`` only while flow code is being imported, so the flow loads unchanged
-and the stand-in never leaks into anything else. Its ``tool`` marks the function the same way
+``from promptflow.core import tool``), ``log_metric`` and the connection classes
+(``promptflow.connections``). Where prompt flow is not installed, stand-in modules answer those
+imports of flow code only (modules.py: never in ``sys.modules``), so the flow loads unchanged
+and the stand-ins never leak into anything else. Their ``tool`` marks the function the same way
 prompt flow's does (an attribute named ``__tool``), so a flow loads the same with either.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import importlib.util
 import inspect
 import sys
@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from shared.flow.model import PythonTool
+from shared.flow.modules import PACKAGE_PREFIX, FlowModules
+from shared.flow.pf_connections import CONNECTION_CLASSES
 
 TOOL_MARKER = "__tool"  # what prompt flow's @tool sets on the function it returns
-_SHIM_NAMES = ("promptflow", "promptflow.core")
 _import_lock = threading.Lock()
-_loaded: dict[Path, types.ModuleType] = {}
 
 
 class ToolLoadError(Exception):
@@ -50,13 +50,24 @@ def tool(func: Callable[..., Any] | None = None, **_settings: Any) -> Any:
     return mark(func) if func is not None else mark
 
 
+def log_metric(key: str, value: Any, variant_id: str | None = None) -> None:
+    """Stand-in for prompt flow's ``log_metric``: aggregation nodes call it; they do not run per
+    request (issue 13 decides what they do online), so there is nothing to record yet."""
+
+
 def _shim_modules() -> dict[str, types.ModuleType]:
     package = types.ModuleType("promptflow", "PromptPulse's stand-in for prompt flow's tool decorator")
     package.__path__ = []  # a package, so "promptflow.core" can be imported from it
     core = types.ModuleType("promptflow.core", "PromptPulse's stand-in for prompt flow's tool decorator")
     package.tool = core.tool = tool  # type: ignore[attr-defined]
+    package.log_metric = core.log_metric = log_metric  # type: ignore[attr-defined]
     package.core = core  # type: ignore[attr-defined]
-    return {"promptflow": package, "promptflow.core": core}
+    connections = types.ModuleType("promptflow.connections", "PromptPulse's stand-in for prompt flow's connections")
+    for cls in CONNECTION_CLASSES:
+        setattr(connections, cls.__name__, cls)
+        setattr(core, cls.__name__, cls)
+    package.connections = connections  # type: ignore[attr-defined]
+    return {"promptflow": package, "promptflow.core": core, "promptflow.connections": connections}
 
 
 def _promptflow_installed() -> bool:
@@ -68,40 +79,23 @@ def _promptflow_installed() -> bool:
         return False
 
 
-def _import_module(path: Path) -> types.ModuleType:
-    digest = hashlib.sha1(str(path.parent).encode()).hexdigest()[:12]
-    # A per-folder name: two flows may both have a convert_to_dict.py.
-    name = f"_promptpulse_flow_{digest}_{path.stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ToolLoadError(f"{path.name} is not an importable Python file")
-    module = importlib.util.module_from_spec(spec)
-    shims = {} if _promptflow_installed() else _shim_modules()
-    folder = str(path.parent)
-    sys.modules.update(shims)
-    sys.modules[name] = module
-    # Flow code imports its sibling modules by plain name, as it does under prompt flow.
-    sys.path.insert(0, folder)
+def flow_modules(root: Path) -> FlowModules:
+    """A fresh import namespace for one load of the flow at ``root`` (modules.py)."""
+    return FlowModules(root, {} if _promptflow_installed() else _shim_modules())
+
+
+def _import_module(path: Path, namespace: FlowModules) -> types.ModuleType:
     try:
-        spec.loader.exec_module(module)
+        return namespace.import_file(path)
     except BaseException as exc:
-        sys.modules.pop(name, None)
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
-        if isinstance(exc, ModuleNotFoundError) and exc.name:
+        if isinstance(exc, ModuleNotFoundError) and exc.name and not exc.name.startswith(PACKAGE_PREFIX):
             # The flow's loader turns this into "install it": flow, node, requirements file, command.
             raise MissingModuleError(f"importing {path.name} failed: no module named {exc.name!r}",
                                      exc.name) from exc
-        raise ToolLoadError(f"importing {path.name} failed: {type(exc).__name__}: {exc}") from exc
-    finally:
-        try:
-            sys.path.remove(folder)
-        except ValueError:
-            pass
-        for shim_name, shim in shims.items():
-            if sys.modules.get(shim_name) is shim:
-                del sys.modules[shim_name]
-    return module
+        message = str(exc).replace(f"{namespace.package}.", "")
+        raise ToolLoadError(f"importing {path.name} failed: {type(exc).__name__}: {message}") from exc
 
 
 def _find_tool(module: types.ModuleType, filename: str) -> Callable[..., Any]:
@@ -121,14 +115,13 @@ def _find_tool(module: types.ModuleType, filename: str) -> Callable[..., Any]:
     return found[0]
 
 
-def load_tool(path: Path) -> PythonTool:
-    """The tool of the module at ``path`` (imported once per process); raises ToolLoadError."""
+def load_tool(path: Path, namespace: FlowModules | None = None) -> PythonTool:
+    """The tool of the module at ``path``, imported into ``namespace`` (the flow's load; a new
+    one for the file's folder when not given); raises ToolLoadError."""
     path = path.resolve()
+    namespace = namespace or flow_modules(path.parent)
     with _import_lock:
-        module = _loaded.get(path)
-        if module is None:
-            module = _import_module(path)
-            _loaded[path] = module
+        module = _import_module(path, namespace)
     function = _find_tool(module, path.name)
     signature = inspect.signature(function)
     parameters: dict[str, bool] = {}
