@@ -15,18 +15,16 @@ from aiohttp import web
 from services.aggregator.app import create_app
 from services.aggregator.settings import AggregatorSettings
 from shared.deployments import DeploymentConfigError
-from shared.logs import setup_logging
-from shared.settings import SettingsError, load_settings
+from shared.entrypoint import run_service
+from shared.settings import load_settings
 from shared.telemetry.setup import setup_telemetry, shutdown_telemetry
 
 
 def main() -> int:
-    try:
-        settings = load_settings(AggregatorSettings)
-    except SettingsError as exc:
-        print(f"aggregator: {exc}", file=sys.stderr)
-        return 2
-    setup_logging("aggregator", settings.telemetry)
+    return run_service("aggregator", AggregatorSettings, serve, refusals=(DeploymentConfigError,))
+
+
+def serve(settings: AggregatorSettings) -> None:
     telemetry = setup_telemetry("aggregator", settings)
     section = settings.aggregator
     try:
@@ -38,12 +36,8 @@ def main() -> int:
             print=None,
             shutdown_timeout=section.shutdown_wait_seconds,
         )
-    except DeploymentConfigError as exc:
-        print(f"aggregator: {exc}", file=sys.stderr)
-        return 2
     finally:
         shutdown_telemetry(telemetry)
-    return 0
 
 
 def migrate_schema() -> int:

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from services.llmsim.app import run_forever
 from services.llmsim.settings import LlmsimSettings
-from shared.settings import SettingsError, load_settings
+from shared.entrypoint import run_service
 
 
 def main() -> int:
-    try:
-        settings = load_settings(LlmsimSettings)
-    except SettingsError as exc:
-        print(f"llmsim: {exc}", file=sys.stderr)
-        return 2
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=settings.telemetry.log_level,
-            format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        )
-    run_forever(settings)
-    return 0
+    return run_service("llmsim", LlmsimSettings, run_forever)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,7 @@ import sys
 from services.processor.app import ProcessorService
 from services.processor.settings import ProcessorSettings
 from shared.deployments import DeploymentConfigError
-from shared.logs import setup_logging
-from shared.settings import SettingsError, load_settings
+from shared.entrypoint import LLM_CLIENT_LOGGERS, run_service
 from shared.telemetry import setup_telemetry, shutdown_telemetry
 from shared.topics import TopicError
 
@@ -46,24 +45,10 @@ async def run(settings: ProcessorSettings) -> int:
 
 
 def main() -> int:
-    try:
-        settings = load_settings(ProcessorSettings)
-    except SettingsError as exc:
-        print(f"processor: {exc}", file=sys.stderr)
-        return 2
-    setup_logging("processor", settings.telemetry)
-    # faust and mode announce every service start at INFO, and the HTTP clients every judge
-    # call: per-call lines belong in spans and metrics, not in the log.
-    quiet = max(logging.WARNING, logging.getLogger().level)
-    for name in ("faust", "mode", "httpx", "httpx2", "openai"):
-        logging.getLogger(name).setLevel(quiet)
-    try:
-        return asyncio.run(run(settings))
-    except (SettingsError, DeploymentConfigError, TopicError) as exc:
-        print(f"processor: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    # faust and mode announce every service start at INFO (and the LLM clients every judge call).
+    return run_service("processor", ProcessorSettings, lambda settings: asyncio.run(run(settings)),
+                       quiet_loggers=("faust", "mode", *LLM_CLIENT_LOGGERS),
+                       refusals=(DeploymentConfigError, TopicError))
 
 
 if __name__ == "__main__":
