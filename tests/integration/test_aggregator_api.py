@@ -129,10 +129,14 @@ async def test_keys_sessions_and_admin_only_changes(stack: Stack) -> None:
     async with stack.http.put(stack.url + "/v1/deployments/demo/monitors", data=body) as response:
         assert response.status == 403  # a cookie never changes monitors (no cross-site writes)
     token = stack.http.cookie_jar.filter_cookies(URL(stack.url))["pp_session"].value
-    forged = token.split(".")[0] + "9." + token.split(".")[1]
-    async with aiohttp.ClientSession(cookies={"pp_session": forged}) as other:
-        async with other.get(stack.url + "/v1/deployments") as response:
-            assert response.status == 401
+    expires, session_id, signature = token.split(".")
+    # Sent as a header: a cookie jar would not send a cookie to an IP address, proving nothing.
+    for cookie, status in ((token, 200), (f"{expires}9.{session_id}.{signature}", 401),
+                           (f"{expires}.{session_id[::-1]}.{signature}", 401)):
+        async with aiohttp.ClientSession() as other, other.get(
+            stack.url + "/v1/deployments", headers={"Cookie": f"pp_session={cookie}"},
+        ) as response:
+            assert response.status == status, cookie
     async with stack.http.delete(stack.url + "/v1/session") as response:
         assert response.status == 204
     async with stack.get("/v1/deployments", headers={}) as response:
@@ -143,7 +147,7 @@ async def test_keys_sessions_and_admin_only_changes(stack: Stack) -> None:
     async with stack.get("/metrics", headers={}) as response:
         text = await response.text()
     assert "promptpulse_aggregator_ingest_records_total" in text
-    assert value(text, "promptpulse_aggregator_api_responses_total", route="/v1/deployments", status=401) == 5
+    assert value(text, "promptpulse_aggregator_api_responses_total", route="/v1/deployments", status=401) == 6
     assert_promtool_clean(text)
 
 
