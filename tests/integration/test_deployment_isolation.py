@@ -65,6 +65,12 @@ def folder_files(echo_key: dict) -> dict[str, str]:
     }
 
 
+def sample(lines: list[str], series: str) -> float | None:
+    """The value of one series in a Prometheus text exposition (None if absent)."""
+    found = [line[len(series):].strip() for line in lines if line.startswith(series + " ")]
+    return float(found[0]) if found else None
+
+
 async def get(stack: LiveStack, service: str, path: str, **headers: str) -> tuple[int, dict]:
     async with aiohttp.ClientSession() as session, session.get(
         f"{stack[service].url}{path}", headers=headers
@@ -137,6 +143,13 @@ async def test_a_folder_with_broken_deployments_serves_the_rest_in_every_service
         status, health = await get(stack, "processor", "/healthz")
         assert status == 200 and health["deployments"] == ["demo"], health
         assert health["unavailable_deployments"] == ["broken"]  # it reads no flows: only the file's key
+        async with aiohttp.ClientSession() as session, session.get(f"{stack.processor.url}/metrics") as resp:
+            metrics = (await resp.text()).splitlines()
+        assert sample(metrics, 'promptpulse_processor_deployment_unavailable{deployment="broken"}') == 1
+        async with aiohttp.ClientSession() as session, session.get(f"{stack.gateway.url}/metrics") as resp:
+            metrics = (await resp.text()).splitlines()
+        assert sample(metrics, 'promptpulse_gateway_deployment_status{deployment="needs-package",status="unavailable"}') == 1
+        assert sample(metrics, 'promptpulse_gateway_deployment_status{deployment="echo",status="serving"}') == 1
 
         async def judged() -> list[str]:
             conn = await asyncpg.connect(stack.database_url, timeout=10)
