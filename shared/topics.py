@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 
-from aiokafka.admin import NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from shared.kafka import SettingsLike, kafka_settings, make_admin
 
@@ -152,7 +152,7 @@ async def ensure_topics(
     return result
 
 
-async def _wait_for_leaders(admin, names: list[str], wait_seconds: float) -> dict[str, int]:
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], wait_seconds: float) -> dict[str, int]:
     """Partition counts once every partition of every topic has a leader.
 
     A freshly created topic is briefly unknown to the metadata cache; a producer started in

@@ -7,6 +7,7 @@ import argparse
 import importlib
 import os
 import sys
+from types import ModuleType
 
 from services.cli.config import EXIT_USAGE, REPO_DIR, CliError
 
@@ -25,7 +26,7 @@ STACK_COMMANDS = (
 )
 
 
-def _entry_point(service: str):
+def _entry_point(service: str) -> ModuleType:
     """``services.SERVICE.__main__``: the one module of a service the CLI may import (the import
     contracts in pyproject.toml hold every other module of it out of reach)."""
     try:

@@ -22,11 +22,11 @@ from shared.deployments.base import (
     DEFER_CHECKS,
     ENV_NAME_PATTERN,
     ConfigModel,
-    Loc,
 )
 from shared.deployments.errors import (
     ConnectionKeyMissingError,
     DeploymentConfigError,
+    Loc,
     Problem,
     display_path,
     problems_at,

@@ -8,6 +8,7 @@ which asyncpg's jsonb codec sends as it is. Column types live in the migrations 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -194,7 +195,7 @@ class RawTable:
 
 
 @cache
-def _key_getter(table: RawTable):
+def _key_getter(table: RawTable) -> Callable[[Any], tuple[Any, ...]]:
     getter = attrgetter(*table.key)
     return getter if len(table.key) > 1 else lambda row: (getter(row),)
 
@@ -205,7 +206,7 @@ def _time_positions(table: RawTable) -> tuple[int, ...]:
 
 
 @cache
-def _wire_key_getter(table: RawTable):
+def _wire_key_getter(table: RawTable) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
     getter = itemgetter(*(table.columns.index(column) for column in table.key))
     return getter if len(table.key) > 1 else lambda values: (getter(values),)
 

@@ -149,7 +149,7 @@ class MonitorService:
 MONITORS = web.AppKey("monitors", MonitorService)
 
 
-def _app_keys():
+def _app_keys() -> tuple[web.AppKey[AggregatorSettings], web.AppKey[asyncpg.Pool]]:
     # Imported here: app.py imports this module to wire it in, so a top-level import would be circular.
     from services.aggregator.app import POOL, SETTINGS
 

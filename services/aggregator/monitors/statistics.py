@@ -14,6 +14,7 @@ a sample, so their interval is the value itself.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -22,7 +23,7 @@ from shared.deployments import Monitor
 SCORE_MIN, SCORE_MAX = 1.0, 5.0
 
 
-def _bisect(cdf, p: float, low: float, high: float) -> float:
+def _bisect(cdf: Callable[[float], float], p: float, low: float, high: float) -> float:
     for _ in range(200):
         middle = (low + high) / 2
         if cdf(middle) < p:

@@ -58,7 +58,7 @@ class RollupTable:
         )
 
 
-def _table(name: str, extra_keys: tuple[tuple[str, str], ...], values: tuple[str, ...], floats=()) -> RollupTable:
+def _table(name: str, extra_keys: tuple[tuple[str, str], ...], values: tuple[str, ...], floats: tuple[str, ...] = ()) -> RollupTable:
     return RollupTable(
         name,
         (*_BASE_KEYS, *extra_keys),
