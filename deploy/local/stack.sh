@@ -6,6 +6,8 @@
 #   stack.sh down    stop what `up` started, traffic and services first
 #   stack.sh status  one line per component; exit 1 if any is down
 #   stack.sh banner  what the demo shows and when (printed by `make up` before it follows alerts)
+#   stack.sh env NAME  the names (never the values) of the PROMPTPULSE_* variables service NAME
+#                    (or traffic) is started with: each gets only the secrets it uses
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 HERE="$REPO_DIR/deploy/local"
 
@@ -41,7 +43,7 @@ start_service() {
   local name=$1 pid_file="$RUN_DIR/$1.pid"
   if pid_alive "$pid_file"; then log "$name: already running"; return 0; fi
   log "$name: starting (log $LOG_DIR/$name.log)"
-  $DETACH nohup "$VENV_DIR/bin/promptpulse" "$name" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
+  with_secrets_of "$name" $DETACH nohup "$VENV_DIR/bin/promptpulse" "$name" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
   echo $! >"$pid_file"
   for _ in $(seq 1 60); do
     healthy "${HEALTH[$name]}" && { log "$name: ready (${HEALTH[$name]%/healthz})"; return 0; }
@@ -58,7 +60,7 @@ start_traffic() {
   if pid_alive "$TRAFFIC_PID"; then log "traffic: already running"; return 0; fi
   log "traffic: starting (log $LOG_DIR/traffic.log)"
   PROMPTPULSE_GATEWAY_URL="${PROMPTPULSE_GATEWAY_URL:-$GATEWAY_URL}" \
-    $DETACH nohup "$PY" -m services.demo traffic >>"$LOG_DIR/traffic.log" 2>&1 </dev/null &
+    with_secrets_of traffic $DETACH nohup "$PY" -m services.demo traffic >>"$LOG_DIR/traffic.log" 2>&1 </dev/null &
   echo $! >"$TRAFFIC_PID"
   sleep 2
   if ! pid_alive "$TRAFFIC_PID"; then
@@ -105,19 +107,44 @@ MSG
 }
 
 # The aggregator's API keys for the local stack: taken from the environment, else made once and
-# kept (mode 0600) beside the demo key in the git-ignored .local/keys/.
+# kept (mode 0600) beside the demo key in the git-ignored .local/keys/. Held in this script's own
+# variables, not exported: with_secrets_of hands them to the aggregator only.
+API_KEY_VARS=(PROMPTPULSE_API_READ_KEY PROMPTPULSE_API_ADMIN_KEY)
+declare -A API_KEYS=()
 api_keys() {
   local dir="$LOCAL_DIR/keys" name var
   mkdir -p "$dir"
   for name in read admin; do
     var="PROMPTPULSE_API_${name^^}_KEY"
-    if [ -z "${!var:-}" ]; then
+    if [ -n "${!var:-}" ]; then
+      API_KEYS[$var]=${!var}
+    else
       if [ ! -s "$dir/api-$name.key" ]; then
         (umask 077; "$PY" -c 'import secrets; print("ppapi_" + secrets.token_urlsafe(32))' >"$dir/api-$name.key")
       fi
-      export "$var=$(cat "$dir/api-$name.key")"
+      API_KEYS[$var]=$(cat "$dir/api-$name.key")
     fi
   done
+}
+
+# with_secrets_of NAME COMMAND...: exec COMMAND with the query API's keys only when NAME is the
+# aggregator (the one service that serves that API); every other process goes without them, even
+# when they are exported in the caller's environment. It execs, keeping the pid the pid file
+# records: call it only as a background job or in a pipeline.
+with_secrets_of() {
+  local name=$1 var; shift
+  local unset=() set=()
+  for var in "${API_KEY_VARS[@]}"; do
+    if [ "$name" = aggregator ] && [ -n "${API_KEYS[$var]:-}" ]; then set+=("$var=${API_KEYS[$var]}")
+    else unset+=(-u "$var"); fi
+  done
+  exec env "${unset[@]}" "${set[@]}" "$@"
+}
+
+# The PROMPTPULSE_* names a service is started with, one a line (values never printed).
+service_env() {
+  api_keys
+  with_secrets_of "$1" env | sed -n 's/^\(PROMPTPULSE_[A-Za-z0-9_]*\)=.*/\1/p' | sort
 }
 
 infra() {
@@ -184,5 +211,6 @@ case "${1:-}" in
   down) down ;;
   status) status ;;
   banner) banner ;;
-  *) echo "usage: $0 up|infra|down|status|banner" >&2; exit 2 ;;
+  env) [ -n "${2:-}" ] || { echo "usage: $0 env SERVICE" >&2; exit 2; }; service_env "$2" ;;
+  *) echo "usage: $0 up|infra|down|status|banner|env SERVICE" >&2; exit 2 ;;
 esac

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import types
 import typing
 from pathlib import Path
@@ -291,6 +293,36 @@ def test_k8s_deployments_folder_loads(tmp_path):
     keys_file = deployments["assistant"].api_keys_file
     assert keys_file == Path("/etc/promptpulse/keys/assistant.yaml")
     assert load_api_keys_file(tmp_path / str(keys_file).lstrip("/")) == []
+
+
+# --- deploy/local ----------------------------------------------------------------------------
+
+LOCAL_STACK = REPO / "deploy" / "local" / "stack.sh"
+QUERY_API_KEYS = {"PROMPTPULSE_API_READ_KEY", "PROMPTPULSE_API_ADMIN_KEY"}
+
+
+def _local_env_names(name: str, tmp_path: Path, **extra: str) -> set[str]:
+    """The PROMPTPULSE_* names `stack.sh up` starts ``name`` with (stack.sh env NAME)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    env |= {"PROMPTPULSE_LOCAL_DIR": str(tmp_path / "local"), "PROMPTPULSE_VENV": sys.prefix, **extra}
+    done = subprocess.run(["bash", str(LOCAL_STACK), "env", name], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "ppapi_" not in done.stdout and "secret-from-the-shell" not in done.stdout  # names only
+    return set(done.stdout.split())
+
+
+@pytest.mark.parametrize("exported", [False, True])
+def test_local_stack_gives_the_query_api_keys_to_the_aggregator_only(tmp_path: Path, exported: bool) -> None:
+    """Whether the keys were generated into .local/keys or exported in the caller's shell."""
+    shell = {var: "secret-from-the-shell-" + var for var in QUERY_API_KEYS} if exported else {}
+    assert QUERY_API_KEYS <= _local_env_names("aggregator", tmp_path, **shell)
+    for name in ("llmsim", "processor", "gateway", "traffic"):
+        assert not QUERY_API_KEYS & _local_env_names(name, tmp_path, **shell), name
+    if not exported:
+        keys = tmp_path / "local" / "keys"
+        assert {p.name: p.stat().st_mode & 0o777 for p in keys.iterdir()} == {
+            "api-read.key": 0o600, "api-admin.key": 0o600}
 
 
 # --- both ----------------------------------------------------------------------------------
