@@ -18,29 +18,13 @@ import yaml
 
 from shared.apikeys import new_api_key_record
 from tests.support.live_stack import LiveStack, StackOptions, live_stack
+from tests.unit.test_flow_python_node import DAG as PYTHON_FLOW  # one python node, shout.py
 
 pytestmark = pytest.mark.integration
 
 ADMIN_KEY = "gw-admin-" + "x" * 24
 MISSING = "promptpulse_absent_package_for_tests"
 
-ECHO_FLOW = """\
-inputs:
-  text:
-    type: string
-outputs:
-  shout:
-    type: string
-    reference: ${shout.output}
-nodes:
-- name: shout
-  type: python
-  source:
-    type: code
-    path: shout.py
-  inputs:
-    text: ${inputs.text}
-"""
 SHOUT = "from promptflow import tool\n\n\n@tool\ndef shout(text: str) -> str:\n    return text.upper()\n"
 NEEDS_PACKAGE = f"import {MISSING}\nfrom promptflow import tool\n\n\n@tool\ndef shout(text: str) -> str:\n    return text\n"
 
@@ -50,9 +34,9 @@ def folder_files(echo_key: dict) -> dict[str, str]:
         return yaml.safe_dump(body, sort_keys=False)
 
     return {
-        "flows/echo/flow.dag.yaml": ECHO_FLOW,
+        "flows/echo/flow.dag.yaml": PYTHON_FLOW,
         "flows/echo/shout.py": SHOUT,
-        "flows/needs-package/flow.dag.yaml": ECHO_FLOW,
+        "flows/needs-package/flow.dag.yaml": PYTHON_FLOW,
         "flows/needs-package/shout.py": NEEDS_PACKAGE,
         "flows/needs-package/requirements.txt": MISSING.replace("_", "-") + "\n",
         "echo.yaml": deployment({"name": "echo", "flow": "flows/echo", "api_keys": [echo_key]}),
@@ -97,7 +81,7 @@ async def test_a_folder_with_broken_deployments_serves_the_rest_in_every_service
         assert status == 200, body
         demo_request = body["request_id"]
         status, body = await post(stack, "echo", echo_key, {"text": "still here"})
-        assert (status, body.get("shout")) == (200, "STILL HERE"), body
+        assert (status, body.get("result")) == (200, "STILL HERE"), body
 
         # Each deployment that does not load: 503 deployment_unavailable, nothing internal.
         for name in ("broken", "dangling", "needs-package"):

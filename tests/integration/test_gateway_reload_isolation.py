@@ -32,6 +32,7 @@ from tests.support.gateway_stack import (
 )
 from tests.support.prometheus_text import value as metric_value
 from tests.support.wheels import make_wheel
+from tests.unit.test_flow_python_node import DAG as PYTHON_FLOW  # one python node, shout.py
 
 pytestmark = pytest.mark.integration
 
@@ -131,23 +132,6 @@ async def test_a_reload_that_breaks_a_serving_deployment_keeps_its_last_good_ver
                         status="serving") == 1
 
 
-NEEDS_PACKAGE_FLOW = """\
-inputs:
-  text:
-    type: string
-outputs:
-  shout:
-    type: string
-    reference: ${shout.output}
-nodes:
-- name: shout
-  type: python
-  source:
-    type: code
-    path: shout.py
-  inputs:
-    text: ${inputs.text}
-"""
 NEEDS_PACKAGE_CODE = ("import pp_isolation_dep\nfrom promptflow import tool\n\n\n@tool\n"
                       "def shout(text: str) -> str:\n    return f'{text} {pp_isolation_dep.VERSION}'\n")
 
@@ -173,7 +157,7 @@ async def test_after_flows_install_and_a_reload_the_deployment_missing_a_package
     make_wheel(wheelhouse, "pp-isolation-dep", "1.0")
     flow = tmp_path / "flows" / "needs-package"
     flow.mkdir(parents=True)
-    (flow / "flow.dag.yaml").write_text(NEEDS_PACKAGE_FLOW)
+    (flow / "flow.dag.yaml").write_text(PYTHON_FLOW)
     (flow / "shout.py").write_text(NEEDS_PACKAGE_CODE)
     (flow / "requirements.txt").write_text("pp-isolation-dep==1.0\n")
     python, site_packages = _services_environment(tmp_path)
@@ -203,7 +187,7 @@ async def test_after_flows_install_and_a_reload_the_deployment_missing_a_package
             async with running.session.post(running.score_url("needs-package"), json={"text": "hi"},
                                             headers={"api-key": key}) as resp:
                 body = await resp.json()
-                assert (resp.status, body.get("shout")) == (200, "hi 1.0"), body
+                assert (resp.status, body.get("result")) == (200, "hi 1.0"), body
             assert (await listing(running))["needs-package"]["status"] == "serving"
 
 
