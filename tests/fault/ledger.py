@@ -60,6 +60,7 @@ from shared.kafka import make_consumer
 from shared.sampling import is_sampled
 from tests.support.aggregator import KEY_WIDTH, RECOMPUTE
 from tests.support.live_stack import LiveStack, Service
+from tests.support.prometheus_text import total
 
 MB = 2**20
 REQUEST, RESPONSE = "inference.request", "inference.response"
@@ -625,12 +626,4 @@ async def prometheus_total(service: Service, name: str, **labels: str) -> float:
     async with aiohttp.ClientSession() as session, session.get(f"{service.url}/metrics") as resp:
         assert resp.status == 200, f"{service.name} /metrics: {resp.status}"
         text = await resp.text()
-    wanted = [f'{key}="{value}"' for key, value in labels.items()]
-    total = 0.0
-    for line in text.splitlines():
-        if not (line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{")):
-            continue
-        series, _, value = line.rpartition(" ")
-        if all(label in series for label in wanted):
-            total += float(value)
-    return total
+    return total(text, name, **labels)

@@ -32,6 +32,7 @@ from tests.integration.test_processor_harness import (
     stage,
     wait_for,
 )
+from tests.support.prometheus_text import total
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -142,13 +143,7 @@ class Worker:
 
     async def metric(self, name: str) -> float:
         _, text = await self.get("/metrics")
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith(f"promptpulse_processor_{name}") and not line.startswith("#"):
-                head, value = line.rsplit(" ", 1)
-                if head == f"promptpulse_processor_{name}" or head.startswith(f"promptpulse_processor_{name}{{"):
-                    total += float(value)
-        return total
+        return total(text, f"promptpulse_processor_{name}")
 
     async def wait(self) -> int:
         assert self.process is not None

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from tests.integration.test_processor_harness import (
     stage,
     wait_for,
 )
+from tests.support.prometheus_text import value
 
 
 class PartitionProducer:
@@ -75,10 +75,7 @@ async def metrics(service: ProcessorService) -> str:
 
 def sample(text: str, name: str, **labels: Any) -> float | None:
     """The value of one sample of /metrics (None if absent)."""
-    label_text = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
-    pattern = "^" + re.escape(f"promptpulse_processor_{name}" + (f"{{{label_text}}}" if labels else "")) + r" (\S+)$"
-    found = re.search(pattern, text, re.MULTILINE)
-    return float(found.group(1)) if found else None
+    return value(text, f"promptpulse_processor_{name}", **labels)
 
 
 async def wait_for_health(service: ProcessorService, status: int, within: float) -> dict[str, Any]:
