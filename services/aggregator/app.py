@@ -1,9 +1,19 @@
-"""The aggregator's aiohttp application: it hosts ingestion as a background resource.
+"""The aggregator's aiohttp application: every resource's lifetime, in one ordered list.
 
-Resources open in ``cleanup_ctx`` order and close in reverse, which gives the shutdown order
-the project asks for: stop the stall watch, stop intake and let the batch in flight commit (its
-offsets with it), then stop retention, then close the pool. Routes of the query API are added to the same
-application by ``create_app`` callers (see docs/aggregator.md).
+``create_app`` opens them in the order of ``RESOURCES`` and aiohttp closes them in reverse, which
+is the shutdown order the project asks for (test_shutdown_stops_intake_drains_flushes_then_closes
+in tests/integration/test_aggregator_shutdown.py checks it). The HTTP listener stops taking
+requests first (aiohttp), then:
+
+1. the query API's streams end and its LISTEN connection closes;
+2. stop intake: the stall watch, then the ingest, which stops fetching and lets the batch in
+   flight commit (its offsets in the same transaction);
+3. monitor evaluation finishes its pass in flight; the alerts producer is flushed and closed,
+   the webhooks' session closed;
+4. retention stops; the pool closes; telemetry is flushed last by the caller (__main__).
+
+The query API is a sub-application mounted at ``/v1`` (api/wiring.py) with its own key; the
+keys of this application are in appkeys.py. See docs/aggregator.md.
 """
 
 from __future__ import annotations
@@ -13,16 +23,28 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-import asyncpg
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
-from services.aggregator import api, monitors
+from services.aggregator import dashboard
+from services.aggregator.api import prometheus
+from services.aggregator.api import wiring as query_api
+from services.aggregator.api.openapi import openapi
+from services.aggregator.appkeys import (
+    INGESTOR,
+    MONITORS,
+    PARTITIONS,
+    POOL,
+    QUERY_API,
+    SETTINGS,
+    STALLS,
+)
 from services.aggregator.db.migrate import migrate
 from services.aggregator.db.pool import create_pool
 from services.aggregator.ingest.consumer import Ingestor
 from services.aggregator.ingest.decode import SamplingPolicy
 from services.aggregator.ingest.stall import IntakeWatch
+from services.aggregator.monitors.service import running as monitors_running
 from services.aggregator.retention import PartitionCache, retention_loop
 from services.aggregator.settings import AggregatorSettings
 from shared import gctuning
@@ -31,11 +53,7 @@ from shared.topics import TopicError, ensure_topics
 
 log = logging.getLogger(__name__)
 
-SETTINGS = web.AppKey("settings", AggregatorSettings)
-POOL = web.AppKey("pool", asyncpg.Pool)
-PARTITIONS = web.AppKey("partitions", PartitionCache)
-INGESTOR = web.AppKey("ingestor", Ingestor)
-STALLS = web.AppKey("stalls", IntakeWatch)
+__all__ = ["INGESTOR", "MONITORS", "POOL", "SETTINGS", "STALLS", "create_app", "healthz", "readyz"]
 
 _PRICES_SQL = """
 INSERT INTO model_prices (model, prompt_per_1k, completion_per_1k, currency, updated_at)
@@ -91,6 +109,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await pool.close()
+        log.info("shutdown: pool closed")
 
 
 async def _retention(app: web.Application) -> AsyncIterator[None]:
@@ -126,6 +145,7 @@ async def _ingestion(app: web.Application) -> AsyncIterator[None]:
     task.add_done_callback(_report_ingest_end)
     yield
     ingestor.stop()
+    log.info("shutdown: intake stopped; the batch in flight commits")
     wait = settings.aggregator.shutdown_wait_seconds + 5
     try:
         await asyncio.wait_for(asyncio.shield(task), wait)
@@ -136,6 +156,8 @@ async def _ingestion(app: web.Application) -> AsyncIterator[None]:
             await task
     except Exception:
         pass  # already reported by _report_ingest_end
+    log.info("shutdown: ingest drained; committed %d batches, %d records", ingestor.stats.batches,
+             ingestor.stats.records)
 
 
 async def _stall_watch(app: web.Application) -> AsyncIterator[None]:
@@ -148,6 +170,22 @@ async def _stall_watch(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+    log.info("shutdown: stall watch stopped")
+
+
+async def _monitors(app: web.Application) -> AsyncIterator[None]:
+    async with monitors_running(app[SETTINGS], app[POOL]) as service:
+        app[MONITORS] = service
+        yield
+
+
+async def _query_api(app: web.Application) -> AsyncIterator[None]:
+    async with query_api.serving(app[QUERY_API], app[SETTINGS], app[POOL]):
+        yield
+
+
+# Opened in this order, closed in reverse (the module docstring says why this order).
+RESOURCES = (_database, _retention, _monitors, _ingestion, _stall_watch, _query_api)
 
 
 def _report_ingest_end(task: asyncio.Task) -> None:
@@ -190,13 +228,13 @@ async def readyz(request: web.Request) -> web.Response:
 def create_app(settings: AggregatorSettings) -> web.Application:
     app = web.Application()
     app[SETTINGS] = settings
-    app.cleanup_ctx.append(_database)
-    app.cleanup_ctx.append(_retention)
-    app.cleanup_ctx.append(_ingestion)
-    app.cleanup_ctx.append(_stall_watch)
-    app.cleanup_ctx.append(monitors.cleanup_ctx)
-    api.setup(app)
+    app.cleanup_ctx.extend(RESOURCES)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    prometheus.setup(app)  # GET /metrics
+    app.router.add_get("/openapi.json", openapi)
+    dashboard.setup(app)
+    api = query_api.create_api()
+    app[QUERY_API] = api
+    app.add_subapp("/v1", api)
     return app
-

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
-from services.aggregator.api import ApiSection
-from services.aggregator.monitors import MonitorsSection
+from services.aggregator.api.settings import ApiSection
+from services.aggregator.monitors.settings import MonitorsSection
 from shared.settings import ServiceSettings
 
 

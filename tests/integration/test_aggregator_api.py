@@ -16,9 +16,8 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from services.aggregator import api
-from services.aggregator.app import create_app
-from services.aggregator.monitors import MONITORS
+from services.aggregator.api.wiring import LISTENER_APPLICATION_NAME
+from services.aggregator.app import MONITORS, create_app
 from shared.events.builders import new_meta
 from shared.events.codec import encode, event_key
 from shared.events.messages import Feedback
@@ -458,6 +457,7 @@ async def test_monitors_set_through_the_api_win_over_the_file(stack: Stack) -> N
 
 async def test_alerts_are_listed_and_paged(stack: Stack) -> None:
     service = stack.app[MONITORS]
+    await service.open()  # monitors are disabled here (no loop): the test drives the passes
     for minute in (1, 2, 3):
         await service.once(step(stack.base, minute))
     body = await stack.json("/v1/alerts?deployment=demo")
@@ -534,7 +534,7 @@ async def test_a_live_subscriber_sees_new_data_after_it_is_committed(stack: Stac
         # meanwhile are lost, so the subscriber gets a fresh snapshot once it is back.
         killed = await stack.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                                  "WHERE datname = current_database() AND application_name = $1",
-                                 api.LISTENER_APPLICATION_NAME)
+                                 LISTENER_APPLICATION_NAME)
         assert len(killed) == 1
         name, resync = await asyncio.wait_for(anext(events), 60)
         while name != "snapshot":

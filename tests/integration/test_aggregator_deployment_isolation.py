@@ -11,7 +11,7 @@ import yaml
 
 from services.aggregator.db.migrate import migrate
 from services.aggregator.db.pool import create_pool
-from services.aggregator.monitors import MonitorService
+from services.aggregator.monitors.service import MonitorService
 from tests.integration.test_aggregator_monitors import AVERAGE, monitor_settings, write_deployments
 
 pytestmark = pytest.mark.integration

@@ -29,6 +29,7 @@ from tests.support.aggregator import (
     rollup_mismatches,
     rollup_snapshot,
     running_aggregator,
+    settings_on_own_topics,
     stored_offsets,
     wait_caught_up,
     wait_for,
@@ -37,10 +38,8 @@ from tests.support.aggregator import (
 
 @pytest.fixture
 async def agg(fresh_database: str, unique_name: str) -> AsyncIterator:
-    made = aggregator_settings(fresh_database, f"it-{uuid4().hex[:8]}.", unique_name)
-    topics = await create_topics(made)
-    yield made
-    await delete_topics(made, [getattr(topics, role) for role in CONSUMED])
+    async with settings_on_own_topics(fresh_database, unique_name) as made:
+        yield made
 
 
 async def _fetch(dsn: str, query: str, *args):

@@ -22,8 +22,9 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.aggregator.db.pool import create_pool
-from services.aggregator.monitors import MonitorService, MonitorsSection
 from services.aggregator.monitors.evaluator import EVALUATOR_LOCK
+from services.aggregator.monitors.service import MonitorService
+from services.aggregator.monitors.settings import MonitorsSection
 from services.aggregator.monitors.store import replace_monitors
 from services.aggregator.settings import AggregatorSection as QueryApiSection
 from services.aggregator.settings import AggregatorSettings as QueryApiSettings
@@ -168,6 +169,7 @@ async def test_scripted_scores_fire_and_resolve_and_a_plain_consumer_reads_the_a
         pool = await create_pool(settings)
         service = MonitorService(settings, pool)
         try:
+            await service.open()  # its producer and webhook session (app.py does it at start-up)
             await service.sync_files()
             ticks = [await service.once(step(base, minute)) for minute in (1, 2, 3)]
             assert [t.windows for t in ticks] == [3, 3, 3]
@@ -208,6 +210,8 @@ async def test_two_evaluators_at_once_emit_each_window_once(fresh_database, tmp_
         pools = [await create_pool(settings) for _ in range(2)]
         services = [MonitorService(settings, pool) for pool in pools]
         try:
+            for service in services:
+                await service.open()
             await services[0].sync_files()
             # Positive proof of the lock: while another session holds it, a tick does nothing.
             holder = await asyncpg.connect(fresh_database)
@@ -248,6 +252,7 @@ async def test_operational_monitors_match_plain_sql_over_the_raw_rows(fresh_data
         pool = await create_pool(settings)
         service = MonitorService(settings, pool)
         try:
+            await service.open()  # its producer and webhook session (app.py does it at start-up)
             await service.sync_files()
             await service.once(step(base, 1))
             got = {r["monitor_id"]: r for r in await pool.fetch("SELECT * FROM monitor_windows")}
@@ -312,6 +317,7 @@ async def test_webhooks_are_retried_and_a_removed_firing_monitor_resolves(fresh_
         pool = await create_pool(settings)
         service = MonitorService(settings, pool)
         try:
+            await service.open()  # its producer and webhook session (app.py does it at start-up)
             monitors = [{**AVERAGE, "notification": {"webhook_url": urls[0]}},
                         {**PLAIN, "notification": {"webhook_url": urls[1]}}]
             async with pool.acquire() as conn:  # the API's path: stored in Postgres, wins over the file

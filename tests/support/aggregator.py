@@ -43,7 +43,7 @@ from shared.events.messages import (
 )
 from shared.kafka import make_consumer, make_producer
 from shared.settings import KafkaSettings
-from shared.topics import Topics, ensure_topics
+from shared.topics import Topics, delete_topics, ensure_topics
 
 METRICS = ("groundedness", "relevance", "coherence", "fluency")
 CONSUMED = ("inference", "evaluations", "feedback", "spans")
@@ -187,6 +187,17 @@ async def create_topics(settings: AggregatorSettings) -> Topics:
     topics = Topics.from_settings(settings)
     await ensure_topics(settings, [getattr(topics, role) for role in CONSUMED])
     return topics
+
+
+@asynccontextmanager
+async def settings_on_own_topics(dsn: str, group: str) -> AsyncIterator[AggregatorSettings]:
+    """Settings for one test's aggregator, on consumed topics of its own (deleted afterwards)."""
+    made = aggregator_settings(dsn, f"it-{uuid.uuid4().hex[:8]}.", group)
+    topics = await create_topics(made)
+    try:
+        yield made
+    finally:
+        await delete_topics(made, [getattr(topics, role) for role in CONSUMED])
 
 
 async def produce(settings: AggregatorSettings, messages: list[Message]) -> None:

@@ -16,6 +16,7 @@ from services.aggregator.api.errors import json_response
 from services.aggregator.api.params import RUN_ID_PATTERN
 from services.aggregator.api.settings import ApiSection
 from services.aggregator.api.state import API
+from services.aggregator.appkeys import QUERY_API
 from services.aggregator.ingest.values import MAX_ID_CHARS
 from shared.deployments.base import MONITOR_ID_PATTERN, NAME_PATTERN, VARIANT_ID_PATTERN
 
@@ -182,5 +183,6 @@ def document(max_page_size: int = ApiSection().max_page_size) -> dict[str, Any]:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    section = request.app[API].section if API in request.app else ApiSection()
+    api = request.app.get(QUERY_API)  # a route of the main app; the API's state is in its sub-app
+    section = api[API].section if api is not None and API in api else ApiSection()
     return json_response(document(section.max_page_size))

@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from services.aggregator.api.state import API
+from services.aggregator.appkeys import INGESTOR, MONITORS, QUERY_API, STALLS
 from shared.prometheus import PROMETHEUS, Families, ServiceMetrics, metrics_handler
 
 PREFIX = "promptpulse_aggregator_"
@@ -51,10 +52,6 @@ def _monitors(out: Families, service: Any) -> None:
 
 def collect_metrics(app: web.Application, out: Families) -> None:
     """The aggregator's series at scrape time, from whichever parts this process runs."""
-    # Imported here: app.py imports the API package to wire it in.
-    from services.aggregator.app import INGESTOR, STALLS
-    from services.aggregator.monitors import MONITORS
-
     if INGESTOR in app:
         _ingest(out, app[INGESTOR])
     if STALLS in app:
@@ -62,8 +59,9 @@ def collect_metrics(app: web.Application, out: Families) -> None:
                                     "a batch being written, positioning): never a stall.")
     if MONITORS in app:
         _monitors(out, app[MONITORS])
-    if API in app:
-        state = app[API]
+    api = app.get(QUERY_API)  # /metrics is a route of the main app; the API's state is in its sub-app
+    if api is not None and API in api:
+        state = api[API]
         hub = state.hub
         out.add("gauge", "stream_subscribers", "Open SSE streams.", hub.subscriber_count)
         out.add("gauge", "stream_listener_connected", "1 while the LISTEN connection is up.", hub.connected)

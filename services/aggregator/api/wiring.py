@@ -1,30 +1,30 @@
-"""Wiring the query API into the aggregator's application.
+"""The query API as an aiohttp sub-application mounted at ``/v1`` by the aggregator's app.py.
 
-``setup(app)`` adds the routes, the middlewares (error shape, keys, response counts) and a
-cleanup context that opens the stream hub's LISTEN connection. Call it on the application
-``create_app`` builds, after its database context is appended (the API uses its pool), and
-give the settings the fields in :mod:`services.aggregator.api.settings`.
-docs/aggregator-api.md describes every route.
+``create_api()`` builds it: the routes, the middlewares (response counts, error shape, keys),
+which apply to its routes only. ``serving(api, settings, pool)`` is its lifetime, which app.py
+opens in its one ordered list of resources: it fills the sub-application's key ``API`` and runs
+the stream hub's LISTEN connection. docs/aggregator-api.md describes every route.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 from aiohttp import web
 
-from services.aggregator import dashboard
-from services.aggregator.api import monitor_routes, prometheus, routes
+from services.aggregator.api import monitor_routes, routes
 from services.aggregator.api.auth import Authenticator
 from services.aggregator.api.errors import error_middleware
-from services.aggregator.api.openapi import openapi
 from services.aggregator.api.settings import admin_key, api_section, read_key
 from services.aggregator.api.state import API, ApiState
 from services.aggregator.api.stream import MetricsHub
 from services.aggregator.api.stream_route import stream_metrics
+from services.aggregator.dashboard.violations import list_violations
 from services.aggregator.db.pool import ssl_option
+from services.aggregator.settings import AggregatorSettings
 from shared.deployments import load_deployment_folder
 
 log = logging.getLogger(__name__)
@@ -56,11 +56,11 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
     return await request.app[API].auth.middleware(request, handler)
 
 
-async def _api_context(app: web.Application) -> AsyncIterator[None]:
-    # Imported here: app.py imports this package to wire it in.
-    from services.aggregator.app import POOL, SETTINGS
-
-    settings = app[SETTINGS]
+@contextlib.asynccontextmanager
+async def serving(api: web.Application, settings: AggregatorSettings, pool: asyncpg.Pool) -> AsyncIterator[ApiState]:
+    """The query API's state, built once and kept in the sub-application ``api`` (its key
+    ``API``) while the block runs: keys, deployments, the stream hub's LISTEN connection.
+    The aggregator's app.py opens it after the database (it uses the pool)."""
     section = api_section(settings)
     folder = settings.deployments_dir
     # Deployments whose file does not load are left out (sampling_policy logs their problems).
@@ -75,21 +75,23 @@ async def _api_context(app: web.Application) -> AsyncIterator[None]:
         return await asyncpg.connect(dsn, ssl=ssl, timeout=10,
                                      server_settings={"application_name": LISTENER_APPLICATION_NAME})
 
-    hub = MetricsHub(connect, app[POOL], snapshot_minutes=section.sse_snapshot_minutes)
-    app[API] = ApiState(
+    hub = MetricsHub(connect, pool, snapshot_minutes=section.sse_snapshot_minutes)
+    state = ApiState(
         settings=settings,
         section=section,
-        pool=app[POOL],
+        pool=pool,
         deployments=deployments,
         auth=Authenticator(read, admin, ttl_seconds=section.session_ttl_seconds, secure=section.cookie_secure,
-                           pool=app[POOL]),
+                           pool=pool),
         hub=hub,
     )
+    api[API] = state
     await hub.start()
     try:
-        yield
+        yield state
     finally:
         await hub.stop()
+        log.info("shutdown: query API streams ended and its listener closed")
 
 
 async def _end_streams(app: web.Application) -> None:
@@ -106,28 +108,25 @@ async def _delete_session(request: web.Request) -> web.Response:
     return await request.app[API].auth.delete_session(request)
 
 
-def setup(app: web.Application) -> None:
-    """Add the query API to the aggregator's application (before it starts)."""
-    app.middlewares.append(_count_responses)
-    app.middlewares.append(error_middleware)
-    app.middlewares.append(_authenticate)
-    app.cleanup_ctx.append(_api_context)
-    app.on_shutdown.append(_end_streams)
-    router = app.router
-    router.add_post("/v1/session", _create_session)
-    router.add_delete("/v1/session", _delete_session)
-    router.add_get("/v1/deployments", routes.list_deployments)
-    router.add_get("/v1/deployments/{deployment}/metrics", routes.deployment_metrics)
-    router.add_get("/v1/deployments/{deployment}/requests", routes.deployment_requests)
-    router.add_get("/v1/deployments/{deployment}/compare", routes.compare_variants)
-    router.add_get("/v1/deployments/{deployment}/monitors", monitor_routes.get_monitors)
-    router.add_put("/v1/deployments/{deployment}/monitors", monitor_routes.put_monitors)
-    router.add_get("/v1/requests/{request_id}", routes.one_request)
-    router.add_get("/v1/traces/{trace_id}", routes.trace)
-    router.add_get("/v1/alerts", monitor_routes.list_alerts)
-    router.add_get("/v1/runs/{run_id}", routes.batch_run)
-    router.add_get("/v1/stream/metrics", stream_metrics)
-    prometheus.setup(app)  # GET /metrics
-    router.add_get("/openapi.json", openapi)
-    dashboard.setup(app)  # the page (/dashboard/) and its violations route
-
+def create_api() -> web.Application:
+    """The query API as a sub-application, to mount at ``/v1``: its routes, its middlewares
+    (which apply to its routes only) and its key ``API``, filled by :func:`serving`."""
+    api = web.Application(middlewares=[_count_responses, error_middleware, _authenticate])
+    api.on_shutdown.append(_end_streams)
+    router = api.router
+    router.add_post("/session", _create_session)
+    router.add_delete("/session", _delete_session)
+    router.add_get("/deployments", routes.list_deployments)
+    router.add_get("/deployments/{deployment}/metrics", routes.deployment_metrics)
+    router.add_get("/deployments/{deployment}/requests", routes.deployment_requests)
+    router.add_get("/deployments/{deployment}/compare", routes.compare_variants)
+    router.add_get("/deployments/{deployment}/monitors", monitor_routes.get_monitors)
+    router.add_put("/deployments/{deployment}/monitors", monitor_routes.put_monitors)
+    router.add_get("/requests/{request_id}", routes.one_request)
+    router.add_get("/traces/{trace_id}", routes.trace)
+    router.add_get("/alerts", monitor_routes.list_alerts)
+    router.add_get("/runs/{run_id}", routes.batch_run)
+    router.add_get("/stream/metrics", stream_metrics)
+    # The dashboard's own data route: under /v1, so the API's keys guard it.
+    router.add_get("/deployments/{deployment}/violations", list_violations)
+    return api

@@ -6,8 +6,9 @@ internet access. The page signs in once with the read key (``POST /v1/session`` 
 HttpOnly cookie), then reads the query API with that cookie and follows the live SSE stream
 (``EventSource`` cannot send an Authorization header, hence the cookie).
 
-The one route of its own, ``GET /v1/deployments/{d}/violations``, lists violated monitor
-windows for the quality charts' markers; it sits under ``/v1`` so the API's keys guard it.
+The one route of its own, ``GET /v1/deployments/{d}/violations`` (violations.py), lists violated
+monitor windows for the quality charts' markers; it is a route of the query API's sub-application
+(api/wiring.py), so the API's keys guard it.
 docs/dashboard.md describes the page.
 """
 
@@ -16,8 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from aiohttp import web
-
-from services.aggregator.dashboard.violations import list_violations
 
 STATIC = Path(__file__).resolve().parent / "static"
 PREFIX = "/dashboard"
@@ -46,11 +45,10 @@ async def _headers(request: web.Request, response: web.StreamResponse) -> None:
 
 
 def setup(app: web.Application) -> None:
-    """Add the dashboard's routes to the aggregator's application (after the query API's)."""
+    """Add the dashboard's page to the aggregator's application."""
     router = app.router
     router.add_get("/", _to_dashboard)
     router.add_get(PREFIX, _to_dashboard)
     router.add_get(f"{PREFIX}/", _index)
     router.add_static(f"{PREFIX}/static", STATIC)
-    router.add_get("/v1/deployments/{deployment}/violations", list_violations)
     app.on_response_prepare.append(_headers)

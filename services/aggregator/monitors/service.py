@@ -1,6 +1,6 @@
 """The monitor evaluator as a background resource of the aggregator's aiohttp application.
 
-``cleanup_ctx(app)`` (append it to ``app.cleanup_ctx`` after the database context) syncs the
+``running(settings, pool)`` (the aggregator's app.py opens it after the database) syncs the
 deployment files' monitors into Postgres, then runs a loop that every ``tick_seconds``:
 evaluates due windows (if this replica holds the evaluator lock), publishes pending alerts to
 the alerts topic, delivers due webhooks, and now and then drops windows and alerts older than
@@ -19,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import asyncpg
-from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
@@ -108,7 +107,7 @@ class MonitorService:
             if time.monotonic() - self._last_retention > _RETENTION_EVERY_SECONDS:
                 await self._retention(now)
         if self._http is None:
-            self._http = aiohttp.ClientSession()
+            raise RuntimeError("MonitorService.once() before open()")
         await deliver_webhooks(self._pool, self._http, self._section, self.delivery)
         return tick
 
@@ -136,46 +135,47 @@ class MonitorService:
     def stop(self) -> None:
         self._stop.set()
 
+    async def open(self) -> None:
+        """The webhooks' session, and the producer unless Kafka is away (each pass retries it)."""
+        self._http = aiohttp.ClientSession()
+        await self._ensure_producer()
+
     async def close(self) -> None:
         if self._producer is not None:
             with contextlib.suppress(Exception):
-                await self._producer.stop()
+                await self._producer.stop()  # sends what it still holds first
             self._producer = None
+            log.info("shutdown: alerts producer flushed and closed")
         if self._http is not None:
             await self._http.close()
             self._http = None
+            log.info("shutdown: webhook session closed")
 
 
-MONITORS = web.AppKey("monitors", MonitorService)
-
-
-def _app_keys() -> tuple[web.AppKey[AggregatorSettings], web.AppKey[asyncpg.Pool]]:
-    # Imported here: app.py imports this module to wire it in, so a top-level import would be circular.
-    from services.aggregator.app import POOL, SETTINGS
-
-    return SETTINGS, POOL
-
-
-async def cleanup_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The evaluator's lifetime; needs the database context before it in ``app.cleanup_ctx``."""
-    settings_key, pool_key = _app_keys()
-    settings = app[settings_key]
-    service = MonitorService(settings, app[pool_key])
-    app[MONITORS] = service
-    await service.sync_files()
-    if not monitors_section(settings).enabled:
-        yield
-        return
+@contextlib.asynccontextmanager
+async def running(settings: AggregatorSettings, pool: asyncpg.Pool) -> AsyncIterator[MonitorService]:
+    """The evaluator's lifetime (the aggregator's app.py opens it after the database): file
+    monitors synced, then, when enabled, the alerts producer and the webhooks' HTTP session
+    opened here, the loop run, and on leaving: the loop stopped after its pass in flight, the
+    producer flushed and closed, the session closed, in that order."""
+    service = MonitorService(settings, pool)
     try:
-        await ensure_topics(settings, [service.topic])
-    except (TopicError, KafkaError, OSError) as exc:  # not fatal: alerts wait in the outbox
-        log.warning("could not ensure the alerts topic exists: %s", exc)
-    task = asyncio.create_task(service.run(), name="aggregator-monitors")
-    try:
-        yield
+        await service.sync_files()
+        if not monitors_section(settings).enabled:
+            yield service  # no loop; what a caller opened by hand is still closed below
+            return
+        try:
+            await ensure_topics(settings, [service.topic])
+        except (TopicError, KafkaError, OSError) as exc:  # not fatal: alerts wait in the outbox
+            log.warning("could not ensure the alerts topic exists: %s", exc)
+        await service.open()
+        task = asyncio.create_task(service.run(), name="aggregator-monitors")
+        try:
+            yield service
+        finally:
+            service.stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            log.info("shutdown: monitor evaluation stopped")
     finally:
-        service.stop()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         await service.close()
-
