@@ -149,13 +149,14 @@ async def load_registry(
     key_files = {d.api_keys_file: key_file_state(d.api_keys_file) for d in folder.deployments.values()
                  if d.api_keys_file}
     if previous is not None:
-        for name, failure in failures.items():
+        for name, failure in list(failures.items()):
             stale = _last_good(previous, failure)
             if stale is not None and stale.name not in runtimes:
                 runtimes[stale.name] = _with_current_keys(stale)
                 if stale.deployment.api_keys_file is not None:
                     key_files[stale.deployment.api_keys_file] = key_file_state(stale.deployment.api_keys_file)
-                if stale.name != name:
+                if stale.name != name:  # known by its file stem now: report it under the name it serves
+                    del failures[name]
                     failures[stale.name] = replace(failure, name=stale.name)
     registry = Registry(runtimes, connections, clients, key_files, generation, failures=failures,
                         folder_problems=tuple(folder_problems))
