@@ -197,8 +197,8 @@ class JudgeRunner:
         plan = plan_evaluation(
             judging.metrics,
             judging.column_mapping,
-            StructFields(job.request.inputs),  # type: ignore[arg-type]
-            StructFields(response.outputs),  # type: ignore[arg-type]
+            StructFields(job.request.inputs),
+            StructFields(response.outputs),
             combined=judging.combined_call,
             max_chars=self._section.judged_text_max_chars,
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BeforeValidator, Field, PrivateAttr, ValidationInfo, field_validator
 
@@ -69,6 +69,13 @@ ColumnReference = Annotated[
 ]
 
 
+class Fields(Protocol):
+    """A request's inputs or outputs, read by name: a dict, or a view that converts only the
+    fields asked for (the processor's StructFields)."""
+
+    def get(self, name: str, /) -> Any: ...
+
+
 class ColumnMapping(ConfigModel):
     """Which flow input or output plays each role the judges know."""
 
@@ -87,7 +94,7 @@ class ColumnMapping(ConfigModel):
         side, _, name = reference.partition(".")
         return ("inputs" if side == "inputs" else "outputs"), name
 
-    def value(self, column: Column, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> Any:
+    def value(self, column: Column, inputs: Fields, outputs: Fields) -> Any:
         """The column's value in one request, or None when unmapped or absent."""
         where = self.source(column)
         if where is None:

@@ -286,7 +286,9 @@ class Spool:
             self._fsync_directory()  # the new file's name must survive a crash too
         elif not any(segment is active for segment, _ in touched):
             touched.append((active, active.size))
-        return active, self._writer  # type: ignore[return-value]
+        writer = self._writer
+        assert writer is not None  # an active segment always has its writer open (see the top)
+        return active, writer
 
     def _sync_writer(self) -> None:
         if self._writer is not None:

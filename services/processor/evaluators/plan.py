@@ -23,6 +23,7 @@ from services.processor.evaluators.prompts import (
     single_metric_messages,
 )
 from shared.deployments import METRIC_COLUMNS, ColumnMapping
+from shared.deployments.schema import Fields
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,8 @@ def column_text(value: Any) -> str | None:
 def plan_evaluation(
     metrics: Sequence[str],
     mapping: ColumnMapping,
-    inputs: Mapping[str, Any],
-    outputs: Mapping[str, Any],
+    inputs: Fields,
+    outputs: Fields,
     *,
     combined: bool = False,
     max_chars: int = 16_000,
