@@ -18,6 +18,7 @@ import yaml
 
 from shared.apikeys import new_api_key_record
 from tests.support.live_stack import LiveStack, StackOptions, live_stack
+from tests.support.prometheus_text import value as metric_value
 from tests.unit.test_flow_python_node import DAG as PYTHON_FLOW  # one python node, shout.py
 
 pytestmark = pytest.mark.integration
@@ -47,12 +48,6 @@ def folder_files(echo_key: dict) -> dict[str, str]:
                                      "column_mapping": {"answer": "outputs.nope"}}),
         "needs-package.yaml": deployment({"name": "needs-package", "flow": "flows/needs-package"}),
     }
-
-
-def sample(lines: list[str], series: str) -> float | None:
-    """The value of one series in a Prometheus text exposition (None if absent)."""
-    found = [line[len(series):].strip() for line in lines if line.startswith(series + " ")]
-    return float(found[0]) if found else None
 
 
 async def get(stack: LiveStack, service: str, path: str, **headers: str) -> tuple[int, dict]:
@@ -128,12 +123,13 @@ async def test_a_folder_with_broken_deployments_serves_the_rest_in_every_service
         assert status == 200 and health["deployments"] == ["demo"], health
         assert health["unavailable_deployments"] == ["broken"]  # it reads no flows: only the file's key
         async with aiohttp.ClientSession() as session, session.get(f"{stack.processor.url}/metrics") as resp:
-            metrics = (await resp.text()).splitlines()
-        assert sample(metrics, 'promptpulse_processor_deployment_unavailable{deployment="broken"}') == 1
+            metrics = await resp.text()
+        assert metric_value(metrics, "promptpulse_processor_deployment_unavailable", deployment="broken") == 1
         async with aiohttp.ClientSession() as session, session.get(f"{stack.gateway.url}/metrics") as resp:
-            metrics = (await resp.text()).splitlines()
-        assert sample(metrics, 'promptpulse_gateway_deployment_status{deployment="needs-package",status="unavailable"}') == 1
-        assert sample(metrics, 'promptpulse_gateway_deployment_status{deployment="echo",status="serving"}') == 1
+            metrics = await resp.text()
+        status_of = "promptpulse_gateway_deployment_status"
+        assert metric_value(metrics, status_of, deployment="needs-package", status="unavailable") == 1
+        assert metric_value(metrics, status_of, deployment="echo", status="serving") == 1
 
         async def judged() -> list[str]:
             conn = await asyncpg.connect(stack.database_url, timeout=10)
