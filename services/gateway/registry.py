@@ -56,10 +56,10 @@ __all__ = ["SERVING", "STALE", "UNAVAILABLE", "DeploymentRuntime", "Deployments"
            "Registry", "key_file_state", "load_registry"]
 
 
-def _runtime(deployment: Deployment, flow: Flow, clients: Mapping[str, Any],
+def _runtime(deployment: Deployment, flow: Flow, clients: Mapping[str, Any], connections: Mapping[str, Any],
              tracer_provider: TracerProvider | None, generation: int) -> DeploymentRuntime:
     used = {n: clients[n] for n in flow_connections(flow)}
-    executor = FlowExecutor(flow, used, tracer_provider=tracer_provider)
+    executor = FlowExecutor(flow, used, tracer_provider=tracer_provider, connections=connections)
     for variant in deployment.variants:
         executor.plan(variant.id, variant.nodes)  # an impossible selection fails the load, not a request
     return DeploymentRuntime(
@@ -107,7 +107,7 @@ async def load_registry(
     for name, deployment in folder.deployments.items():
         files[name] = deployment.source
         try:
-            flows[name] = load_flow(deployment.flow, connections=connections.keys())
+            flows[name] = load_flow(deployment.flow, connections=connections)
         except Exception as exc:  # any failure stays this deployment's
             problems[name] = _reason(exc)
     # Only connections some flow uses get a client: a judge-only connection is the processor's.
@@ -139,7 +139,8 @@ async def load_registry(
                 problems[name] = [broken_connections[c] for c in unusable]
                 continue
             try:
-                runtimes[name] = _runtime(folder.deployments[name], flow, clients, tracer_provider, generation)
+                runtimes[name] = _runtime(folder.deployments[name], flow, clients, connections, tracer_provider,
+                                          generation)
             except Exception as exc:
                 problems[name] = _reason(exc)
     except BaseException:

@@ -5,6 +5,10 @@ OpenAI-compatible server (vLLM, Ollama, LiteLLM, llmsim). Flows' LLM nodes and j
 connections by name, so the same flow runs against any of them unchanged. The file holds the
 *name* of the environment variable with the key, never the key; a resolved key is a SecretStr
 and only leaves it as the ``api_key`` argument of the openai client.
+
+A ``custom`` connection is prompt flow's ``CustomConnection`` for Python nodes: ``configs``
+(plain settings) and ``secrets_env`` (secret name -> environment variable holding it). It is
+not an LLM endpoint: llm nodes and judges cannot use it.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 
@@ -21,6 +25,7 @@ from shared.deployments.base import (
     CONNECTION_NAME_PATTERN,
     DEFER_CHECKS,
     ENV_NAME_PATTERN,
+    FIELD_NAME_PATTERN,
     ConfigModel,
 )
 from shared.deployments.errors import (
@@ -39,13 +44,15 @@ CONNECTIONS_FILE = "connections.yaml"
 # no key, the openai client would fall back to OPENAI_API_KEY from the environment and hand a
 # real OpenAI key to whatever local endpoint the connection names.
 NO_KEY_PLACEHOLDER = "no-key"
+# Config names that hold secrets in prompt flow's examples (api_key, token, ...): refused in configs.
+_SECRET_LIKE = re.compile(r"(^|_)(key|secret|password|token)$", re.IGNORECASE)
 
 
 class Connection(ConfigModel):
     """One named LLM endpoint."""
 
     name: str = Field(pattern=CONNECTION_NAME_PATTERN)
-    type: Literal["openai", "azure_openai", "openai_compatible"]
+    type: Literal["openai", "azure_openai", "openai_compatible", "custom"]
     base_url: str | None = None
     azure_endpoint: str | None = None
     api_version: str | None = Field(None, min_length=1, max_length=64)
@@ -53,6 +60,10 @@ class Connection(ConfigModel):
     api_key: Literal["none"] | None = Field(
         None, description="'none' for local endpoints that ignore keys (llmsim, Ollama, vLLM)."
     )
+    configs: dict[Annotated[str, Field(pattern=FIELD_NAME_PATTERN)], str | int | float | bool] | None = None
+    secrets_env: dict[
+        Annotated[str, Field(pattern=FIELD_NAME_PATTERN)], Annotated[str, Field(pattern=ENV_NAME_PATTERN)]
+    ] | None = None
 
     @field_validator("base_url", "azure_endpoint")
     @classmethod
@@ -77,6 +88,17 @@ class Connection(ConfigModel):
         only_for("azure_endpoint", ("azure_openai",))
         only_for("api_version", ("azure_openai",))
         only_for("api_key", ("openai_compatible",))
+        only_for("configs", ("custom",))
+        only_for("secrets_env", ("custom",))
+        if kind == "custom":
+            only_for("api_key_env", ())
+            for key in (self.configs or {}):
+                if key in (self.secrets_env or {}):
+                    found.append((("configs", key), "is also in secrets_env; name it once"))
+                elif _SECRET_LIKE.search(key):
+                    found.append((("configs", key), "looks like a secret: name its environment variable in "
+                                  "secrets_env instead (the file never holds secret values)"))
+            return found
         if kind == "azure_openai":
             required("azure_endpoint")
             required("api_version")
@@ -88,6 +110,19 @@ class Connection(ConfigModel):
             hint = " (or api_key: none for an endpoint that ignores keys)" if kind == "openai_compatible" else ""
             found.append((("api_key_env",), f"required for type {kind}{hint}"))
         return found
+
+    def resolve_secrets(self, environ: Mapping[str, str] | None = None) -> dict[str, SecretStr]:
+        """A custom connection's secrets from their environment variables; raises when one is unset."""
+        env = os.environ if environ is None else environ
+        secrets: dict[str, SecretStr] = {}
+        for key, variable in (self.secrets_env or {}).items():
+            value = env.get(variable, "")
+            if not value.strip():
+                raise ConnectionKeyMissingError(
+                    f"connection {self.name!r}: environment variable {variable} (secrets_env.{key}) is not set or empty"
+                )
+            secrets[key] = SecretStr(value.strip())
+        return secrets
 
     def resolve_api_key(self, environ: Mapping[str, str] | None = None) -> SecretStr | None:
         """The key from the named environment variable; None for ``api_key: none``."""
@@ -111,6 +146,8 @@ def openai_client_kwargs(
 
     The result holds the plain key, as the client needs it: pass it on, never log it.
     """
+    if connection.type == "custom":
+        raise ValueError(f"connection {connection.name!r} is a custom connection, not an LLM endpoint")
     key = connection.resolve_api_key(environ)
     kwargs: dict[str, Any] = {
         "api_key": key.get_secret_value() if key is not None else NO_KEY_PLACEHOLDER

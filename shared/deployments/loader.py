@@ -99,6 +99,8 @@ def _connection_problems(
     if deployment.evaluation is None:
         return []
     name = deployment.evaluation.judge.connection
+    if name in connections and connections[name].type == "custom":
+        return [Problem(shown, "evaluation.judge.connection", f"{name!r} is a custom connection, not an LLM endpoint")]
     if name in connections:
         return []
     known = ", ".join(sorted(connections)) or "none"

@@ -31,6 +31,7 @@ from shared.flow.errors import FlowError, FlowProblem, NodeExecutionError
 from shared.flow.inputs import bind_inputs
 from shared.flow.model import Flow, Node
 from shared.flow.nodes import BYPASSED, run_llm, run_prompt, run_python
+from shared.flow.pf_connections import node_connections
 from shared.flow.plan import DEFAULT_VARIANT, Plan, build_plan, select_variants
 from shared.flow.python_llm import observe_openai_calls
 from shared.flow.references import PropertyError, Reference, follow_path
@@ -43,6 +44,9 @@ class FlowExecutor:
 
     ``clients`` maps each connection name the flow's llm nodes use to an ``openai.AsyncOpenAI``
     (or ``AsyncAzureOpenAI``) client; the executor never builds clients or sees their keys.
+    ``connections`` (name -> connections.yaml entry) serve Python nodes' connection parameters:
+    each such node gets a prompt flow connection object, its secrets read from the environment
+    here, once (pf_connections.py).
     """
 
     def __init__(
@@ -51,6 +55,7 @@ class FlowExecutor:
         clients: Mapping[str, Any],
         *,
         tracer_provider: trace.TracerProvider | None = None,
+        connections: Mapping[str, Any] | None = None,
     ) -> None:
         problems = [
             FlowProblem(flow.name, name, "connection", f"no client for connection {node.llm.connection!r}")
@@ -58,6 +63,8 @@ class FlowExecutor:
             for node in flow.all_nodes(name)
             if node.llm is not None and node.llm.connection not in clients
         ]
+        self._connection_objects, connection_problems = node_connections(flow, connections or {})
+        problems += connection_problems
         if problems:
             raise FlowError(dict.fromkeys(problems))  # one problem per node, even with variants
         self.flow = flow
@@ -237,6 +244,9 @@ class _Run:
         started = time.perf_counter()
         values = {key: self._input_value(value, name, key) for key, value in node.inputs.items()}
         if node.type == "python":
+            for key in node.connections:
+                cls, arguments = self.executor._connection_objects[(name, node.variant_id, key)]
+                values[key] = cls(**arguments)  # a fresh object: a node changing it changes no other run
             output = await run_python(
                 node, values, self.executor.tracer, self.executor.tracer_provider, record=self.llm_calls.append
             )

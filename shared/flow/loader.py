@@ -7,7 +7,7 @@ flow, the node and the field, so one start-up shows everything to fix.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,15 @@ from shared.flow.model import (
     LlmSettings,
     Node,
     NodeVariants,
+    PythonTool,
 )
 from shared.flow.modules import FlowModules
+from shared.flow.python_inputs import (
+    CLASS_FOR_TYPE,
+    connection_classes,
+    convert_literal,
+    literal_kind,
+)
 from shared.flow.python_node import MissingModuleError, ToolLoadError, flow_modules, load_tool
 from shared.flow.references import Reference, ReferenceSyntaxError, parse_value
 from shared.flow.requirements import DEFAULT_REQUIREMENTS, INSTALL_COMMAND, requirements_file
@@ -70,7 +77,10 @@ def missing_module_reason(exc: MissingModuleError, folder: Path) -> str:
 def load_flow(path: Path | str, *, name: str | None = None, connections: Collection[str] | None = None) -> Flow:
     """The flow in folder ``path`` (or the ``flow.dag.yaml`` itself); raises FlowError.
 
-    ``connections``: when given, every llm node's connection must be one of these names.
+    ``connections``: when given, every llm node's connection (and every Python node's connection
+    input) must be one of these names; given as the mapping name -> Connection (connections.yaml),
+    their types are checked too: an llm node needs an LLM endpoint, a Python node parameter the
+    class it is annotated with.
     """
     path = Path(path)
     folder = path.parent if path.is_file() else path
@@ -269,8 +279,9 @@ class _FlowLoader:
             return None
         if spec.get("skip"):
             self.problem(name, f"{prefix}skip", "the deprecated skip config is not supported; use activate")
-        if spec.get("aggregation"):
-            self.problem(name, f"{prefix}aggregation", "aggregation nodes run only in batch evaluation; not supported")
+        aggregation = spec.get("aggregation", False)
+        if not isinstance(aggregation, bool):
+            self.problem(name, f"{prefix}aggregation", f"must be true or false, not {aggregation!r}")
         source = self._source(spec.get("source"), name, prefix, ".py" if kind == "python" else None)
         raw_inputs = self._mapping(spec.get("inputs"), name, f"{prefix}inputs")
         inputs: dict[str, Any] = {}
@@ -282,7 +293,8 @@ class _FlowLoader:
         activate = self._activate(spec.get("activate"), name, prefix)
         if source is None or len(self.problems) > before:
             return None
-        common = {"name": name, "type": kind, "source": source, "activate": activate, "variant_id": variant_id}
+        common = {"name": name, "type": kind, "source": source, "activate": activate, "variant_id": variant_id,
+                  "aggregation": aggregation}
         if kind == "python":
             return self._python_node(common, inputs, prefix)
         template = self._template(source, name, prefix)
@@ -338,6 +350,7 @@ class _FlowLoader:
             self.problem(name, f"{prefix}source.path", str(exc))
             return None
         function = getattr(tool.function, "__name__", "the tool")
+        connections = self._typed_inputs(name, prefix, function, tool, inputs)
         if not tool.accepts_any:
             for key in inputs:
                 if key not in tool.parameters:
@@ -345,7 +358,51 @@ class _FlowLoader:
         missing = [p for p, has_default in tool.parameters.items() if not has_default and p not in inputs]
         if missing:
             self.problem(name, f"{prefix}inputs", f"{function}() needs {', '.join(map(repr, missing))}")
-        return Node(inputs=inputs, tool=tool, **common)
+        return Node(inputs=inputs, tool=tool, connections=connections, **common)
+
+    def _typed_inputs(self, name: str, prefix: str, function: str, tool: PythonTool, inputs: dict[str, Any]
+                      ) -> dict[str, str]:
+        """Converts literal inputs to their parameters' annotated types (in ``inputs``); returns
+        parameter -> connection name for the parameters annotated with a connection class."""
+        connections: dict[str, str] = {}
+        for key, value in inputs.items():
+            if key not in tool.annotations:
+                continue
+            annotation = tool.annotations[key]
+            where = f"{prefix}inputs.{key}"
+            accepted = connection_classes(annotation)
+            if accepted:
+                wanted = " or ".join(accepted)
+                if not isinstance(value, str) or not value.strip():
+                    self.problem(name, where, f"{function}() takes a {wanted} here: write a connection name, "
+                                 f"not {value if isinstance(value, Reference) else repr(value)}")
+                    continue
+                self._check_connection(name, where, value, accepted, wanted)
+                connections[key] = value
+            elif not isinstance(value, Reference):
+                try:
+                    inputs[key] = convert_literal(annotation, value)
+                except ValueError as exc:
+                    self.problem(name, where, f"{exc} ({function}() annotates {key!r} as {literal_kind(annotation)})")
+        return connections
+
+    def _connection_type(self, connection: str) -> str | None:
+        """The connections.yaml type of a connection, when the loader was given the connections."""
+        if isinstance(self.connections, Mapping):
+            return getattr(self.connections.get(connection), "type", None)
+        return None
+
+    def _check_connection(self, name: str, where: str, value: str, accepted: Collection[str], wanted: str) -> None:
+        if self.connections is None:
+            return  # checked by the executor, which is given the connections
+        if value not in self.connections:
+            known = ", ".join(sorted(self.connections)) or "none"
+            self.problem(name, where, f"{value!r} is not a known connection (known: {known})")
+            return
+        kind = self._connection_type(value)
+        if kind is not None and CLASS_FOR_TYPE.get(kind) not in accepted:
+            self.problem(name, where, f"connection {value!r} is of type {kind} (a {CLASS_FOR_TYPE.get(kind)}); "
+                         f"the parameter takes a {wanted}")
 
     def _llm_node(
         self, common: dict[str, Any], spec: dict[str, Any], inputs: dict[str, Any], template: Any, prefix: str
@@ -361,6 +418,8 @@ class _FlowLoader:
         elif self.connections is not None and connection not in self.connections:
             known = ", ".join(sorted(self.connections)) or "none"
             self.problem(name, f"{prefix}connection", f"{connection!r} is not a known connection (known: {known})")
+        elif self._connection_type(connection) == "custom":
+            self.problem(name, f"{prefix}connection", f"{connection!r} is a custom connection, not an LLM endpoint")
         raw_params, variables = llm.split_inputs(inputs)
         params, bad = llm.convert_literals(raw_params)
         for key, reason in bad.items():
@@ -378,13 +437,21 @@ class _FlowLoader:
 
     def _check_references(self, flow: Flow) -> None:
         names = set(flow.node_order)
+        aggregation = set(flow.aggregation_nodes)
         for node_name in flow.node_order:
             for node in flow.all_nodes(node_name):
                 prefix = f"variants.{node.variant_id}." if node.variant_id else ""
                 for field, ref in node.references():
                     self._check_reference(flow, names, ref, node_name, prefix + field)
+                    if ref.node in aggregation and node_name not in aggregation:
+                        # As prompt flow: only another aggregation node may read one's output.
+                        self.problem(node_name, prefix + field, f"{ref} is an aggregation node's output, which "
+                                     "only another aggregation node may read (it runs once per batch)")
         for output in flow.outputs.values():
             self._check_reference(flow, names, output.reference, None, f"outputs.{output.name}.reference")
+            if output.reference.node in aggregation:
+                self.problem(None, f"outputs.{output.name}.reference", f"{output.reference} is an aggregation "
+                             "node's output; a flow output cannot reference one (it runs once per batch)")
 
     def _check_reference(self, flow: Flow, names: set[str], ref: Reference, node: str | None, field: str) -> None:
         if ref.is_input:

@@ -64,6 +64,7 @@ class PythonTool:
     is_async: bool
     parameters: Mapping[str, bool]  # parameter name -> whether it has a default
     accepts_any: bool  # takes **kwargs, so any node input is welcome
+    annotations: Mapping[str, Any] = field(default_factory=dict)  # parameter name -> its annotation
 
     @property
     def qualname(self) -> str:
@@ -100,6 +101,12 @@ class Node:
     template: Template | None = None
     tool: PythonTool | None = None
     llm: LlmSettings | None = None
+    # An evaluation flow's aggregation node: it runs once over a whole batch, never per request
+    # (not in any plan). What it does online is issue 13's.
+    aggregation: bool = False
+    # Python node parameter -> the connection name it takes (python_inputs.py): the node gets the
+    # connection object, built by the executor from connections.yaml.
+    connections: Mapping[str, str] = field(default_factory=dict)
 
     def references(self) -> list[tuple[str, Reference]]:
         """(field, reference) of every reference the node reads, activate condition included."""
@@ -147,6 +154,10 @@ class Flow:
         if candidate is not None and self.is_chat and candidate.type == "list":
             return candidate
         return None
+
+    @property
+    def aggregation_nodes(self) -> tuple[str, ...]:
+        return tuple(n for n in self.node_order if any(node.aggregation for node in self.all_nodes(n)))
 
     def variant_ids(self) -> set[str]:
         return {vid for group in self.variants.values() for vid in group.variants}

@@ -12,6 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from shared.deployments.connections import NO_KEY_PLACEHOLDER, Connection
+from shared.deployments.errors import ConnectionKeyMissingError
+from shared.flow.errors import FlowProblem
+from shared.flow.model import Flow
+
 _HIDDEN = "******"
 
 
@@ -96,3 +101,53 @@ class CustomConnection(_Connection):
 
 
 CONNECTION_CLASSES: tuple[type[_Connection], ...] = (OpenAIConnection, AzureOpenAIConnection, CustomConnection)
+STAND_INS: dict[str, type[_Connection]] = {cls.__name__: cls for cls in CONNECTION_CLASSES}
+
+
+def connection_arguments(connection: Connection, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The constructor arguments of the prompt flow class for a connections.yaml entry (its
+    secrets resolved from the environment: hand them to the class, never log them)."""
+    if connection.type == "custom":
+        secrets = {k: v.get_secret_value() for k, v in connection.resolve_secrets(environ).items()}
+        return {"secrets": secrets, "configs": dict(connection.configs or {}), "name": connection.name}
+    key = connection.resolve_api_key(environ)
+    api_key = key.get_secret_value() if key is not None else NO_KEY_PLACEHOLDER
+    if connection.type == "azure_openai":
+        return {"api_key": api_key, "api_base": connection.azure_endpoint, "api_type": "azure",
+                "api_version": connection.api_version, "name": connection.name}
+    return {"api_key": api_key, "base_url": connection.base_url, "name": connection.name}
+
+
+ConnectionObjects = dict[tuple[str, str | None, str], tuple[type, dict[str, Any]]]
+
+
+def node_connections(flow: Flow, connections: Mapping[str, Connection]) -> tuple[ConnectionObjects, list[FlowProblem]]:
+    """(node, variant, parameter) -> (class, constructor arguments) for every Python node
+    connection parameter, and the problems: a connection not given, of a type the parameter does
+    not take, or whose secret variable is unset."""
+    from shared.flow.python_inputs import CLASS_FOR_TYPE, connection_classes
+
+    found: ConnectionObjects = {}
+    problems: list[FlowProblem] = []
+    for name in flow.node_order:
+        for node in flow.all_nodes(name):
+            for key, connection_name in node.connections.items():
+                field = f"inputs.{key}"
+                connection = connections.get(connection_name)
+                if connection is None:
+                    problems.append(FlowProblem(flow.name, name, field, f"no connection {connection_name!r} was given"))
+                    continue
+                accepted = connection_classes(node.tool.annotations.get(key) if node.tool else None)
+                class_name = CLASS_FOR_TYPE[connection.type]
+                if class_name not in accepted:
+                    problems.append(FlowProblem(flow.name, name, field, f"connection {connection_name!r} is of type "
+                                                f"{connection.type} (a {class_name}); the parameter takes a "
+                                                f"{' or '.join(accepted)}"))
+                    continue
+                try:
+                    arguments = connection_arguments(connection)
+                except ConnectionKeyMissingError as exc:
+                    problems.append(FlowProblem(flow.name, name, field, str(exc)))
+                    continue
+                found[(name, node.variant_id, key)] = (accepted[class_name] or STAND_INS[class_name], arguments)
+    return found, problems

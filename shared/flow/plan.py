@@ -54,9 +54,13 @@ def select_variants(
 
 
 def build_plan(flow: Flow, chosen: Mapping[str, str]) -> Plan:
+    """The per-request nodes: aggregation nodes run over a batch, never per request (the loader
+    made sure no per-request node or output reads one)."""
     nodes: dict[str, Node] = {}
+    skipped = set(flow.aggregation_nodes)
     for name in flow.node_order:
-        nodes[name] = flow.nodes[name] if name in flow.nodes else flow.variants[name].variants[chosen[name]]
+        if name not in skipped:
+            nodes[name] = flow.nodes[name] if name in flow.nodes else flow.variants[name].variants[chosen[name]]
     dependencies = {name: frozenset(node.node_dependencies()) for name, node in nodes.items()}
-    order = topological_order(flow.node_order, {k: set(v) for k, v in dependencies.items()})
+    order = topological_order([n for n in flow.node_order if n in nodes], {k: set(v) for k, v in dependencies.items()})
     return Plan(nodes=nodes, order=tuple(order), dependencies=dependencies, node_variants=dict(chosen))

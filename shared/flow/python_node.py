@@ -23,6 +23,7 @@ from typing import Any
 from shared.flow.model import PythonTool
 from shared.flow.modules import PACKAGE_PREFIX, FlowModules
 from shared.flow.pf_connections import CONNECTION_CLASSES
+from shared.flow.python_inputs import annotations_of
 
 TOOL_MARKER = "__tool"  # what prompt flow's @tool sets on the function it returns
 _import_lock = threading.Lock()
@@ -137,7 +138,8 @@ def load_tool(path: Path, namespace: FlowModules | None = None) -> PythonTool:
             parameters[parameter.name] = parameter.default is not inspect.Parameter.empty
     original = inspect.unwrap(function)
     is_async = inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(original)
-    return PythonTool(function=function, is_async=is_async, parameters=parameters, accepts_any=accepts_any)
+    return PythonTool(function=function, is_async=is_async, parameters=parameters, accepts_any=accepts_any,
+                      annotations=annotations_of(function, parameters))
 
 
 async def call_tool(tool_def: PythonTool, kwargs: dict[str, Any]) -> Any:
