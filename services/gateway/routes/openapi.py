@@ -50,7 +50,10 @@ _ERRORS = {
            "error.exception_message say which and why), or the gateway itself did (internal_error, no details).",
     "502": "An LLM call failed (error.type says how; error.node, error.exception_type, error.exception_message and, "
            "when the endpoint answered, error.llm_status say which and why).",
-    "503": "The gateway cannot record more requests right now (see Retry-After).",
+    "503": "The gateway cannot record more requests right now (error.type overloaded or shutting_down, see "
+           "Retry-After), or the "
+           "deployment's files do not load (error.type deployment_unavailable; operators see why on "
+           "GET /admin/deployments).",
     "504": "The flow did not finish in time.",
 }
 
