@@ -50,6 +50,8 @@ def read_route(key: bytes | None, headers: KafkaHeaders) -> Route:
     """The route of a record from its key and headers (aiokafka pairs or a faust mapping)."""
     kind_raw = deployment_raw = traceparent_raw = None
     try:
+        # hasattr, which mypy cannot narrow by: isinstance(headers, Mapping) cost 0.8 µs a call
+        # against 0.16 µs (timeit, a list of pairs), on the path every event takes.
         pairs = headers.items() if hasattr(headers, "items") else (headers or ())  # type: ignore[union-attr]
         for name, value in pairs:
             if name == EVENT_TYPE_HEADER:
