@@ -154,7 +154,9 @@ async def test_a_session_ended_on_one_replica_is_refused_on_every_replica(stack:
     # Issue 15, finding 6: a copied pp_session cookie used to work for its whole lifetime after
     # DELETE /v1/session. Two aggregator replicas on one database: a session ended on either is
     # refused by both, and ending one session leaves the others alone.
-    second = web.AppRunner(create_app(stack.settings))
+    settings = stack.settings.model_copy(deep=True)
+    settings.aggregator.api.sse_heartbeat_seconds = 0.5  # how often an open stream checks its session
+    second = web.AppRunner(create_app(settings))
     await second.setup()
     site = web.TCPSite(second, "127.0.0.1", 0)
     await site.start()
@@ -180,6 +182,15 @@ async def test_a_session_ended_on_one_replica_is_refused_on_every_replica(stack:
         for token in (ended_on_first, ended_on_second):
             assert [await status(url, token) for url in replicas] == [401, 401]
         assert [await status(url, kept) for url in replicas] == [200, 200]
+        # A live stream open on one replica ends when its session is ended on the other.
+        streamed = await session()
+        async with stack.http.get(replicas[1] + "/v1/stream/metrics?deployment=demo",
+                                  headers={"Cookie": f"pp_session={streamed}"}) as stream:
+            assert stream.status == 200
+            assert (await stream.content.readline()).startswith(b"retry:")
+            assert await status(replicas[0], streamed, "DELETE", "/v1/session") == 204
+            await asyncio.wait_for(stream.read(), 10)  # to the end of the stream: it was closed
+        assert await status(replicas[1], streamed, "GET", "/v1/stream/metrics?deployment=demo") == 401
         # Ending it again, or with no session at all, is harmless.
         assert await status(replicas[1], ended_on_first, "DELETE", "/v1/session") == 204
         async with stack.http.delete(replicas[1] + "/v1/session") as response:

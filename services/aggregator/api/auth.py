@@ -73,6 +73,10 @@ class Session:
     expires: int  # Unix seconds
 
 
+# The session a request was let in by (absent for a key): a live stream checks it again as it runs.
+SESSION = web.RequestKey("promptpulse_session", Session)
+
+
 def new_session_id() -> str:
     return secrets.token_urlsafe(16)
 
@@ -122,11 +126,16 @@ class Authenticator:
     async def is_revoked(self, session: Session) -> bool:
         return bool(await self.pool.fetchval(_IS_REVOKED_SQL, session.id))
 
+    async def still_valid(self, session: Session) -> bool:
+        """For a request that outlives its check (a live stream): not expired, not ended since."""
+        return session.expires > time.time() and not await self.is_revoked(session)
+
     async def _role(self, request: web.Request) -> str | None:
         role = role_of_key(presented_key(request), self.read, self.admin)
         if role is None:
             session = self._session(request)
             if session is not None and not await self.is_revoked(session):
+                request[SESSION] = session
                 role = READ
         return role
 

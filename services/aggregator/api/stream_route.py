@@ -3,7 +3,8 @@
 Events: ``snapshot`` first (the last minutes' figures), then ``metrics`` after every committed
 batch that changed the deployment (the changed minutes, to be merged by ``start``), and a new
 ``snapshot`` after the hub lost and re-made its Postgres connection. An idle stream gets a
-comment line every ``sse_heartbeat_seconds``.
+comment line every ``sse_heartbeat_seconds``. A stream let in by a session cookie checks the
+session as often, and ends once it has expired or been ended (on any replica).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 
 from aiohttp import web
 
+from services.aggregator.api.auth import SESSION
 from services.aggregator.api.errors import ApiError, dumps
 from services.aggregator.api.params import Query, checked
 from services.aggregator.api.state import API
@@ -44,11 +46,20 @@ async def stream_metrics(request: web.Request) -> web.StreamResponse:
         await response.prepare(request)
         await response.write(sse.retry(3000) + frame(snapshot))
         heartbeat = state.section.sse_heartbeat_seconds
+        session = request.get(SESSION)
+        loop = asyncio.get_running_loop()
+        checked_at = loop.time()
         with contextlib.suppress(ConnectionResetError):
             while True:
                 try:
                     event = await asyncio.wait_for(subscriber.queue.get(), heartbeat)
                 except TimeoutError:
+                    event = None
+                if session is not None and loop.time() - checked_at >= heartbeat:
+                    checked_at = loop.time()
+                    if not await state.auth.still_valid(session):
+                        break
+                if event is None:
                     await response.write(KEEPALIVE)
                     continue
                 if event is CLOSE:
