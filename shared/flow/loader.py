@@ -17,6 +17,8 @@ from jinja2 import TemplateSyntaxError
 from shared.flow import llm
 from shared.flow.errors import FlowError, FlowProblem
 from shared.flow.graph import find_cycle
+from shared.flow.includes import FIELD as INCLUDES_FIELD
+from shared.flow.includes import build_snapshot, include_sources, keep_while, remove_snapshot
 from shared.flow.inputs import convert_default
 from shared.flow.model import (
     MISSING,
@@ -90,6 +92,7 @@ def load_flow(path: Path | str, *, name: str | None = None, connections: Collect
 class _FlowLoader:
     def __init__(self, folder: Path, name: str, connections: Collection[str] | None) -> None:
         self.folder = folder
+        self.root = folder  # where node files are read: the folder, or its snapshot with the includes
         self.name = name
         self.connections = connections
         self.problems: list[FlowProblem] = []
@@ -99,7 +102,7 @@ class _FlowLoader:
     def modules(self) -> FlowModules:
         """This load's own import namespace (modules.py): a reload imports changed code afresh."""
         if self._modules is None:
-            self._modules = flow_modules(self.folder)
+            self._modules = flow_modules(self.root)
         return self._modules
 
     def problem(self, node: str | None, field: str, reason: str) -> None:
@@ -111,6 +114,23 @@ class _FlowLoader:
 
     def load(self) -> Flow:
         data = self._read()
+        sources, include_problems = include_sources(self.folder, data.get(INCLUDES_FIELD))
+        for field, reason in include_problems:
+            self.problem(None, field, reason)
+        if sources and not include_problems:
+            # Nodes read their files from the flow folder merged with its includes, as prompt flow runs it.
+            self.root = build_snapshot(self.folder, sources)
+        try:
+            flow = self._load(data)
+        except BaseException:
+            if self.root != self.folder:
+                remove_snapshot(self.root)
+            raise
+        if self.root != self.folder:
+            keep_while(flow, self.root)
+        return flow
+
+    def _load(self, data: dict[str, Any]) -> Flow:
         if data.get("environment_variables"):
             self.problem(None, "environment_variables", "not supported: set them in the gateway's environment")
         inputs = self._inputs(data.get("inputs"))
@@ -311,9 +331,10 @@ class _FlowLoader:
                       if kind else "must be {type: code, path: <file in the flow folder>}")
             self.problem(name, f"{prefix}source", reason)
             return None
-        path = self.folder / raw["path"]
+        path = self.root / raw["path"]
         if not path.is_file():
-            self.problem(name, f"{prefix}source.path", f"{raw['path']!r} does not exist in {self.folder}")
+            where = f"{self.folder} nor in its {INCLUDES_FIELD}" if self.root != self.folder else str(self.folder)
+            self.problem(name, f"{prefix}source.path", f"{raw['path']!r} does not exist in {where}")
             return None
         if suffix is not None and path.suffix != suffix:
             self.problem(name, f"{prefix}source.path", f"{raw['path']!r} is not a {suffix} file")

@@ -59,7 +59,10 @@ class FlowModules:
 
     def module_name(self, path: Path) -> str:
         """The name the module of file ``path`` (inside the root) has in this namespace."""
-        relative = path.resolve().relative_to(self.root).with_suffix("")
+        try:
+            relative = path.resolve().relative_to(self.root).with_suffix("")
+        except ValueError:
+            raise ImportError(f"{path} is outside the flow folder; list it in additional_includes") from None
         return ".".join((self.package, *relative.parts))
 
     def import_file(self, path: Path) -> types.ModuleType:
