@@ -60,11 +60,11 @@ async def old_stream(client: Any) -> tuple[str, Any]:
 
 
 async def new_whole(client: Any) -> tuple[str, Any]:
-    return await llm._whole(client, dict(REQUEST))
+    return await llm._whole(llm.CHAT, client, dict(REQUEST))
 
 
 async def new_stream(client: Any) -> tuple[str, Any]:
-    return await llm._streamed(client, dict(REQUEST), time.perf_counter(), lambda _delta: None)
+    return await llm._streamed(llm.CHAT, client, dict(REQUEST), time.perf_counter(), lambda _delta: None)
 
 
 async def aiohttp_whole(session: aiohttp.ClientSession, url: str) -> str:

@@ -16,6 +16,7 @@ from services.llmsim.completions import chat_completions
 from services.llmsim.keys import SECTION, STATE
 from services.llmsim.settings import LlmsimSection, LlmsimSettings
 from services.llmsim.state import SimulatorState
+from services.llmsim.text_api import completions, embeddings
 from shared.logs import quiet_malformed_requests
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,8 @@ def create_app(section: LlmsimSection) -> web.Application:
     app.on_shutdown.append(_stop_waiting_handlers)
     for prefix in ("/v1", "/openai/v1", "/openai/deployments/{deployment}"):
         app.router.add_post(f"{prefix}/chat/completions", chat_completions)
+        app.router.add_post(f"{prefix}/completions", completions)
+        app.router.add_post(f"{prefix}/embeddings", embeddings)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/openai/v1/models", list_models)
     app.router.add_get("/v1/models/{model}", get_model)

@@ -247,8 +247,10 @@ class _Run:
             for key in node.connections:
                 cls, arguments = self.executor._connection_objects[(name, node.variant_id, key)]
                 values[key] = cls(**arguments)  # a fresh object: a node changing it changes no other run
+            live = self.deltas is not None and node.name == self.streaming_node
             output = await run_python(
-                node, values, self.executor.tracer, self.executor.tracer_provider, record=self.llm_calls.append
+                node, values, self.executor.tracer, self.executor.tracer_provider, record=self.llm_calls.append,
+                on_delta=self._on_delta if live else None,
             )
         elif node.type == "prompt":
             output = run_prompt(node, values, self.executor.tracer)

@@ -13,6 +13,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import trace
@@ -27,8 +28,10 @@ MODEL_KEYS = ("model", "deployment_name")
 FLOAT_PARAMS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
 INT_PARAMS = ("max_tokens", "max_completion_tokens", "n", "seed")
 OTHER_PARAMS = ("stop", "logit_bias", "user", "response_format")
-# The runtime decides streaming; prompt flow's completion-API leftovers mean nothing for chat.
-IGNORED_PARAMS = ("stream", "suffix", "echo", "logprobs", "best_of")
+# The runtime decides streaming; prompt flow's completion-API parameters mean nothing for chat
+# and are sent only by ``api: completion`` nodes.
+COMPLETION_ONLY_PARAMS = ("suffix", "echo", "logprobs", "best_of")
+IGNORED_PARAMS = ("stream", *COMPLETION_ONLY_PARAMS)
 UNSUPPORTED_PARAMS = ("tools", "tool_choice", "functions", "function_call")
 PARAM_KEYS = frozenset((*MODEL_KEYS, *FLOAT_PARAMS, *INT_PARAMS, *OTHER_PARAMS, *IGNORED_PARAMS, *UNSUPPORTED_PARAMS))
 
@@ -43,8 +46,10 @@ def _is_empty(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip()) or value in ({}, [])
 
 
-def convert_param(name: str, value: Any) -> Any:
+def convert_param(name: str, value: Any, api: str = "chat") -> Any:
     """``value`` in the API's type, or OMIT for an unset one; raises ParamError."""
+    if api == "completion" and name in COMPLETION_ONLY_PARAMS and not _is_empty(value):
+        return _completion_param(name, value)
     if _is_empty(value) or name in IGNORED_PARAMS:
         return OMIT
     if name in UNSUPPORTED_PARAMS:
@@ -75,6 +80,20 @@ def convert_param(name: str, value: Any) -> Any:
     raise ParamError("is not a model parameter")  # pragma: no cover - callers pass PARAM_KEYS only
 
 
+def _completion_param(name: str, value: Any) -> Any:
+    if name == "suffix":
+        if not isinstance(value, str):
+            raise ParamError(f"must be a string, not {type(value).__name__}")
+        return value
+    if name == "echo":
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"  # prompt flow's YAML writes echo: "False"
+        if not isinstance(value, bool):
+            raise ParamError(f"must be true or false, not {value!r}")
+        return value
+    return _number(value, int)
+
+
 def _number(value: Any, kind: type) -> Any:
     if isinstance(value, bool):
         raise ParamError(f"must be a number, not {value!r}")
@@ -99,7 +118,7 @@ def split_inputs(inputs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, A
     return params, variables
 
 
-def convert_literals(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+def convert_literals(params: Mapping[str, Any], api: str = "chat") -> tuple[dict[str, Any], dict[str, str]]:
     """Convert literal parameters at load time: (converted, problems by name). References stay."""
     converted: dict[str, Any] = {}
     problems: dict[str, str] = {}
@@ -108,7 +127,7 @@ def convert_literals(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[st
             converted[name] = value
             continue
         try:
-            result = convert_param(name, value)
+            result = convert_param(name, value, api)
         except ParamError as exc:
             problems[name] = str(exc)
             continue
@@ -150,9 +169,31 @@ async def chat_completion(
     Streaming: ``on_delta`` receives each text delta as it arrives, and the span ends when the
     stream does. Cancelling the calling task closes the HTTP response, which ends the call.
     """
+    return await model_call(
+        CHAT, {"messages": messages}, node=node, client=client, model=model, params=params, tracer=tracer,
+        stream=stream, on_delta=on_delta, extra_headers=extra_headers, node_variant=node_variant,
+    )
+
+
+async def model_call(
+    api: Api,
+    payload: Mapping[str, Any],
+    *,
+    node: str,
+    client: Any,
+    model: str,
+    params: Mapping[str, Any],
+    tracer: trace.Tracer,
+    stream: bool = False,
+    on_delta: Callable[[str], None] | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+    node_variant: str | None = None,
+) -> tuple[Any, LlmCall]:
+    """One call of ``api`` (chat, the legacy text completions, embeddings) with ``payload`` (its
+    messages, prompt or input): (its result, its usage record) in a ``{operation} {model}`` span."""
     provider = "azure.ai.openai" if is_azure(client) else "openai"
     attributes = {
-        telemetry.OPERATION: "chat",
+        telemetry.OPERATION: api.operation,
         telemetry.PROVIDER: provider,
         telemetry.SYSTEM: provider,
         telemetry.REQUEST_MODEL: model,
@@ -163,19 +204,19 @@ async def chat_completion(
     }
     if node_variant:
         attributes[telemetry.NODE_VARIANT] = node_variant
-    request: dict[str, Any] = {"model": model, "messages": messages, **params}
+    request: dict[str, Any] = {"model": model, **payload, **params}
     if extra_headers:
         request["extra_headers"] = dict(extra_headers)
     with tracer.start_as_current_span(
-        f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes, record_exception=False,
+        f"{api.operation} {model}", kind=SpanKind.CLIENT, attributes=attributes, record_exception=False,
         set_status_on_exception=False,
     ) as span:
         started = time.perf_counter()
         try:
             if stream:
-                text, outcome = await _streamed(client, request, started, on_delta)
+                text, outcome = await _streamed(api, client, request, started, on_delta)
             else:
-                text, outcome = await _whole(client, request)
+                text, outcome = await _whole(api, client, request)
         except asyncio.CancelledError:
             # The caller went away: not a failure of the LLM, so no error status.
             span.set_attribute(telemetry.CANCELLED, True)
@@ -215,38 +256,41 @@ async def chat_completion(
         return text, call
 
 
-async def _whole(client: Any, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+async def _whole(api: Api, client: Any, request: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     if _is_openai_client(client):
         body, options = _post_arguments(request)
-        data = await client.post(CHAT_PATH, body=body, cast_to=object, options=options)
+        data = await client.post(api.path, body=body, cast_to=object, options=options)
     else:
-        data = _as_dict(await client.chat.completions.create(**request))
+        data = _as_dict(await api.portable(client).create(**request))
+    outcome = {"usage": _usage(data), "model": _dict(data).get("model"), "id": _dict(data).get("id"),
+               "finish_reason": None}
+    if api is EMBEDDINGS:
+        vectors = [_dict(item).get("embedding") for item in _list(data, "data")]
+        if not vectors or not all(isinstance(v, list) for v in vectors):
+            raise LlmCallError("", "EmptyResponse", "the embeddings response has no vectors")
+        # One text in, one vector out, as prompt flow's embedding tool returns it.
+        return (vectors[0] if isinstance(request.get("input"), str) else vectors), outcome
     choices = _list(data, "choices")
     if not choices:
         raise LlmCallError("", "EmptyResponse", "the completion has no choices")
     first = _dict(choices[0])
-    text = _dict(first.get("message")).get("content") or ""
-    return text, {
-        "usage": _usage(data),
-        "model": _dict(data).get("model"),
-        "id": _dict(data).get("id"),
-        "finish_reason": first.get("finish_reason"),
-    }
+    outcome["finish_reason"] = first.get("finish_reason")
+    return api.whole_text(first) or "", outcome
 
 
 async def _streamed(
-    client: Any, request: dict[str, Any], started: float, on_delta: Callable[[str], None] | None
+    api: Api, client: Any, request: dict[str, Any], started: float, on_delta: Callable[[str], None] | None
 ) -> tuple[str, dict[str, Any]]:
     parts: list[str] = []
     request = {**request, "stream": True, "stream_options": {"include_usage": True}}
     if _is_openai_client(client):
         body, options = _post_arguments(request)
         stream = await client.post(
-            CHAT_PATH, body=body, cast_to=object, options=options, stream=True, stream_cls=_stream_class()
+            api.path, body=body, cast_to=object, options=options, stream=True, stream_cls=_stream_class()
         )
         as_dict = _dict
     else:
-        stream = await client.chat.completions.create(**request)
+        stream = await api.portable(client).create(**request)
         as_dict = _as_dict
     # Runs once per token: plain locals and dict lookups, read the same way as _whole reads
     # a response (anything not a dict or list where one is expected counts as absent).
@@ -267,8 +311,7 @@ async def _streamed(
             for choice in choices:
                 if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                     continue  # with n > 1, the first choice is the answer, as in prompt flow
-                delta = choice.get("delta")
-                text = delta.get("content") if isinstance(delta, dict) else None
+                text = api.delta_text(choice)
                 if text:
                     parts.append(text)
                     if on_delta is not None:
@@ -285,7 +328,25 @@ async def _streamed(
 # package's own documented way to call an endpoint with a plain body and read plain JSON: the
 # same transport, auth, retries, status-error mapping, Azure deployment URLs and api-version,
 # and (through ``AsyncStream``) the same SSE parsing and in-stream error handling.
-CHAT_PATH = "/chat/completions"
+@dataclass(frozen=True)
+class Api:
+    """One OpenAI endpoint an llm node can call: its span operation, path and answer's shape."""
+
+    operation: str  # gen_ai.operation.name
+    path: str
+    portable: Callable[[Any], Any]  # the client's resource with create(), for other clients
+    whole_text: Callable[[dict[str, Any]], Any]  # a choice's text in a whole answer
+    delta_text: Callable[[dict[str, Any]], Any]  # a choice's text in a streamed chunk
+
+
+CHAT = Api("chat", "/chat/completions", lambda c: c.chat.completions,
+           lambda choice: _dict(choice.get("message")).get("content"),
+           lambda choice: _dict(choice.get("delta")).get("content"))
+# prompt flow's ``api: completion``: the legacy API, a prompt in and ``choices[].text`` out.
+COMPLETION = Api("text_completion", "/completions", lambda c: c.completions,
+                 lambda choice: choice.get("text"), lambda choice: choice.get("text"))
+EMBEDDINGS = Api("embeddings", "/embeddings", lambda c: c.embeddings, lambda _: None, lambda _: None)
+CHAT_PATH = CHAT.path
 # What create() asks for; post()'s default would also offer an admin key, which an LLM call never needs.
 _SECURITY = {"bearer_auth": True}
 

@@ -430,8 +430,8 @@ class _FlowLoader:
     ) -> Node | None:
         name = common["name"]
         api = spec.get("api")
-        if api != "chat":
-            reason = "is required: chat" if api is None else f"{api!r} is not supported (only chat)"
+        if api not in ("chat", "completion"):
+            reason = "is required: chat or completion" if api is None else f"{api!r} is not supported (chat, completion)"
             self.problem(name, f"{prefix}api", reason)
         connection = spec.get("connection")
         if not isinstance(connection, str) or not connection.strip():
@@ -442,16 +442,17 @@ class _FlowLoader:
         elif self._connection_type(connection) == "custom":
             self.problem(name, f"{prefix}connection", f"{connection!r} is a custom connection, not an LLM endpoint")
         raw_params, variables = llm.split_inputs(inputs)
-        params, bad = llm.convert_literals(raw_params)
+        params, bad = llm.convert_literals(raw_params, api if api == "completion" else "chat")
         for key, reason in bad.items():
             self.problem(name, f"{prefix}inputs.{key}", reason)
         model = params.pop("model", None)
         deployment = params.pop("deployment_name", None)
         if model is None and deployment is None:
             self.problem(name, f"{prefix}inputs", "an llm node needs inputs.model or inputs.deployment_name")
-        if bad or api != "chat" or not isinstance(connection, str):
+        if bad or api not in ("chat", "completion") or not isinstance(connection, str):
             return None
-        settings = LlmSettings(model=model, deployment_name=deployment, params=params, connection=connection.strip())
+        settings = LlmSettings(model=model, deployment_name=deployment, params=params, connection=connection.strip(),
+                               api=api)
         return Node(inputs=variables, template=template, llm=settings, **common)
 
     # ---- whole-flow checks

@@ -41,9 +41,11 @@ async def run_python(
     provider: trace.TracerProvider | None,
     *,
     record: Callable[[LlmCall], None],
+    on_delta: Callable[[str], None] | None = None,
 ) -> Any:
     """``record`` gets one :class:`LlmCall` per model call the function made with the openai
-    package, even when it then failed (the tokens were spent)."""
+    package, even when it then failed (the tokens were spent). When the function returns a
+    generator, ``on_delta`` gets each text item as it is produced (the node streams live)."""
     assert node.tool is not None
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
@@ -66,7 +68,7 @@ async def run_python(
     ) as span:
         try:
             with node_llm_calls(node.name, provider or trace.get_tracer_provider()) as calls:
-                return await call_tool(node.tool, kwargs)
+                return await call_tool(node.tool, kwargs, None if on_delta is None else _text_items(on_delta))
         except Exception as exc:
             error_type = type(exc).__name__
             telemetry.record_error(span, error_type, str(exc))
@@ -74,6 +76,14 @@ async def run_python(
         finally:
             for call in calls:  # filled when the block above closed
                 record(call)
+
+
+def _text_items(on_delta: Callable[[str], None]) -> Callable[[Any], None]:
+    def on_item(item: Any) -> None:
+        if isinstance(item, str) and item:  # a generator of text streams; anything else arrives whole
+            on_delta(item)
+
+    return on_item
 
 
 def run_prompt(node: Node, values: Mapping[str, Any], tracer: trace.Tracer) -> Any:
@@ -106,7 +116,7 @@ async def run_llm(
     converted: dict[str, Any] = {}
     for key, value in params.items():
         try:
-            result = llm.convert_param(key, None if value is BYPASSED else value)
+            result = llm.convert_param(key, None if value is BYPASSED else value, node.llm.api if node.llm else "chat")
         except llm.ParamError as exc:
             raise NodeExecutionError(node.name, "InvalidParameter", str(exc), field=key) from None
         if result is not llm.OMIT:
@@ -115,13 +125,18 @@ async def run_llm(
     if not model:
         raise NodeExecutionError(node.name, "InvalidParameter", "the model (or deployment_name) resolved to nothing",
                                  field="model")
+    completion = node.llm is not None and node.llm.api == "completion"
     try:
-        messages = render_chat(node.template, _template_values(values))
+        if completion:  # the legacy completions API takes the rendered template as one prompt
+            payload: dict[str, Any] = {"prompt": str(render_prompt(node.template, _template_values(values)))}
+        else:
+            payload = {"messages": render_chat(node.template, _template_values(values))}
     except (TemplateError, ChatTemplateError) as exc:
         raise NodeExecutionError(node.name, type(exc).__name__, telemetry.redact(str(exc))) from exc
-    text, call = await llm.chat_completion(
-        node=node.name, client=client, model=model, messages=messages, params=converted, tracer=tracer,
-        stream=stream, on_delta=on_delta, extra_headers=extra_headers, node_variant=node.variant_id,
+    text, call = await llm.model_call(
+        llm.COMPLETION if completion else llm.CHAT, payload, node=node.name, client=client, model=model,
+        params=converted, tracer=tracer, stream=stream, on_delta=on_delta, extra_headers=extra_headers,
+        node_variant=node.variant_id,
     )
     record(call)
     return text

@@ -142,8 +142,14 @@ def load_tool(path: Path, namespace: FlowModules | None = None) -> PythonTool:
                       annotations=annotations_of(function, parameters))
 
 
-async def call_tool(tool_def: PythonTool, kwargs: dict[str, Any]) -> Any:
-    """Call the tool: awaited when async, else in a worker thread so the event loop never blocks."""
+async def call_tool(
+    tool_def: PythonTool, kwargs: dict[str, Any], on_item: Callable[[Any], None] | None = None
+) -> Any:
+    """Call the tool: awaited when async, else in a worker thread so the event loop never blocks.
+
+    A tool may return a generator (sync or async), as prompt flow lets a tool stream: each item
+    goes to ``on_item`` as the generator produces it, and the node's output is the items joined.
+    """
     if tool_def.is_async:
         result = await tool_def.function(**kwargs)
     else:
@@ -151,15 +157,29 @@ async def call_tool(tool_def: PythonTool, kwargs: dict[str, Any]) -> Any:
         result = await asyncio.to_thread(tool_def.function, **kwargs)
         if inspect.isawaitable(result):
             result = await result
-    return await _materialize(result)
+    return await _materialize(result, on_item)
 
 
-async def _materialize(result: Any) -> Any:
-    # Prompt flow lets a tool return a generator of text for streaming; we collect it whole.
+_DONE = object()
+
+
+async def _materialize(result: Any, on_item: Callable[[Any], None] | None = None) -> Any:
     if isinstance(result, types.GeneratorType):
-        return await asyncio.to_thread(lambda: _join(list(result)))
+        items = []
+        # One step per worker-thread call (a generator may block between items); each call copies
+        # this context, so what the node observes (its LLM calls, its prints) stays the node's.
+        while (item := await asyncio.to_thread(next, result, _DONE)) is not _DONE:
+            items.append(item)
+            if on_item is not None:
+                on_item(item)
+        return _join(items)
     if isinstance(result, types.AsyncGeneratorType):
-        return _join([item async for item in result])
+        items = []
+        async for item in result:
+            items.append(item)
+            if on_item is not None:
+                on_item(item)
+        return _join(items)
     return result
 
 

@@ -1,7 +1,8 @@
 """Streaming runs: the chat output as text deltas while the LLM writes it.
 
 The streamed output is the one marked ``is_chat_output``, else the only output that references
-an LLM node. It streams live when it is an LLM node's whole output (``${node.output}``);
+an LLM node. It streams live when it is an LLM node's whole output (``${node.output}``), or a Python node's
+whole output and that node returns a generator (each text item is a delta as it is produced);
 otherwise it arrives as one delta when the run ends.
 """
 
@@ -29,7 +30,7 @@ END: Any = _End()
 
 
 def streaming_target(flow: Flow, plan: Plan) -> tuple[str | None, str | None]:
-    """(the streamed output's name, the LLM node that streams it live, if any)."""
+    """(the streamed output's name, the LLM or Python node that may stream it live, if any)."""
     chat = [o for o in flow.outputs.values() if o.is_chat_output]
     if chat:
         output = chat[0]
@@ -42,7 +43,7 @@ def streaming_target(flow: Flow, plan: Plan) -> tuple[str | None, str | None]:
             return None, None
         output = on_llm[0]
     ref = output.reference
-    if ref.node is not None and not ref.path and plan.nodes[ref.node].type == "llm":
+    if ref.node is not None and not ref.path and plan.nodes[ref.node].type in ("llm", "python"):
         return output.name, ref.node
     return output.name, None
 

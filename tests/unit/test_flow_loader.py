@@ -186,14 +186,14 @@ def test_package_tool_source_is_an_error(tmp_path: Path) -> None:
     assert "not supported" in problem(caught.value, "a", "source")
 
 
-def test_completion_api_and_bad_model_parameter_are_errors(tmp_path: Path) -> None:
+def test_unknown_api_and_bad_model_parameter_are_errors(tmp_path: Path) -> None:
     nodes = (LLM_NODE.format(name="a", question="${inputs.question}")
-             .replace("api: chat", "api: completion")
+             .replace("api: chat", "api: embedding")
              .replace("model: gpt-4o", "model: gpt-4o\n    max_tokens: lots"))
     folder = simple_flow(tmp_path, nodes)
     with pytest.raises(FlowError) as caught:
         load_flow(folder)
-    assert "only chat" in problem(caught.value, "a", "api")
+    assert "'embedding' is not supported (chat, completion)" in problem(caught.value, "a", "api")
     assert "'lots' is not a number" in problem(caught.value, "a", "inputs.max_tokens")
 
 
