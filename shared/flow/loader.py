@@ -31,15 +31,9 @@ from shared.flow.model import (
     LlmSettings,
     Node,
     NodeVariants,
-    PythonTool,
 )
 from shared.flow.modules import FlowModules
-from shared.flow.python_inputs import (
-    CLASS_FOR_TYPE,
-    connection_classes,
-    convert_literal,
-    literal_kind,
-)
+from shared.flow.python_inputs import typed_inputs
 from shared.flow.python_node import MissingModuleError, ToolLoadError, flow_modules, load_tool
 from shared.flow.references import Reference, ReferenceSyntaxError, parse_value
 from shared.flow.requirements import DEFAULT_REQUIREMENTS, INSTALL_COMMAND, requirements_file
@@ -70,6 +64,10 @@ def missing_module_reason(exc: MissingModuleError, folder: Path) -> str:
     """Why a Python node's module did not import, and how to fix it: the requirements file that
     should list it (requirements.py: the one flow.dag.yaml names, else requirements.txt) and the
     command that installs it."""
+    if exc.module.partition(".")[0] == "promptflow":
+        # `flows install` never installs prompt flow's packages: installing would not help.
+        return (f"module {exc.module!r} is not one PromptPulse's stand-in for prompt flow provides "
+                "(docs/flows.md lists what it provides)")
     requirements = requirements_file(folder) or folder / DEFAULT_REQUIREMENTS
     listed = "" if requirements.is_file() else " (that file does not exist yet)"
     return (f"module {exc.module!r} is not installed: list its package in {requirements}{listed} "
@@ -371,7 +369,9 @@ class _FlowLoader:
             self.problem(name, f"{prefix}source.path", str(exc))
             return None
         function = getattr(tool.function, "__name__", "the tool")
-        connections = self._typed_inputs(name, prefix, function, tool, inputs)
+        connections, problems = typed_inputs(tool, inputs, self.connections, self._connection_type)
+        for key, reason in problems:
+            self.problem(name, f"{prefix}inputs.{key}", reason)
         if not tool.accepts_any:
             for key in inputs:
                 if key not in tool.parameters:
@@ -381,49 +381,11 @@ class _FlowLoader:
             self.problem(name, f"{prefix}inputs", f"{function}() needs {', '.join(map(repr, missing))}")
         return Node(inputs=inputs, tool=tool, connections=connections, **common)
 
-    def _typed_inputs(self, name: str, prefix: str, function: str, tool: PythonTool, inputs: dict[str, Any]
-                      ) -> dict[str, str]:
-        """Converts literal inputs to their parameters' annotated types (in ``inputs``); returns
-        parameter -> connection name for the parameters annotated with a connection class."""
-        connections: dict[str, str] = {}
-        for key, value in inputs.items():
-            if key not in tool.annotations:
-                continue
-            annotation = tool.annotations[key]
-            where = f"{prefix}inputs.{key}"
-            accepted = connection_classes(annotation)
-            if accepted:
-                wanted = " or ".join(accepted)
-                if not isinstance(value, str) or not value.strip():
-                    self.problem(name, where, f"{function}() takes a {wanted} here: write a connection name, "
-                                 f"not {value if isinstance(value, Reference) else repr(value)}")
-                    continue
-                self._check_connection(name, where, value, accepted, wanted)
-                connections[key] = value
-            elif not isinstance(value, Reference):
-                try:
-                    inputs[key] = convert_literal(annotation, value)
-                except ValueError as exc:
-                    self.problem(name, where, f"{exc} ({function}() annotates {key!r} as {literal_kind(annotation)})")
-        return connections
-
     def _connection_type(self, connection: str) -> str | None:
         """The connections.yaml type of a connection, when the loader was given the connections."""
         if isinstance(self.connections, Mapping):
             return getattr(self.connections.get(connection), "type", None)
         return None
-
-    def _check_connection(self, name: str, where: str, value: str, accepted: Collection[str], wanted: str) -> None:
-        if self.connections is None:
-            return  # checked by the executor, which is given the connections
-        if value not in self.connections:
-            known = ", ".join(sorted(self.connections)) or "none"
-            self.problem(name, where, f"{value!r} is not a known connection (known: {known})")
-            return
-        kind = self._connection_type(value)
-        if kind is not None and CLASS_FOR_TYPE.get(kind) not in accepted:
-            self.problem(name, where, f"connection {value!r} is of type {kind} (a {CLASS_FOR_TYPE.get(kind)}); "
-                         f"the parameter takes a {wanted}")
 
     def _llm_node(
         self, common: dict[str, Any], spec: dict[str, Any], inputs: dict[str, Any], template: Any, prefix: str

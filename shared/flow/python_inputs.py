@@ -14,9 +14,12 @@ from __future__ import annotations
 import re
 import types
 import typing
+from collections.abc import Callable, Collection
 from typing import Any
 
 from shared.flow.inputs import convert_default
+from shared.flow.model import PythonTool
+from shared.flow.references import Reference
 
 CONNECTION_CLASS_NAMES = ("CustomConnection", "OpenAIConnection", "AzureOpenAIConnection")
 # connections.yaml type -> the prompt flow class a Python node gets for it.
@@ -74,3 +77,50 @@ def annotations_of(function: Any, parameters: typing.Iterable[str]) -> dict[str,
     except Exception:  # an annotation naming something not importable: keep the raw ones
         hints = dict(getattr(function, "__annotations__", {}))
     return {name: hints[name] for name in parameters if name in hints}
+
+
+def typed_inputs(
+    tool: PythonTool,
+    inputs: dict[str, Any],
+    connections: Collection[str] | None,
+    connection_type: Callable[[str], str | None],
+) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """Converts a node's literal inputs to their parameters' annotated types (in ``inputs``).
+
+    Returns parameter -> connection name for the parameters annotated with a connection class,
+    and (input, reason) problems: a literal that does not convert; a connection input that is no
+    name, names no connection of ``connections`` (when given) or one of a type (``connection_type``
+    tells it, None when unknown) the parameter does not take.
+    """
+    function = getattr(tool.function, "__name__", "the tool")
+    found: dict[str, str] = {}
+    problems: list[tuple[str, str]] = []
+    for key, value in inputs.items():
+        if key not in tool.annotations:
+            continue
+        annotation = tool.annotations[key]
+        accepted = connection_classes(annotation)
+        if not accepted:
+            if not isinstance(value, Reference):
+                try:
+                    inputs[key] = convert_literal(annotation, value)
+                except ValueError as exc:
+                    problems.append((key, f"{exc} ({function}() annotates {key!r} as {literal_kind(annotation)})"))
+            continue
+        wanted = " or ".join(accepted)
+        if not isinstance(value, str) or not value.strip():
+            shown = value if isinstance(value, Reference) else repr(value)
+            problems.append((key, f"{function}() takes a {wanted} here: write a connection name, not {shown}"))
+            continue
+        found[key] = value
+        if connections is None:
+            continue  # the executor checks it, given the connections
+        if value not in connections:
+            known = ", ".join(sorted(connections)) or "none"
+            problems.append((key, f"{value!r} is not a known connection (known: {known})"))
+            continue
+        kind = connection_type(value)
+        if kind is not None and CLASS_FOR_TYPE.get(kind) not in accepted:
+            problems.append((key, f"connection {value!r} is of type {kind} (a {CLASS_FOR_TYPE.get(kind)}); "
+                                  f"the parameter takes a {wanted}"))
+    return found, problems

@@ -6,7 +6,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-from shared.flow import FlowExecutor, load_flow
+import pytest
+
+from shared.flow import FlowError, FlowExecutor, load_flow, python_node
 from tests.support.flow_fakes import write_flow as write_flat_flow
 
 
@@ -100,3 +102,18 @@ async def test_lazy_imports_inside_the_tool_resolve_in_the_flow_namespace(tmp_pa
         )
     assert await run(second) == "second:hi"
     assert await run(first) == "first:hi"
+
+
+def test_a_promptflow_module_the_stand_in_lacks_is_not_sent_to_flows_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(python_node, "_promptflow_installed", lambda: False)
+    folder = write_flow(tmp_path / "pf", DAG, {
+        "answer.py": "from promptflow.tracing import trace\nfrom promptflow.core import tool\n\n"
+                     "@tool\ndef answer(text: str) -> str:\n    return text\n",
+    })
+    with pytest.raises(FlowError) as caught:
+        load_flow(folder)
+    reason = caught.value.problems[0].reason
+    assert "'promptflow.tracing' is not one PromptPulse's stand-in for prompt flow provides" in reason
+    assert "flows install" not in reason
