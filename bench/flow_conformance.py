@@ -68,8 +68,9 @@ def _connections_yaml(base_url: str) -> str:
     lines = ["connections:"]
     for name in openai_like:
         lines += [f"  {name}:", "    type: openai_compatible", f"    base_url: {base_url}/v1", "    api_key: none"]
+    # The examples' custom connections hold an Azure OpenAI endpoint (its root, no /v1) in api_base.
     for name in ("basic_custom_connection", "custom_connection"):
-        lines += [f"  {name}:", "    type: custom", "    configs: {api_base: " + f"{base_url}/v1" + "}",
+        lines += [f"  {name}:", "    type: custom", "    configs: {api_base: " + base_url + "}",
                   "    secrets_env: {api_key: PROMPTPULSE_CONFORMANCE_KEY}"]
     return "\n".join(lines) + "\n"
 
