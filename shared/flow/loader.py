@@ -7,6 +7,7 @@ flow, the node and the field, so one start-up shows everything to fix.
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -123,9 +124,13 @@ class _FlowLoader:
         except BaseException:
             if self.root != self.folder:
                 remove_snapshot(self.root)
+            if self._modules is not None:
+                self._modules.release()
             raise
         if self.root != self.folder:
             keep_while(flow, self.root)
+        if self._modules is not None:
+            weakref.finalize(flow, self._modules.release)  # a reload's old modules go with the old flow
         return flow
 
     def _load(self, data: dict[str, Any]) -> Flow:

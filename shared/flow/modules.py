@@ -7,7 +7,8 @@ after editing a file would run the old code. Instead each load gets a fresh pack
 ``_promptpulse_flow_<n>``; the flow's modules are its submodules (their own ``sys.modules``
 entries), and the ``__import__`` seen by flow code maps a plain name that the flow root holds
 to the submodule of this load. Everything else imports as usual. The serving version keeps its
-modules until the new one has loaded, since each lives in its own package.
+modules until the new one has loaded, since each lives in its own package; they leave
+``sys.modules`` when the loaded flow that uses them is dropped (loader.py).
 
 Where prompt flow itself is not installed, ``promptflow...`` imports in flow code get this
 load's stand-in modules (python_node.py) without ever entering ``sys.modules``.
@@ -56,6 +57,14 @@ class FlowModules:
             _install_finder()
             _namespaces[self.package] = self
             sys.modules[self.package] = package
+
+    def release(self) -> None:
+        """Forget this namespace's modules (the loaded flow that used them is gone)."""
+        with _lock:
+            _namespaces.pop(self.package, None)
+            prefix = f"{self.package}."
+            for name in [n for n in sys.modules if n == self.package or n.startswith(prefix)]:
+                del sys.modules[name]
 
     def module_name(self, path: Path) -> str:
         """The name the module of file ``path`` (inside the root) has in this namespace."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 import textwrap
 from pathlib import Path
@@ -117,3 +118,13 @@ def test_a_promptflow_module_the_stand_in_lacks_is_not_sent_to_flows_install(
     reason = caught.value.problems[0].reason
     assert "'promptflow.tracing' is not one PromptPulse's stand-in for prompt flow provides" in reason
     assert "flows install" not in reason
+
+
+def test_a_dropped_flow_takes_its_modules_out_of_sys_modules(tmp_path: Path) -> None:
+    first, _ = two_flows(tmp_path)
+    flow = load_flow(first)
+    package = flow.nodes["answer"].tool.function.__module__.partition(".")[0]
+    assert f"{package}.utils" in sys.modules and f"{package}.helpers.words" in sys.modules
+    del flow
+    gc.collect()
+    assert not [name for name in sys.modules if name.startswith(package)]
