@@ -29,6 +29,8 @@ export PROMPTPULSE_LLMSIM__DRIFT_SCHEDULE="${PROMPTPULSE_LLMSIM__DRIFT_SCHEDULE:
 TRAFFIC_PID="$RUN_DIR/traffic.pid"
 GATEWAY_URL="http://127.0.0.1:${PROMPTPULSE_GATEWAY__PORT:-8080}"
 DASHBOARD_URL="http://127.0.0.1:${PROMPTPULSE_AGGREGATOR__PORT:-8081}/"
+# Alerts sent to Alertmanager link back to the dashboard through this address (docs/alerting.md).
+export PROMPTPULSE_AGGREGATOR__PUBLIC_URL="${PROMPTPULSE_AGGREGATOR__PUBLIC_URL:-${DASHBOARD_URL%/}}"
 LLMSIM_URL="http://127.0.0.1:${PROMPTPULSE_LLMSIM__PORT:-8082}"
 
 traffic_enabled() { [ "${PROMPTPULSE_DEMO_TRAFFIC:-on}" != off ]; }
@@ -84,10 +86,24 @@ for step in state["drift"]["schedule"]:
 PY
 }
 
+# Where alerts go besides the terminal: the Alertmanager URLs (host and port only: a URL may
+# hold a password), or how to set them.
+alert_destinations() {
+  local urls=${PROMPTPULSE_AGGREGATOR__MONITORS__ALERTMANAGER__URLS:-}
+  if [ -n "$urls" ]; then
+    echo "Alertmanager at $(echo "$urls" | tr -d '[]"' | sed -E 's#(https?://)([^/@,]*@)?([^/,]*)[^,]*#\1\3#g')"
+  else
+    echo "none besides this terminal and the alerts topic; to send them to Alertmanager, set
+               PROMPTPULSE_AGGREGATOR__MONITORS__ALERTMANAGER__URLS=http://127.0.0.1:9093 before
+               \`make up\` (deploy/alertmanager/alertmanager.yml routes to Slack, PagerDuty, e-mail)"
+  fi
+}
+
 banner() {
-  local drift rule
+  local drift rule alerts
   rule="──────────────────────────────────────────────────────────────────────────────"
   drift=$(drift_times | paste -sd ';' | sed 's/;/; /g')
+  alerts=$(alert_destinations)
   cat >&2 <<MSG
 
 $rule
@@ -97,6 +113,7 @@ $rule
                split between its two prompt variants, variant_0 and variant_1.
    Dashboard:  $DASHBOARD_URL  (read key: .local/keys/api-read.key)
    Drift:      ${drift:-see PROMPTPULSE_LLMSIM__DRIFT_SCHEDULE}
+   Alerts to:  $alerts
    What next:  llmsim's quality drift makes one variant's answers worse; about 4 minutes
                after it starts, that variant's relevance monitor fires and the alert, naming the
                variant, is printed below. Watch the quality chart of the dashboard meanwhile.

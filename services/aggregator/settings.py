@@ -157,6 +157,12 @@ class AggregatorSection(BaseModel):
         "test knows the transaction is open.",
     )
 
+    public_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/]+[^\s]*$",
+        description="The aggregator's address as people reach it (e.g. https://promptpulse.example.com), "
+        "for links in alerts to the dashboard. Unset: alerts carry no dashboard link.",
+    )
     api: ApiSection = Field(
         default_factory=ApiSection, description="Query API (PROMPTPULSE_AGGREGATOR__API__*)."
     )

@@ -30,6 +30,8 @@ from shared.deployments.errors import Loc
 _DURATION_RE = re.compile(r"^\s*(\d{1,9})\s*([smhd])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_WINDOW_SECONDS = 90 * 86400
+SEVERITY_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"  # a plain label value: critical, warning, info, page...
+DEFAULT_SEVERITY = "warning"
 
 
 def parse_duration(value: Any) -> int:
@@ -106,7 +108,17 @@ class Monitor(ConfigModel):
     cadence: Duration | None = None
     min_samples: Count = Field(10, ge=1, le=2_147_483_647)  # a PostgreSQL integer column
     fire_only_when_ci_below: bool = False
+    # For Alertmanager: routing by severity, and where the engineer paged should start reading.
+    severity: str | None = Field(None, pattern=SEVERITY_PATTERN)
+    runbook_url: str | None = Field(None, max_length=2048)
     notification: Notification = Field(default_factory=Notification)
+
+    @field_validator("runbook_url")
+    @classmethod
+    def _runbook_http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+\S*$", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
 
     @property
     def scope(self) -> Literal["deployment", "variant"]:

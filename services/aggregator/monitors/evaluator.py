@@ -5,7 +5,8 @@ that does not get it skips the tick, so only one aggregator evaluates at a time,
 goes away with the transaction if the holder dies. Inside it, for each monitor in force: the
 windows due since ``monitor_states.evaluated_through`` are measured from the rollups, each
 written as a ``monitor_windows`` row, and every state change is written to ``alerts`` (the
-outbox the publisher drains), all in the same transaction. The window's primary key makes a
+outbox the publisher drains) and mirrored in ``alertmanager_alerts`` (alertmanager.py), all in
+the same transaction. The window's primary key makes a
 second evaluation of the same window impossible even if two evaluators ever overlapped.
 """
 
@@ -19,6 +20,7 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from services.aggregator.db.pool import DbConnection
+from services.aggregator.monitors.alertmanager import record_transition
 from services.aggregator.monitors.alerts import build_alert
 from services.aggregator.monitors.measure import window_figures
 from services.aggregator.monitors.schedule import due_window_ends
@@ -119,6 +121,8 @@ async def _write_alert(
         webhook,
         "pending" if webhook else "none",
     )
+    await record_transition(conn, monitor, deployment, state, start, end,
+                            event_id=record.alert.event_id, message=record.alert.message)
 
 
 class Evaluator:

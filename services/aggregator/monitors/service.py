@@ -4,7 +4,7 @@
 deployment files' monitors into Postgres, then runs a loop that every ``tick_seconds``:
 evaluates due windows (if this replica holds the evaluator lock), publishes pending alerts to
 the alerts topic, delivers due webhooks, and now and then drops windows and alerts older than
-the retention. Postgres or Kafka being away only delays alerts: they wait in the outbox.
+the retention; beside it, a task sends alerts to Alertmanager when one is configured. Postgres or Kafka being away only delays alerts: they wait in the outbox.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from services.aggregator.monitors.alertmanager import AlertmanagerSender
 from services.aggregator.monitors.evaluator import EVALUATOR_LOCK, Evaluator, TickResult
 from services.aggregator.monitors.publisher import DeliveryStats, deliver_webhooks, publish_pending
 from services.aggregator.monitors.settings import MonitorsSection
@@ -63,6 +64,7 @@ class MonitorService:
         self.delivery = DeliveryStats()
         self._producer: AIOKafkaProducer | None = None
         self._http: aiohttp.ClientSession | None = None
+        self.alertmanager = AlertmanagerSender(pool, self._section.alertmanager, settings.aggregator.public_url)
         self._stop = asyncio.Event()
         self._last_retention = 0.0
 
@@ -123,6 +125,17 @@ class MonitorService:
         self._last_retention = time.monotonic()
 
     async def run(self) -> None:
+        # Its own task: an Alertmanager slow or away never delays evaluation.
+        sender = asyncio.create_task(self.alertmanager.run(self._stop, self._section.tick_seconds),
+                                     name="aggregator-alertmanager")
+        try:
+            await self._evaluate_until_stopped()
+        finally:
+            self._stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+
+    async def _evaluate_until_stopped(self) -> None:
         while not self._stop.is_set():
             try:
                 await self.once(datetime.now(UTC))
@@ -141,6 +154,7 @@ class MonitorService:
         await self._ensure_producer()
 
     async def close(self) -> None:
+        await self.alertmanager.close()
         if self._producer is not None:
             with contextlib.suppress(Exception):
                 await self._producer.stop()  # sends what it still holds first

@@ -2,7 +2,70 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, model_validator
+import json
+import re
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import NoDecode
+
+
+class AlertmanagerSection(BaseModel):
+    """Where monitor alerts are sent besides the alerts topic: Prometheus Alertmanager (API v2)."""
+
+    # NoDecode: the environment's value reaches _comma_separated as text (JSON or a plain list).
+    urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Base URLs of the Alertmanager instances (every one gets every alert, as "
+        "Alertmanager's HA setup expects), e.g. http://alertmanager:9093. A JSON list or a "
+        "comma-separated string. Empty: nothing is sent.",
+    )
+    resend_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="How often a firing alert is sent again. Must stay well inside "
+        "Alertmanager's resolve_timeout (default 5m), or Alertmanager resolves it meanwhile.",
+    )
+    timeout_seconds: float = Field(10.0, gt=0, le=300, description="Timeout of one POST /api/v2/alerts.")
+    retry_initial_seconds: float = Field(
+        1.0, gt=0, le=3600, description="Wait before retrying a failed send; doubles after each failure."
+    )
+    retry_max_seconds: float = Field(
+        60.0, gt=0, le=86_400, description="Cap of the wait between failed sends."
+    )
+    resolved_max_attempts: int = Field(
+        20,
+        ge=1,
+        le=10_000,
+        description="Attempts to deliver a resolution before giving up (recorded). Firing alerts "
+        "are retried for as long as they fire; a resolution not delivered is still resolved by "
+        "Alertmanager itself once resolve_timeout passes without a re-send.",
+    )
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("urls")
+    @classmethod
+    def _http_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not re.match(r"^https?://[^\s/]+", url):
+                raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        return [url.rstrip("/") for url in value]
+
+    @model_validator(mode="after")
+    def _retry_cap_covers_initial(self) -> AlertmanagerSection:
+        if self.retry_max_seconds < self.retry_initial_seconds:
+            raise ValueError("retry_max_seconds must be >= retry_initial_seconds")
+        return self
 
 
 class MonitorsSection(BaseModel):
@@ -70,6 +133,11 @@ class MonitorsSection(BaseModel):
     )
     webhook_retry_max_seconds: float = Field(
         300.0, gt=0, le=86_400, description="Cap of the wait between webhook attempts."
+    )
+
+    alertmanager: AlertmanagerSection = Field(
+        default_factory=AlertmanagerSection,
+        description="Prometheus Alertmanager (PROMPTPULSE_AGGREGATOR__MONITORS__ALERTMANAGER__*).",
     )
 
     @model_validator(mode="after")
