@@ -19,8 +19,8 @@ import asyncpg
 from aiohttp import web
 
 from services.aggregator.db.pool import create_pool
-from services.aggregator.monitors import MonitorService
 from services.aggregator.monitors.alertmanager import AlertmanagerSender, target_id
+from services.aggregator.monitors.service import MonitorService
 from services.aggregator.settings import AggregatorSettings
 from tests.integration.test_aggregator_monitors import (
     AVERAGE,
@@ -75,6 +75,7 @@ async def test_an_alert_arrives_firing_is_resent_then_resolved(fresh_database, t
             service = MonitorService(settings, pool)
             try:
                 await service.sync_files()
+                await service.open()  # its producer and webhook session (app.py does it at start-up)
                 for minute in (1, 2):
                     await service.once(step(base, minute))
                 assert await service.alertmanager.send_due() == 1
@@ -154,6 +155,7 @@ async def test_without_alertmanager_nothing_is_sent_and_monitors_work(fresh_data
             service = MonitorService(settings, pool)
             try:
                 await service.sync_files()
+                await service.open()  # its producer and webhook session (app.py does it at start-up)
                 ticks = [await service.once(step(base, minute)) for minute in (1, 2, 3)]
                 stop = asyncio.Event()
                 await asyncio.wait_for(service.alertmanager.run(stop, 0.1), 5)  # returns at once: nothing to do
@@ -196,6 +198,7 @@ async def test_an_unreachable_alertmanager_is_retried_and_recorded_and_never_blo
             update={"urls": [hanging_url]}), PUBLIC_URL)
         try:
             await service.sync_files()
+            await service.open()  # its producer and webhook session (app.py does it at start-up)
             for minute in (1, 2):
                 await service.once(step(base, minute))  # rel-avg fires
             # Nothing listens on the configured port: refused, recorded, scheduled again.
