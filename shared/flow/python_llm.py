@@ -18,6 +18,11 @@ Message contents are never captured in these spans: texts are governed by the de
 redaction and the sampled-only rule of the events, and a span must not hold what an event may not.
 The flow's own llm nodes call ``client.post`` (shared/flow/llm.py), which the instrumentation does
 not wrap, so their calls are not counted twice.
+
+The instrumentation does not cover the legacy completions API (``client.completions.create``),
+which prompt flow's examples still call; a small wrapper here gives those calls the same kind of
+span (``text_completion {model}``) through the same routing. A streamed legacy completion is
+counted as a call whose usage was not reported (its stream is read after the call returns).
 """
 
 from __future__ import annotations
@@ -111,7 +116,49 @@ def observe_openai_calls() -> None:
         from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 
         OpenAIInstrumentor().instrument(tracer_provider=_NodeTracerProvider())
+        _wrap_legacy_completions(_NodeTracer("promptpulse.flow.python_llm", None, None))
         _instrumented = True
+
+
+def _wrap_legacy_completions(tracer: trace.Tracer) -> None:
+    from wrapt import wrap_function_wrapper
+
+    def start(kwargs: dict[str, Any]) -> Any:
+        model = str(kwargs.get("model") or "")
+        return tracer.start_as_current_span(
+            f"text_completion {model}",
+            kind=trace.SpanKind.CLIENT,
+            attributes={"gen_ai.operation.name": "text_completion", "gen_ai.system": "openai",
+                        "gen_ai.request.model": model, "gen_ai.request.stream": bool(kwargs.get("stream"))},
+        )
+
+    def finish(span: trace.Span, result: Any, streamed: bool) -> None:
+        if streamed:
+            return
+        usage = getattr(result, "usage", None)
+        if usage is not None:
+            span.set_attribute("gen_ai.usage.input_tokens", int(usage.prompt_tokens or 0))
+            span.set_attribute("gen_ai.usage.output_tokens", int(usage.completion_tokens or 0))
+        if getattr(result, "model", None):
+            span.set_attribute("gen_ai.response.model", str(result.model))
+        reasons = [str(c.finish_reason) for c in getattr(result, "choices", None) or [] if c.finish_reason]
+        if reasons:
+            span.set_attribute("gen_ai.response.finish_reasons", reasons)
+
+    def sync_create(wrapped: Any, instance: Any, args: Any, kwargs: dict[str, Any]) -> Any:
+        with start(kwargs) as span:
+            result = wrapped(*args, **kwargs)
+            finish(span, result, bool(kwargs.get("stream")))
+            return result
+
+    async def async_create(wrapped: Any, instance: Any, args: Any, kwargs: dict[str, Any]) -> Any:
+        with start(kwargs) as span:
+            result = await wrapped(*args, **kwargs)
+            finish(span, result, bool(kwargs.get("stream")))
+            return result
+
+    wrap_function_wrapper("openai.resources.completions", "Completions.create", sync_create)
+    wrap_function_wrapper("openai.resources.completions", "AsyncCompletions.create", async_create)
 
 
 @contextmanager

@@ -24,6 +24,7 @@ outputs:
   plain: {type: string, reference: "${plain.output}"}
   streamed: {type: string, reference: "${streamed.output}"}
   unreported: {type: string, reference: "${unreported.output}"}
+  legacy: {type: string, reference: "${legacy.output}"}
 nodes:
 - name: plain
   type: python
@@ -37,6 +38,22 @@ nodes:
   type: python
   source: {type: code, path: unreported.py}
   inputs: {question: "${inputs.question}", base_url: "${inputs.base_url}"}
+- name: legacy
+  type: python
+  source: {type: code, path: legacy.py}
+  inputs: {question: "${inputs.question}", base_url: "${inputs.base_url}"}
+"""
+
+LEGACY = """\
+from openai import OpenAI
+from promptflow import tool
+
+
+@tool
+def ask(question: str, base_url: str) -> str:
+    client = OpenAI(base_url=base_url, api_key="sk-not-a-real-key")
+    reply = client.completions.create(model="gpt-35-turbo-instruct", prompt=question, max_tokens=20)
+    return reply.choices[0].text
 """
 
 PLAIN = """\
@@ -100,6 +117,7 @@ def _flow(folder: Path, unreported: str = UNREPORTED) -> Path:
     (folder / "plain.py").write_text(PLAIN)
     (folder / "streamed.py").write_text(STREAMED)
     (folder / "unreported.py").write_text(unreported)
+    (folder / "legacy.py").write_text(LEGACY)
     return folder
 
 
@@ -117,8 +135,8 @@ async def test_python_nodes_llm_calls_are_spans_under_the_node_and_counted(tmp_p
         result = await executor.run({"question": "How are requests sampled?", "base_url": f"{sim.base_url}/v1"})
 
     calls = {call.node: call for call in result.llm_calls}
-    assert set(calls) == {"plain", "streamed", "unreported"}
-    for node in ("plain", "streamed"):
+    assert set(calls) == {"plain", "streamed", "unreported", "legacy"}
+    for node in ("plain", "streamed", "legacy"):
         assert calls[node].usage_reported and calls[node].prompt_tokens > 0 and calls[node].completion_tokens > 0
         assert calls[node].total_tokens == calls[node].prompt_tokens + calls[node].completion_tokens
     assert calls["streamed"].request_model == "gpt-4o"
@@ -128,12 +146,12 @@ async def test_python_nodes_llm_calls_are_spans_under_the_node_and_counted(tmp_p
 
     spans = exporter.get_finished_spans()
     nodes = {span.name.split(" ", 1)[1]: span for span in spans if span.name.startswith("execute_tool ")}
-    chats = [span for span in spans if span.name.startswith("chat ")]
-    assert len(chats) == 3
+    chats = [span for span in spans if span.name.startswith(("chat ", "text_completion "))]
+    assert len(chats) == 4
     for chat in chats:
         parent = next(name for name, node in nodes.items() if node.context.span_id == chat.parent.span_id)
         assert chat.context.trace_id == nodes[parent].context.trace_id
-        assert chat.attributes["gen_ai.operation.name"] == "chat"
+        assert chat.attributes["gen_ai.operation.name"] in ("chat", "text_completion")
         for span_event in chat.events:  # contents are never captured
             assert "How are requests sampled?" not in str(dict(span_event.attributes or {}))
         assert "How are requests sampled?" not in str(dict(chat.attributes))
