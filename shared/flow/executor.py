@@ -26,7 +26,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 
-from shared.flow import telemetry
+from shared.flow import images, telemetry
 from shared.flow.errors import FlowError, FlowProblem, NodeExecutionError
 from shared.flow.inputs import bind_inputs
 from shared.flow.model import Flow, Node
@@ -262,7 +262,7 @@ class _Run:
         )
         return output
 
-    async def _run_llm(self, node: Node, values: dict[str, Any]) -> str:
+    async def _run_llm(self, node: Node, values: dict[str, Any]) -> Any:
         assert node.llm is not None
         settings = node.llm
         raw = {"model": settings.model, "deployment_name": settings.deployment_name, **settings.params}
@@ -308,7 +308,7 @@ class _Run:
                 value = None
             else:
                 value = self._value(ref, ref.node, f"outputs.{output.name}")
-            outputs[output.name] = str(value) if isinstance(value, str) else value
+            outputs[output.name] = str(value) if isinstance(value, str) else images.to_output(value)
         return outputs
 
     def _emit_unstreamed(self, outputs: dict[str, Any]) -> None:

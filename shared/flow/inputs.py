@@ -18,11 +18,13 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from shared.flow import images
 from shared.flow.errors import FlowInputError
 from shared.flow.model import Flow, FlowInput
 
 _JSON_NAMES = {"string": "a string", "int": "an integer", "double": "a number", "bool": "true or false",
-               "list": "a list", "object": "an object"}
+               "list": "a list", "object": "an object",
+               "image": "an image (a URL, a data:image URI or {\"data:image/png;base64\": ...})"}
 
 
 def bind_inputs(flow: Flow, given: Any) -> dict[str, Any]:
@@ -37,6 +39,8 @@ def bind_inputs(flow: Flow, given: Any) -> dict[str, Any]:
                 raise FlowInputError(spec.name, f"is required ({_JSON_NAMES[spec.type]})")
             # Copied: a default list or object must not carry one request's changes into the next.
             bound[spec.name] = copy.deepcopy(spec.default)
+            if spec.type == "image":
+                bound[spec.name] = check_type(spec, bound[spec.name])
             continue
         value = given[spec.name]
         if value is None:
@@ -66,6 +70,11 @@ def check_type(spec: FlowInput, value: Any) -> Any:
         return value
     if kind == "object" and isinstance(value, dict):
         return value
+    if kind == "image":  # an Image, as prompt flow gives its nodes (images.py)
+        try:
+            return images.from_value(value)
+        except ValueError as exc:
+            raise FlowInputError(spec.name, str(exc)) from None
     raise FlowInputError(spec.name, f"must be {_JSON_NAMES[kind]}, not {_json_type(value)}")
 
 
@@ -107,6 +116,9 @@ def convert_default(kind: str, value: Any) -> Any:
             return value
         if isinstance(value, str) and value.strip().lower() in ("true", "false"):
             return value.strip().lower() == "true"
+    elif kind == "image":
+        images.from_value(value)  # checked now, converted per run
+        return value
     elif kind in ("list", "object"):
         expected = list if kind == "list" else dict
         if isinstance(value, str):

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from jinja2 import TemplateSyntaxError
 
-from shared.flow import llm
+from shared.flow import llm, package_tools
 from shared.flow.errors import FlowError, FlowProblem
 from shared.flow.graph import find_cycle
 from shared.flow.includes import FIELD as INCLUDES_FIELD
@@ -41,6 +41,7 @@ from shared.flow.requirements import DEFAULT_REQUIREMENTS, INSTALL_COMMAND, requ
 from shared.flow.template import compile_template
 
 FLOW_FILE = "flow.dag.yaml"
+PACKAGE_TOOL = "\0package_tool"  # set on the llm spec a package tool becomes; no YAML key can be it
 # Names end up inside ${node.output} references, which split at dots and brackets.
 _NAME = re.compile(r"^[^\s.${}\[\]'\"]+$")
 
@@ -295,6 +296,8 @@ class _FlowLoader:
         return groups
 
     def _node(self, spec: dict[str, Any], name: str, variant_id: str | None, prefix: str) -> Node | None:
+        if package_tools.is_package_source(spec):
+            return self._package_node(spec, name, variant_id, prefix)
         before = len(self.problems)
         kind = spec.get("type")
         if kind not in NODE_TYPES:
@@ -320,12 +323,31 @@ class _FlowLoader:
                   "aggregation": aggregation}
         if kind == "python":
             return self._python_node(common, inputs, prefix)
-        template = self._template(source, name, prefix)
-        if template is None:
+        embedding = spec.get("api") == "embedding" and PACKAGE_TOOL in spec
+        template = None if embedding else self._template(source, name, prefix)
+        if template is None and not embedding:
             return None
         if kind == "prompt":
             return Node(inputs=inputs, template=template, **common)
         return self._llm_node(common, spec, inputs, template, prefix)
+
+    def _package_node(self, spec: dict[str, Any], name: str, variant_id: str | None, prefix: str) -> Node | None:
+        """A promptflow-tools tool that calls a model (package_tools.py), as an llm node."""
+        source = spec["source"]
+        api = package_tools.tool_api(source.get("tool"))
+        if api is None:
+            self.problem(name, f"{prefix}source.tool", package_tools.unsupported_reason(source.get("tool")))
+            return None
+        raw_inputs = dict(self._mapping(spec.get("inputs"), name, f"{prefix}inputs") or {})
+        connection = spec.get("connection") or raw_inputs.pop("connection", None)
+        raw_inputs.pop("connection", None)
+        as_llm = {**spec, "type": "llm", "api": api, "connection": connection, "inputs": raw_inputs,
+                  PACKAGE_TOOL: source.get("tool")}
+        if api == "embedding":  # no template (the node's ``input`` is embedded): the flow file stands in
+            as_llm["source"] = {"type": "code", "path": FLOW_FILE}
+        else:
+            as_llm["source"] = {"type": "code", "path": source.get("path")}
+        return self._node(as_llm, name, variant_id, prefix)
 
     def _source(self, raw: Any, name: str, prefix: str, suffix: str | None) -> Path | None:
         if not isinstance(raw, dict) or raw.get("type") != "code" or not isinstance(raw.get("path"), str):
@@ -397,7 +419,8 @@ class _FlowLoader:
     ) -> Node | None:
         name = common["name"]
         api = spec.get("api")
-        if api not in ("chat", "completion"):
+        # "embedding" only comes from the embedding package tool (_package_node), never from YAML.
+        if api not in ("chat", "completion") and not (api == "embedding" and PACKAGE_TOOL in spec):
             reason = "is required: chat or completion" if api is None else f"{api!r} is not supported (chat, completion)"
             self.problem(name, f"{prefix}api", reason)
         connection = spec.get("connection")
@@ -416,7 +439,7 @@ class _FlowLoader:
         deployment = params.pop("deployment_name", None)
         if model is None and deployment is None:
             self.problem(name, f"{prefix}inputs", "an llm node needs inputs.model or inputs.deployment_name")
-        if bad or api not in ("chat", "completion") or not isinstance(connection, str):
+        if bad or api not in ("chat", "completion", "embedding") or not isinstance(connection, str):
             return None
         settings = LlmSettings(model=model, deployment_name=deployment, params=params, connection=connection.strip(),
                                api=api)

@@ -12,8 +12,8 @@ from jinja2 import Template
 from shared.flow.modules import display_module
 from shared.flow.references import Reference
 
-ValueType = Literal["string", "int", "double", "bool", "list", "object"]
-VALUE_TYPES: tuple[str, ...] = ("string", "int", "double", "bool", "list", "object")
+ValueType = Literal["string", "int", "double", "bool", "list", "object", "image"]
+VALUE_TYPES: tuple[str, ...] = ("string", "int", "double", "bool", "list", "object", "image")
 NodeType = Literal["llm", "prompt", "python"]
 NODE_TYPES: tuple[str, ...] = ("llm", "prompt", "python")
 

@@ -111,7 +111,7 @@ async def run_llm(
     on_delta: Callable[[str], None] | None,
     extra_headers: Mapping[str, str] | None,
     record: Callable[[LlmCall], None],
-) -> str:
+) -> Any:
     """``params`` are the node's model parameters, references already resolved."""
     converted: dict[str, Any] = {}
     for key, value in params.items():
@@ -125,7 +125,10 @@ async def run_llm(
     if not model:
         raise NodeExecutionError(node.name, "InvalidParameter", "the model (or deployment_name) resolved to nothing",
                                  field="model")
-    completion = node.llm is not None and node.llm.api == "completion"
+    api = node.llm.api if node.llm is not None else "chat"
+    if api == "embedding":  # prompt flow's embedding tool: one text (or a list) in, its vector out
+        return await _embedding(node, values, model, converted, client, tracer, extra_headers, record)
+    completion = api == "completion"
     try:
         if completion:  # the legacy completions API takes the rendered template as one prompt
             payload: dict[str, Any] = {"prompt": str(render_prompt(node.template, _template_values(values)))}
@@ -140,3 +143,19 @@ async def run_llm(
     )
     record(call)
     return text
+
+
+async def _embedding(
+    node: Node, values: Mapping[str, Any], model: str, params: dict[str, Any], client: Any,
+    tracer: trace.Tracer, extra_headers: Mapping[str, str] | None, record: Callable[[LlmCall], None],
+) -> Any:
+    text = values.get("input")
+    if not (isinstance(text, str) or (isinstance(text, list) and text and all(isinstance(t, str) for t in text))):
+        raise NodeExecutionError(node.name, "InvalidInput", f"input must be a text or a list of texts, not "
+                                 f"{'nothing' if text in (None, BYPASSED) else type(text).__name__}", field="input")
+    vector, call = await llm.model_call(
+        llm.EMBEDDINGS, {"input": text}, node=node.name, client=client, model=model, params=params, tracer=tracer,
+        extra_headers=extra_headers, node_variant=node.variant_id,
+    )
+    record(call)
+    return vector

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from shared.flow.images import Image
 from shared.flow.model import PythonTool
 from shared.flow.modules import PACKAGE_PREFIX, FlowModules
 from shared.flow.pf_connections import CONNECTION_CLASSES
@@ -68,7 +69,14 @@ def _shim_modules() -> dict[str, types.ModuleType]:
         setattr(connections, cls.__name__, cls)
         setattr(core, cls.__name__, cls)
     package.connections = connections  # type: ignore[attr-defined]
-    return {"promptflow": package, "promptflow.core": core, "promptflow.connections": connections}
+    contracts = types.ModuleType("promptflow.contracts", "PromptPulse's stand-in for prompt flow's contracts")
+    contracts.__path__ = []
+    multimedia = types.ModuleType("promptflow.contracts.multimedia", "PromptPulse's stand-in: Image (images.py)")
+    multimedia.Image = Image  # type: ignore[attr-defined]
+    contracts.multimedia = multimedia  # type: ignore[attr-defined]
+    package.contracts = contracts  # type: ignore[attr-defined]
+    return {"promptflow": package, "promptflow.core": core, "promptflow.connections": connections,
+            "promptflow.contracts": contracts, "promptflow.contracts.multimedia": multimedia}
 
 
 def _promptflow_installed() -> bool:

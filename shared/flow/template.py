@@ -7,6 +7,11 @@ inside *values* (a user typing "system:" on its own line) are escaped before ren
 input can never start a message of its own. We escape strings at any depth (chat history
 included), where prompt flow escapes only top-level strings and lists of strings.
 
+Images make a message's content a list of text and ``image_url`` parts, as prompt flow's vision
+tools send them: ``![image](url)`` in the rendered text, where an image value renders as its URL
+(``![image]({{image}})``) and an image inside a list (prompt flow's chat-with-image question,
+``["What is this?", {"data:image/png;url": ...}]``) as the whole markdown.
+
 A prompt node's output is a :class:`PromptResult`: the text, plus the escaped text it was
 rendered from, so that an LLM node that embeds it keeps the prompt template's own role lines
 and still ignores the ones that came from input.
@@ -21,6 +26,8 @@ from typing import Any
 
 from jinja2 import TemplateError
 from jinja2.sandbox import SandboxedEnvironment
+
+from shared.flow import images
 
 ROLES = ("system", "user", "assistant", "function")
 # In values, a role line at the very end counts too: the template may put the newline after it.
@@ -92,7 +99,13 @@ class _Escaper:
                 return value
             return _ROLE_LINE.sub(lambda m: m.group(1) + self._placeholder(m.group(2)) + m.group(3), value)
         if isinstance(value, list | tuple):
-            return ChatInputList([self.escape(item) for item in value])
+            items = (self.escape(item) for item in value)
+            return ChatInputList([i.markdown() if isinstance(i, images.Image) else i for i in items])
+        if images.is_image_object(value):  # prompt flow's {"data:image/png;url": ...} is an image
+            try:
+                return images.from_value(value)
+            except ValueError:
+                return value
         if isinstance(value, dict | Mapping):
             return {key: self.escape(item) for key, item in value.items()}
         return value
@@ -121,6 +134,10 @@ def render_chat(template: Any, variables: Mapping[str, Any]) -> list[dict[str, A
             for key, value in message.items():
                 if isinstance(value, str):
                     message[key] = escaper.unescape(value)
+                elif isinstance(value, list):
+                    for part in value:
+                        if part.get("type") == "text":
+                            part["text"] = escaper.unescape(part["text"])
     return messages
 
 
@@ -145,7 +162,8 @@ def parse_chat(text: str) -> list[dict[str, Any]]:
             body = named.group(2)
         elif role == "function":
             raise ChatTemplateError("a function message needs 'name:' and 'content:' lines")
-        message["content"] = body.strip()
+        # Image markdown (![image](url), as Image values render) becomes image_url parts.
+        message["content"] = images.content_parts(body.strip())
         messages.append(message)
     if not messages:
         raise ChatTemplateError("the chat prompt has no role lines (system:, user:, assistant:)")

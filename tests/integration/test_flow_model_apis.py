@@ -82,3 +82,208 @@ async def test_completion_api_node_sends_the_rendered_prompt_to_completions(tmp_
     [span] = [s for s in exporter.get_finished_spans() if s.name == "text_completion gpt-3.5-turbo-instruct"]
     assert span.attributes["gen_ai.operation.name"] == "text_completion"
     assert span.attributes["gen_ai.usage.output_tokens"] == call.completion_tokens
+
+
+# As prompt flow's evaluation examples write the embedding tool (eval-qna-non-rag's ada_similarity).
+EMBEDDING_DAG = """\
+inputs:
+  answer:
+    type: string
+  ground_truth:
+    type: string
+outputs:
+  similarity:
+    type: double
+    reference: ${similarity.output}
+  answer_vector:
+    type: list
+    reference: ${embeded_answer.output}
+nodes:
+- name: embeded_answer
+  type: python
+  source:
+    type: package
+    tool: promptflow.tools.embedding.embedding
+  inputs:
+    connection: open_ai_connection
+    deployment_name: text-embedding-ada-002
+    input: ${inputs.answer}
+  use_variants: false
+- name: embeded_ground_truth
+  type: python
+  source:
+    type: package
+    tool: promptflow.tools.embedding.embedding
+  inputs:
+    connection: open_ai_connection
+    deployment_name: text-embedding-ada-002
+    input: ${inputs.ground_truth}
+  use_variants: false
+- name: similarity
+  type: python
+  source:
+    type: code
+    path: similarity.py
+  inputs:
+    a: ${embeded_answer.output}
+    b: ${embeded_ground_truth.output}
+"""
+
+SIMILARITY = """\
+import math
+
+from promptflow import tool
+
+
+@tool
+def similarity(a: list, b: list) -> float:
+    dot = sum(x * y for x, y in zip(a, b))
+    return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
+"""
+
+
+async def test_embedding_tool_node_sends_its_input_and_outputs_the_vector(tmp_path: Path) -> None:
+    from services.llmsim.text_api import embed
+
+    folder = write_flow(tmp_path / "ada", EMBEDDING_DAG, similarity__py=SIMILARITY)
+    async with llmsim() as sim:
+        client, transport = recording_client(sim)
+        executor = FlowExecutor(load_flow(folder), {"open_ai_connection": client})
+        result = await executor.run({"answer": "Sampling hashes the request id.", "ground_truth": "A hash."})
+        await client.close()
+    assert sim.state.counters["embedding_requests"] == 2
+    sent = sorted(transport.requests, key=lambda body: body["input"])
+    assert sent == [
+        {"model": "text-embedding-ada-002", "input": "A hash."},
+        {"model": "text-embedding-ada-002", "input": "Sampling hashes the request id."},
+    ]
+    assert result.outputs["answer_vector"] == embed("Sampling hashes the request id.")
+    assert 0 < result.outputs["similarity"] < 1
+    calls = {call.node: call for call in result.llm_calls}
+    assert set(calls) == {"embeded_answer", "embeded_ground_truth"}
+    answer_index = [i for i, body in enumerate(transport.requests) if body["input"].startswith("Sampling")][0]
+    usage = transport.usage(answer_index)
+    call = calls["embeded_answer"]
+    assert call.usage_reported and call.prompt_tokens == usage["prompt_tokens"] > 0
+    assert call.total_tokens == usage["total_tokens"] and call.completion_tokens == 0
+
+
+async def test_llmsim_embeddings_answer_the_openai_package_in_base64_and_float() -> None:
+    from services.llmsim.text_api import embed
+
+    async with llmsim() as sim:
+        client, transport = recording_client(sim)
+        packed = await client.embeddings.create(model="text-embedding-3-small", input=["one", "two"])
+        plain = await client.embeddings.create(model="text-embedding-3-small", input="one", encoding_format="float",
+                                               dimensions=8)
+        await client.close()
+    assert transport.requests[0]["encoding_format"] == "base64"  # the package's default, decoded by it
+    # float32 on the wire: equal to the vector within float32 precision
+    assert all(abs(a - b) < 1e-6 for a, b in zip(packed.data[1].embedding, embed("two"), strict=True))
+    assert plain.data[0].embedding == embed("one", 8) and plain.usage.prompt_tokens == 1
+
+
+# As prompt flow writes a vision chat flow (its chat-with-image and describe-image examples).
+IMAGE_DAG = """\
+inputs:
+  chat_history:
+    type: list
+    is_chat_history: true
+    default: []
+  question:
+    type: list
+    is_chat_input: true
+  photo:
+    type: image
+outputs:
+  answer:
+    type: string
+    reference: ${chat.output}
+    is_chat_output: true
+  described:
+    type: string
+    reference: ${describe.output}
+nodes:
+- name: chat
+  type: custom_llm
+  source:
+    type: package_with_prompt
+    tool: promptflow.tools.aoai_gpt4v.AzureOpenAI.chat
+    path: chat.jinja2
+  inputs:
+    connection: aoai_gpt4v_connection
+    deployment_name: gpt-4v
+    max_tokens: 512
+    chat_history: ${inputs.chat_history}
+    question: ${inputs.question}
+- name: describe
+  type: custom_llm
+  source:
+    type: package_with_prompt
+    tool: promptflow.tools.openai_gpt4v.OpenAI.chat
+    path: describe.jinja2
+  inputs:
+    connection: aoai_gpt4v_connection
+    model: gpt-4o
+    photo: ${inputs.photo}
+"""
+
+CHAT_TEMPLATE = """\
+# system:
+You are a helpful assistant.
+
+{% for item in chat_history %}
+# user:
+{{item.inputs.question}}
+# assistant:
+{{item.outputs.answer}}
+{% endfor %}
+
+# user:
+{{question}}
+"""
+
+DESCRIBE_TEMPLATE = """\
+# system:
+Describe images.
+
+# user:
+What is in this picture?
+![image]({{photo}})
+"""
+
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+PHOTO_URL = "https://example.com/logo.png"
+
+
+@pytest.mark.parametrize("photo", [{"data:image/png;base64": PNG}, f"data:image/png;base64,{PNG}"])
+async def test_images_reach_llmsim_as_image_url_parts(tmp_path: Path, photo: object) -> None:
+    folder = write_flow(tmp_path / "vision", IMAGE_DAG, chat__jinja2=CHAT_TEMPLATE, describe__jinja2=DESCRIBE_TEMPLATE)
+    async with llmsim() as sim:
+        client, transport = recording_client(sim)
+        executor = FlowExecutor(load_flow(folder), {"aoai_gpt4v_connection": client})
+        question = [{"data:image/png;url": PHOTO_URL}, "How many colors can you see?"]
+        result = await executor.run({"question": question, "photo": photo})
+        await client.close()
+    bodies = {body["model"]: body for body in transport.requests}
+    assert bodies["gpt-4v"]["messages"][-1] == {"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": PHOTO_URL}},
+        {"type": "text", "text": "How many colors can you see?"},
+    ]}
+    assert bodies["gpt-4v"]["max_tokens"] == 512
+    assert bodies["gpt-4o"]["messages"][-1] == {"role": "user", "content": [
+        {"type": "text", "text": "What is in this picture?"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+    ]}
+    assert result.outputs["answer"] and result.outputs["described"]
+    assert {call.node for call in result.llm_calls} == {"chat", "describe"}
+
+
+async def test_a_bad_image_input_is_refused_naming_the_input(tmp_path: Path) -> None:
+    from shared.flow import FlowInputError
+
+    folder = write_flow(tmp_path / "vision", IMAGE_DAG, chat__jinja2=CHAT_TEMPLATE, describe__jinja2=DESCRIBE_TEMPLATE)
+    executor = FlowExecutor(load_flow(folder), {"aoai_gpt4v_connection": object()})
+    with pytest.raises(FlowInputError) as caught:
+        await executor.run({"question": ["q"], "photo": "file:///etc/passwd"})
+    assert caught.value.field == "photo" and "must be an image" in caught.value.reason

@@ -177,13 +177,25 @@ def test_unknown_node_type_names_type(tmp_path: Path) -> None:
     assert "'vector_search' is not a supported node type" in problem(caught.value, "a", "type")
 
 
-def test_package_tool_source_is_an_error(tmp_path: Path) -> None:
+def test_a_package_tool_that_calls_no_model_is_an_error(tmp_path: Path) -> None:
     nodes = ("- name: a\n  type: python\n  source:\n    type: package\n    tool: promptflow.tools.serpapi.SerpAPI.search\n"
              "  inputs: {}\n")
     folder = simple_flow(tmp_path, nodes)
     with pytest.raises(FlowError) as caught:
         load_flow(folder)
-    assert "not supported" in problem(caught.value, "a", "source")
+    assert "'promptflow.tools.serpapi.SerpAPI.search' is not supported" in problem(caught.value, "a", "source.tool")
+
+
+def test_the_embedding_package_tool_is_an_embedding_llm_node(tmp_path: Path) -> None:
+    nodes = ("- name: a\n  type: python\n  source:\n    type: package\n    tool: promptflow.tools.embedding.embedding\n"
+             "  inputs:\n    connection: open_ai_connection\n    deployment_name: text-embedding-ada-002\n"
+             "    input: ${inputs.question}\n")
+    flow = load_flow(simple_flow(tmp_path, nodes), connections={"open_ai_connection"})
+    node = flow.nodes["a"]
+    assert node.type == "llm" and node.llm is not None and node.template is None
+    assert (node.llm.api, node.llm.connection, node.llm.deployment_name) == (
+        "embedding", "open_ai_connection", "text-embedding-ada-002")
+    assert set(node.inputs) == {"input"}
 
 
 def test_unknown_api_and_bad_model_parameter_are_errors(tmp_path: Path) -> None:
