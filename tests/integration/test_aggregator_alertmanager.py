@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 from aiohttp import web
 
+from services.aggregator.api.prometheus import PREFIX, collect_metrics
+from services.aggregator.appkeys import MONITORS
 from services.aggregator.db.pool import create_pool
 from services.aggregator.monitors.alertmanager import AlertmanagerSender, target_id
 from services.aggregator.monitors.service import MonitorService
 from services.aggregator.settings import AggregatorSettings
+from shared.prometheus import ServiceMetrics
 from tests.integration.test_aggregator_monitors import (
     AVERAGE,
     SCRIPT,
@@ -40,6 +44,7 @@ from tests.support.alertmanager import (
     serving,
     webhook_receiver,
 )
+from tests.support.prometheus_text import assert_promtool_clean, value
 
 PUBLIC_URL = "https://promptpulse.example.com"
 RUNBOOK = "https://runbooks.example.com/relevance"
@@ -111,6 +116,13 @@ async def test_an_alert_arrives_firing_is_resent_then_resolved(fresh_database, t
                 still_active = await am.alerts(monitor="rel-avg")
                 row = await sends(pool, am.url)
                 outbox = await pool.fetchrow("SELECT * FROM alertmanager_alerts WHERE monitor_id = 'rel-avg'")
+                app = web.Application()
+                app[MONITORS] = service
+                metrics = ServiceMetrics(PREFIX, partial(collect_metrics, app)).text().decode()
+                # Past the retention, a resolved alert leaves the outbox, its delivery records with it.
+                await service._retention(datetime.now(UTC) + timedelta(days=settings.aggregator.retention_days + 1))
+                left = await pool.fetchval("SELECT count(*) FROM alertmanager_alerts")
+                left_sends = await pool.fetchval("SELECT count(*) FROM alertmanager_sends")
             finally:
                 await service.close()
                 await pool.close()
@@ -144,6 +156,10 @@ async def test_an_alert_arrives_firing_is_resent_then_resolved(fresh_database, t
     assert still_active == []
     assert row["version"] == outbox["version"] == 2 and row["sends"] >= 4 and row["last_error"] is None
     assert outbox["state"] == "resolved"
+    assert value(metrics, PREFIX + "alertmanager_alerts_sent_total") == row["sends"] == service.alertmanager.stats.sent
+    assert value(metrics, PREFIX + "alertmanager_send_failures_total") == 0
+    assert_promtool_clean(metrics)
+    assert left == left_sends == 0
 
 
 async def test_without_alertmanager_nothing_is_sent_and_monitors_work(fresh_database, tmp_path) -> None:

@@ -48,6 +48,11 @@ def _monitors(out: Families, service: Any) -> None:
     out.add("counter", "alert_publish_failures_total", "Failed alert publishing passes.", delivery.publish_failures)
     out.add("counter", "webhooks_delivered_total", "Webhook POSTs accepted.", delivery.webhooks_delivered)
     out.add("counter", "webhook_failures_total", "Webhook attempts that failed.", delivery.webhook_failures)
+    alertmanager = service.alertmanager.stats
+    out.add("counter", "alertmanager_alerts_sent_total", "Alerts Alertmanager accepted (re-sends and every "
+            "instance counted).", alertmanager.sent)
+    out.add("counter", "alertmanager_send_failures_total", "Alerts whose send to an Alertmanager failed "
+            "(retried).", alertmanager.failed)
 
 
 def collect_metrics(app: web.Application, out: Families) -> None:

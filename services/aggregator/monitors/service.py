@@ -122,6 +122,10 @@ class MonitorService:
                     "DELETE FROM alerts WHERE window_end < $1 AND published_at IS NOT NULL "
                     "AND webhook_state <> 'pending'", cutoff,
                 )
+                # Resolved long ago: Alertmanager has long forgotten them too (sends go with them).
+                await conn.execute(
+                    "DELETE FROM alertmanager_alerts WHERE state = 'resolved' AND updated_at < $1", cutoff
+                )
         self._last_retention = time.monotonic()
 
     async def run(self) -> None:
