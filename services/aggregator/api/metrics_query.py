@@ -38,12 +38,15 @@ SELECT {_STEP}, variant, model, sum(requests)::bigint AS requests, sum(calls)::b
        bool_or(cost IS NULL AND total_tokens > 0) AS unpriced
 FROM rollup_token_costs WHERE {_WHERE} GROUP BY 1, 2, 3"""
 
-_QUALITY = f"""
-SELECT {_STEP}, variant, metric, sum(evaluations)::bigint AS evaluations, sum(scored)::bigint AS scored,
+# The sums figures.Quality adds up; also read by the Prometheus quality route (quality_metrics.py).
+QUALITY_SUMS = """sum(evaluations)::bigint AS evaluations, sum(scored)::bigint AS scored,
        sum(score_sum)::bigint AS score_sum, sum(score_sum_squares)::bigint AS score_sum_squares,
        sum(score_1)::bigint AS score_1, sum(score_2)::bigint AS score_2, sum(score_3)::bigint AS score_3,
        sum(score_4)::bigint AS score_4, sum(score_5)::bigint AS score_5,
-       sum(not_applicable)::bigint AS not_applicable, sum(errors)::bigint AS errors
+       sum(not_applicable)::bigint AS not_applicable, sum(errors)::bigint AS errors"""
+
+_QUALITY = f"""
+SELECT {_STEP}, variant, metric, {QUALITY_SUMS}
 FROM rollup_quality WHERE {_WHERE} GROUP BY 1, 2, 3"""
 
 # Feedback from the raw rows, joined to its request at query time: the feedback event names no

@@ -60,7 +60,8 @@ def _limit(max_page_size: int) -> dict[str, Any]:
 
 def _operation(summary: str, params: list[dict[str, Any]], ok: str, *, admin: bool = False,
                body: dict[str, Any] | None = None, content: str = "application/json") -> dict[str, Any]:
-    schema = _SSE_EVENT if content == "text/event-stream" else {"type": "object"}
+    schema = _SSE_EVENT if content == "text/event-stream" else {"type": "string"} if content == "text/plain" \
+        else {"type": "object"}
     responses: dict[str, Any] = {"200": {"description": ok, "content": {content: {"schema": schema}}}}
     errors = _ERRORS | ({"413": "The body is over the size limit."} if body is not None else {})
     for status, text in errors.items():
@@ -153,6 +154,10 @@ def document(max_page_size: int = ApiSection().max_page_size) -> dict[str, Any]:
             "Server-sent events: a snapshot, then the changed minutes after each committed batch.",
             [_param("deployment", "query", "Deployment name.", _NAME, required=True)], "An event stream.",
             content="text/event-stream")},
+        "/v1/prometheus/quality": {"get": _operation(
+            "Prometheus text: per deployment, variant and metric the newest closed window's average score, "
+            "pass rate and samples, and each monitor's state (for a scrape with the read key as bearer).",
+            [], "Prometheus text format 0.0.4.", content="text/plain")},
         "/healthz": {"get": {"summary": "The process serves and no partition is stalled (records waiting, "
                                         "nothing taken in for stall_seconds); 503 restarts the pod.",
                              "security": [],

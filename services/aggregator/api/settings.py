@@ -61,6 +61,21 @@ class ApiSection(BaseModel):
     sse_max_subscribers: int = Field(
         1000, ge=1, le=100_000, description="Open streams per process; more get 503."
     )
+    quality_window_seconds: int = Field(
+        300,
+        ge=60,
+        le=86_400,
+        multiple_of=60,
+        description="Length of the window whose figures GET /v1/prometheus/quality serves: the "
+        "newest one that closed at least monitors.grace_seconds ago (whole minutes).",
+    )
+    quality_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=300,
+        description="How long one reading of GET /v1/prometheus/quality is served again, so "
+        "several scrapers (an HA pair of Prometheus) cost one read of Postgres.",
+    )
 
 
 def api_section(settings: AggregatorSettings) -> ApiSection:

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import asyncpg
 from aiohttp import web
 
-from services.aggregator.api import monitor_routes, routes
+from services.aggregator.api import monitor_routes, quality_metrics, routes
 from services.aggregator.api.auth import Authenticator
 from services.aggregator.api.errors import error_middleware
 from services.aggregator.api.settings import admin_key, api_section, read_key
@@ -129,4 +129,5 @@ def create_api() -> web.Application:
     router.add_get("/stream/metrics", stream_metrics)
     # The dashboard's own data route: under /v1, so the API's keys guard it.
     router.add_get("/deployments/{deployment}/violations", list_violations)
+    quality_metrics.setup(api)  # GET /prometheus/quality: Prometheus scrapes it with the read key
     return api

@@ -1,0 +1,201 @@
+"""``GET /v1/prometheus/quality``: each deployment's quality and monitor states for Prometheus.
+
+Deployment data, so it sits under ``/v1`` behind the read key (Prometheus sends it as
+``authorization: Bearer``), apart from the open operational ``/metrics``. It serves the newest
+closed window of ``quality_window_seconds`` (closed at least the monitors' ``grace_seconds``
+ago, as a monitor would see it): per deployment, variant and metric the average score, the pass
+rate (scores >= 3) and the number of scores, from the rollups; and each stored monitor's state.
+
+Cardinality is bounded by configuration, never by the data: label values are the deployments,
+variants and metrics of the deployments folder and of the stored monitors; anything else is
+summed under ``other`` (an unknown deployment is ``other`` in all three labels). So a family
+has at most (deployments + 1) x (variants + 1) x (metrics + 1) series, plus one per monitor.
+
+One reading costs two queries (the window's rollup sums, the monitors with their states) and is
+served again for ``quality_cache_seconds``, one reading at a time, so scrapers never stack up
+queries. The figures are finished by figures.Quality, as for ``/v1/deployments/{d}/metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
+from pydantic import ValidationError
+
+from services.aggregator.api.figures import Quality
+from services.aggregator.api.metrics_query import QUALITY_SUMS
+from services.aggregator.api.state import API, ApiState
+from services.aggregator.monitors.schedule import latest_closed_end
+from services.aggregator.monitors.statistics import FIRING
+from services.aggregator.monitors.store import monitor_from_json
+from shared.deployments import Deployment, Monitor
+from shared.deployments.base import DEFAULT_SCORE_THRESHOLD
+from shared.prometheus import CONTENT_TYPE, Families
+
+log = logging.getLogger(__name__)
+
+ROUTE = "/prometheus/quality"  # under /v1
+PREFIX = "promptpulse_quality_"
+OTHER = "other"
+STATES = ("ok", "firing")  # a resolved monitor is ok again
+
+_QUALITY_SQL = f"""
+SELECT deployment, variant, metric, {QUALITY_SUMS}
+FROM rollup_quality WHERE minute >= $1 AND minute < $2 AND run_id = '' GROUP BY 1, 2, 3"""
+
+_MONITORS_SQL = """
+SELECT m.deployment, m.definition, s.state FROM monitors m LEFT JOIN monitor_states s USING (monitor_id)
+ORDER BY m.deployment, m.position, m.monitor_id"""
+
+Key = tuple[str, str, str]  # deployment, variant, metric
+
+
+@dataclass
+class LabelBound:
+    """The label values that may appear: deployment -> its variants and its metrics."""
+
+    known: dict[str, tuple[set[str], set[str]]] = field(default_factory=dict)
+
+    def allow(self, deployment: str, variants: Iterable[str] = (), metrics: Iterable[str] = ()) -> None:
+        entry = self.known.setdefault(deployment, (set(), set()))
+        entry[0].update(variants)
+        entry[1].update(metrics)
+
+    def key(self, deployment: str, variant: str, metric: str) -> Key:
+        """The labels a row counts under: its own where configured, else ``other``."""
+        entry = self.known.get(deployment)
+        if entry is None:
+            return OTHER, OTHER, OTHER
+        return deployment, variant if variant in entry[0] else OTHER, metric if metric in entry[1] else OTHER
+
+    def configured(self) -> Iterable[Key]:
+        for deployment, (variants, metrics) in sorted(self.known.items()):
+            for variant in sorted(variants):
+                for metric in sorted(metrics):
+                    yield deployment, variant, metric
+
+
+def label_bound(deployments: Mapping[str, Deployment], monitors: Iterable[tuple[str, Monitor]]) -> LabelBound:
+    """From the deployments folder and the stored monitors (which the API may have set)."""
+    bound = LabelBound()
+    for name, deployment in deployments.items():
+        metrics = deployment.evaluation.metrics if deployment.evaluation is not None else ()
+        bound.allow(name, (v.id for v in deployment.variants), metrics)
+    for name, monitor in monitors:
+        bound.allow(name, [monitor.variant] if monitor.variant else (), [monitor.metric] if monitor.metric else ())
+    return bound
+
+
+@dataclass
+class QualityReading:
+    window_start: datetime
+    window_end: datetime
+    quality: dict[Key, Quality]
+    monitors: list[tuple[str, Monitor, str]]  # deployment, monitor, ok | firing
+
+
+async def read_quality(state: ApiState, now: datetime) -> QualityReading:
+    section = state.section
+    end = latest_closed_end(now, section.quality_window_seconds, state.settings.aggregator.monitors.grace_seconds)
+    start = end - timedelta(seconds=section.quality_window_seconds)
+    async with state.pool.acquire() as conn:
+        monitor_rows = await conn.fetch(_MONITORS_SQL)
+        quality_rows = await conn.fetch(_QUALITY_SQL, start, end)
+    monitors = []
+    for row in monitor_rows:
+        try:
+            monitor = monitor_from_json(row["definition"])
+        except (ValidationError, ValueError):
+            continue  # the evaluator logs an unreadable stored monitor; it has no state to show
+        monitors.append((row["deployment"], monitor, FIRING if row["state"] == FIRING else "ok"))
+    bound = label_bound(state.deployments, ((d, m) for d, m, _ in monitors))
+    quality: dict[Key, Quality] = {key: Quality() for key in bound.configured()}
+    for row in quality_rows:
+        key = bound.key(row["deployment"], row["variant"], row["metric"])
+        quality.setdefault(key, Quality()).add(row)
+    return QualityReading(start, end, quality, monitors)
+
+
+def render(reading: QualityReading, out: Families) -> None:
+    labels = ("deployment", "variant", "metric")
+    out.gauge("window_seconds", "Length of the window the quality series describe.").add(
+        (reading.window_end - reading.window_start).total_seconds())
+    out.gauge("window_end_timestamp_seconds", "End of the newest closed window the quality series describe "
+              "(Unix time).").add(reading.window_end.timestamp())
+    average = out.gauge("average_score", "Average judge score (1-5) in the window; absent without scores.", labels)
+    passed = out.gauge("pass_rate", f"Share of scores >= {DEFAULT_SCORE_THRESHOLD} in the window (0-1); "
+                       "absent without scores.", labels)
+    samples = out.gauge("samples", "Scores in the window (the sample behind average and pass rate).", labels)
+    for (deployment, variant, metric), figures in sorted(reading.quality.items()):
+        rendered = figures.render(DEFAULT_SCORE_THRESHOLD, 0.95, detail=False)
+        where = {"deployment": deployment, "variant": variant, "metric": metric}
+        samples.add(rendered["samples"], **where)
+        if rendered["average"] is not None:
+            average.add(rendered["average"], **where)
+            passed.add(rendered["pass_rate"], **where)
+    state = out.gauge("monitor_state", "1 for the monitor's current state (ok or firing), 0 for the other; "
+                      "variant and metric are empty for a monitor over all variants or of an operational "
+                      "statistic.", ["deployment", "variant", "monitor", "statistic", "metric", "state"])
+    for deployment, monitor, current in reading.monitors:
+        for name in STATES:
+            state.add(name == current, deployment=deployment, variant=monitor.variant or "", monitor=monitor.id,
+                      statistic=monitor.statistic, metric=monitor.metric or "", state=name)
+
+
+class _ReadingCollector:
+    """A prometheus_client custom collector over the reading the handler just made."""
+
+    def __init__(self) -> None:
+        self.reading: QualityReading | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        if self.reading is None:
+            return []
+        families = Families(PREFIX)
+        render(self.reading, families)
+        return list(families)
+
+
+class QualityExposition:
+    """The route's registry (its own, apart from ``/metrics``'s) and its cached reading."""
+
+    def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.clock = clock  # the tests pass theirs, as the monitor tests do
+        self._collector = _ReadingCollector()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self._collector)
+        self._read_at: float | None = None
+        self._lock = asyncio.Lock()
+        self.readings = 0  # how many times Postgres was read (tests check the cache with it)
+
+    async def text(self, state: ApiState) -> bytes:
+        async with self._lock:  # one reading at a time: concurrent scrapes share it
+            fresh = self._read_at is not None and time.monotonic() - self._read_at < state.section.quality_cache_seconds
+            if not fresh:
+                self._collector.reading = await read_quality(state, self.clock())
+                self._read_at = time.monotonic()
+                self.readings += 1
+            return generate_latest(self.registry)
+
+
+QUALITY = web.AppKey("promptpulse_quality", QualityExposition)
+
+
+async def quality_metrics(request: web.Request) -> web.Response:
+    """``GET /v1/prometheus/quality`` (read key, by the query API's middleware)."""
+    body = await request.app[QUALITY].text(request.app[API])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, "X-Content-Type-Options": "nosniff"})
+
+
+def setup(api: web.Application) -> None:
+    """The route on the query API's sub-application (before it starts)."""
+    api[QUALITY] = QualityExposition()
+    api.router.add_get(ROUTE, quality_metrics)
