@@ -59,7 +59,10 @@ __all__ = ["SERVING", "STALE", "UNAVAILABLE", "DeploymentRuntime", "Deployments"
 def _runtime(deployment: Deployment, flow: Flow, clients: Mapping[str, Any], connections: Mapping[str, Any],
              tracer_provider: TracerProvider | None, generation: int) -> DeploymentRuntime:
     used = {n: clients[n] for n in flow_connections(flow)}
-    executor = FlowExecutor(flow, used, tracer_provider=tracer_provider, connections=connections)
+    # A deployment that redacts fields gets no captured prints in its spans: they may quote those fields.
+    redacts = bool(deployment.redaction.inputs or deployment.redaction.outputs)
+    executor = FlowExecutor(flow, used, tracer_provider=tracer_provider, connections=connections,
+                            capture_output=not redacts)
     for variant in deployment.variants:
         executor.plan(variant.id, variant.nodes)  # an impossible selection fails the load, not a request
     return DeploymentRuntime(

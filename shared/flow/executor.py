@@ -56,7 +56,10 @@ class FlowExecutor:
         *,
         tracer_provider: trace.TracerProvider | None = None,
         connections: Mapping[str, Any] | None = None,
+        capture_output: bool = True,
     ) -> None:
+        """``capture_output``: Python nodes' prints and log records go into their spans
+        (node_output.py); off, they go to the process's streams and log as any code's do."""
         problems = [
             FlowProblem(flow.name, name, "connection", f"no client for connection {node.llm.connection!r}")
             for name in flow.node_order
@@ -71,6 +74,7 @@ class FlowExecutor:
         self.clients = clients
         self.tracer = telemetry.get_tracer(tracer_provider)
         self.tracer_provider = tracer_provider  # None: the global provider, looked up per call
+        self.capture_output = capture_output
         if any(node.type == "python" for name in flow.node_order for node in flow.all_nodes(name)):
             observe_openai_calls()  # a Python node may call a model itself (shared/flow/python_llm.py)
         self._plans: dict[tuple[tuple[str, str], ...], Plan] = {}
@@ -91,12 +95,14 @@ class FlowExecutor:
         variant: str | None = None,
         node_variants: Mapping[str, str] | None = None,
         llm_headers: Mapping[str, str] | None = None,
+        request_id: str | None = None,
     ) -> FlowResult:
         """Run to completion. Raises FlowInputError (bad inputs), FlowError (unknown variant),
         NodeExecutionError / LlmCallError (a node failed). Cancelling the caller cancels the run,
         including any LLM call in flight."""
         bound = bind_inputs(self.flow, inputs)
-        run = _Run(self, self.plan(variant, node_variants), bound, variant, stream=False, llm_headers=llm_headers)
+        run = _Run(self, self.plan(variant, node_variants), bound, variant, stream=False, llm_headers=llm_headers,
+                   request_id=request_id)
         return await run.execute()
 
     def stream(
@@ -106,6 +112,7 @@ class FlowExecutor:
         variant: str | None = None,
         node_variants: Mapping[str, str] | None = None,
         llm_headers: Mapping[str, str] | None = None,
+        request_id: str | None = None,
     ) -> FlowStream:
         """A run whose chat output arrives as text deltas while the LLM writes it.
 
@@ -113,7 +120,8 @@ class FlowExecutor:
         when iteration (or ``result()``) starts; closing the stream cancels it.
         """
         bound = bind_inputs(self.flow, inputs)
-        run = _Run(self, self.plan(variant, node_variants), bound, variant, stream=True, llm_headers=llm_headers)
+        run = _Run(self, self.plan(variant, node_variants), bound, variant, stream=True, llm_headers=llm_headers,
+                   request_id=request_id)
         return FlowStream(run)
 
 
@@ -129,6 +137,7 @@ class _Run:
         *,
         stream: bool,
         llm_headers: Mapping[str, str] | None,
+        request_id: str | None = None,
     ) -> None:
         self.executor = executor
         self.flow = executor.flow
@@ -136,6 +145,7 @@ class _Run:
         self.inputs = inputs
         self.variant = variant
         self.llm_headers = llm_headers
+        self.request_id = request_id  # on what a node prints or logs (node_output.py)
         self.node_outputs: dict[str, Any] = {}
         self.bypassed: set[str] = set()
         self.llm_calls: list[LlmCall] = []
@@ -250,7 +260,8 @@ class _Run:
             live = self.deltas is not None and node.name == self.streaming_node
             output = await run_python(
                 node, values, self.executor.tracer, self.executor.tracer_provider, record=self.llm_calls.append,
-                on_delta=self._on_delta if live else None,
+                on_delta=self._on_delta if live else None, request_id=self.request_id,
+                capture_output=self.executor.capture_output,
             )
         elif node.type == "prompt":
             output = run_prompt(node, values, self.executor.tracer)

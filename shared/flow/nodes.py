@@ -8,6 +8,7 @@ parameters get None (an unset model parameter is simply not sent).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from typing import Any
 
 from jinja2 import TemplateError
@@ -16,6 +17,7 @@ from opentelemetry import trace
 from shared.flow import llm, telemetry
 from shared.flow.errors import NodeExecutionError
 from shared.flow.model import Node
+from shared.flow.node_output import capture_node_output
 from shared.flow.python_llm import node_llm_calls
 from shared.flow.python_node import call_tool
 from shared.flow.result import LlmCall
@@ -42,6 +44,8 @@ async def run_python(
     *,
     record: Callable[[LlmCall], None],
     on_delta: Callable[[str], None] | None = None,
+    request_id: str | None = None,
+    capture_output: bool = True,
 ) -> Any:
     """``record`` gets one :class:`LlmCall` per model call the function made with the openai
     package, even when it then failed (the tokens were spent). When the function returns a
@@ -67,7 +71,9 @@ async def run_python(
         f"execute_tool {node.name}", attributes=attributes, record_exception=False, set_status_on_exception=False
     ) as span:
         try:
-            with node_llm_calls(node.name, provider or trace.get_tracer_provider()) as calls:
+            # Prints and log records go into this span (node_output.py), LLM calls become its children.
+            with (capture_node_output(span, request_id) if capture_output else nullcontext()), \
+                    node_llm_calls(node.name, provider or trace.get_tracer_provider()) as calls:
                 return await call_tool(node.tool, kwargs, None if on_delta is None else _text_items(on_delta))
         except Exception as exc:
             error_type = type(exc).__name__

@@ -210,7 +210,8 @@ async def _run_whole(
     try:
         async with asyncio.timeout(timeout):
             result = await runtime.executor.run(
-                inputs, variant=variant.id, node_variants=variant.nodes, llm_headers=llm_headers
+                inputs, variant=variant.id, node_variants=variant.nodes, llm_headers=llm_headers,
+                request_id=recorder.meta.request_id,
             )
     except NodeExecutionError as exc:
         raise run_failed(recorder, exc) from None

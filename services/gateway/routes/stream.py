@@ -78,7 +78,8 @@ async def stream_run(
     *, headers: Mapping[str, str] | None = None,
 ) -> web.StreamResponse:
     timeout = request.app[SETTINGS].gateway.request_timeout_seconds
-    stream = runtime.executor.stream(inputs, variant=variant.id, node_variants=variant.nodes, llm_headers=llm_headers)
+    stream = runtime.executor.stream(inputs, variant=variant.id, node_variants=variant.nodes, llm_headers=llm_headers,
+                                     request_id=recorder.meta.request_id)
     recorder.start_stream(stream.streamed_output)
     response: web.StreamResponse | None = None
     try:
