@@ -69,9 +69,12 @@ def _default_dir() -> Path:
 
 
 def deployed_flows(folder: Path) -> dict[str, Path]:
-    """Flow name -> flow folder, for a deployments folder or a single flow folder."""
+    """Flow name -> flow folder, for a deployments folder or a single flow folder.
 
-
+    A flow is named by its folder; two deployed flows whose folders share a name (``v1/chat``,
+    ``v2/chat``) are both kept, the second under its full path, so neither one's requirements
+    are left out.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise CliError(f"{folder} is not a folder", code=EXIT_NOT_FOUND)
@@ -91,8 +94,10 @@ def deployed_flows(folder: Path) -> dict[str, Path]:
         if not isinstance(flow, str):
             print(f"warning: {file} skipped: it names no flow", file=sys.stderr)
             continue
-        path = Path(flow) if Path(flow).is_absolute() else (file.parent / flow)
-        flows.setdefault(path.resolve().name, path.resolve())
+        path = (Path(flow) if Path(flow).is_absolute() else (file.parent / flow)).resolve()
+        if path in flows.values():
+            continue  # several deployments of one flow: its requirements once
+        flows[path.name if path.name not in flows else str(path)] = path
     return flows
 
 
