@@ -56,9 +56,10 @@ class AlertmanagerSection(BaseModel):
     @field_validator("urls")
     @classmethod
     def _http_urls(cls, value: list[str]) -> list[str]:
-        for url in value:
+        for index, url in enumerate(value):
             if not re.match(r"^https?://[^\s/]+", url):
-                raise ValueError(f"{url!r} is not an http:// or https:// URL")
+                # The value is not echoed: a URL may carry a password (user:password@host).
+                raise ValueError(f"entry {index + 1} is not an http:// or https:// URL")
         return [url.rstrip("/") for url in value]
 
     @model_validator(mode="after")
