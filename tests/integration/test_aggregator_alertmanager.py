@@ -253,3 +253,29 @@ async def test_an_unreachable_alertmanager_is_retried_and_recorded_and_never_blo
     assert service.alertmanager.stats.failed >= 1
     assert len(arrived) == 1 and arrived[0]["labels"]["monitor"] == "rel-avg"
     assert recovered["attempts"] == 0 and recovered["last_error"] is None and recovered["version"] == 1
+
+
+async def test_two_replicas_send_each_change_once(fresh_database, tmp_path) -> None:
+    base = minute_base()
+    async with webhook_receiver() as receiver, running_alertmanager(tmp_path / "am", receiver.url) as am:
+        # A re-send interval far away: any second send of the firing alert would be a duplicate.
+        settings = am_settings(fresh_database, tmp_path / "d", [am.url], resend_seconds=3600)
+        async with ingested(settings, script_messages(base, SCRIPT)):
+            pools = [await create_pool(settings) for _ in range(2)]
+            services = [MonitorService(settings, pool) for pool in pools]
+            try:
+                await services[0].sync_files()
+                for service in services:
+                    await service.open()
+                for minute in (1, 2, 3):
+                    await asyncio.gather(*(s.once(step(base, minute)) for s in services))
+                    for _ in range(3):  # several rounds, both replicas at once
+                        await asyncio.gather(*(s.alertmanager.send_due() for s in services))
+                await wait_for(notified_as(receiver, "resolved"), 30, "the resolved notification")
+                row = await sends(pools[0], am.url)
+            finally:
+                for service, pool in zip(services, pools, strict=True):
+                    await service.close()
+                    await pool.close()
+    assert sum(s.alertmanager.stats.sent for s in services) == 2 == row["sends"]  # firing, then resolved
+    assert len(receiver.alerts("firing")) == 1 and len(receiver.alerts("resolved")) == 1
