@@ -47,9 +47,15 @@ PREFIX = "promptpulse_quality_"
 OTHER = "other"
 STATES = ("ok", "firing")  # a resolved monitor is ok again
 
+# The deployments with rows in the window, from deployment_variants (written with the rollups,
+# in the same transaction), so each is read through the primary key (deployment, minute, ...)
+# instead of scanning the whole day's partition: 1.8 ms against 15 ms over a day of 10
+# deployments x 3 variants x 5 metrics (216,000 rows, EXPLAIN ANALYZE, 2026-12-06).
 _QUALITY_SQL = f"""
 SELECT deployment, variant, metric, {QUALITY_SUMS}
-FROM rollup_quality WHERE minute >= $1 AND minute < $2 AND run_id = '' GROUP BY 1, 2, 3"""
+FROM rollup_quality
+WHERE deployment = ANY(ARRAY(SELECT DISTINCT deployment FROM deployment_variants WHERE last_minute >= $1))
+  AND minute >= $1 AND minute < $2 AND run_id = '' GROUP BY 1, 2, 3"""
 
 _MONITORS_SQL = """
 SELECT m.deployment, m.definition, s.state FROM monitors m LEFT JOIN monitor_states s USING (monitor_id)
