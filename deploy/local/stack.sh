@@ -147,15 +147,16 @@ api_keys() {
 # with_secrets_of NAME COMMAND...: exec COMMAND with the query API's keys only when NAME is the
 # aggregator (the one service that serves that API); every other process goes without them, even
 # when they are exported in the caller's environment. It execs, keeping the pid the pid file
-# records: call it only as a background job or in a pipeline.
+# records: call it only as a background job or in a pipeline (a subshell, whose exports and
+# unsets end with it). The keys travel in the environment, never on a command line (`env
+# VAR=key`), which any local user can read in ps.
 with_secrets_of() {
   local name=$1 var; shift
-  local unset=() set=()
   for var in "${API_KEY_VARS[@]}"; do
-    if [ "$name" = aggregator ] && [ -n "${API_KEYS[$var]:-}" ]; then set+=("$var=${API_KEYS[$var]}")
-    else unset+=(-u "$var"); fi
+    if [ "$name" = aggregator ] && [ -n "${API_KEYS[$var]:-}" ]; then export "$var=${API_KEYS[$var]}"
+    else unset "$var"; fi
   done
-  exec env "${unset[@]}" "${set[@]}" "$@"
+  exec "$@"
 }
 
 # The PROMPTPULSE_* names a service is started with, one a line (values never printed).

@@ -325,6 +325,21 @@ def test_local_stack_gives_the_query_api_keys_to_the_aggregator_only(tmp_path: P
             "api-read.key": 0o600, "api-admin.key": 0o600}
 
 
+def test_local_stack_never_puts_a_query_api_key_on_a_command_line(tmp_path: Path) -> None:
+    """Any local user reads command lines (ps); the keys must reach the aggregator by environment.
+    An ``env`` first on PATH records the arguments it is run with."""
+    bin_dir, record = tmp_path / "bin", tmp_path / "env-args"
+    bin_dir.mkdir()
+    spy = bin_dir / "env"
+    spy.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{record}"\nexec /usr/bin/env "$@"\n')
+    spy.chmod(0o755)
+    shell = {var: "secret-from-the-shell-" + var for var in QUERY_API_KEYS}
+    path = f"{bin_dir}:{os.environ.get('PATH', '')}"
+    assert QUERY_API_KEYS <= _local_env_names("aggregator", tmp_path, PATH=path, **shell)
+    assert record.exists()  # the spy ran: it would have seen a key passed as VAR=key
+    assert "secret-from-the-shell" not in record.read_text()
+
+
 # --- both ----------------------------------------------------------------------------------
 
 
