@@ -23,6 +23,7 @@ from services.aggregator.api.prometheus import PREFIX, collect_metrics
 from services.aggregator.appkeys import MONITORS
 from services.aggregator.db.pool import create_pool
 from services.aggregator.monitors.alertmanager import AlertmanagerSender, target_id
+from services.aggregator.monitors.evaluator import EVALUATOR_LOCK
 from services.aggregator.monitors.service import MonitorService
 from services.aggregator.settings import AggregatorSettings
 from shared.prometheus import ServiceMetrics
@@ -279,3 +280,38 @@ async def test_two_replicas_send_each_change_once(fresh_database, tmp_path) -> N
                     await pool.close()
     assert sum(s.alertmanager.stats.sent for s in services) == 2 == row["sends"]  # firing, then resolved
     assert len(receiver.alerts("firing")) == 1 and len(receiver.alerts("resolved")) == 1
+
+
+async def test_the_monitor_loop_runs_the_sender_beside_evaluation(fresh_database, tmp_path) -> None:
+    base = minute_base()
+    async with webhook_receiver() as receiver, running_alertmanager(tmp_path / "am", receiver.url) as am:
+        settings = am_settings(fresh_database, tmp_path / "d", [am.url], resend_seconds=3600)
+        settings.aggregator.monitors.tick_seconds = 0.2
+        async with ingested(settings, script_messages(base, SCRIPT)):
+            pool = await create_pool(settings)
+            service = MonitorService(settings, pool)
+            holder = await asyncpg.connect(fresh_database)
+            try:
+                await service.sync_files()
+                await service.open()
+                for minute in (1, 2):
+                    await service.once(step(base, minute))  # rel-avg fires, at the test's clock
+                # The loop evaluates on the wall clock: another session holds the evaluator lock,
+                # so it evaluates nothing and the outbox holds only the test's alert.
+                await holder.execute("SELECT pg_advisory_lock($1)", EVALUATOR_LOCK)
+                loop = asyncio.create_task(service.run())
+
+                async def arrived() -> bool:
+                    return bool(await am.alerts(monitor="rel-avg"))
+
+                await wait_for(arrived, 30, "the loop's sender to deliver")
+                service.stop()
+                await asyncio.wait_for(loop, 30)  # the sender stops with the loop
+                leader_ticks = service.stats.leader_ticks
+            finally:
+                service.stop()
+                await holder.close()
+                await service.close()
+                await pool.close()
+    assert service.alertmanager.stats.sent == 1
+    assert leader_ticks == 2  # only the test's own two passes evaluated
