@@ -24,6 +24,7 @@ from shared.flow.images import Image
 from shared.flow.model import PythonTool
 from shared.flow.modules import PACKAGE_PREFIX, FlowModules
 from shared.flow.pf_connections import CONNECTION_CLASSES
+from shared.flow.pf_tools import MODULES as PF_TOOL_MODULES
 from shared.flow.python_inputs import annotations_of
 
 TOOL_MARKER = "__tool"  # what prompt flow's @tool sets on the function it returns
@@ -75,8 +76,19 @@ def _shim_modules() -> dict[str, types.ModuleType]:
     multimedia.Image = Image  # type: ignore[attr-defined]
     contracts.multimedia = multimedia  # type: ignore[attr-defined]
     package.contracts = contracts  # type: ignore[attr-defined]
-    return {"promptflow": package, "promptflow.core": core, "promptflow.connections": connections,
-            "promptflow.contracts": contracts, "promptflow.contracts.multimedia": multimedia}
+    modules = {"promptflow": package, "promptflow.core": core, "promptflow.connections": connections,
+               "promptflow.contracts": contracts, "promptflow.contracts.multimedia": multimedia}
+    tools = types.ModuleType("promptflow.tools", "PromptPulse's stand-in for promptflow-tools (pf_tools.py)")
+    tools.__path__ = []
+    package.tools = tools  # type: ignore[attr-defined]
+    modules["promptflow.tools"] = tools
+    for module_name, functions in PF_TOOL_MODULES.items():
+        module = types.ModuleType(module_name, "PromptPulse's stand-in for promptflow-tools (pf_tools.py)")
+        for function_name, function in functions.items():
+            setattr(module, function_name, function)
+        setattr(tools, module_name.rsplit(".", 1)[1], module)
+        modules[module_name] = module
+    return modules
 
 
 def _promptflow_installed() -> bool:

@@ -287,3 +287,60 @@ async def test_a_bad_image_input_is_refused_naming_the_input(tmp_path: Path) -> 
     with pytest.raises(FlowInputError) as caught:
         await executor.run({"question": ["q"], "photo": "file:///etc/passwd"})
     assert caught.value.field == "photo" and "must be an image" in caught.value.reason
+
+
+# As prompt flow's eval-multi-turn-metrics and question-simulation call promptflow.tools from code.
+TOOLS_DAG = """\
+inputs:
+  question:
+    type: string
+outputs:
+  answer:
+    type: string
+    reference: ${ask.output}
+nodes:
+- name: ask
+  type: python
+  source:
+    type: code
+    path: ask.py
+  inputs:
+    connection: sim
+    question: ${inputs.question}
+"""
+
+ASK = '''\
+from promptflow.connections import OpenAIConnection
+from promptflow.core import tool
+from promptflow.tools.common import parse_chat
+from promptflow.tools.embedding import embedding
+from promptflow.tools.openai import chat as openai_chat
+
+
+@tool
+def ask(connection: OpenAIConnection, question: str) -> str:
+    assert parse_chat("system:\\nBe brief.\\nuser:\\nhi\\n")[1] == {"role": "user", "content": "hi"}
+    vector = embedding(connection=connection, input=question, model="text-embedding-3-small")
+    answer = openai_chat(connection=connection, prompt="system:\\nBe brief.\\nuser:\\n{{question}}\\n",
+                         model="gpt-4o-mini", max_tokens="40", question=question)
+    return f"{len(vector)} {answer}"
+'''
+
+
+async def test_promptflow_tools_called_from_python_code_use_the_nodes_connection(tmp_path: Path) -> None:
+    from shared.deployments import Connection
+
+    folder = write_flow(tmp_path / "tools", TOOLS_DAG, ask__py=ASK)
+    async with llmsim() as sim:
+        connections = {"sim": Connection(name="sim", type="openai_compatible", base_url=f"{sim.base_url}/v1",
+                                         api_key="none")}
+        executor = FlowExecutor(load_flow(folder, connections=connections), {}, connections=connections,
+                                tracer_provider=TracerProvider())  # an SDK provider, as the gateway sets
+        result = await executor.run({"question": "How are requests sampled?"})
+    assert sim.state.counters["embedding_requests"] == 1 and sim.state.counters["chat_requests"] == 1
+    size, answer = result.outputs["answer"].split(" ", 1)
+    assert size == "1536" and answer
+    calls = sorted(result.llm_calls, key=lambda call: call.request_model)
+    assert [(c.node, c.request_model, c.usage_reported) for c in calls] == [
+        ("ask", "gpt-4o-mini", True), ("ask", "text-embedding-3-small", True)]
+    assert calls[0].completion_tokens <= 40
