@@ -51,7 +51,7 @@ def find_deployment_file(deployments_dir: Path, name: str) -> Path | None:
     for path in deployment_files(Path(deployments_dir)):
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError):
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
             continue  # the loader reports broken files; here we only look for one name
         declared = data.get("name") if isinstance(data, dict) else None
         if (declared if isinstance(declared, str) else path.stem) == name:

@@ -105,6 +105,15 @@ def test_demo_key_from_the_environment_replaces_the_generated_one(tmp_path: Path
     assert generated is not None and match_api_key(generated.key, records) is None
 
 
+def test_a_deployment_file_that_is_not_utf8_does_not_stop_the_demo_key(tmp_path: Path) -> None:
+    """The gateway provisions the demo key before loading: another broken file is the loader's
+    to report (that deployment alone is unavailable), not a crash of the gateway's start-up."""
+    folder = make_folder(tmp_path)
+    (folder / "another.yaml").write_bytes(b"name: caf\xe9\n")  # Latin-1, not UTF-8
+    demo = demo_key.ensure_demo_key(folder, environ={})
+    assert demo is not None and demo.created
+
+
 def test_no_demo_deployment_means_no_demo_key(tmp_path: Path) -> None:
     assert demo_key.ensure_demo_key(make_folder(tmp_path, name="shop"), environ={}) is None
 
