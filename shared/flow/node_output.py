@@ -9,8 +9,9 @@ A log record is captured by a root-logger handler the same way, and still reache
 own log handlers as before; only records the logging configuration lets through are seen.
 
 Each captured line becomes one span event ``promptpulse.node.output`` with its stream
-(``stdout``, ``stderr`` or ``log``), the log level for records, the text with key-like tokens
-redacted (telemetry.redact), and the request id. Bounded per node run: at most
+(``stdout``, ``stderr`` or ``log``), the log level for records, the text with credentials
+redacted (the logs' patterns, shared/logs.py, then telemetry.redact's key-like tokens), and the
+request id. Bounded per node run: at most
 :data:`MAX_LINES` events and :data:`MAX_CHARS` characters of text (a line is cut at
 :data:`MAX_LINE_CHARS`); what is left out is counted in the span's
 ``promptpulse.node.output.dropped_lines``. Threads a node starts itself do not inherit the
@@ -31,6 +32,7 @@ from typing import Any, TextIO
 from opentelemetry import trace
 
 from shared.flow import telemetry
+from shared.logs import redact as redact_secrets
 
 EVENT = "promptpulse.node.output"
 STREAM = "promptpulse.output.stream"
@@ -84,7 +86,9 @@ class CapturedOutput:
     def record(self, span: trace.Span, request_id: str | None) -> None:
         self.finish()
         for stream, text, level in self.lines:
-            attributes: dict[str, Any] = {STREAM: stream, TEXT: telemetry.redact(text, MAX_LINE_CHARS)}
+            # The logs' credential patterns (api_key=..., Bearer ..., user:password@), then the
+            # runtime's own (key-like tokens), as error messages get.
+            attributes: dict[str, Any] = {STREAM: stream, TEXT: telemetry.redact(redact_secrets(text), MAX_LINE_CHARS)}
             if level is not None:
                 attributes[LEVEL] = level
             if request_id:

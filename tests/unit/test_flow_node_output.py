@@ -68,7 +68,7 @@ def talk(who: str, gate: str) -> str:
     other = "b" if who == "a" else "a"
     THREAD_GATES[f"{gate}-{other}"].wait(GIVE_UP_SECONDS)
     print(f"key sk-proj-abcdefghijklmnopqrstuvwxyz0123456789 seen by {who}", file=sys.stderr)
-    log.warning("warned by %s", who)
+    log.warning("warned by %s with password=hunter2", who)
     return who
 """
 
@@ -124,8 +124,8 @@ async def test_two_concurrent_requests_prints_stay_in_their_own_node_spans(tmp_p
     for who in ("a", "b"):
         assert lines[("execute_tool talk_sync", f"req-{who}")] == [
             ("stdout", f"hello from {who}"),
-            ("stderr", f"key [redacted] seen by {who}"),
-            ("log", f"warned by {who}"),
+            ("stderr", f"key [REDACTED] seen by {who}"),
+            ("log", f"warned by {who} with password=[REDACTED]"),
         ]
         assert lines[("execute_tool talk_async", f"req-{who}")] == [
             ("stdout", f"async {who} one"), ("stdout", f"async {who} two")]
