@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.util.types import Attributes
 
 from shared.flow.result import LlmCall
@@ -165,6 +166,10 @@ def _wrap_legacy_completions(tracer: trace.Tracer) -> None:
 def node_llm_calls(node: str, provider: trace.TracerProvider) -> Iterator[list[LlmCall]]:
     """While the block runs, openai calls are spans of ``provider``; on exit the list holds one
     :class:`LlmCall` per call that finished (a stream left unread has no usage to count)."""
+    if not isinstance(provider, SdkTracerProvider):
+        # No SDK configured (tracing off, a bench): the calls still count. Spans of a provider
+        # without processors hold the attributes the count is read from, and go nowhere.
+        provider = _counting_provider()
     calls = _NodeCalls(node, provider)
     token = _current.set(calls)
     found: list[LlmCall] = []
@@ -173,6 +178,16 @@ def node_llm_calls(node: str, provider: trace.TracerProvider) -> Iterator[list[L
     finally:
         _current.reset(token)
         found.extend(_llm_calls(node, calls.spans))
+
+
+_counting: SdkTracerProvider | None = None
+
+
+def _counting_provider() -> SdkTracerProvider:
+    global _counting
+    if _counting is None:
+        _counting = SdkTracerProvider()
+    return _counting
 
 
 def _llm_calls(node: str, spans: Sequence[Any]) -> list[LlmCall]:

@@ -334,8 +334,7 @@ async def test_promptflow_tools_called_from_python_code_use_the_nodes_connection
     async with llmsim() as sim:
         connections = {"sim": Connection(name="sim", type="openai_compatible", base_url=f"{sim.base_url}/v1",
                                          api_key="none")}
-        executor = FlowExecutor(load_flow(folder, connections=connections), {}, connections=connections,
-                                tracer_provider=TracerProvider())  # an SDK provider, as the gateway sets
+        executor = FlowExecutor(load_flow(folder, connections=connections), {}, connections=connections)
         result = await executor.run({"question": "How are requests sampled?"})
     assert sim.state.counters["embedding_requests"] == 1 and sim.state.counters["chat_requests"] == 1
     size, answer = result.outputs["answer"].split(" ", 1)

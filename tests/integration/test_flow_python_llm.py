@@ -159,6 +159,18 @@ async def test_python_nodes_llm_calls_are_spans_under_the_node_and_counted(tmp_p
     assert plain_chat.attributes["gen_ai.usage.input_tokens"] == calls["plain"].prompt_tokens
 
 
+async def test_calls_count_with_tracing_off(tmp_path: Path) -> None:
+    # No SDK provider (tracing not configured): the usage still reaches the run's LLM calls.
+    from opentelemetry.trace import NoOpTracerProvider
+
+    async with llmsim() as sim:
+        executor = FlowExecutor(load_flow(_flow(tmp_path / "f")), {}, tracer_provider=NoOpTracerProvider())
+        result = await executor.run({"question": "How are requests sampled?", "base_url": f"{sim.base_url}/v1"})
+    calls = {call.node: call for call in result.llm_calls}
+    assert set(calls) == {"plain", "streamed", "unreported", "legacy"}
+    assert calls["plain"].usage_reported and calls["plain"].total_tokens > 0
+
+
 async def test_a_node_that_fails_after_its_call_still_counts_the_tokens_it_spent(tmp_path: Path) -> None:
     provider, _ = _provider()
     async with llmsim() as sim:
