@@ -343,3 +343,23 @@ async def test_promptflow_tools_called_from_python_code_use_the_nodes_connection
     assert [(c.node, c.request_model, c.usage_reported) for c in calls] == [
         ("ask", "gpt-4o-mini", True), ("ask", "text-embedding-3-small", True)]
     assert calls[0].completion_tokens <= 40
+
+
+async def test_llmsim_text_endpoints_refuse_bad_bodies_naming_the_field() -> None:
+    import aiohttp
+
+    async with llmsim() as sim, aiohttp.ClientSession() as session:
+        cases = [
+            ("/v1/completions", {"model": "m"}, "prompt"),
+            ("/v1/embeddings", {"model": "m", "input": []}, "input"),
+            ("/v1/embeddings", {"model": "m", "input": "x", "encoding_format": "int8"}, "encoding_format"),
+            ("/openai/deployments/ada/embeddings", [1], None),
+        ]
+        for path, body, field in cases:
+            async with session.post(f"{sim.base_url}{path}", json=body) as resp:
+                error = (await resp.json())["error"]
+                assert resp.status == 400, (path, body)
+                assert error["param"] == field and (field is None or error["message"].startswith(field))
+        async with session.post(f"{sim.base_url}/openai/deployments/ada/embeddings", json={"input": "x"}) as resp:
+            assert resp.status == 200 and (await resp.json())["model"] == "ada"  # the deployment names the model
+    assert sim.state.counters["bad_requests"] == 4
