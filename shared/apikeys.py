@@ -22,13 +22,15 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 KEY_PREFIX = "pp_"
 KEY_ENTROPY_BYTES = 32
 HASH_SCHEME = "sha256"
 _HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 KEY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+# A key is 46 characters; anything far longer is not one of ours and is not worth hashing.
+MAX_PRESENTED_LENGTH = 512
 Owner = TypeVar("Owner")
 
 
@@ -72,6 +74,35 @@ def verify_api_key(presented: str, stored_hash: str) -> bool:
     if not isinstance(presented, str) or not presented:
         return False
     return hmac.compare_digest(hash_api_key(presented).encode(), stored_hash.encode())
+
+
+def bearer_token(header_value: str | None) -> str | None:
+    """The credentials of an ``Authorization: Bearer <token>`` value, or None.
+
+    None for another scheme, an empty token or one longer than MAX_PRESENTED_LENGTH.
+    """
+    scheme, _, credentials = (header_value or "").strip().partition(" ")
+    token = credentials.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > MAX_PRESENTED_LENGTH:
+        return None
+    return token
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+
+def secret_matches(presented: str | None, secret: SecretStr | None) -> bool:
+    """True when ``presented`` is ``secret`` (a configured key such as an admin key).
+
+    Compares SHA-256 digests with ``hmac.compare_digest``, so neither the content nor the length
+    of the secret shows in the time taken; an absent ``presented`` is still compared, so a
+    missing key and a wrong one take the same time.
+    """
+    if secret is None:
+        return False
+    matches = hmac.compare_digest(_digest(presented or ""), _digest(secret.get_secret_value()))
+    return bool(presented) and matches
 
 
 def match_api_key(presented: str | None, records: Iterable[ApiKeyRecord]) -> ApiKeyRecord | None:

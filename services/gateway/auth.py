@@ -13,26 +13,26 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
-from shared.apikeys import ApiKeyRecord, match_api_key, match_api_key_owner
+from shared.apikeys import (
+    MAX_PRESENTED_LENGTH,
+    ApiKeyRecord,
+    bearer_token,
+    match_api_key,
+    match_api_key_owner,
+)
 
 Owner = TypeVar("Owner")
 
 AUTHORIZATION = "Authorization"
 API_KEY_HEADER = "api-key"
-# A key is 46 characters; anything far longer is not one of ours and is not worth hashing.
-MAX_PRESENTED_LENGTH = 512
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
     """The key in the request's headers, or None. ``Authorization`` wins when both are sent."""
     authorization = headers.get(AUTHORIZATION)
     if authorization is not None:
-        scheme, _, credentials = authorization.strip().partition(" ")
-        if scheme.lower() != "bearer":
-            return None
-        key = credentials.strip()
-    else:
-        key = (headers.get(API_KEY_HEADER) or "").strip()
+        return bearer_token(authorization)
+    key = (headers.get(API_KEY_HEADER) or "").strip()
     if not key or len(key) > MAX_PRESENTED_LENGTH:
         return None
     return key

@@ -7,16 +7,18 @@ import hashlib
 from datetime import UTC, datetime
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from shared import apikeys
 from shared.apikeys import (
     ApiKeyRecord,
+    bearer_token,
     generate_api_key,
     hash_api_key,
     match_api_key,
     match_api_key_owner,
     new_api_key_record,
+    secret_matches,
     verify_api_key,
 )
 
@@ -141,3 +143,31 @@ def test_new_record_stores_only_the_hash():
 def test_bad_records_are_rejected(fields):
     with pytest.raises(ValidationError):
         ApiKeyRecord.model_validate(fields)
+
+
+def test_secret_matches_only_the_secret_and_compares_digests_in_constant_time(monkeypatch):
+    secret = SecretStr("admin-" + "k" * 26)
+    calls = []
+    real = apikeys.hmac.compare_digest
+    monkeypatch.setattr(apikeys.hmac, "compare_digest", lambda a, b: calls.append((a, b)) or real(a, b))
+    assert secret_matches("admin-" + "k" * 26, secret)
+    for wrong in ["admin-" + "k" * 25, "admin-" + "k" * 27, "", None]:
+        assert not secret_matches(wrong, secret)
+    assert not secret_matches("anything", None)
+    # Every comparison, even of nothing, ran on two 32-byte digests: lengths never show.
+    assert len(calls) == 5
+    assert all(len(a) == len(b) == 32 for a, b in calls)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("Bearer pp_abc", "pp_abc"),
+    ("  bearer   pp_abc  ", "pp_abc"),
+    ("Basic cHA6YWJj", None),
+    ("Bearer", None),
+    ("Bearer    ", None),
+    ("Bearer " + "x" * 513, None),
+    ("", None),
+    (None, None),
+])
+def test_bearer_token(value, expected):
+    assert bearer_token(value) == expected

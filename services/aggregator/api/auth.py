@@ -2,7 +2,7 @@
 
 - ``Authorization: Bearer <key>``: the read key may read every ``/v1`` route, the admin key may
   also change monitors (any method other than GET/HEAD). Both keys are compared every time,
-  as SHA-256 digests with ``hmac.compare_digest``, so timing tells nothing about either.
+  in constant time (``shared.apikeys.secret_matches``), so timing tells nothing about either.
 - ``POST /v1/session`` exchanges the read key once for an HttpOnly, SameSite=Strict cookie,
   because a browser's ``EventSource`` cannot send headers. The cookie holds its expiry, a random
   session id and an HMAC of both keyed by the read key, so any replica can check it and changing
@@ -29,10 +29,10 @@ from pydantic import SecretStr
 
 from services.aggregator.api.body import read_json
 from services.aggregator.api.errors import ApiError, json_response
+from shared.apikeys import MAX_PRESENTED_LENGTH, bearer_token, secret_matches
 
 SESSION_COOKIE = "pp_session"
 READ, ADMIN = "read", "admin"
-MAX_PRESENTED = 512
 SESSION_BODY_BYTES = 4096  # {"key": "..."} and no more
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{22}")  # secrets.token_urlsafe(16)
@@ -44,26 +44,14 @@ WITH expired AS (DELETE FROM revoked_sessions WHERE expires_at < now())
 INSERT INTO revoked_sessions (session_id, expires_at) VALUES ($1, $2) ON CONFLICT (session_id) DO NOTHING"""
 
 
-def _digest(text: str) -> bytes:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
-
-
 def presented_key(request: web.Request) -> str | None:
-    authorization = request.headers.get("Authorization", "")
-    scheme, _, credentials = authorization.strip().partition(" ")
-    key = credentials.strip()
-    if scheme.lower() != "bearer" or not key or len(key) > MAX_PRESENTED:
-        return None
-    return key
+    return bearer_token(request.headers.get("Authorization"))
 
 
 def role_of_key(key: str | None, read: SecretStr | None, admin: SecretStr | None) -> str | None:
     """READ, ADMIN or None; both comparisons always run."""
-    presented = _digest(key or "")
-    is_read = read is not None and hmac.compare_digest(presented, _digest(read.get_secret_value()))
-    is_admin = admin is not None and hmac.compare_digest(presented, _digest(admin.get_secret_value()))
-    if key is None:
-        return None
+    is_read = secret_matches(key, read)
+    is_admin = secret_matches(key, admin)
     return ADMIN if is_admin else READ if is_read else None
 
 
@@ -165,7 +153,7 @@ class Authenticator:
             candidate = body.get("key") if isinstance(body, dict) else None
             if not isinstance(body, dict) or ("key" in body and not isinstance(candidate, str)):
                 raise ApiError(400, "invalid_body", 'the body must be a JSON object: {"key": "..."}', field="key")
-            if key is None and candidate and len(candidate) <= MAX_PRESENTED:
+            if key is None and candidate and len(candidate) <= MAX_PRESENTED_LENGTH:
                 key = candidate
         if role_of_key(key, self.read, self.admin) is None:
             raise ApiError(401, "unauthorized", "a valid read key is required")

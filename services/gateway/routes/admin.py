@@ -3,39 +3,28 @@
 Callers of a deployment that does not load get 503 ``deployment_unavailable`` and nothing more;
 the problems name files, paths and fields, so they are shown here, behind the gateway's admin
 key (``PROMPTPULSE_GATEWAY__ADMIN_KEY``, sent as ``Authorization: Bearer <key>``), and in the
-log. The key is compared as a SHA-256 digest with ``hmac.compare_digest``; without a key set
+log. The key is compared in constant time (``shared.apikeys.secret_matches``); without a key set
 the route answers 503, so it is never open by accident.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from typing import Any
 
 from aiohttp import web
 
 from services.gateway.appkeys import DEPLOYMENTS, SETTINGS
-from services.gateway.auth import AUTHORIZATION, MAX_PRESENTED_LENGTH
+from services.gateway.auth import AUTHORIZATION
 from services.gateway.registry import Registry
 from services.gateway.routes.errors import ApiError, json_response
-
-
-def _digest(text: str) -> bytes:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+from shared.apikeys import bearer_token, secret_matches
 
 
 def require_admin(request: web.Request) -> None:
     admin = request.app[SETTINGS].gateway.admin_key
     if admin is None:
         raise ApiError(503, "admin_disabled", "the gateway's admin routes are off (set PROMPTPULSE_GATEWAY__ADMIN_KEY)")
-    scheme, _, credentials = request.headers.get(AUTHORIZATION, "").strip().partition(" ")
-    presented = credentials.strip() if scheme.lower() == "bearer" else ""
-    if len(presented) > MAX_PRESENTED_LENGTH:
-        presented = ""
-    # Compared even when nothing usable was sent, so every refusal takes the same time.
-    matches = hmac.compare_digest(_digest(presented), _digest(admin.get_secret_value()))
-    if not presented or not matches:
+    if not secret_matches(bearer_token(request.headers.get(AUTHORIZATION)), admin):
         raise ApiError(401, "unauthorized", "admin routes need Authorization: Bearer <the gateway's admin key>",
                        headers={"WWW-Authenticate": 'Bearer realm="promptpulse-admin"'})
 
