@@ -8,6 +8,8 @@ import math
 from datetime import UTC, datetime
 
 import pytest
+from aiohttp.test_utils import make_mocked_request
+from multidict import CIMultiDict
 
 from services.gateway.auth import authenticate, presented_key
 from services.gateway.events.metrics import PREFIX
@@ -17,6 +19,7 @@ from services.gateway.routes.errors import ApiError
 from services.gateway.routes.feedback import parse_feedback
 from services.gateway.routes.metrics import GatewayMetrics, Histogram
 from services.gateway.routes.outcomes import llm_error_kind
+from services.gateway.routes.score import wants_stream
 from services.gateway.routes.stream import sse_event
 from shared.apikeys import ApiKeyRecord, generate_api_key, hash_api_key
 from shared.flow import LlmCallError
@@ -175,3 +178,17 @@ def test_feedback_parsing_refuses_naming_the_field(body: object, field: str | No
     with pytest.raises(ApiError) as caught:
         parse_feedback(body)
     assert caught.value.status == 400 and caught.value.field == field
+
+
+@pytest.mark.parametrize(("accept", "expected"), [
+    ([("Accept", "text/event-stream")], True),
+    ([("Accept", "application/json, text/event-stream;q=0.9")], True),
+    ([("Accept", "Text/Event-Stream")], True),  # media types are case-insensitive
+    ([("Accept", "application/json"), ("Accept", "text/event-stream")], True),  # every Accept header counts
+    ([("Accept", "text/event-streams")], False),  # another media type, not a substring match
+    ([("Accept", "application/json")], False),
+    ([], False),
+])
+def test_wants_stream_parses_accept_as_the_pf_route_does(accept: list[tuple[str, str]], expected: bool) -> None:
+    request = make_mocked_request("POST", "/v1/deployments/d/score", headers=CIMultiDict(accept))
+    assert wants_stream(request) is expected

@@ -28,6 +28,17 @@ RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 CLIENT_REQUEST_ID_PATTERN = re.compile(r"^[\x21-\x7e]{1,128}$")  # visible ASCII
 
 
+def accepted_media_types(request: web.Request) -> set[str]:
+    """The media types of ``Accept``, lowercased, parameters dropped; none sent counts as ``*/*``.
+
+    Every ``Accept`` header counts, and media types are case-insensitive (RFC 9110 §12.5.1).
+    """
+    kinds = {part.split(";", 1)[0].strip().lower() for value in request.headers.getall("Accept", [])
+             for part in value.split(",")}
+    kinds.discard("")
+    return kinds or {"*/*"}
+
+
 def find_deployment(request: web.Request) -> DeploymentRuntime:
     name = request.match_info["deployment"]
     deployments = request.app[DEPLOYMENTS]

@@ -37,6 +37,7 @@ from services.gateway.routes.common import (
     CLIENT_REQUEST_ID_HEADER,
     CLIENT_REQUEST_ID_PATTERN,
     VARIANT_HEADER,
+    accepted_media_types,
     authorize_by_key,
     optional_header,
     read_json,
@@ -56,14 +57,6 @@ AZURE_CLIENT_REQUEST_ID_HEADER = "x-ms-client-request-id"
 VARIANT_HEADERS = (AZUREML_DEPLOYMENT_HEADER, VARIANT_HEADER)
 EVENT_STREAM = sse.MEDIA_TYPE
 _JSON_TYPES = frozenset({"application/json", "application/*", "*/*"})
-
-
-def accepted_media_types(request: web.Request) -> set[str]:
-    """The media types of ``Accept`` (parameters dropped); none sent counts as ``*/*`` (RFC 9110)."""
-    kinds = {part.split(";", 1)[0].strip().lower() for value in request.headers.getall("Accept", [])
-             for part in value.split(",")}
-    kinds.discard("")
-    return kinds or {"*/*"}
 
 
 def negotiate_stream(request: web.Request, streamed_output: str | None) -> bool:

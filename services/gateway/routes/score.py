@@ -41,6 +41,7 @@ from services.gateway.routes.common import (
     RUN_HEADER,
     RUN_ID_PATTERN,
     VARIANT_HEADER,
+    accepted_media_types,
     authorize,
     find_deployment,
     optional_header,
@@ -52,6 +53,7 @@ from services.gateway.routes.recording import InferenceRecorder
 from services.gateway.routes.stream import NATIVE_STREAM, StreamFormat, stream_run
 from services.gateway.routes.variants import choose_variant
 from services.gateway.tracing import trace_header
+from shared import sse
 from shared.deployments import Variant
 from shared.events.builders import new_event_id
 from shared.events.errors import InvalidEventError
@@ -74,7 +76,7 @@ def wants_stream(request: web.Request) -> bool:
         if text in _FALSE:
             return False
         raise ApiError(400, "invalid_parameter", "stream must be true or false", field="stream")
-    return "text/event-stream" in request.headers.get("Accept", "")
+    return sse.MEDIA_TYPE in accepted_media_types(request)
 
 
 async def score(request: web.Request) -> web.StreamResponse:
