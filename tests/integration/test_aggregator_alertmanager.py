@@ -22,7 +22,11 @@ from aiohttp import web
 from services.aggregator.api.prometheus import PREFIX, collect_metrics
 from services.aggregator.appkeys import MONITORS
 from services.aggregator.db.pool import create_pool
-from services.aggregator.monitors.alertmanager import AlertmanagerSender, target_id
+from services.aggregator.monitors.alertmanager import (
+    ALERTMANAGER_LOCK,
+    AlertmanagerSender,
+    target_id,
+)
 from services.aggregator.monitors.evaluator import EVALUATOR_LOCK
 from services.aggregator.monitors.service import MonitorService
 from services.aggregator.settings import AggregatorSettings
@@ -69,6 +73,16 @@ def notified_as(receiver: Receiver, status: str) -> Callable[[], Awaitable[bool]
 async def sends(pool: asyncpg.Pool, url: str) -> asyncpg.Record | None:
     return await pool.fetchrow("SELECT * FROM alertmanager_sends WHERE monitor_id = 'rel-avg' AND target = $1",
                                target_id(url))
+
+
+async def sender_lock_holders(pool: asyncpg.Pool) -> list[str]:
+    """The pg_stat_activity state of each backend holding the sender's advisory lock."""
+    rows = await pool.fetch("""
+        SELECT a.state FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+        WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1 AND l.objid = $2
+          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())""",
+        ALERTMANAGER_LOCK >> 32, ALERTMANAGER_LOCK & 0xFFFF_FFFF)
+    return [row["state"] for row in rows]
 
 
 async def test_an_alert_arrives_firing_is_resent_then_resolved(fresh_database, tmp_path) -> None:
@@ -235,16 +249,21 @@ async def test_an_unreachable_alertmanager_is_retried_and_recorded_and_never_blo
             # An Alertmanager that never answers holds a send pass (and its lock) open...
             pending = asyncio.create_task(slow.send_due())
             await asyncio.wait_for(stuck.wait(), 30)
+            # The lock is held by a connection with no transaction open while the post waits.
+            holders_during_post = await sender_lock_holders(pool)
             # ...while evaluation goes on: the evaluator's lock is not the sender's.
             tick = await service.once(step(base, 3))  # rel-avg resolves
             assert not pending.done()
             evaluated.set()
             assert await pending == 0  # a 503: recorded, retried later
             slow_row = await sends(pool, hanging_url)
+            holders_after = await sender_lock_holders(pool)
         finally:
             await slow.close()
             await service.close()
             await pool.close()
+    assert holders_during_post == ["idle"]
+    assert holders_after == []
     assert tick.leader and tick.alerts == 1
     assert slow_row["attempts"] == 1 and slow_row["last_error"] == "HTTP 503: overloaded"
     assert slow_row["sends"] == 0 and slow_row["version"] == 0

@@ -8,10 +8,11 @@ transaction of the state change it mirrors, and per Alertmanager what was last d
 (``alertmanager_sends``). Every configured Alertmanager gets every alert, as Alertmanager's own
 HA setup expects.
 
-One replica sends at a time: a pass runs under its own transaction-level advisory lock (not the
-evaluator's, so a slow or unreachable Alertmanager never holds up evaluation). A crash between
-Alertmanager's answer and the COMMIT sends the same alert again, which Alertmanager merges (same
-labels: the same alert). Failures are retried with doubling back-off, recorded per monitor and
+One replica sends at a time: a pass runs under its own session-level advisory lock (not the
+evaluator's, so a slow or unreachable Alertmanager never holds up evaluation). No transaction
+stays open across the HTTP posts: due rows are read, posted, then recorded, each statement
+committing on its own. A crash between Alertmanager's answer and the recording sends the same
+alert again, which Alertmanager merges (same labels: the same alert). Failures are retried with doubling back-off, recorded per monitor and
 Alertmanager; a firing alert is retried for as long as it fires, a resolution up to
 ``resolved_max_attempts`` times (Alertmanager resolves it anyway once no re-send comes).
 Routing, grouping and silences are Alertmanager's: PromptPulse always keeps sending.
@@ -230,12 +231,18 @@ class AlertmanagerSender:
         if self._session is None:
             self._session = aiohttp.ClientSession()
         delivered = 0
-        async with self._pool.acquire() as conn, conn.transaction():
-            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", ALERTMANAGER_LOCK):
+        async with self._pool.acquire() as conn:
+            # A session lock, not a transaction's: a transaction held open through posts of up to
+            # timeout_seconds each would pin a snapshot and show as "idle in transaction".
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", ALERTMANAGER_LOCK):
                 return 0
-            self.stats.passes += 1
-            for url in self._section.urls:
-                delivered += await self._send_to(conn, url)
+            try:
+                self.stats.passes += 1
+                for url in self._section.urls:
+                    delivered += await self._send_to(conn, url)
+            finally:
+                # (The pool's reset on release unlocks too, should this statement fail.)
+                await conn.execute("SELECT pg_advisory_unlock($1)", ALERTMANAGER_LOCK)
         return delivered
 
     async def _send_to(self, conn: DbConnection, url: str) -> int:
