@@ -96,13 +96,15 @@ class FlowExecutor:
         node_variants: Mapping[str, str] | None = None,
         llm_headers: Mapping[str, str] | None = None,
         request_id: str | None = None,
+        capture_output: bool = True,
     ) -> FlowResult:
         """Run to completion. Raises FlowInputError (bad inputs), FlowError (unknown variant),
         NodeExecutionError / LlmCallError (a node failed). Cancelling the caller cancels the run,
-        including any LLM call in flight."""
+        including any LLM call in flight. ``capture_output`` False: this run's prints stay out of
+        its spans even where the executor captures them (a request whose texts are not kept)."""
         bound = bind_inputs(self.flow, inputs)
         run = _Run(self, self.plan(variant, node_variants), bound, variant, stream=False, llm_headers=llm_headers,
-                   request_id=request_id)
+                   request_id=request_id, capture_output=capture_output)
         return await run.execute()
 
     def stream(
@@ -113,6 +115,7 @@ class FlowExecutor:
         node_variants: Mapping[str, str] | None = None,
         llm_headers: Mapping[str, str] | None = None,
         request_id: str | None = None,
+        capture_output: bool = True,
     ) -> FlowStream:
         """A run whose chat output arrives as text deltas while the LLM writes it.
 
@@ -121,7 +124,7 @@ class FlowExecutor:
         """
         bound = bind_inputs(self.flow, inputs)
         run = _Run(self, self.plan(variant, node_variants), bound, variant, stream=True, llm_headers=llm_headers,
-                   request_id=request_id)
+                   request_id=request_id, capture_output=capture_output)
         return FlowStream(run)
 
 
@@ -138,6 +141,7 @@ class _Run:
         stream: bool,
         llm_headers: Mapping[str, str] | None,
         request_id: str | None = None,
+        capture_output: bool = True,
     ) -> None:
         self.executor = executor
         self.flow = executor.flow
@@ -146,6 +150,7 @@ class _Run:
         self.variant = variant
         self.llm_headers = llm_headers
         self.request_id = request_id  # on what a node prints or logs (node_output.py)
+        self.capture_output = capture_output and executor.capture_output
         self.node_outputs: dict[str, Any] = {}
         self.bypassed: set[str] = set()
         self.llm_calls: list[LlmCall] = []
@@ -261,7 +266,7 @@ class _Run:
             output = await run_python(
                 node, values, self.executor.tracer, self.executor.tracer_provider, record=self.llm_calls.append,
                 on_delta=self._on_delta if live else None, request_id=self.request_id,
-                capture_output=self.executor.capture_output,
+                capture_output=self.capture_output,
             )
         elif node.type == "prompt":
             output = run_prompt(node, values, self.executor.tracer)

@@ -70,7 +70,8 @@ async def test_a_generator_nodes_items_reach_the_sse_client_as_yielded(settings:
         keys = write_deployments(tmp_path / "deployments", sim.url, chat={"flow": str(flow)})
         kafka = kafka_for(settings.kafka.bootstrap_servers)
         async with running_gateway(tmp_path / "deployments", kafka, tmp_path / "spool") as gateway:
-            headers = {"api-key": keys["chat"], "Accept": "text/event-stream"}
+            # A batch run keeps its texts, so what the node prints may go into its span.
+            headers = {"api-key": keys["chat"], "Accept": "text/event-stream", "x-promptpulse-run": "run-1"}
             deltas: list[str] = []
             async with gateway.session.post(gateway.score_url("chat"), json={"question": gate},
                                             headers=headers) as resp:
@@ -92,3 +93,27 @@ async def test_a_generator_nodes_items_reach_the_sse_client_as_yielded(settings:
     [printed] = [e for e in span.events if e.name == EVENT]
     assert printed.attributes["promptpulse.output.text"] == f"answering {gate}"
     assert printed.attributes["promptpulse.request_id"] == request_id
+
+
+async def test_a_request_whose_texts_are_not_kept_has_no_captured_prints(settings: ServiceSettings,
+                                                                        tmp_path: Path) -> None:
+    # The chat deployment samples nothing (no evaluation section): the aggregator keeps none of
+    # this request's texts, so what the node prints (it quotes the question) stays out of spans.
+    flow = tmp_path / "generator-flow"
+    flow.mkdir()
+    (flow / "flow.dag.yaml").write_text(DAG)
+    (flow / "stream_answer.py").write_text(TOOL)
+    gate = f"gate {uuid.uuid4().hex[:8]}"
+    node_gates.THREAD_GATES[gate] = threading.Event()
+    node_gates.THREAD_GATES[gate].set()  # nothing to wait for: the whole answer is read at once
+    async with llmsim_server() as sim:
+        keys = write_deployments(tmp_path / "deployments", sim.url, chat={"flow": str(flow)})
+        kafka = kafka_for(settings.kafka.bootstrap_servers)
+        async with running_gateway(tmp_path / "deployments", kafka, tmp_path / "spool") as gateway:
+            async with gateway.session.post(gateway.score_url("chat"), json={"question": gate},
+                                            headers={"api-key": keys["chat"]}) as resp:
+                assert resp.status == 200, await resp.text()
+                assert (await resp.json())["answer"] == "first last"
+            spans = [s for s in gateway.spans.get_finished_spans() if s.name == "execute_tool stream_answer"]
+    [span] = spans
+    assert [e for e in span.events if e.name == EVENT] == []

@@ -20,6 +20,7 @@ from services.gateway.registry import DeploymentRuntime
 from services.gateway.routes.errors import ApiError
 from shared.apikeys import ApiKeyRecord
 from shared.jsontext import has_lone_surrogate
+from shared.sampling import is_sampled
 
 RUN_HEADER = "x-promptpulse-run"
 VARIANT_HEADER = "x-promptpulse-variant"
@@ -152,3 +153,13 @@ def optional_header(request: web.Request, name: str, pattern: re.Pattern[str], r
     if not pattern.match(value):
         raise ApiError(400, "invalid_header", f"{name} must be {rule}", field=name)
     return value
+
+
+def keeps_texts(runtime: DeploymentRuntime, request_id: str, run_id: str | None) -> bool:
+    """Whether this request's texts are kept: sampled for judging, or part of a batch run.
+
+    The aggregator keeps inputs and outputs by the same rule (shared/sampling.py); anything else
+    that may quote them, such as what a Python node prints, follows it too.
+    """
+    evaluation = runtime.deployment.evaluation
+    return bool(run_id) or is_sampled(request_id, evaluation.sampling_rate if evaluation is not None else 0.0)

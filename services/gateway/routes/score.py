@@ -44,6 +44,7 @@ from services.gateway.routes.common import (
     accepted_media_types,
     authorize,
     find_deployment,
+    keeps_texts,
     optional_header,
     read_json,
 )
@@ -214,6 +215,7 @@ async def _run_whole(
             result = await runtime.executor.run(
                 inputs, variant=variant.id, node_variants=variant.nodes, llm_headers=llm_headers,
                 request_id=recorder.meta.request_id,
+                capture_output=keeps_texts(runtime, recorder.meta.request_id, recorder.meta.run_id),
             )
     except NodeExecutionError as exc:
         raise run_failed(recorder, exc) from None

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from services.gateway.appkeys import REQUEST_ID, SETTINGS
 from services.gateway.registry import DeploymentRuntime
+from services.gateway.routes.common import keeps_texts
 from services.gateway.routes.errors import ApiError, error_body
 from services.gateway.routes.outcomes import run_crashed, run_failed, run_timed_out
 from services.gateway.routes.recording import InferenceRecorder, usage_records
@@ -78,8 +79,11 @@ async def stream_run(
     *, headers: Mapping[str, str] | None = None,
 ) -> web.StreamResponse:
     timeout = request.app[SETTINGS].gateway.request_timeout_seconds
-    stream = runtime.executor.stream(inputs, variant=variant.id, node_variants=variant.nodes, llm_headers=llm_headers,
-                                     request_id=recorder.meta.request_id)
+    stream = runtime.executor.stream(
+        inputs, variant=variant.id, node_variants=variant.nodes, llm_headers=llm_headers,
+        request_id=recorder.meta.request_id,
+        capture_output=keeps_texts(runtime, recorder.meta.request_id, recorder.meta.run_id),
+    )
     recorder.start_stream(stream.streamed_output)
     response: web.StreamResponse | None = None
     try:
