@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -197,6 +198,39 @@ async def test_a_session_ended_on_one_replica_is_refused_on_every_replica(stack:
             assert response.status == 204
     finally:
         await second.cleanup()
+
+
+async def test_a_stream_whose_session_check_fails_ends_cleanly(stack: Stack, caplog) -> None:
+    # A database error while a live stream re-checks its session used to escape the handler
+    # (a traceback, and a stream cut off mid-chunk): now one warning, and the stream ends.
+    settings = stack.settings.model_copy(deep=True)
+    settings.aggregator.api.sse_heartbeat_seconds = 0.5  # how often an open stream checks its session
+    runner = web.AppRunner(create_app(settings))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    try:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+            async with browser.post(url + "/v1/session", json={"key": READ_KEY}) as response:
+                assert response.status == 200
+            async with browser.get(url + "/v1/stream/metrics?deployment=demo") as stream:
+                assert stream.status == 200
+                assert (await stream.content.readline()).startswith(b"retry:")
+                caplog.set_level(logging.WARNING)
+                # The re-check's query now fails in the database (undefined table).
+                await stack.sql("ALTER TABLE revoked_sessions RENAME TO revoked_sessions_away")
+                try:
+                    await asyncio.wait_for(stream.read(), 10)  # to the end: no ClientPayloadError
+                finally:
+                    await stack.sql("ALTER TABLE revoked_sessions_away RENAME TO revoked_sessions")
+    finally:
+        await runner.cleanup()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR
+              and r.name.startswith(("services.aggregator.api", "aiohttp"))]
+    assert errors == []
+    ended = [r.getMessage() for r in caplog.records if r.name == "services.aggregator.api.stream_route"]
+    assert len(ended) == 1 and "UndefinedTableError" in ended[0]
 
 
 async def test_metrics_agree_with_plain_sql_over_the_raw_rows(stack: Stack) -> None:

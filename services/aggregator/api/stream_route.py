@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
+import asyncpg
 from aiohttp import web
 
 from services.aggregator.api.auth import SESSION
-from services.aggregator.api.errors import ApiError, dumps
+from services.aggregator.api.errors import DATABASE_AWAY, ApiError, dumps
 from services.aggregator.api.params import Query, checked
 from services.aggregator.api.state import API
 from services.aggregator.api.stream import CLOSE, StreamEvent
 from shared import sse
+
+log = logging.getLogger(__name__)
 
 KEEPALIVE = sse.comment("keepalive")
 
@@ -57,7 +61,14 @@ async def stream_metrics(request: web.Request) -> web.StreamResponse:
                     event = None
                 if session is not None and loop.time() - checked_at >= heartbeat:
                     checked_at = loop.time()
-                    if not await state.auth.still_valid(session):
+                    try:
+                        valid = await state.auth.still_valid(session)
+                    except (asyncpg.PostgresError, *DATABASE_AWAY) as exc:
+                        # The response has begun: no error answer is possible, so the stream ends
+                        # (the browser's EventSource reconnects, and is checked afresh).
+                        log.warning("live stream ended: its session could not be re-checked: %r", exc)
+                        break
+                    if not valid:
                         break
                 if event is None:
                     await response.write(KEEPALIVE)
