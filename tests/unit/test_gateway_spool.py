@@ -12,6 +12,7 @@ from services.gateway.events.spool import (
     MAGIC,
     SEGMENT_SUFFIX,
     Spool,
+    SpoolError,
     SpoolFull,
     SpoolLocked,
     SpoolRecord,
@@ -219,6 +220,29 @@ def test_a_spool_directory_belongs_to_one_process(tmp_path: Path) -> None:
         opened(tmp_path)
     first.close()
     opened(tmp_path).close()  # free again once closed
+
+
+def test_a_segment_that_cannot_be_made_private_is_a_spool_error_and_leaves_the_directory_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = opened(tmp_path)
+    spool.append([rec(1)])
+    spool.close()
+    real_chmod = Path.chmod
+
+    def refused_for_segments(path: Path, mode: int, **kwargs: object) -> None:
+        # What a segment owned by another user gives (this test may run as root, who is never refused).
+        if path.suffix == SEGMENT_SUFFIX:
+            raise PermissionError(1, "Operation not permitted", str(path))
+        real_chmod(path, mode, **kwargs)
+
+    monkeypatch.setattr(Path, "chmod", refused_for_segments)
+    with pytest.raises(SpoolError, match="cannot recover spool directory.*Operation not permitted"):
+        opened(tmp_path)
+    monkeypatch.undo()
+    spool = opened(tmp_path)  # not SpoolLocked: the failed open closed its lock file
+    assert read_all(spool, ack=False) == [rec(1)]
+    spool.close()
 
 
 def test_spool_limits_must_be_consistent() -> None:

@@ -158,9 +158,15 @@ class Spool:
                 f"spool directory {self.directory} is in use by another process "
                 "(give each gateway process its own PROMPTPULSE_GATEWAY__PUBLISHER__SPOOL_DIR)"
             ) from None
+        try:
+            with self._lock:
+                self._recover()
+        except BaseException as exc:
+            os.close(fd)  # a spool that did not open must not keep the directory locked
+            if isinstance(exc, OSError):
+                raise SpoolError(f"cannot recover spool directory {self.directory}: {exc}") from exc
+            raise
         self._lock_fd = fd
-        with self._lock:
-            self._recover()
 
     def close(self) -> None:
         with self._lock:
