@@ -7,7 +7,7 @@ anyone by accident; health, readiness, metrics and the OpenAPI document stay ope
 
 This module imports nothing of the aggregator, so ``services/aggregator/settings.py`` can
 import :class:`ApiSection` from it. The accessors below are the one place that knows where the
-section and keys sit in the aggregator's settings (see wired_settings.py for that shape).
+section and keys sit in the aggregator's settings (``AggregatorSettings.aggregator.api``, ``api_*_key``).
 """
 
 from __future__ import annotations
