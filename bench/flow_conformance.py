@@ -40,6 +40,7 @@ GROUPS = ("standard", "chat", "evaluation")
 # loaded (that needs nothing from outside) but not run.
 NOT_RUN = {
     "standard/web-classification": "fetches the web page it classifies (internet)",
+    "standard/autonomous-agent": "tiktoken downloads its encoding file on first use (internet)",
     "standard/flow-with-additional-includes": "its included web-classification nodes fetch a web page (internet)",
     "standard/flow-with-symlinks": "web-classification's nodes through symlinks (internet); run its create_symlinks.py first",
     "chat/chat-with-wikipedia": "searches and fetches Wikipedia (internet)",
@@ -49,6 +50,10 @@ NOT_RUN = {
 LEFT_OUT = {
     "chat/promptflow-copilot": "looks documents up with promptflow_vectordb (an Azure AI Search index)",
 }
+# Inputs the sample data gives as a web address, replaced by the same kind of value offline.
+PNG_1X1 = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5E"
+           "rkJggg==")
+OFFLINE_INPUTS = {"standard/describe-image": {"input_image": {"data:image/png;base64": PNG_1X1}}}
 INSTANT = LatencyModel(ttft_ms=0, tokens_per_second=1_000_000, jitter=0)
 
 
@@ -119,8 +124,12 @@ async def _check(folder: Path, name: str, connections: dict[str, Any], row: Row)
         kwargs: dict[str, Any] = {}
         if "connections" in inspect.signature(FlowExecutor).parameters:
             kwargs["connections"] = connections
-        executor = FlowExecutor(flow, clients, **kwargs)
-        inputs = _first_row(folder, flow)
+        try:
+            executor = FlowExecutor(flow, clients, **kwargs)
+        except Exception as exc:  # e.g. a Python node's connection of another type than its parameter
+            row.runs, row.reason = "no", _short(exc)
+            return
+        inputs = {**_first_row(folder, flow), **OFFLINE_INPUTS.get(name, {})}
         try:
             result = await executor.run(inputs)
         except Exception as exc:
@@ -193,7 +202,11 @@ async def _main(examples: Path) -> list[Row]:
 
 def markdown(rows: list[Row]) -> str:
     lines = ["| flow | loads | runs | streams | LLM calls seen | reason when not |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r.flow} | {r.loads} | {r.runs} | {r.streams} | {r.llm_calls} | {r.reason} |" for r in rows]
+    def cell(text: str) -> str:  # a reason quotes paths and errors: keep the table a table
+        text = text.replace("|", "\\|").replace(str(Path.home()), "~")
+        return text if len(text) <= 220 else text[:219] + "…"
+
+    lines += [f"| {r.flow} | {r.loads} | {r.runs} | {r.streams} | {r.llm_calls} | {cell(r.reason)} |" for r in rows]
     checked = [r for r in rows if r.flow not in NOT_RUN and r.flow not in LEFT_OUT]
     passing = [r for r in checked if r.loads == r.runs == "yes" and not r.streams.startswith("no")
                and not r.llm_calls.startswith("no")]
@@ -212,6 +225,8 @@ def main() -> int:
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     args = parser.parse_args()
     rows = asyncio.run(_main(args.examples))
+    for row in rows:  # the table names flows by their place in examples/flows, not this machine's path
+        row.reason = row.reason.replace(f"{args.examples.resolve()}/", "").replace(f"{args.examples}/", "")
     table = markdown(rows)
     print(table)
     if args.markdown:
