@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -80,7 +80,11 @@ class BadRequest(Exception):
         self.param = param
 
 
-async def _read_request(request: web.Request) -> ChatCompletionRequest:
+_Body = TypeVar("_Body", bound=BaseModel)
+
+
+async def read_request(request: web.Request, model_class: type[_Body]) -> _Body:
+    """The JSON body as ``model_class`` (every llmsim route's: chat, completions, embeddings)."""
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -88,18 +92,18 @@ async def _read_request(request: web.Request) -> ChatCompletionRequest:
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
     try:
-        chat = ChatCompletionRequest.model_validate(body)
+        parsed = model_class.model_validate(body)
     except ValidationError as exc:
         first = exc.errors()[0]
         param = ".".join(str(p) for p in first["loc"])
         raise BadRequest(f"{param}: {first['msg']}", param) from None
     deployment = request.match_info.get("deployment")
-    if chat.model is None and deployment:
+    if getattr(parsed, "model", None) is None and deployment:
         # Azure OpenAI names the model by its deployment in the path; the body may omit it.
-        chat.model = deployment
-    if chat.model is None:
+        parsed.model = deployment  # type: ignore[attr-defined]
+    if getattr(parsed, "model", None) is None:
         raise BadRequest("model: Field required", "model")
-    return chat
+    return parsed
 
 
 def _flag(request: web.Request, name: str, default: bool) -> bool:
@@ -138,7 +142,7 @@ def _chat_answer(
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     try:
-        chat = await _read_request(request)
+        chat = await read_request(request, ChatCompletionRequest)
         pace = latency.with_header(state.latency, request.headers.get(latency.LATENCY_HEADER))
         forced = _forced_mode(request)
         echo = _flag(request, ECHO_HEADER, state.judge_echo)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import math
 import struct
 import time
@@ -19,10 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.llmsim import latency, tokens
 from services.llmsim.answers import compose_answer
+from services.llmsim.completions import BadRequest, read_request
 from services.llmsim.errors import openai_error
 from services.llmsim.keys import STATE
 from services.llmsim.prompt import chat_view
@@ -57,30 +57,6 @@ class EmbeddingRequest(BaseModel):
     dimensions: int | None = Field(None, ge=1, le=EMBEDDING_DIMENSIONS)
 
 
-class _BadRequest(Exception):
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.param = param
-
-
-async def _read(request: web.Request, model_class: type[BaseModel]) -> Any:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise _BadRequest("the request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise _BadRequest("the request body must be a JSON object")
-    try:
-        parsed = model_class.model_validate(body)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"])
-        raise _BadRequest(f"{param}: {first['msg']}", param) from None
-    # Azure OpenAI names the model by its deployment in the path; the body may omit it.
-    parsed.model = parsed.model or request.match_info.get("deployment")  # type: ignore[attr-defined]
-    if parsed.model is None:  # type: ignore[attr-defined]
-        raise _BadRequest("model: Field required", "model")
-    return parsed
 
 
 @dataclass(frozen=True)
@@ -119,9 +95,9 @@ class TextCompletion(Completion):
 async def completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     try:
-        body: TextCompletionRequest = await _read(request, TextCompletionRequest)
+        body: TextCompletionRequest = await read_request(request, TextCompletionRequest)
         pace = latency.with_header(state.latency, request.headers.get(latency.LATENCY_HEADER))
-    except (_BadRequest, latency.LatencyHeaderError) as exc:
+    except (BadRequest, latency.LatencyHeaderError) as exc:
         state.counters["bad_requests"] += 1
         return openai_error(400, str(exc), param=getattr(exc, "param", None))
     state.counters["requests"] += 1
@@ -161,8 +137,8 @@ def _encoded(vector: list[float], encoding: str) -> list[float] | str:
 async def embeddings(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     try:
-        body: EmbeddingRequest = await _read(request, EmbeddingRequest)
-    except _BadRequest as exc:
+        body: EmbeddingRequest = await read_request(request, EmbeddingRequest)
+    except BadRequest as exc:
         state.counters["bad_requests"] += 1
         return openai_error(400, str(exc), param=exc.param)
     state.counters["requests"] += 1
