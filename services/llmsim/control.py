@@ -6,7 +6,6 @@ restarting llmsim. Every call answers with the whole state, as ``GET /control/st
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -19,6 +18,7 @@ from services.llmsim.errors import openai_error
 from services.llmsim.faults import Fault, Target
 from services.llmsim.keys import SECTION, STATE
 from services.llmsim.settings import LatencyModel
+from shared.apikeys import bearer_token, secret_matches
 
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -153,9 +153,7 @@ async def control_guard(request: web.Request, handler: Handler) -> web.StreamRes
         return await handler(request)
     token = request.app[SECTION].control_token
     if token is not None:
-        given = request.headers.get("Authorization", "")
-        expected = f"Bearer {token.get_secret_value()}"
-        if not hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8")):
+        if not secret_matches(bearer_token(request.headers.get("Authorization")), token):
             return openai_error(
                 401,
                 "the control API needs 'Authorization: Bearer <control_token>'",
