@@ -120,13 +120,21 @@ def samples() -> dict[str, Message]:
             meta=meta(),
             metric="groundedness",
             judge=judge(),
-            scored=Evaluation.Scored(score=4, reason="Supported by the context."),
+            scored=Evaluation.Scored(
+                score=4, reason="Supported by the context.", value=0.75, label="supported"
+            ),
+            evaluator="groundedness",
+            evaluator_version="3f2a9c01",
+            rejudge_id="rj-1",
         ),
         "not_applicable": Evaluation(
             meta=meta(),
             metric="groundedness",
             judge=judge(),
             not_applicable=Evaluation.NotApplicable(reason="no context column"),
+            evaluator="groundedness",
+            evaluator_version="3f2a9c01",
+            rejudge_id="rj-1",
         ),
         "error": Evaluation(
             meta=meta(),
@@ -136,8 +144,13 @@ def samples() -> dict[str, Message]:
                 type=EvaluationErrorType.EVALUATION_ERROR_TYPE_UNPARSEABLE,
                 message="no score in judge output",
             ),
+            evaluator="relevance",
+            evaluator_version="3f2a9c01",
+            rejudge_id="rj-1",
         ),
-        "feedback": Feedback(meta=meta(), rating=-1, comment="wrong parcel"),
+        "feedback": Feedback(
+            meta=meta(), rating=-1, comment="wrong parcel", labels={"relevance": 2.0}
+        ),
         "alert": Alert(
             event_id=new_event_id(),
             event_time=timestamp(),
@@ -156,6 +169,7 @@ def samples() -> dict[str, Message]:
             confidence_high=0.74,
             message="pass rate 0.62 < 0.80 over 15 min",
             pass_score=3,
+            silenced=True,
         ),
     }
 
@@ -173,7 +187,7 @@ def unset_fields(message: Message, path: str = "") -> list[str]:
         if field.is_repeated:
             if not value:
                 missing.append(name)
-            elif field.message_type is not None:
+            elif field.message_type is not None and not field.message_type.GetOptions().map_entry:
                 for index, item in enumerate(value):
                     missing += unset_fields(item, f"{name}[{index}].")
         elif field.message_type is not None:

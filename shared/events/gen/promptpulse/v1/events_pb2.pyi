@@ -166,14 +166,18 @@ class JudgeCall(_message.Message):
     def __init__(self, model: _Optional[str] = ..., prompt_version: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., latency_ms: _Optional[float] = ...) -> None: ...
 
 class Evaluation(_message.Message):
-    __slots__ = ("meta", "metric", "judge", "scored", "not_applicable", "error")
+    __slots__ = ("meta", "metric", "judge", "scored", "not_applicable", "error", "evaluator", "evaluator_version", "rejudge_id")
     class Scored(_message.Message):
-        __slots__ = ("score", "reason")
+        __slots__ = ("score", "reason", "value", "label")
         SCORE_FIELD_NUMBER: _ClassVar[int]
         REASON_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        LABEL_FIELD_NUMBER: _ClassVar[int]
         score: int
         reason: str
-        def __init__(self, score: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+        value: float
+        label: str
+        def __init__(self, score: _Optional[int] = ..., reason: _Optional[str] = ..., value: _Optional[float] = ..., label: _Optional[str] = ...) -> None: ...
     class NotApplicable(_message.Message):
         __slots__ = ("reason",)
         REASON_FIELD_NUMBER: _ClassVar[int]
@@ -192,26 +196,41 @@ class Evaluation(_message.Message):
     SCORED_FIELD_NUMBER: _ClassVar[int]
     NOT_APPLICABLE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    EVALUATOR_FIELD_NUMBER: _ClassVar[int]
+    EVALUATOR_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REJUDGE_ID_FIELD_NUMBER: _ClassVar[int]
     meta: EventMeta
     metric: str
     judge: JudgeCall
     scored: Evaluation.Scored
     not_applicable: Evaluation.NotApplicable
     error: Evaluation.Error
-    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., metric: _Optional[str] = ..., judge: _Optional[_Union[JudgeCall, _Mapping]] = ..., scored: _Optional[_Union[Evaluation.Scored, _Mapping]] = ..., not_applicable: _Optional[_Union[Evaluation.NotApplicable, _Mapping]] = ..., error: _Optional[_Union[Evaluation.Error, _Mapping]] = ...) -> None: ...
+    evaluator: str
+    evaluator_version: str
+    rejudge_id: str
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., metric: _Optional[str] = ..., judge: _Optional[_Union[JudgeCall, _Mapping]] = ..., scored: _Optional[_Union[Evaluation.Scored, _Mapping]] = ..., not_applicable: _Optional[_Union[Evaluation.NotApplicable, _Mapping]] = ..., error: _Optional[_Union[Evaluation.Error, _Mapping]] = ..., evaluator: _Optional[str] = ..., evaluator_version: _Optional[str] = ..., rejudge_id: _Optional[str] = ...) -> None: ...
 
 class Feedback(_message.Message):
-    __slots__ = ("meta", "rating", "comment")
+    __slots__ = ("meta", "rating", "comment", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     META_FIELD_NUMBER: _ClassVar[int]
     RATING_FIELD_NUMBER: _ClassVar[int]
     COMMENT_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     meta: EventMeta
     rating: int
     comment: str
-    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., rating: _Optional[int] = ..., comment: _Optional[str] = ...) -> None: ...
+    labels: _containers.ScalarMap[str, float]
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., rating: _Optional[int] = ..., comment: _Optional[str] = ..., labels: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class Alert(_message.Message):
-    __slots__ = ("event_id", "event_time", "monitor_id", "deployment", "variant", "metric", "statistic", "state", "window_start", "window_end", "value", "threshold", "sample_count", "confidence_low", "confidence_high", "message", "pass_score")
+    __slots__ = ("event_id", "event_time", "monitor_id", "deployment", "variant", "metric", "statistic", "state", "window_start", "window_end", "value", "threshold", "sample_count", "confidence_low", "confidence_high", "message", "pass_score", "silenced")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
     MONITOR_ID_FIELD_NUMBER: _ClassVar[int]
@@ -229,6 +248,7 @@ class Alert(_message.Message):
     CONFIDENCE_HIGH_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     PASS_SCORE_FIELD_NUMBER: _ClassVar[int]
+    SILENCED_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     event_time: _timestamp_pb2.Timestamp
     monitor_id: str
@@ -246,4 +266,5 @@ class Alert(_message.Message):
     confidence_high: float
     message: str
     pass_score: int
-    def __init__(self, event_id: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., monitor_id: _Optional[str] = ..., deployment: _Optional[str] = ..., variant: _Optional[str] = ..., metric: _Optional[str] = ..., statistic: _Optional[_Union[AlertStatistic, str]] = ..., state: _Optional[_Union[AlertState, str]] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., value: _Optional[float] = ..., threshold: _Optional[float] = ..., sample_count: _Optional[int] = ..., confidence_low: _Optional[float] = ..., confidence_high: _Optional[float] = ..., message: _Optional[str] = ..., pass_score: _Optional[int] = ...) -> None: ...
+    silenced: bool
+    def __init__(self, event_id: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., monitor_id: _Optional[str] = ..., deployment: _Optional[str] = ..., variant: _Optional[str] = ..., metric: _Optional[str] = ..., statistic: _Optional[_Union[AlertStatistic, str]] = ..., state: _Optional[_Union[AlertState, str]] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., value: _Optional[float] = ..., threshold: _Optional[float] = ..., sample_count: _Optional[int] = ..., confidence_low: _Optional[float] = ..., confidence_high: _Optional[float] = ..., message: _Optional[str] = ..., pass_score: _Optional[int] = ..., silenced: _Optional[bool] = ...) -> None: ...
