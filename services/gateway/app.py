@@ -35,6 +35,7 @@ from services.gateway.appkeys import (
     TRACER_PROVIDER,
 )
 from services.gateway.events import EventPublisher
+from services.gateway.otlp import route as otlp_route
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.registry import Deployments, Registry
 from services.gateway.routes import admin, feedback, health, openapi, pf_score, score
@@ -95,9 +96,10 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", health.metrics)
     app.router.add_get("/openapi.json", openapi.openapi)
     app.router.add_get("/admin/deployments", admin.admin_deployments)
+    app.router.add_post(otlp_route.PATH, otlp_route.traces)  # OTLP/HTTP trace ingest (docs/otlp.md)
 
 
-_COUNTED = {"score", "feedback"}
+_COUNTED = {"score", "feedback", "traces"}
 
 
 @web.middleware
@@ -106,6 +108,8 @@ async def _count_requests(request: web.Request, handler: Any) -> web.StreamRespo
     endpoint = request.path.rsplit("/", 1)[-1] if request.path.startswith("/v1/deployments/") else None
     if request.path == "/score":
         endpoint = "score"  # same work as the per-deployment route, counted with it
+    elif request.path == "/v1/traces":
+        endpoint = "traces"
     if endpoint not in _COUNTED:
         return await handler(request)
     status = 500

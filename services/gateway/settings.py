@@ -32,6 +32,15 @@ class GatewaySection(BaseModel):
         description="Largest request body accepted (413 beyond it). Must leave room in one Kafka "
         "record: at most publisher.max_event_bytes minus 16 KiB.",
     )
+    otlp_max_body_bytes: int = Field(
+        8 * 1024 * KIB,
+        ge=1 * KIB,
+        description="Largest OTLP export accepted on POST /v1/traces, counted after gzip is inflated "
+        "(413 beyond it). Spans are re-cut per trace, so it may exceed publisher.max_event_bytes.",
+    )
+    otlp_max_spans: int = Field(
+        20_000, ge=1, description="Most spans in one OTLP export (413 beyond it)."
+    )
     request_timeout_seconds: float = Field(
         120.0,
         gt=0,

@@ -23,7 +23,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from services.gateway.appkeys import REQUEST_ID, SERVER_SPAN, TRACER
 
-UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# /v1/traces: OTLP ingest; tracing it would add our spans to every span an application sends.
+UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/traces"})
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 

@@ -118,7 +118,9 @@ def _messages_json(messages: Sequence[Message]) -> list[dict[str, Any]]:
     return out
 
 
-def derive(root: IngestedSpan, spans: Sequence[IngestedSpan]) -> DerivedRequest:
+def derive(
+    root: IngestedSpan, spans: Sequence[IngestedSpan], *, sampling_rate: float = 0.0
+) -> DerivedRequest:
     """The request a root span describes, reading its calls from the spans below it."""
     family = descendants(root, spans)
     operation = conventions.operation(root) or "chat"
@@ -182,7 +184,7 @@ def derive(root: IngestedSpan, spans: Sequence[IngestedSpan]) -> DerivedRequest:
 
     error_type = root.attributes.get("error.type")
     return DerivedRequest(
-        request_id=derived_request_id(root.trace_id, root.span_id, root.start_ns),
+        request_id=derived_request_id(root.trace_id, root.span_id, root.start_ns, sampling_rate),
         trace_id=root.trace_id,
         root_span_id=root.span_id,
         operation=operation,

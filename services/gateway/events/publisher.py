@@ -250,6 +250,30 @@ class EventPublisher:
         self.metrics.events_queued += 1
         return True
 
+    @property
+    def max_record_bytes(self) -> int:
+        """Largest record value that fits under ``max_event_bytes`` with a trace id key."""
+        return self._section.max_event_bytes - 1024
+
+    def publish_record(self, role: str, key: bytes, value: bytes) -> None:
+        """Queue a record that is not one of our events (an OTLP export for the spans topic).
+
+        Same admission as an event without a reservation: PublisherFull when there is no room,
+        EventTooLarge past ``max_event_bytes``, PublisherClosed when not running.
+        """
+        if self._state != "running":
+            raise PublisherClosed(f"event publisher is {self._state}")
+        topic = getattr(self._topics, role)
+        size = record_size(topic, key, value, ())
+        if size > self._section.max_event_bytes:
+            raise EventTooLarge(f"record is {size} bytes, over max_event_bytes {self._section.max_event_bytes}")
+        reason = self._refusal(size)
+        if reason is not None:
+            self.metrics.reservations_refused[reason] += 1
+            raise PublisherFull(reason)
+        self._pipeline.enqueue(QueuedEvent(SpoolRecord(topic, key, value, ()), size, False))
+        self.metrics.events_queued += 1
+
     # -- observation -------------------------------------------------------------------------
 
     @property

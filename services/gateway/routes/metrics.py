@@ -63,6 +63,7 @@ class GatewayMetrics:
     auth_failures: Counter[str] = field(default_factory=Counter)
     rate_limited: Counter[str] = field(default_factory=Counter)
     implausible_values: Counter[str] = field(default_factory=Counter)  # deployment
+    otlp_spans: Counter[str] = field(default_factory=Counter)  # deployment
     run_duration: dict[str, Histogram] = field(default_factory=dict)
     time_to_first_token: dict[str, Histogram] = field(default_factory=dict)
     in_flight: int = 0
@@ -92,6 +93,7 @@ class GatewayMetrics:
             ("implausible_values_total", "Response events holding a number outside its plausible range (an LLM "
              "call's usage left out of the event, or an event the aggregator will dead-letter).",
              self.implausible_values),
+            ("otlp_spans_total", "Spans accepted on POST /v1/traces (OTLP ingest).", self.otlp_spans),
         ):
             series = out.counter(name, text, ["deployment"])
             for deployment, n in sorted(counts.items()):

@@ -249,6 +249,25 @@ def _feedback_operation(runtime: DeploymentRuntime) -> dict[str, Any]:
     }
 
 
+def _otlp_operation() -> dict[str, Any]:
+    return {
+        "operationId": "otlp_traces",
+        "summary": "OTLP/HTTP trace export from any application (docs/otlp.md); the key decides the deployment",
+        "requestBody": {"required": True, "content": {
+            "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
+            "application/json": {"schema": {
+                "type": "object", "description": "An ExportTraceServiceRequest in OTLP JSON (hex ids).",
+                "properties": {"resourceSpans": {"type": "array", "items": {"type": "object"}}},
+            }},
+        }},
+        "responses": {"200": {"description": "Accepted: an empty ExportTraceServiceResponse."}} | {
+            code: {"description": _ERRORS.get(code, "Unsupported media type"),
+                   "content": {"application/json": {"schema": _ERROR}}}
+            for code in ("400", "401", "413", "415", "429", "503")
+        },
+    }
+
+
 def openapi_document(registry: Registry) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for name in sorted(registry.deployments):
@@ -256,6 +275,7 @@ def openapi_document(registry: Registry) -> dict[str, Any]:
         paths[f"/v1/deployments/{name}/score"] = {"post": _score_operation(runtime)}
         paths[f"/v1/deployments/{name}/feedback"] = {"post": _feedback_operation(runtime)}
     paths["/score"] = {"post": _pf_score_operation(registry)}
+    paths["/v1/traces"] = {"post": _otlp_operation()}
     plain = {"200": {"description": "OK"}}
     # Open to anyone (probes, scrapers): no key.
     paths["/healthz"] = {"get": {"summary": "The process is serving", "security": [], "responses": plain}}
