@@ -31,10 +31,11 @@ from faust.types import TP
 from faust.types.core import HeadersArg
 from opentelemetry.trace import Tracer
 
+from services.processor.evaluation.judge.calls import JudgeCalls
+from services.processor.evaluation.pipeline import Hold, JudgeRunner
+from services.processor.evaluation.setup import build_judging
 from services.processor.faust_app import build_faust_app
 from services.processor.intake import Intake
-from services.processor.judges import build_judging
-from services.processor.judging import Hold, JudgeRunner
 from services.processor.observe import collect_metrics, health
 from services.processor.ops import OpsServer, create_ops_app
 from services.processor.publisher import Publisher
@@ -83,8 +84,10 @@ class ProcessorService:
         if connections is None:
             connections = load_connections(settings.deployments_dir)
         self.stats = ProcessorStats()
+        self.judge_calls = JudgeCalls(self.section, self.stats, tracer)
         self.judging, self.judge_pool, judges_unavailable = build_judging(
-            deployments, connections, self.section, self.stats, make_client=make_judge_client
+            deployments, connections, self.section, self.stats, make_client=make_judge_client,
+            judge_calls=self.judge_calls,
         )
         for name, reason in judges_unavailable.items():
             log.error("deployment %r: %s; its events are not judged, the others are", name, reason)
@@ -148,7 +151,7 @@ class ProcessorService:
         )
         await self._producer.start()
         publisher = Publisher(self._producer, self.topics.evaluations, self.topics.deadletter_processor)
-        self.runner = JudgeRunner(self.section, publisher, self.stats, self._release, self._tracer)
+        self.runner = JudgeRunner(self.section, publisher, self.stats, self._release, self.judge_calls)
         self.intake = Intake(
             self.judging, self.runner, publisher, self.stats,
             request_ttl_seconds=self.section.request_ttl_seconds,
@@ -202,7 +205,7 @@ class ProcessorService:
                 await self.stalls.stop()
             if self.ops is not None:
                 await self.ops.stop()
-            log.info("shutdown: judge clients and ops listener closed")
+            log.info("shutdown: judge clients, evaluator resources and ops listener closed")
             shutil.rmtree(self._datadir, ignore_errors=True)
             self.state = "stopped"
 

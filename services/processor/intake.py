@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from faust.types import TP
 from faust.types.core import HeadersArg
 
+from services.processor.evaluation.pipeline import Hold, JudgeJob, JudgeRunner
+from services.processor.evaluation.setup import DeploymentEvaluation
 from services.processor.join import PendingRequest, PendingRequests
-from services.processor.judges import DeploymentJudging
-from services.processor.judging import Hold, JudgeJob, JudgeRunner
 from services.processor.publisher import Publisher
 from services.processor.routing import REQUEST, RESPONSE, peek_run_id, read_route
 from services.processor.stats import ProcessorStats
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 class Intake:
     def __init__(
         self,
-        judging: dict[str, DeploymentJudging],
+        judging: dict[str, DeploymentEvaluation],
         runner: JudgeRunner,
         publisher: Publisher,
         stats: ProcessorStats,
@@ -96,7 +96,7 @@ class Intake:
         key: bytes | None,
         value: bytes | None,
         headers: HeadersArg,
-        judging: DeploymentJudging | None,
+        judging: DeploymentEvaluation | None,
         traceparent: str | None,
     ) -> Awaitable[None] | None:
         try:

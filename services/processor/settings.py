@@ -168,6 +168,16 @@ class ProcessorSection(BaseModel):
         description="faust's per-partition read-ahead buffer (events fetched but not yet "
         "processed).",
     )
+    code_evaluator_threads: int = Field(
+        4,
+        ge=1,
+        le=256,
+        description="Threads that run the synchronous functions of code evaluators (one pool per "
+        "worker, made only when a deployment has a code evaluator). A function that hangs past "
+        "its timeout_seconds keeps its thread until it returns (Python cannot stop a thread): "
+        "the outcome is a timeout error at once, and later calls wait for a free thread within "
+        "their own timeout.",
+    )
     stall_seconds: float = Field(
         60.0,
         gt=0,

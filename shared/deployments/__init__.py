@@ -34,6 +34,7 @@ from shared.deployments.errors import (
     DeploymentConfigError,
     Problem,
 )
+from shared.deployments.evaluators import EvaluatorConfig, PassRule, Scale
 from shared.deployments.folder import (
     BrokenDeployment,
     DeploymentFolder,
@@ -73,6 +74,9 @@ __all__ = [
     "DeploymentConfigError",
     "DeploymentFolder",
     "Evaluation",
+    "EvaluatorConfig",
+    "PassRule",
+    "Scale",
     "Judge",
     "Monitor",
     "Notification",

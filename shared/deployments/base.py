@@ -36,6 +36,11 @@ METRIC_COLUMNS: dict[str, tuple[Column, ...]] = {
     "fluency": ("answer",),
     "similarity": ("question", "answer", "ground_truth"),
 }
+# The version of each built-in judge's prompt (services/processor/evaluation/kinds/builtin/
+# rubrics.py uses these): the evaluator version of a built-in metric. A combined call's prompt
+# differs, so its scores carry the version with COMBINED_SUFFIX.
+BUILTIN_PROMPT_VERSIONS: dict[str, str] = {metric: f"{metric}-v1" for metric in METRICS}
+COMBINED_SUFFIX = "+combined-v1"
 QUALITY_STATISTICS = frozenset({"average", "pass_rate"})
 DEFAULT_SCORE_THRESHOLD = 3
 DEFAULT_VARIANT_ID = "default"

@@ -31,6 +31,7 @@ from shared.deployments.errors import (
     problems_from_validation,
     read_yaml_mapping,
 )
+from shared.deployments.lock import lock_path, lock_problems, read_lock
 from shared.deployments.schema import Deployment
 
 FLOW_FILE = "flow.dag.yaml"
@@ -78,6 +79,7 @@ def load_deployment(
         problems += _connection_problems(shown, deployment, connections, connections_complete)
     if check_flow:
         problems += _flow_problems(shown, deployment)
+    problems += _evaluator_lock_problems(path, shown, deployment)
     if deployment.api_keys_file is not None:
         try:
             from_file = load_api_keys_file(deployment.api_keys_file)
@@ -108,6 +110,13 @@ def _connection_problems(
     return [
         Problem(shown, "evaluation.judge.connection", f"{name!r} is not in {CONNECTIONS_FILE} (known: {known}{hint})")
     ]
+
+
+def _evaluator_lock_problems(path: Path, shown: str, deployment: Deployment) -> list[Problem]:
+    try:
+        return lock_problems(shown, deployment, read_lock(lock_path(path)))
+    except DeploymentConfigError as exc:
+        return list(exc.problems)
 
 
 def _duplicate_key_problems(shown: str, keys: list[ApiKeyRecord]) -> list[Problem]:
@@ -174,6 +183,13 @@ def _flow_problems(shown: str, deployment: Deployment) -> list[Problem]:
             side, name = where
             if name not in (inputs if side == "inputs" else outputs):
                 found.append((("column_mapping", column), f"the flow has no {side[:-1]} {name!r}"))
+    for index, evaluator in enumerate(deployment.evaluation.evaluators if deployment.evaluation else []):
+        for name, reference in evaluator.columns.items():
+            side_name, _, field = reference.partition(".")
+            if field not in (inputs if side_name == "inputs" else outputs):
+                found.append(
+                    (("evaluation", "evaluators", index, "columns", name), f"the flow has no {side_name[:-1]} {field!r}")
+                )
     for side, names, known in (
         ("inputs", deployment.redaction.inputs, inputs),
         ("outputs", deployment.redaction.outputs, outputs),

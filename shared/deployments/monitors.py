@@ -16,16 +16,17 @@ from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, field_va
 from shared.deployments.base import (
     DEFAULT_SCORE_THRESHOLD,
     ENV_NAME_PATTERN,
+    METRICS,
     MONITOR_ID_PATTERN,
     QUALITY_STATISTICS,
     VARIANT_ID_PATTERN,
     ConfigModel,
     Count,
-    Metric,
     Number,
     Statistic,
 )
 from shared.deployments.errors import Loc
+from shared.deployments.evaluators import METRIC_NAME_PATTERN
 
 _DURATION_RE = re.compile(r"^\s*(\d{1,9})\s*([smhd])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -101,7 +102,9 @@ class Monitor(ConfigModel):
     id: str = Field(pattern=MONITOR_ID_PATTERN)
     variant: str | None = Field(None, pattern=VARIANT_ID_PATTERN)
     statistic: Statistic
-    metric: Metric | None = None
+    # A built-in metric, an evaluator's name or `<evaluator>.<output>` (checked against the
+    # deployment's evaluation section by Deployment.problems()).
+    metric: str | None = Field(None, pattern=METRIC_NAME_PATTERN)
     threshold: Number
     score_threshold: Count | None = Field(None, ge=1, le=5)
     window: Duration
@@ -149,7 +152,10 @@ class Monitor(ConfigModel):
             found.append((("metric",), f"must be omitted for statistic {stat}"))
         bounds = {"average": (1.0, 5.0), "pass_rate": (0.0, 1.0), "error_rate": (0.0, 1.0)}
         low, high = bounds.get(stat, (0.0, math.inf))
-        if not low <= self.threshold <= high or (high == math.inf and self.threshold <= 0):
+        # An average of another evaluator's metric lives on that evaluator's scale, which only
+        # the deployment knows: Deployment.problems() checks it there.
+        own_scale = stat == "average" and self.metric is not None and self.metric not in METRICS
+        if not own_scale and (not low <= self.threshold <= high or (high == math.inf and self.threshold <= 0)):
             rule = f"between {low:g} and {high:g}" if high != math.inf else "> 0"
             found.append((("threshold",), f"must be {rule} for statistic {stat}"))
         if self.score_threshold is not None and stat != "pass_rate":

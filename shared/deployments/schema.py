@@ -31,6 +31,7 @@ from shared.deployments.base import (
     Number,
 )
 from shared.deployments.errors import Loc
+from shared.deployments.evaluators import EvaluatorConfig
 from shared.deployments.monitors import Monitor
 
 
@@ -123,19 +124,50 @@ class Judge(ConfigModel):
 
 
 class Evaluation(ConfigModel):
-    """What the processor judges for this deployment."""
+    """What the processor judges for this deployment: built-in metrics (``metrics``, the short
+    form of ``evaluators`` entries of kind builtin) and the deployment's own evaluators."""
 
-    metrics: list[Metric] = Field(min_length=1)
+    metrics: list[Metric] = Field(default_factory=list)
+    evaluators: list[EvaluatorConfig] = Field(default_factory=list)
     sampling_rate: Number = Field(0.10, ge=0, le=1)
     judge: Judge
 
+    _builtins: list[EvaluatorConfig] = PrivateAttr(default_factory=list)
+
+    def _complete(self) -> None:
+        self._builtins = [EvaluatorConfig(name=metric, kind="builtin") for metric in self.metrics]
+        if self.judge.combined_call:
+            for evaluator in self.all_evaluators():
+                evaluator.set_combined()
+
+    def all_evaluators(self) -> list[EvaluatorConfig]:
+        """Every evaluator: the ``metrics`` short forms first, then ``evaluators`` in order."""
+        return [*self._builtins, *self.evaluators]
+
+    def evaluator(self, name: str) -> EvaluatorConfig | None:
+        return next((e for e in self.all_evaluators() if e.name == name), None)
+
+    def metric_names(self) -> list[str]:
+        """Every metric judged: each evaluator's name, or ``<evaluator>.<output>`` of a flow."""
+        return [metric for evaluator in self.all_evaluators() for metric in evaluator.metrics()]
+
+    def evaluator_of(self, metric: str) -> EvaluatorConfig | None:
+        """The evaluator that emits ``metric``."""
+        return next((e for e in self.all_evaluators() if metric in e.metrics()), None)
+
     def problems(self) -> list[tuple[Loc, str]]:
         found: list[tuple[Loc, str]] = []
+        if not self.metrics and not self.evaluators:
+            found.append((("metrics",), "needs at least 1 item(s) here or in evaluators"))
         seen: set[str] = set()
         for index, metric in enumerate(self.metrics):
             if metric in seen:
                 found.append((("metrics", index), f"{metric} is listed twice"))
             seen.add(metric)
+        for index, evaluator in enumerate(self.evaluators):
+            if evaluator.name in seen:
+                found.append((("evaluators", index, "name"), f"{evaluator.name} is listed twice"))
+            seen.add(evaluator.name)
         return found
 
 
@@ -206,13 +238,14 @@ class Deployment(ConfigModel):
             key_ids.add(key.id)
         metrics: list[str] = []
         if self.evaluation is not None:
-            metrics = list(self.evaluation.metrics)
-            for index, metric in enumerate(metrics):
+            metrics = self.evaluation.metric_names()
+            for index, metric in enumerate(self.evaluation.metrics):
                 for column in METRIC_COLUMNS[metric]:
                     if getattr(self.column_mapping, column) is None:
                         found.append(
                             (("evaluation", "metrics", index), f"{metric} needs column_mapping.{column}")
                         )
+            found += self._evaluator_problems(self.evaluation)
         monitor_ids: set[str] = set()
         for index, monitor in enumerate(self.monitors):
             where: Loc = ("monitors", index)
@@ -223,7 +256,50 @@ class Deployment(ConfigModel):
                 found.append(((*where, "variant"), f"{monitor.variant!r} is not one of variants"))
             if monitor.metric is not None and monitor.metric not in metrics:
                 missing = "there is no evaluation section" if self.evaluation is None else (
-                    f"{monitor.metric} is not in evaluation.metrics"
+                    f"{monitor.metric} is not in evaluation.metrics nor a metric of evaluation.evaluators"
                 )
                 found.append(((*where, "metric"), f"{missing}, so {monitor.metric} is never scored"))
+            elif monitor.metric is not None and self.evaluation is not None:
+                found += [((*where, *loc), msg) for loc, msg in _monitor_scale_problems(monitor, self.evaluation)]
         return found
+
+    def _evaluator_problems(self, evaluation: Evaluation) -> list[tuple[Loc, str]]:
+        found: list[tuple[Loc, str]] = []
+        for index, evaluator in enumerate(evaluation.evaluators):
+            where: Loc = ("evaluation", "evaluators", index)
+            if evaluator.kind == "builtin":
+                for column in METRIC_COLUMNS.get(evaluator.name, ()):
+                    if getattr(self.column_mapping, column) is None:
+                        found.append(((*where, "name"), f"{evaluator.name} needs column_mapping.{column}"))
+            if evaluator.judge is not None and evaluator.judge.connection is None and evaluator.judge.model is None:
+                found.append(((*where, "judge"), "name a connection or a model (or leave judge out)"))
+        return found
+
+    def evaluator_columns(self, evaluator: EvaluatorConfig) -> dict[str, str]:
+        """Evaluator input -> ``inputs.x`` / ``outputs.y``: the deployment's column_mapping roles
+        that are mapped (question, answer, context, ground_truth), overridden by the evaluator's
+        own ``columns``."""
+        columns: dict[str, str] = {}
+        for column in COLUMNS:
+            reference = getattr(self.column_mapping, column)
+            if reference is not None:
+                columns[column] = reference
+        if evaluator.kind != "builtin":
+            columns.update(evaluator.columns)
+        return columns
+
+
+def _monitor_scale_problems(monitor: Monitor, evaluation: Evaluation) -> list[tuple[Loc, str]]:
+    """A monitor on a metric off the 1-5 scale: its average threshold lives on that metric's
+    scale, and its pass rate follows the evaluator's pass rule (no score_threshold)."""
+    metric = monitor.metric
+    evaluator = evaluation.evaluator_of(metric) if metric is not None else None
+    if evaluator is None or metric is None or evaluator.kind == "builtin":
+        return []
+    found: list[tuple[Loc, str]] = []
+    scale = evaluator.scale_of(metric)
+    if monitor.statistic == "average" and not scale.low <= monitor.threshold <= scale.high:
+        found.append((("threshold",), f"must be on {metric}'s scale ({scale.low:g} to {scale.high:g})"))
+    if monitor.score_threshold is not None:
+        found.append((("score_threshold",), f"{metric} passes by its evaluator's pass rule; set pass there"))
+    return found

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from jinja2 import TemplateError
+from jinja2 import TemplateError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
 from shared.flow import images
@@ -50,6 +50,11 @@ class ChatTemplateError(ValueError):
 def compile_template(source: str) -> Any:
     """A compiled template; raises jinja2.TemplateSyntaxError."""
     return _ENVIRONMENT.from_string(source)
+
+
+def template_variables(source: str) -> set[str]:
+    """The variables a template reads from its caller; raises jinja2.TemplateSyntaxError."""
+    return set(meta.find_undeclared_variables(_ENVIRONMENT.parse(source)))
 
 
 class ChatInputList(list):

@@ -35,7 +35,7 @@ from services.llmsim.answers import compose_answer, degrade
 from services.llmsim.judge import judge, read_judge_request
 from services.llmsim.prompt import chat_view
 from services.llmsim.settings import LlmsimSection
-from services.processor.evaluators.prompts import single_metric_messages
+from services.processor.evaluation.kinds.builtin.prompts import single_metric_messages
 from shared.events.codec import decode_alert_json
 from shared.events.messages import Alert, AlertState
 from shared.flow.template import compile_template, render_chat, render_prompt

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from services.llmsim.judge import JudgeRequest, judge
-from services.processor.evaluators.prompts import prompt_version
+from services.processor.evaluation.kinds.builtin.prompts import prompt_version
 from shared.deployments import METRICS
 from tests.integration.test_processor_harness import (
     QA,

@@ -8,13 +8,12 @@ from typing import Any
 
 import pytest
 
-from services.processor.budget import TokenBudget
+from services.processor.evaluation.judge.budget import TokenBudget
+from services.processor.evaluation.judge.client import CallCost
+from services.processor.evaluation.outcomes import token_shares
+from services.processor.evaluation.setup import DeploymentEvaluation
 from services.processor.intake import Intake
-from services.processor.judge.client import CallCost
-from services.processor.judges import DeploymentJudging
-from services.processor.outcomes import token_shares
 from services.processor.stats import ProcessorStats
-from shared.deployments import ColumnMapping
 from shared.events.builders import dict_to_struct, new_meta, next_meta
 from shared.events.codec import encode
 from shared.events.messages import InferenceRequest, InferenceResponse
@@ -40,11 +39,11 @@ class FakePublisher:
         self.letters.append(kwargs)
 
 
-def judging(rate: float = 1.0, budget: int | None = None) -> DeploymentJudging:
-    return DeploymentJudging(
-        name="shop", metrics=("relevance",), sampling_rate=rate, combined_call=False,
-        column_mapping=ColumnMapping(question="inputs.q", answer="outputs.a"), judge_model="m",
-        connection="c", judge=None, budget=TokenBudget(budget),  # type: ignore[arg-type]
+def judging(rate: float = 1.0, budget: int | None = None) -> DeploymentEvaluation:
+    # The intake reads the sampling rate and the budget; judging itself is not reached here.
+    return DeploymentEvaluation(
+        name="shop", sampling_rate=rate, budget=TokenBudget(budget), judge=None,  # type: ignore[arg-type]
+        evaluators=(),
     )
 
 

@@ -14,9 +14,8 @@ import httpx2
 import openai
 import pytest
 
-from services.processor.evaluators.verdict import Verdict, parse_verdict
-from services.processor.judge.breaker import CircuitBreaker
-from services.processor.judge.client import (
+from services.processor.evaluation.judge.breaker import CircuitBreaker
+from services.processor.evaluation.judge.client import (
     CONFIGURATION,
     ENDPOINT_ERROR,
     RATE_LIMITED,
@@ -25,6 +24,7 @@ from services.processor.judge.client import (
     JudgeCallFailed,
     JudgeClient,
 )
+from services.processor.evaluation.judge.verdict import Verdict, parse_verdict
 from shared.retry import Backoff, Jitter
 
 REQUEST = httpx2.Request("POST", "http://judge.invalid/v1/chat/completions")

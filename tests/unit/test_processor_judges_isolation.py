@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from services.processor.judges import build_judging
+from services.processor.evaluation.setup import build_judging
 from services.processor.settings import ProcessorSection
 from services.processor.stats import ProcessorStats
 from shared.deployments import Connection, ConnectionKeyMissingError, load_deployments

@@ -16,11 +16,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from services.processor.budget import TokenBudget
-from services.processor.judge.breaker import CircuitBreaker
-from services.processor.judge.client import JudgeClient
-from services.processor.judges import DeploymentJudging
-from services.processor.judging import Hold, JudgeJob, JudgeRunner
+from services.processor.evaluation.judge.breaker import CircuitBreaker
+from services.processor.evaluation.judge.budget import TokenBudget
+from services.processor.evaluation.judge.calls import JudgeCalls, JudgeTarget
+from services.processor.evaluation.judge.client import JudgeClient
+from services.processor.evaluation.kinds.builtin.evaluator import BuiltinJudges
+from services.processor.evaluation.pipeline import Hold, JudgeJob, JudgeRunner
+from services.processor.evaluation.setup import DeploymentEvaluation
 from services.processor.settings import ProcessorSection
 from services.processor.stats import ProcessorStats
 from services.processor.watermark import PartitionWatermark
@@ -64,10 +66,18 @@ def setup(replies: list[str], combined: bool, inputs: dict[str, Any]) -> tuple[J
         judge, CircuitBreaker(5, 1.0), timeout_seconds=5, max_attempts=1, retry_base_seconds=0,
         retry_max_seconds=0, max_tokens=400,
     )
-    judging = DeploymentJudging(
-        name="shop", metrics=METRICS, sampling_rate=1.0, combined_call=combined,
-        column_mapping=ColumnMapping(question="inputs.q", context="inputs.ctx", answer="outputs.a"),
-        judge_model="judge-x", connection="c", judge=client, budget=TokenBudget(None),
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    stats = ProcessorStats()
+    calls = JudgeCalls(ProcessorSection(), stats, provider.get_tracer("t"))
+    budget = TokenBudget(None)
+    target = JudgeTarget("shop", "c", "judge-x", client, budget)
+    mapping = ColumnMapping(question="inputs.q", context="inputs.ctx", answer="outputs.a")
+    groups = [METRICS] if combined else [(m,) for m in METRICS]
+    judging = DeploymentEvaluation(
+        name="shop", sampling_rate=1.0, budget=budget, judge=client,
+        evaluators=tuple(BuiltinJudges(g, mapping, target, calls, combined=combined) for g in groups),
     )
     meta = new_meta(
         request_id="r1", deployment="shop", request_start_time=datetime.now(UTC),
@@ -81,17 +91,14 @@ def setup(replies: list[str], combined: bool, inputs: dict[str, Any]) -> tuple[J
     mark.hold(0)
     mark.hold(1)
     job = JudgeJob(judging, request, response, None, [Hold(TP("t", 0), mark, 0), Hold(TP("t", 0), mark, 1)])
-    publisher, stats, released = Publisher(), ProcessorStats(), []
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    publisher, released = Publisher(), []
 
     def release(holds: list[Hold]) -> None:
         released.extend(holds)
         for hold in holds:
             hold.watermark.release(hold.offset)
 
-    runner = JudgeRunner(ProcessorSection(), publisher, stats, release, provider.get_tracer("t"))
+    runner = JudgeRunner(ProcessorSection(), publisher, stats, release, calls)
     runner.exporter = exporter  # type: ignore[attr-defined]
     return runner, job, judge, publisher, stats, released
 

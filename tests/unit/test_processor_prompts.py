@@ -7,15 +7,16 @@ import pytest
 
 from services.llmsim import tokens
 from services.llmsim.judge import read_judge_request
-from services.processor.evaluators.plan import column_text, plan_evaluation
-from services.processor.evaluators.prompts import (
+from services.processor.evaluation.kinds.builtin.plan import plan_evaluation
+from services.processor.evaluation.kinds.builtin.prompts import (
     TRUNCATION_MARK,
     combined_messages,
     escape_judged,
     prompt_version,
     single_metric_messages,
 )
-from services.processor.evaluators.rubrics import RUBRICS
+from services.processor.evaluation.kinds.builtin.rubrics import RUBRICS
+from services.processor.evaluation.protocol import column_text
 from shared.deployments import METRIC_COLUMNS, METRICS, ColumnMapping
 
 COLUMNS = {
@@ -118,7 +119,7 @@ def test_column_values_become_text() -> None:
 
 
 def test_struct_fields_convert_only_what_is_read() -> None:
-    from services.processor.evaluators.plan import StructFields
+    from services.processor.evaluation.protocol import StructFields
     from shared.events.builders import dict_to_struct
 
     fields = StructFields(dict_to_struct({"q": "why", "n": 3, "x": 2.5, "ok": True, "none": None, "docs": [{"a": 1}]}))

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from services.processor.evaluators.verdict import (
+from services.processor.evaluation.judge.verdict import (
     UnparseableVerdict,
     Verdict,
     _objects,

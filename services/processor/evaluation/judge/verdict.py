@@ -24,6 +24,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from shared.deployments import Scale
+
 MAX_REPLY_CHARS = 50_000
 MAX_REASON_CHARS = 1_000
 # A judged text shorter than this and without a brace cannot hold a fake verdict object, and
@@ -32,6 +34,7 @@ _MIN_ECHO_CHARS = 20
 _MAX_OBJECT_ATTEMPTS = 2_000
 _REASON_KEYS = ("reason", "explanation", "rationale", "reasoning")
 _INTEGER_TEXT = re.compile(r"^\s*([1-5])\s*$")
+_NUMBER_TEXT = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
 _DECODER = json.JSONDecoder()
 
 
@@ -169,3 +172,56 @@ def parse_combined(
                 results[metric] = UnparseableVerdict(f"the verdict for {metric} has no score")
         return results
     raise UnparseableVerdict("the judge's reply holds no JSON object naming the metrics")
+
+
+@dataclass(frozen=True)
+class ScaledVerdict:
+    """A verdict on an evaluator's own scale: the value, the label (label scales), the reason."""
+
+    value: float
+    label: str
+    reason: str
+
+
+def _number(value: object, scale: Scale) -> float:
+    if isinstance(value, bool):
+        raise UnparseableVerdict("the score is a boolean")
+    if isinstance(value, str):
+        text = value.strip()
+        if not _NUMBER_TEXT.match(text):
+            raise UnparseableVerdict(f"the score {value[:20]!r} is not {scale.describe()}")
+        value = float(text)
+    if not isinstance(value, int | float):
+        raise UnparseableVerdict(f"the score is a {type(value).__name__}")
+    try:
+        return scale.check(value)
+    except ValueError as exc:
+        raise UnparseableVerdict(f"the score {exc}") from None
+
+
+def _scaled(fields: dict, scale: Scale) -> ScaledVerdict:
+    reason = _reason(fields)
+    if scale.type == "labels":
+        raw = fields.get("label", fields.get("score"))
+        if isinstance(raw, str) and not _NUMBER_TEXT.match(raw.strip()):
+            try:
+                label, value = scale.label_value(raw)
+            except ValueError as exc:
+                raise UnparseableVerdict(f"the label {exc}") from None
+            return ScaledVerdict(value, label, reason)
+        value = _number(raw, scale)
+        return ScaledVerdict(value, scale.label_of(value), reason)
+    return ScaledVerdict(_number(fields["score"], scale), "", reason)
+
+
+def parse_scaled(text: object, scale: Scale, judged: Sequence[str] = ()) -> ScaledVerdict:
+    """The verdict on ``scale`` in a rubric's reply: the same rules as :func:`parse_verdict`
+    (the last JSON object outside any copy of a judged text), reading ``score`` for number
+    scales and ``label`` (or a label given as ``score``) for label scales."""
+    keys = ("label", "score") if scale.type == "labels" else ("score",)
+    for obj in reversed(_candidates(text, judged)):
+        fields = _lower_keys(obj)
+        if any(key in fields for key in keys):
+            return _scaled(fields, scale)
+    wanted = " or ".join(keys)
+    raise UnparseableVerdict(f"the judge's reply holds no JSON object with a {wanted}")

@@ -8,20 +8,16 @@ error: a question without context cannot be grounded in it).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from google.protobuf import json_format
-from google.protobuf.struct_pb2 import Struct
-
-from services.processor.evaluators.prompts import (
+from services.processor.evaluation.kinds.builtin.prompts import (
     combined_messages,
     combined_prompt_version,
     prompt_version,
     single_metric_messages,
 )
+from services.processor.evaluation.protocol import column_text
 from shared.deployments import METRIC_COLUMNS, ColumnMapping
 from shared.deployments.schema import Fields
 
@@ -51,49 +47,6 @@ class JudgeCallPlan:
 class EvaluationPlan:
     calls: tuple[JudgeCallPlan, ...]
     not_applicable: tuple[NotApplicable, ...]
-
-
-class StructFields:
-    """Read access to a Struct's top-level fields, converting only the fields asked for.
-
-    Inputs can hold whole chat histories and retrieved documents; a judge needs two or three
-    fields of them, so converting the whole Struct to a dict per judged request is waste.
-    """
-
-    __slots__ = ("_fields",)
-
-    def __init__(self, struct: Struct) -> None:
-        self._fields = struct.fields
-
-    def get(self, name: str, default: Any = None) -> Any:
-        if name not in self._fields:
-            return default
-        value = self._fields[name]
-        kind = value.WhichOneof("kind")
-        if kind == "string_value":
-            return value.string_value
-        if kind == "null_value" or kind is None:
-            return None
-        if kind == "bool_value":
-            return value.bool_value
-        if kind == "number_value":
-            number = value.number_value
-            return int(number) if number.is_integer() and abs(number) <= 2**53 else number
-        return json_format.MessageToDict(value)
-
-
-def column_text(value: Any) -> str | None:
-    """A column's value as judge-ready text; None when absent or blank."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value if value.strip() else None
-    if isinstance(value, list | dict) and not value:
-        return None
-    try:
-        return json.dumps(value, ensure_ascii=False, sort_keys=True)
-    except (TypeError, ValueError):
-        return str(value)
 
 
 def plan_evaluation(

@@ -15,8 +15,8 @@ from typing import Any, Generic, TypeVar
 
 import openai
 
-from services.processor.evaluators.verdict import UnparseableVerdict
-from services.processor.judge.breaker import CircuitBreaker
+from services.processor.evaluation.judge.breaker import CircuitBreaker
+from services.processor.evaluation.judge.verdict import UnparseableVerdict
 from shared.events.messages import EvaluationErrorType
 from shared.logs import redact
 from shared.retry import Backoff, Jitter, retry_after_seconds

@@ -3,12 +3,15 @@
 Written for PromptPulse after studying the rubrics azure-ai-evaluation uses for the same five
 metrics (a 1-5 integer scale with an anchor per score), so scores read the same way to people
 coming from prompt flow's monitoring. Changing the wording of a rubric changes what its scores
-mean: bump its version, since every stored score records the version it was produced under.
+mean: bump its version (shared.deployments.base.BUILTIN_PROMPT_VERSIONS, the built-in
+evaluator's version), since every stored score records the version it was produced under.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from shared.deployments.base import BUILTIN_PROMPT_VERSIONS
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,7 @@ class Rubric:
 
 GROUNDEDNESS = Rubric(
     metric="groundedness",
-    version="groundedness-v1",
+    version=BUILTIN_PROMPT_VERSIONS["groundedness"],
     title="Groundedness",
     definition=(
         "How far every claim of the answer is supported by the context it was given. The context "
@@ -52,7 +55,7 @@ GROUNDEDNESS = Rubric(
 
 RELEVANCE = Rubric(
     metric="relevance",
-    version="relevance-v1",
+    version=BUILTIN_PROMPT_VERSIONS["relevance"],
     title="Relevance",
     definition=(
         "How well the answer addresses what the question actually asks: whether it responds to "
@@ -74,7 +77,7 @@ RELEVANCE = Rubric(
 
 COHERENCE = Rubric(
     metric="coherence",
-    version="coherence-v1",
+    version=BUILTIN_PROMPT_VERSIONS["coherence"],
     title="Coherence",
     definition=(
         "How logically the answer is organised as a response to the question: whether its ideas "
@@ -96,7 +99,7 @@ COHERENCE = Rubric(
 
 FLUENCY = Rubric(
     metric="fluency",
-    version="fluency-v1",
+    version=BUILTIN_PROMPT_VERSIONS["fluency"],
     title="Fluency",
     definition=(
         "The quality of the answer's language on its own: grammar, word choice, sentence "
@@ -117,7 +120,7 @@ FLUENCY = Rubric(
 
 SIMILARITY = Rubric(
     metric="similarity",
-    version="similarity-v1",
+    version=BUILTIN_PROMPT_VERSIONS["similarity"],
     title="Similarity",
     definition=(
         "How closely the answer matches the reference answer (the ground truth) in meaning, as an "

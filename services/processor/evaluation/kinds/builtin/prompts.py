@@ -10,7 +10,7 @@ the judge:
 - a judged text cannot open or close a block: tag-like sequences inside it are escaped, and the
   instructions say that everything inside a block is data, never instructions.
 
-The reply is parsed by :mod:`services.processor.evaluators.verdict`, which also ignores any
+The reply is parsed by :mod:`services.processor.evaluation.judge.verdict`, which also ignores any
 JSON that merely repeats a judged text.
 """
 
@@ -20,9 +20,9 @@ import re
 from collections.abc import Mapping, Sequence
 from functools import cache
 
-from services.processor.evaluators.rubrics import RUBRICS, Rubric
+from services.processor.evaluation.kinds.builtin.rubrics import RUBRICS, Rubric
+from shared.deployments.base import COMBINED_SUFFIX
 
-COMBINED_VERSION = "combined-v1"
 BLOCK_ORDER = ("question", "context", "ground_truth")
 _TAG_LIKE = re.compile(r"<(/?)\s*(question|context|ground_truth|answer|metrics?)\b", re.IGNORECASE)
 TRUNCATION_MARK = " [...cut: text too long]"
@@ -41,7 +41,7 @@ def prompt_version(metric: str) -> str:
 
 def combined_prompt_version(metric: str) -> str:
     """The version stored with a score from a combined call: the rubric's and the layout's."""
-    return f"{RUBRICS[metric].version}+{COMBINED_VERSION}"
+    return f"{RUBRICS[metric].version}{COMBINED_SUFFIX}"
 
 
 def escape_judged(text: str, max_chars: int) -> str:

@@ -1,0 +1,152 @@
+"""Every judge call of every evaluator goes through one :class:`JudgeCalls`.
+
+It holds what judge calls share across evaluators and deployments: the processor's judge
+concurrency cap (at most ``judge_concurrency`` calls in flight, whatever evaluator makes them),
+the ``chat {model}`` span in the judged request's trace with the GenAI usage attributes and a
+``gen_ai.evaluation.result`` event per metric, the call counters, and the spending of the
+deployment's token budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+
+from services.processor.evaluation.judge.budget import TokenBudget
+from services.processor.evaluation.judge.client import (
+    CallCost,
+    JudgeCallFailed,
+    JudgeClient,
+    JudgeReply,
+)
+from services.processor.settings import ProcessorSection
+from services.processor.stats import ProcessorStats
+from shared.events.messages import EventMeta
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class JudgeTarget:
+    """Where one evaluator of one deployment sends its judge calls."""
+
+    deployment: str
+    connection: str
+    model: str
+    client: JudgeClient
+    budget: TokenBudget
+
+
+@dataclass(frozen=True, slots=True)
+class SpanResult:
+    """One metric's result as the judge span reports it (gen_ai.evaluation.result)."""
+
+    metric: str
+    value: float
+    label: str
+    reason: str
+
+
+class JudgeCalls:
+    def __init__(self, section: ProcessorSection, stats: ProcessorStats, tracer: Tracer | None = None) -> None:
+        self._section = section
+        self._stats = stats
+        self._tracer = tracer or trace.get_tracer("promptpulse.processor")
+        self._slots = asyncio.Semaphore(section.judge_concurrency)
+        self.calls_in_flight = 0
+
+    async def call(
+        self,
+        target: JudgeTarget,
+        meta: EventMeta,
+        parent: Any,
+        messages: list[dict[str, str]],
+        parse: Callable[[str | None], T],
+        *,
+        metrics: Sequence[str],
+        prompt_versions: Sequence[str],
+        results: Callable[[T], Iterable[SpanResult]] | None = None,
+    ) -> JudgeReply[T]:
+        """One judge call within the concurrency cap; raises JudgeCallFailed when it fails.
+
+        ``parent`` is the request's trace context; ``results`` turns the parsed reply into the
+        span's evaluation-result events.
+        """
+        async with self._slots:
+            self.calls_in_flight += 1
+            try:
+                with self._tracer.start_as_current_span(
+                    f"chat {target.model}",
+                    context=parent,
+                    kind=SpanKind.CLIENT,
+                    attributes=self._span_attributes(target, meta, metrics, prompt_versions),
+                ) as span:
+                    try:
+                        reply = await target.client.call(target.model, messages, parse)
+                    except JudgeCallFailed as failed:
+                        _record_usage(span, failed.cost)
+                        span.set_attribute("error.type", failed.error_name)
+                        span.set_status(Status(StatusCode.ERROR, failed.message))
+                        self._count(target, failed.cost, ok=False)
+                        raise
+                    _record_usage(span, reply.cost)
+                    self._count(target, reply.cost, ok=True)
+                    for result in results(reply.parsed) if results is not None else ():
+                        span.add_event(
+                            "gen_ai.evaluation.result",
+                            {
+                                "gen_ai.evaluation.name": result.metric,
+                                "gen_ai.evaluation.score.value": float(result.value),
+                                "gen_ai.evaluation.score.label": result.label,
+                                "gen_ai.evaluation.explanation": result.reason,
+                            },
+                        )
+                    return reply
+            finally:
+                self.calls_in_flight -= 1
+
+    def _count(self, target: JudgeTarget, cost: CallCost, *, ok: bool) -> None:
+        stats, name = self._stats, target.deployment
+        stats.judge_calls[(name, "ok" if ok else "error")] += 1
+        stats.judge_prompt_tokens[name] += cost.prompt_tokens
+        stats.judge_completion_tokens[name] += cost.completion_tokens
+        stats.judge_latency_seconds_sum[name] += cost.latency_ms / 1000
+        stats.judge_latency_count[name] += 1
+        target.budget.spend(cost.prompt_tokens + cost.completion_tokens)
+
+    def _span_attributes(
+        self, target: JudgeTarget, meta: EventMeta, metrics: Sequence[str], prompt_versions: Sequence[str]
+    ) -> dict[str, Any]:
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": target.model,
+            "gen_ai.request.temperature": 0.0,
+            "gen_ai.request.max_tokens": self._section.judge_max_tokens,
+            "promptpulse.deployment": target.deployment,
+            "promptpulse.request_id": meta.request_id,
+            "promptpulse.judge.connection": target.connection,
+            "promptpulse.evaluation.metrics": list(metrics),
+            "promptpulse.judge.prompt_versions": list(prompt_versions),
+        }
+        if meta.variant:
+            attributes["promptpulse.variant"] = meta.variant
+        if meta.run_id:
+            attributes["promptpulse.run_id"] = meta.run_id
+        return attributes
+
+
+def _record_usage(span: trace.Span, cost: CallCost) -> None:
+    span.set_attribute("gen_ai.response.model", cost.model)
+    span.set_attribute("gen_ai.usage.input_tokens", cost.prompt_tokens)
+    span.set_attribute("gen_ai.usage.output_tokens", cost.completion_tokens)
+    span.set_attribute("promptpulse.judge.attempts", cost.attempts)
+    span.set_attribute("promptpulse.judge.latency_ms", cost.latency_ms)
+
+
+__all__ = ["JudgeCalls", "JudgeTarget", "SpanResult"]

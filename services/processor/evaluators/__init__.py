@@ -1,1 +1,0 @@
-"""Evaluators: the judge rubrics and prompts, the per-request evaluation plan, and the verdict parser."""

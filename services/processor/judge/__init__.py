@@ -1,1 +1,0 @@
-"""Calling judge LLMs: retries with backoff, a circuit breaker per connection, outcome types."""

@@ -1,0 +1,516 @@
+"""Evaluators in the deployment file: what each judges, on which scale, and when a score passes.
+
+Read by the processor (which runs them) and the aggregator (which needs each metric's scale and
+pass rule for rollups and monitors). docs/deployments.md ("Evaluators") describes every field;
+docs/evaluation.md how each kind runs.
+
+An evaluator's **version** is a short hash of its content: the prompt text, the scale, the pass
+rule, the code file's bytes and function, every file of a flow folder. Its optional ``label`` is
+a human name for one version; the label -> version record is the deployment's lock file
+(lock.py), and a changed content under a recorded label is a load error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, PrivateAttr, ValidationInfo, field_validator
+
+from shared.deployments.base import (
+    BASE_DIR,
+    BUILTIN_PROMPT_VERSIONS,
+    COMBINED_SUFFIX,
+    CONNECTION_NAME_PATTERN,
+    FIELD_NAME_PATTERN,
+    METRICS,
+    ConfigModel,
+    Number,
+)
+from shared.deployments.errors import Loc
+
+# An evaluator's name is a metric name; a flow evaluator's metrics are `<name>.<output>`.
+EVALUATOR_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+METRIC_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$"
+LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,62}$"
+SCALE_LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,62}$"
+VERSION_CHARS = 12
+
+EvaluatorKind = Literal["builtin", "rubric", "code", "flow", "flex", "prompty"]
+# Kinds the schema accepts today; issue 17 adds flex and prompty.
+AVAILABLE_KINDS = frozenset({"builtin", "rubric", "code", "flow"})
+DEFAULT_CODE_TIMEOUT_SECONDS = 5.0
+MAX_FLOW_FILES = 500
+MAX_EVALUATOR_FILE_BYTES = 5_000_000
+
+
+def _evaluator_reference(value: Any) -> Any:
+    """``${data.x}`` / ``${run.outputs.x}`` (prompt flow's mapping syntax), ``${inputs.x}`` and
+    plain ``inputs.x`` / ``outputs.x`` all name a request input or a response output.
+
+    A live request has no separate dataset: prompt flow's ``data`` is the request's inputs and
+    ``run.outputs`` the flow's outputs (``run.inputs`` the inputs again).
+    """
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("${") and text.endswith("}"):
+        text = text[2:-1].strip()
+    for prefix, side in (("data.", "inputs."), ("run.outputs.", "outputs."), ("run.inputs.", "inputs.")):
+        if text.startswith(prefix):
+            return side + text[len(prefix):]
+    return text
+
+
+EvaluatorReference = Annotated[
+    str,
+    BeforeValidator(_evaluator_reference),
+    Field(pattern=r"^(inputs|outputs)\.[A-Za-z_][A-Za-z0-9_]*$"),
+]
+InputName = Annotated[str, Field(pattern=FIELD_NAME_PATTERN)]
+
+
+def _scale_shorthand(value: Any) -> Any:
+    # `scale: float` (0 to 1), `scale: "1-5"` (an integer range), or the mapping forms.
+    if value == "float":
+        return {"type": "float"}
+    if isinstance(value, str) and "-" in value.strip()[1:]:
+        low, _, high = value.strip().partition("-") if not value.strip().startswith("-") else ("", "", "")
+        try:
+            return {"type": "integer", "min": int(low), "max": int(high)}
+        except ValueError:
+            return value
+    if isinstance(value, dict) and "type" not in value:
+        if "labels" in value:
+            return {"type": "labels", **value}
+        if "min" in value or "max" in value:
+            return {"type": "integer", **value}
+    return value
+
+
+class Scale(ConfigModel):
+    """What a metric's value can be: whole numbers min..max, a number from 0 to 1, or labels
+    each mapped to a number (the number is what averages and thresholds use)."""
+
+    type: Literal["integer", "float", "labels"] = "integer"
+    min: int | None = None
+    max: int | None = None
+    labels: dict[Annotated[str, Field(pattern=SCALE_LABEL_PATTERN)], Number] | None = None
+
+    def _complete(self) -> None:
+        if self.type == "integer" and self.min is None and self.max is None:
+            self.min, self.max = 1, 5
+
+    def problems(self) -> list[tuple[Loc, str]]:
+        found: list[tuple[Loc, str]] = []
+        if self.type == "integer":
+            if self.min is None or self.max is None:
+                found.append(((), "an integer scale needs both min and max"))
+            elif not self.min < self.max:
+                found.append((("max",), f"must be greater than min ({self.min})"))
+            elif self.max - self.min > 1000:
+                found.append((("max",), "an integer scale spans at most 1000 steps"))
+            if self.labels is not None:
+                found.append((("labels",), "only for type labels"))
+        elif self.type == "float":
+            if self.min is not None or self.max is not None or self.labels is not None:
+                found.append(((), "a float scale is always 0 to 1: give no min, max or labels"))
+        else:
+            if self.min is not None or self.max is not None:
+                found.append(((), "a labels scale takes its range from the labels' numbers: no min or max"))
+            if not self.labels or len(self.labels) < 2:
+                found.append((("labels",), "give at least two labels, each mapped to a number"))
+            elif len({label.lower() for label in self.labels}) != len(self.labels):
+                found.append((("labels",), "labels must differ in more than letter case"))
+        return found
+
+    @property
+    def low(self) -> float:
+        if self.type == "integer":
+            return float(self.min if self.min is not None else 1)
+        if self.type == "float":
+            return 0.0
+        return min((self.labels or {"": 0.0}).values())
+
+    @property
+    def high(self) -> float:
+        if self.type == "integer":
+            return float(self.max if self.max is not None else 5)
+        if self.type == "float":
+            return 1.0
+        return max((self.labels or {"": 1.0}).values())
+
+    def describe(self) -> str:
+        if self.type == "integer":
+            return f"an integer from {self.min} to {self.max}"
+        if self.type == "float":
+            return "a number from 0 to 1"
+        return "one of " + ", ".join(self.labels or {})
+
+    def check(self, value: float) -> float:
+        """``value`` if it is on this scale; raises ValueError naming the scale otherwise."""
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a number")
+        if self.type == "integer":
+            if float(value) != int(value):
+                raise ValueError(f"{value!r} is not a whole number ({self.describe()})")
+        if self.type == "labels":
+            if float(value) not in {float(n) for n in (self.labels or {}).values()}:
+                raise ValueError(f"{value!r} is not the number of any label ({self.describe()})")
+        elif not self.low <= value <= self.high:
+            raise ValueError(f"{value!r} is outside the scale ({self.describe()})")
+        return float(value)
+
+    def label_value(self, label: str) -> tuple[str, float]:
+        """(the label as configured, its number) for ``label`` in any letter case; ValueError if unknown."""
+        for name, number in (self.labels or {}).items():
+            if name.lower() == label.strip().lower():
+                return name, float(number)
+        raise ValueError(f"{label[:40]!r} is not {self.describe()}")
+
+    def label_of(self, value: float) -> str:
+        """The first label whose number is ``value`` ("" for scales without labels)."""
+        for name, number in (self.labels or {}).items():
+            if float(number) == value:
+                return name
+        return ""
+
+    def compat_score(self, value: float) -> int:
+        """``value`` placed on 1..5 for readers that know only Scored.score.
+
+        The scale's low end maps to 1 and its high end to 5, linearly, rounded half up (a 1-5
+        integer scale maps onto itself; 0.7 on a 0-1 scale is 1 + 2.8 -> 4). A scale whose ends
+        coincide maps to 3.
+        """
+        low, high = self.low, self.high
+        if high <= low:
+            return 3
+        position = (min(max(value, low), high) - low) / (high - low)
+        return max(1, min(5, math.floor(1 + 4 * position + 0.5)))
+
+    def canonical(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+ScaleField = Annotated[Scale, BeforeValidator(_scale_shorthand)]
+BUILTIN_SCALE = Scale(type="integer", min=1, max=5)
+FLOAT_SCALE = Scale(type="float")
+
+
+class PassRule(ConfigModel):
+    """When a score passes: ``{at_least: 3}`` (a value at or above) or ``{labels: [correct]}``."""
+
+    at_least: Number | None = None
+    labels: list[Annotated[str, Field(pattern=SCALE_LABEL_PATTERN)]] | None = None
+
+    def problems(self) -> list[tuple[Loc, str]]:
+        if (self.at_least is None) == (self.labels is None):
+            return [((), "give exactly one of at_least or labels")]
+        if self.labels is not None and not self.labels:
+            return [(("labels",), "name at least one passing label")]
+        return []
+
+    def passes(self, value: float, label: str = "") -> bool:
+        if self.labels is not None:
+            return label.lower() in {name.lower() for name in self.labels}
+        return self.at_least is not None and value >= self.at_least
+
+    def scale_problems(self, scale: Scale) -> list[tuple[Loc, str]]:
+        if self.labels is not None:
+            if scale.type != "labels":
+                return [(("labels",), "a labels pass rule needs a labels scale; use at_least")]
+            known = {name.lower() for name in scale.labels or {}}
+            return [(("labels", i), f"{name!r} is not a label of the scale") for i, name in enumerate(self.labels)
+                    if name.lower() not in known]
+        if self.at_least is not None and not scale.low <= self.at_least <= scale.high:
+            return [(("at_least",), f"must be on the scale ({scale.low:g} to {scale.high:g})")]
+        return []
+
+    def canonical(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def default_pass_rule(scale: Scale) -> PassRule:
+    """The pass rule of an evaluator that gives none: the middle of an integer scale rounded up
+    (3 on 1-5, as the built-in metrics always had), 0.5 on 0-1, the highest-numbered labels."""
+    if scale.type == "integer":
+        return PassRule(at_least=math.ceil((scale.low + scale.high) / 2))
+    if scale.type == "float":
+        return PassRule(at_least=0.5)
+    return PassRule(labels=[n for n, v in (scale.labels or {}).items() if v == scale.high])
+
+
+class JudgeChoice(ConfigModel):
+    """A rubric's own judge; each field unset takes the deployment's evaluation.judge."""
+
+    connection: str | None = Field(None, pattern=CONNECTION_NAME_PATTERN)
+    model: str | None = Field(None, min_length=1, max_length=200)
+
+
+class FlowOutput(ConfigModel):
+    """Scale and pass rule of one output of an evaluation flow."""
+
+    scale: ScaleField | None = None
+    pass_: PassRule | None = Field(None, alias="pass")
+
+
+class EvaluatorConfig(ConfigModel):
+    """One evaluator. Fields after ``pass`` belong to one kind each (checked in problems())."""
+
+    name: str = Field(pattern=EVALUATOR_NAME_PATTERN)
+    kind: EvaluatorKind
+    label: str | None = Field(None, pattern=LABEL_PATTERN)
+    columns: dict[InputName, EvaluatorReference] = Field(default_factory=dict)
+    scale: ScaleField | None = None
+    pass_: PassRule | None = Field(None, alias="pass")
+    # rubric
+    prompt: str | None = Field(None, min_length=1, max_length=100_000)
+    prompt_file: Path | None = None
+    judge: JudgeChoice | None = None
+    # code
+    code: str | None = Field(None, pattern=r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
+    timeout_seconds: Number | None = Field(None, gt=0, le=600)
+    # flow
+    flow: Path | None = None
+    outputs: dict[Annotated[str, Field(pattern=FIELD_NAME_PATTERN)], FlowOutput] | None = None
+
+    _base_dir: Path | None = PrivateAttr(None)
+    _version: str = PrivateAttr("")
+    _prompt_text: str = PrivateAttr("")
+    _content_problems: list[tuple[Loc, str]] = PrivateAttr(default_factory=list)
+
+    @field_validator("prompt_file", "flow")
+    @classmethod
+    def _relative_to_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        base = (info.context or {}).get(BASE_DIR)
+        if value is None or base is None or value.is_absolute():
+            return value
+        return (Path(base) / value).resolve()
+
+    @field_validator("code")
+    @classmethod
+    def _code_relative_to_file(cls, value: str | None, info: ValidationInfo) -> str | None:
+        base = (info.context or {}).get(BASE_DIR)
+        if value is None or base is None:
+            return value
+        path, _, function = value.rpartition(":")
+        if not Path(path).is_absolute():
+            path = str((Path(base) / path).resolve())
+        return f"{path}:{function}"
+
+    # -- what it is ---------------------------------------------------------------------------
+
+    @property
+    def version(self) -> str:
+        """The short hash of this evaluator's content (set at load; see module docstring)."""
+        return self._version
+
+    @property
+    def prompt_text(self) -> str:
+        """A rubric's prompt: ``prompt``, or ``prompt_file``'s text as read at load (the text
+        the version was computed from)."""
+        return self._prompt_text
+
+    @property
+    def code_path(self) -> Path | None:
+        return Path(self.code.rpartition(":")[0]) if self.code else None
+
+    @property
+    def code_function(self) -> str | None:
+        return self.code.rpartition(":")[2] if self.code else None
+
+    @property
+    def effective_scale(self) -> Scale:
+        """The scale of a single-output evaluator: given, or 1-5 for a judge (built-in, rubric)
+        and 0-1 for code (a flow's is per output, see scale_of)."""
+        if self.scale is not None:
+            return self.scale
+        return FLOAT_SCALE if self.kind in ("code", "flow") else BUILTIN_SCALE
+
+    @property
+    def effective_pass(self) -> PassRule:
+        return self.pass_ or default_pass_rule(self.effective_scale)
+
+    @property
+    def timeout(self) -> float:
+        return float(self.timeout_seconds or DEFAULT_CODE_TIMEOUT_SECONDS)
+
+    def metrics(self) -> list[str]:
+        """The metrics this evaluator emits: its name, or ``<name>.<output>`` for a flow."""
+        if self.kind == "flow":
+            return [f"{self.name}.{output}" for output in self.flow_outputs()]
+        return [self.name]
+
+    def flow_outputs(self) -> list[str]:
+        """A flow evaluator's outputs: those listed under ``outputs``, else the flow's own."""
+        if self.outputs:
+            return list(self.outputs)
+        if self.flow is None:
+            return []
+        from shared.deployments.loader import read_flow_interface  # loader imports this module
+
+        try:
+            _, outputs, _ = read_flow_interface(self.flow)
+        except Exception:  # reported by _content_problems; no outputs, no metrics
+            return []
+        return sorted(outputs)
+
+    def scale_of(self, metric: str) -> Scale:
+        """The scale of one of this evaluator's metrics."""
+        if self.kind == "flow":
+            output = self.outputs.get(metric.partition(".")[2]) if self.outputs else None
+            if output is not None and output.scale is not None:
+                return output.scale
+            return self.effective_scale
+        return self.effective_scale
+
+    def pass_rule_of(self, metric: str) -> PassRule:
+        if self.kind == "flow":
+            output = self.outputs.get(metric.partition(".")[2]) if self.outputs else None
+            if output is not None and output.pass_ is not None:
+                return output.pass_
+            return self.pass_ or default_pass_rule(self.scale_of(metric))
+        return self.effective_pass
+
+    # -- checks and version ----------------------------------------------------------------------
+
+    def _complete(self) -> None:
+        self._content_problems = []
+        if self.kind == "builtin":
+            # Our own prompt's version, the one built-in outcomes have always carried (in
+            # judge.prompt_version), so their history continues across the upgrade.
+            self._version = BUILTIN_PROMPT_VERSIONS.get(self.name, "")
+            return
+        content = self._content()
+        self._version = content_version(content) if content is not None else ""
+
+    def set_combined(self) -> None:
+        """A built-in judged in one call with others: its prompt, hence its version, differs."""
+        if self.kind == "builtin" and self._version and not self._version.endswith(COMBINED_SUFFIX):
+            self._version += COMBINED_SUFFIX
+
+    def _content(self) -> dict[str, Any] | None:
+        content: dict[str, Any] = {"kind": self.kind}
+        if self.scale is not None:
+            content["scale"] = self.scale.canonical()
+        if self.pass_ is not None:
+            content["pass"] = self.pass_.canonical()
+        if self.kind == "rubric":
+            if self.prompt_file is not None:
+                text = self._read(self.prompt_file, ("prompt_file",))
+                if text is None:
+                    return None
+                try:
+                    content["prompt"] = text.decode("utf-8")
+                except UnicodeDecodeError:
+                    self._content_problems.append((("prompt_file",), "is not UTF-8 text"))
+                    return None
+            else:
+                content["prompt"] = self.prompt or ""
+            self._prompt_text = content["prompt"]
+        elif self.kind == "code" and self.code_path is not None:
+            data = self._read(self.code_path, ("code",))
+            if data is None:
+                return None
+            content["code"] = hashlib.sha256(data).hexdigest()
+            content["function"] = self.code_function
+        elif self.kind == "flow" and self.flow is not None:
+            files = self._flow_files(self.flow)
+            if files is None:
+                return None
+            content["flow"] = files
+            if self.outputs:
+                content["outputs"] = {k: v.model_dump(mode="json", exclude_none=True, by_alias=True)
+                                      for k, v in self.outputs.items()}
+        return content
+
+    def _read(self, path: Path, loc: Loc) -> bytes | None:
+        try:
+            if path.stat().st_size > MAX_EVALUATOR_FILE_BYTES:
+                self._content_problems.append((loc, f"{path.name} is larger than {MAX_EVALUATOR_FILE_BYTES} bytes"))
+                return None
+            return path.read_bytes()
+        except OSError as exc:
+            self._content_problems.append((loc, f"cannot read {path}: {exc.strerror or exc}"))
+            return None
+
+    def _flow_files(self, folder: Path) -> dict[str, str] | None:
+        if not folder.is_dir():
+            self._content_problems.append((("flow",), f"{folder} is not a folder"))
+            return None
+        files: dict[str, str] = {}
+        for path in sorted(folder.rglob("*")):
+            relative = path.relative_to(folder)
+            # Caches and hidden files are not the flow's content (a run writes __pycache__).
+            if any(part.startswith(".") or part == "__pycache__" for part in relative.parts) or not path.is_file():
+                continue
+            if len(files) >= MAX_FLOW_FILES:
+                self._content_problems.append((("flow",), f"more than {MAX_FLOW_FILES} files in {folder}"))
+                return None
+            data = self._read(path, ("flow",))
+            if data is None:
+                return None
+            files[relative.as_posix()] = hashlib.sha256(data).hexdigest()
+        return files
+
+    def problems(self) -> list[tuple[Loc, str]]:
+        found: list[tuple[Loc, str]] = list(self._content_problems)
+        kind = self.kind
+        if kind not in AVAILABLE_KINDS:
+            found.append((("kind",), f"kind {kind} is not available yet"))
+            return found
+        allowed = {
+            "builtin": {"pass_"},
+            "rubric": {"prompt", "prompt_file", "judge", "columns", "scale", "pass_", "label"},
+            "code": {"code", "timeout_seconds", "columns", "scale", "pass_", "label"},
+            "flow": {"flow", "outputs", "columns", "scale", "pass_", "label"},
+        }[kind]
+        for field in ("label", "scale", "prompt", "prompt_file", "judge", "code", "timeout_seconds",
+                      "flow", "outputs", "pass_"):
+            value = getattr(self, field)
+            if value is not None and field not in allowed:
+                found.append(((field.rstrip("_"),), f"does not apply to kind {kind}"))
+        if self.columns and "columns" not in allowed:
+            found.append((("columns",), "built-in evaluators read the deployment's column_mapping"))
+        if kind == "builtin" and self.name not in METRICS:
+            found.append((("name",), f"{self.name!r} is not a built-in metric ({', '.join(METRICS)})"))
+        if kind == "rubric" and (self.prompt is None) == (self.prompt_file is None):
+            found.append((("prompt",), "give exactly one of prompt or prompt_file"))
+        if kind == "code" and self.code is None:
+            found.append((("code",), "required: '<file>.py:<function>', relative to the deployment file"))
+        if kind == "flow" and self.flow is None:
+            found.append((("flow",), "required: the evaluation flow's folder"))
+        if kind == "builtin" and self.scale is not None:
+            found.append((("scale",), "built-in metrics are scored 1 to 5"))
+        if self.scale is not None and self.pass_ is not None:
+            found += [(("pass", *loc), msg) for loc, msg in self.pass_.scale_problems(self.scale)]
+        for name, output in (self.outputs or {}).items():
+            scale = output.scale or self.effective_scale
+            if output.pass_ is not None:
+                found += [(("outputs", name, "pass", *loc), msg) for loc, msg in output.pass_.scale_problems(scale)]
+        return found
+
+
+def content_version(content: dict[str, Any]) -> str:
+    """The first VERSION_CHARS hex digits of the SHA-256 of ``content`` as canonical JSON."""
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:VERSION_CHARS]
+
+
+__all__ = [
+    "AVAILABLE_KINDS",
+    "BUILTIN_SCALE",
+    "EVALUATOR_NAME_PATTERN",
+    "METRIC_NAME_PATTERN",
+    "EvaluatorConfig",
+    "EvaluatorKind",
+    "FlowOutput",
+    "JudgeChoice",
+    "PassRule",
+    "Scale",
+    "content_version",
+    "default_pass_rule",
+]
