@@ -49,6 +49,8 @@ from shared.deployments import (
 )
 from shared.flow import Flow, FlowError, FlowExecutor, build_clients, flow_connections, load_flow
 from shared.flow.clients import close_clients
+from shared.flow.flex import FlexFlow
+from shared.flow.flex_executor import FlexExecutor
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +63,13 @@ def _runtime(deployment: Deployment, flow: Flow, clients: Mapping[str, Any], con
     used = {n: clients[n] for n in flow_connections(flow)}
     # A deployment that redacts fields gets no captured prints in its spans: they may quote those fields.
     redacts = bool(deployment.redaction.inputs or deployment.redaction.outputs)
-    executor = FlowExecutor(flow, used, tracer_provider=tracer_provider, connections=connections,
-                            capture_output=not redacts)
+    executor: FlowExecutor | FlexExecutor
+    if isinstance(flow, FlexFlow):  # its entry class is built per variant, with that variant's init
+        executor = FlexExecutor(flow, {v.id: deployment.init_values(v) for v in deployment.variants},
+                                tracer_provider=tracer_provider, connections=connections, capture_output=not redacts)
+    else:
+        executor = FlowExecutor(flow, used, tracer_provider=tracer_provider, connections=connections,
+                                capture_output=not redacts)
     for variant in deployment.variants:
         executor.plan(variant.id, variant.nodes)  # an impossible selection fails the load, not a request
     return DeploymentRuntime(

@@ -15,6 +15,7 @@ from typing import Any
 
 from shared.deployments import Connection, Deployment, Variant
 from shared.flow import Flow, FlowExecutor
+from shared.flow.flex_executor import FlexExecutor
 
 KeyFileState = tuple[int, int] | None  # (mtime_ns, size), None when the file does not exist
 
@@ -25,7 +26,7 @@ class DeploymentRuntime:
 
     deployment: Deployment
     flow: Flow
-    executor: FlowExecutor
+    executor: FlowExecutor | FlexExecutor  # FlexExecutor for a flex flow (a FlexFlow)
     variants: Mapping[str, Variant]
     redacted_inputs: frozenset[str]
     redacted_outputs: frozenset[str]

@@ -35,6 +35,7 @@ from shared.deployments.lock import lock_path, lock_problems, read_lock
 from shared.deployments.schema import Deployment
 
 FLOW_FILE = "flow.dag.yaml"
+FLEX_FLOW_FILE = "flow.flex.yaml"
 DEPLOYMENT_SUFFIXES = (".yaml", ".yml")
 
 
@@ -153,10 +154,32 @@ def read_flow_interface(flow_dir: Path) -> tuple[set[str], set[str], dict[str, s
     return set(mapping("inputs")), set(mapping("outputs")), node_variants
 
 
+def _flex_problems(shown: str, deployment: Deployment) -> list[Problem] | None:
+    """A flex flow's deployment (a flow.flex.yaml, or a folder with one and no flow.dag.yaml):
+    variants are the deployment's own (each may give init values), none pins nodes. Its inputs
+    come from its code, which the gateway's flow loader checks. None: not a flex flow."""
+    flow = deployment.flow
+    flex = flow.is_file() and flow.name.endswith((".flex.yaml", ".flex.yml")) or (
+        (flow / FLEX_FLOW_FILE).is_file() and not (flow / FLOW_FILE).is_file())
+    if not flex:
+        return None
+    found: list[tuple[Loc, str]] = [
+        (("variants", index, "nodes"), "a flex flow has no nodes: give the variant its own init values instead")
+        for index, variant in enumerate(deployment.variants) if variant.nodes is not None
+    ]
+    return problems_at(shown, found)
+
+
 def _flow_problems(shown: str, deployment: Deployment) -> list[Problem]:
     flow_dir = deployment.flow
+    flex = _flex_problems(shown, deployment)
+    if flex is not None:
+        return flex
+    if deployment.init is not None or any(v.init is not None for v in deployment.variants):
+        return [Problem(shown, "init" if deployment.init is not None else "variants", "init values are for a flex flow's entry class (flow.flex.yaml); "
+                        f"{display_path(flow_dir)} is a DAG flow")]
     if not (flow_dir / FLOW_FILE).is_file():
-        return [Problem(shown, "flow", f"{display_path(flow_dir)} has no {FLOW_FILE}")]
+        return [Problem(shown, "flow", f"{display_path(flow_dir)} has no {FLOW_FILE} (nor {FLEX_FLOW_FILE})")]
     try:
         inputs, outputs, node_variants = read_flow_interface(flow_dir)
     except DeploymentConfigError as exc:

@@ -45,6 +45,10 @@ class Variant(ConfigModel):
         description="Flow node -> that node's variant id. Unset: every node of the flow's "
         "node_variants that has a variant with this id uses it, the others their default.",
     )
+    init: dict[str, Any] | None = Field(
+        None,
+        description="A flex flow's init values for this variant, over the deployment's init (per key).",
+    )
 
     def node_selection(self, node_variants: Mapping[str, Iterable[str]]) -> dict[str, str]:
         """Node -> variant id to run, for the flow's ``node_variants`` (node -> its variant ids).
@@ -181,6 +185,9 @@ class Deployment(ConfigModel):
         default_factory=lambda: [Variant(id=DEFAULT_VARIANT_ID)], min_length=1
     )
     allow_forced_variant: bool = False
+    init: dict[str, Any] | None = Field(
+        None, description="A flex flow's init values: its entry class's __init__ arguments (docs/flows.md)."
+    )
     api_keys: list[ApiKeyRecord] = Field(default_factory=list)
     api_keys_file: Path | None = None
     column_mapping: ColumnMapping = Field(default_factory=ColumnMapping)
@@ -208,6 +215,13 @@ class Deployment(ConfigModel):
     def inline_api_keys(self) -> list[ApiKeyRecord]:
         """The keys written in the deployment file itself (``api_keys`` adds its api_keys_file's)."""
         return list(self._inline_api_keys if self._inline_api_keys is not None else self.api_keys)
+
+    def init_values(self, variant: Variant) -> dict[str, Any] | None:
+        """A flex flow variant's init values: the deployment's, with the variant's over them
+        (None when neither gives any: the flow's own sample.init applies)."""
+        if self.init is None and variant.init is None:
+            return None
+        return {**(self.init or {}), **(variant.init or {})}
 
     def variant(self, variant_id: str) -> Variant | None:
         return next((v for v in self.variants if v.id == variant_id), None)

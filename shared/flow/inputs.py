@@ -29,6 +29,10 @@ _JSON_NAMES = {"string": "a string", "int": "an integer", "double": "a number", 
 
 def bind_inputs(flow: Flow, given: Any) -> dict[str, Any]:
     """The run's inputs, checked and completed with defaults; raises FlowInputError."""
+    from shared.flow.flex import FlexFlow, bind_flex_inputs
+
+    if isinstance(flow, FlexFlow):  # its inputs are its entry's parameters (flex.py)
+        return bind_flex_inputs(flow, given)
     if not isinstance(given, Mapping):
         raise FlowInputError("", f"the inputs must be a JSON object, not {_json_type(given)}")
     bound: dict[str, Any] = {}

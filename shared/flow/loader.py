@@ -77,7 +77,8 @@ def missing_module_reason(exc: MissingModuleError, folder: Path) -> str:
 
 
 def load_flow(path: Path | str, *, name: str | None = None, connections: Collection[str] | None = None) -> Flow:
-    """The flow in folder ``path`` (or the ``flow.dag.yaml`` itself); raises FlowError.
+    """The flow in folder ``path`` (or the ``flow.dag.yaml`` itself); raises FlowError. A folder
+    with a ``flow.flex.yaml`` (or that file) is a flex flow (flex_loader.py).
 
     ``connections``: when given, every llm node's connection (and every Python node's connection
     input) must be one of these names; given as the mapping name -> Connection (connections.yaml),
@@ -85,6 +86,10 @@ def load_flow(path: Path | str, *, name: str | None = None, connections: Collect
     class it is annotated with.
     """
     path = Path(path)
+    from shared.flow.flex_loader import is_flex_folder, load_flex_flow
+
+    if is_flex_folder(path):  # a flex flow (flow.flex.yaml): a FlexFlow, run by FlexExecutor
+        return load_flex_flow(path, name, connections)
     folder = path.parent if path.is_file() else path
     return _FlowLoader(folder, name or folder.resolve().name, connections).load()
 

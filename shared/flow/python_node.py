@@ -78,6 +78,7 @@ def _shim_modules() -> dict[str, types.ModuleType]:
     package.contracts = contracts  # type: ignore[attr-defined]
     modules = {"promptflow": package, "promptflow.core": core, "promptflow.connections": connections,
                "promptflow.contracts": contracts, "promptflow.contracts.multimedia": multimedia}
+    _add_flex_stand_ins(package, core, modules)
     tools = types.ModuleType("promptflow.tools", "PromptPulse's stand-in for promptflow-tools (pf_tools.py)")
     tools.__path__ = []
     package.tools = tools  # type: ignore[attr-defined]
@@ -89,6 +90,20 @@ def _shim_modules() -> dict[str, types.ModuleType]:
         setattr(tools, module_name.rsplit(".", 1)[1], module)
         modules[module_name] = module
     return modules
+
+
+def _add_flex_stand_ins(package: types.ModuleType, core: types.ModuleType, modules: dict[str, types.ModuleType]) -> None:
+    """What flex flows import: ``promptflow.tracing`` (pf_tracing.py) and the model configurations
+    in ``promptflow.core`` (pf_model_config.py)."""
+    from shared.flow import pf_model_config, pf_tracing
+
+    tracing = types.ModuleType("promptflow.tracing", "PromptPulse's stand-in for promptflow-tracing (pf_tracing.py)")
+    tracing.trace = pf_tracing.trace  # type: ignore[attr-defined]
+    tracing.start_trace = pf_tracing.start_trace  # type: ignore[attr-defined]
+    package.tracing = tracing  # type: ignore[attr-defined]
+    modules["promptflow.tracing"] = tracing
+    for cls in (*pf_model_config.MODEL_CONFIG_CLASSES.values(), pf_model_config.ModelConfiguration):
+        setattr(core, cls.__name__, cls)
 
 
 def _promptflow_installed() -> bool:

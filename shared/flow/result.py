@@ -54,6 +54,9 @@ class FlowResult:
     duration_ms: float
     time_to_first_token_ms: float | None = None
     streamed_output: str | None = None
+    # A flex flow whose entry returned one value, not a mapping: ``outputs`` is {"output": value},
+    # and prompt flow's /score answers with the value itself.
+    single_output: bool = False
 
     def usage_by_model(self) -> dict[str, dict[str, int]]:
         """Token totals per model, the shape rollups and the response event want."""

@@ -31,6 +31,10 @@ END: Any = _End()
 
 def streaming_target(flow: Flow, plan: Plan) -> tuple[str | None, str | None]:
     """(the streamed output's name, the LLM or Python node that may stream it live, if any)."""
+    from shared.flow.flex import FlexFlow
+
+    if isinstance(flow, FlexFlow):  # what the entry returns or yields (flex_executor.py)
+        return flow.streamed_output, None
     chat = [o for o in flow.outputs.values() if o.is_chat_output]
     if chat:
         output = chat[0]

@@ -110,13 +110,13 @@ def test_a_promptflow_module_the_stand_in_lacks_is_not_sent_to_flows_install(
 ) -> None:
     monkeypatch.setattr(python_node, "_promptflow_installed", lambda: False)
     folder = write_flow(tmp_path / "pf", DAG, {
-        "answer.py": "from promptflow.tracing import trace\nfrom promptflow.core import tool\n\n"
+        "answer.py": "from promptflow.azure import PFClient\nfrom promptflow.core import tool\n\n"
                      "@tool\ndef answer(text: str) -> str:\n    return text\n",
     })
     with pytest.raises(FlowError) as caught:
         load_flow(folder)
     reason = caught.value.problems[0].reason
-    assert "'promptflow.tracing' is not one PromptPulse's stand-in for prompt flow provides" in reason
+    assert "'promptflow.azure' is not one PromptPulse's stand-in for prompt flow provides" in reason
     assert "flows install" not in reason
 
 

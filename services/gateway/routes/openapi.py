@@ -83,8 +83,8 @@ def input_schema(flow: Flow) -> dict[str, Any]:
     required: list[str] = []
     history = flow.chat_history_input
     for spec in flow.inputs.values():
-        kind = _JSON_TYPES[spec.type]
-        prop: dict[str, Any] = {"type": kind}
+        kind = _JSON_TYPES.get(spec.type)
+        prop: dict[str, Any] = {"type": kind} if kind else {}  # a flex flow's untyped parameter: any value
         if kind == "integer":
             prop |= {"minimum": -_MAX_EXACT_INTEGER, "maximum": _MAX_EXACT_INTEGER}
         if spec.description:

@@ -105,7 +105,12 @@ def _headers(accepted: AcceptedRequest) -> dict[str, str]:
     return headers
 
 
-PF_REPLY = Reply(body=lambda outputs, _request_id, _variant: dict(outputs), stream=PF_STREAM, headers=_headers)
+def _pf_body(result: FlowResult, _request_id: str, _variant: Variant) -> Any:
+    # A flex flow that returned one value, not a mapping: prompt flow answers with the value itself.
+    return result.outputs["output"] if result.single_output else dict(result.outputs)
+
+
+PF_REPLY = Reply(body=_pf_body, stream=PF_STREAM, headers=_headers)
 
 
 async def score(request: web.Request) -> web.StreamResponse:

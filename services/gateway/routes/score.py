@@ -58,7 +58,7 @@ from shared import sse
 from shared.deployments import Variant
 from shared.events.builders import new_event_id
 from shared.events.errors import InvalidEventError
-from shared.flow import FlowInputError, NodeExecutionError
+from shared.flow import FlowInputError, FlowResult, NodeExecutionError
 from shared.flow.inputs import bind_inputs
 
 log = logging.getLogger(__name__)
@@ -113,14 +113,14 @@ class AcceptedRequest:
 class Reply:
     """How a route answers a finished run: the JSON body of its outputs, and its stream format."""
 
-    body: Callable[[dict[str, Any], str, Variant], dict[str, Any]]  # (outputs, request id, variant)
+    body: Callable[[FlowResult, str, Variant], Any]  # (the run's result, request id, variant)
     stream: StreamFormat
     headers: Callable[[AcceptedRequest], Mapping[str, str]] = lambda _accepted: {}  # on every success
 
 
 NATIVE_REPLY = Reply(
     # request_id and variant win over outputs of the same name.
-    body=lambda outputs, request_id, variant: {**outputs, "request_id": request_id, "variant": variant.id},
+    body=lambda result, request_id, variant: {**result.outputs, "request_id": request_id, "variant": variant.id},
     stream=NATIVE_STREAM,
 )
 
@@ -221,7 +221,7 @@ async def _run_whole(
         raise run_failed(recorder, exc) from None
     except TimeoutError:
         raise run_timed_out(recorder, timeout) from None
-    payload = reply.body(result.outputs, recorder.meta.request_id, variant)
+    payload = reply.body(result, recorder.meta.request_id, variant)
     try:
         response = json_response(payload)
     except (TypeError, ValueError) as exc:
