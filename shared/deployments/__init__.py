@@ -29,6 +29,14 @@ from shared.deployments.connections import (
     openai_client_kwargs,
     read_connections_file,
 )
+from shared.deployments.destinations import (
+    DESTINATION_KINDS,
+    Destination,
+    PagerDutyDestination,
+    SlackDestination,
+    TeamsDestination,
+    WebhookDestination,
+)
 from shared.deployments.errors import (
     ConnectionKeyMissingError,
     DeploymentConfigError,
@@ -61,6 +69,7 @@ from shared.deployments.schema import (
 
 __all__ = [
     "CONNECTIONS_FILE",
+    "DESTINATION_KINDS",
     "DEFAULT_SCORE_THRESHOLD",
     "FLOW_FILE",
     "METRICS",
@@ -73,6 +82,7 @@ __all__ = [
     "Deployment",
     "DeploymentConfigError",
     "DeploymentFolder",
+    "Destination",
     "Evaluation",
     "EvaluatorConfig",
     "PassRule",
@@ -80,9 +90,13 @@ __all__ = [
     "Judge",
     "Monitor",
     "Notification",
+    "PagerDutyDestination",
     "Problem",
     "Redaction",
+    "SlackDestination",
+    "TeamsDestination",
     "Variant",
+    "WebhookDestination",
     "create_openai_client",
     "deployment_files",
     "format_duration",

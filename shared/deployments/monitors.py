@@ -25,6 +25,7 @@ from shared.deployments.base import (
     Number,
     Statistic,
 )
+from shared.deployments.destinations import DESTINATION_NAME_PATTERN
 from shared.deployments.errors import Loc
 from shared.deployments.evaluators import METRIC_NAME_PATTERN
 
@@ -71,7 +72,10 @@ Duration = Annotated[int, BeforeValidator(parse_duration), AfterValidator(_whole
 class Notification(ConfigModel):
     """Where a monitor's alerts go besides the alerts topic (which always gets them)."""
 
-    # A Slack-style webhook URL is itself a credential, hence SecretStr and the _env form.
+    # Names of the deployment's ``destinations``; None: all of them, []: none.
+    destinations: list[Annotated[str, Field(pattern=DESTINATION_NAME_PATTERN)]] | None = Field(None, max_length=32)
+    # The first form, kept for a release: a Slack-compatible body to one URL. The inline URL is
+    # deprecated (a credential in the file; the aggregator warns at load): use a destination.
     webhook_url: SecretStr | None = None
     webhook_url_env: str | None = Field(None, pattern=ENV_NAME_PATTERN)
 
@@ -83,9 +87,13 @@ class Notification(ConfigModel):
         return value
 
     def problems(self) -> list[tuple[Loc, str]]:
+        found: list[tuple[Loc, str]] = []
         if self.webhook_url is not None and self.webhook_url_env is not None:
-            return [(("webhook_url_env",), "set webhook_url or webhook_url_env, not both")]
-        return []
+            found.append((("webhook_url_env",), "set webhook_url or webhook_url_env, not both"))
+        for index, name in enumerate(self.destinations or []):
+            if name in (self.destinations or [])[:index]:
+                found.append((("destinations", index), f"{name!r} is listed twice"))
+        return found
 
     def resolve_webhook_url(self, environ: Mapping[str, str]) -> SecretStr | None:
         """The webhook URL, from the file or the named environment variable (None if unset)."""

@@ -30,6 +30,7 @@ from shared.deployments.base import (
     Metric,
     Number,
 )
+from shared.deployments.destinations import Destination
 from shared.deployments.errors import Loc
 from shared.deployments.evaluators import EvaluatorConfig
 from shared.deployments.monitors import Monitor
@@ -194,6 +195,8 @@ class Deployment(ConfigModel):
     redaction: Redaction = Field(default_factory=Redaction)
     evaluation: Evaluation | None = None
     monitors: list[Monitor] = Field(default_factory=list)
+    # Where monitor alerts go directly (docs/alerting.md): every monitor's, unless it names some.
+    destinations: list[Destination] = Field(default_factory=list, max_length=32)
 
     _source: Path | None = PrivateAttr(None)
     _inline_api_keys: list[ApiKeyRecord] | None = PrivateAttr(None)
@@ -260,6 +263,11 @@ class Deployment(ConfigModel):
                             (("evaluation", "metrics", index), f"{metric} needs column_mapping.{column}")
                         )
             found += self._evaluator_problems(self.evaluation)
+        destination_names: set[str] = set()
+        for index, destination in enumerate(self.destinations):
+            if destination.name in destination_names:
+                found.append((("destinations", index, "name"), f"{destination.name!r} is listed twice"))
+            destination_names.add(destination.name)
         monitor_ids: set[str] = set()
         for index, monitor in enumerate(self.monitors):
             where: Loc = ("monitors", index)
@@ -275,6 +283,10 @@ class Deployment(ConfigModel):
                 found.append(((*where, "metric"), f"{missing}, so {monitor.metric} is never scored"))
             elif monitor.metric is not None and self.evaluation is not None:
                 found += [((*where, *loc), msg) for loc, msg in _monitor_scale_problems(monitor, self.evaluation)]
+            for position, name in enumerate(monitor.notification.destinations or []):
+                if name not in destination_names:
+                    found.append(((*where, "notification", "destinations", position),
+                                  f"{name!r} is not one of the deployment's destinations"))
         return found
 
     def _evaluator_problems(self, evaluation: Evaluation) -> list[tuple[Loc, str]]:
