@@ -95,7 +95,9 @@ alert_destinations() {
   else
     echo "none besides this terminal and the alerts topic; to send them to Alertmanager, set
                PROMPTPULSE_AGGREGATOR__MONITORS__ALERTMANAGER__URLS=http://127.0.0.1:9093 before
-               \`make up\` (deploy/alertmanager/alertmanager.yml routes to Slack, PagerDuty, e-mail)"
+               \`make up\` (deploy/alertmanager/alertmanager.yml routes to Slack, PagerDuty, e-mail);
+               or straight to Slack, Teams or PagerDuty: a \`destinations:\` entry in
+               deploy/local/deployments/demo.yaml naming the variable with the URL (docs/alerting.md)"
   fi
 }
 

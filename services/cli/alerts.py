@@ -22,15 +22,17 @@ import sys
 from collections import OrderedDict
 from typing import Any
 
+from services.cli import destinations
 from services.cli.config import add_api_options
 
 SEEN_IDS = 10_000  # event ids remembered to drop repeats
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("alerts", help="alert transitions: subscribe (live, from Kafka) or list (API)",
-                            description="Alert transitions of the monitors.")
-    actions = parser.add_subparsers(dest="action", required=True, metavar="{subscribe,list}")
+    parser = sub.add_parser("alerts", help="alert transitions: subscribe (live, from Kafka) or list (API); "
+                                           "direct destinations' deliveries and tests",
+                            description="Alert transitions of the monitors, and their direct destinations.")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="{subscribe,list,deliveries,test}")
     subscribe = actions.add_parser(
         "subscribe", help="print each alert transition as it happens (reads the alerts topic)",
         description="Print one line per alert transition from the alerts topic, until Ctrl-C. "
@@ -50,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     listing.add_argument("--json", action="store_true", help="print the API's answer as JSON")
     add_api_options(listing)
     listing.set_defaults(func=list_main)
+    destinations.register(actions)
 
 
 class Repeats:

@@ -327,10 +327,13 @@ async def test_webhooks_are_retried_and_a_removed_firing_monitor_resolves(fresh_
 
             async def settled() -> bool:
                 await service.once(step(base, 2))
-                return not await pool.fetchval("SELECT count(*) FROM alerts WHERE webhook_state = 'pending'")
+                return not await pool.fetchval("SELECT count(*) FROM alert_deliveries WHERE state = 'pending'")
 
             await wait_for(settled, 30, "webhook deliveries to settle")
-            firing = {r["monitor_id"]: r for r in await pool.fetch("SELECT * FROM alerts")}
+            firing = {r["monitor_id"]: r for r in await pool.fetch(
+                "SELECT a.*, d.state AS webhook_state, d.attempts AS webhook_attempts, d.last_error AS webhook_last_error,"
+                " d.target FROM alerts a JOIN alert_deliveries d ON d.alert_id = a.id")}
+            log = await pool.fetch("SELECT * FROM delivery_log ORDER BY id")
             async with pool.acquire() as conn:
                 await replace_monitors(conn, "demo", {"monitors": []}, None)
             await service.once(step(base, 2))
@@ -342,6 +345,10 @@ async def test_webhooks_are_retried_and_a_removed_firing_monitor_resolves(fresh_
     assert firing["rel-avg"]["webhook_state"] == "delivered" and firing["rel-avg"]["webhook_attempts"] == 2
     assert firing["rel-pass-plain"]["webhook_state"] == "failed"  # 400 is final: no retry
     assert firing["rel-pass-plain"]["webhook_last_error"] == "HTTP 400"
+    # Every attempt is in the delivery log: the flaky hook's 503 then 200, the refusing one's 400.
+    assert [(r["monitor_id"], r["attempt"], r["http_status"], r["outcome"]) for r in log] == [
+        ("rel-avg", 1, 503, "retrying"), ("rel-pass-plain", 1, 400, "failed"), ("rel-avg", 2, 200, "delivered")]
+    assert {r["destination"] for r in log} == {"notification.webhook"}
     first, second = flaky.calls[0], flaky.calls[1]
     assert first[1] == second[1] and first[1]["text"].startswith("[FIRING] rel-avg")
     assert first[0]["X-PromptPulse-Alert-Id"] == firing["rel-avg"]["event_id"]

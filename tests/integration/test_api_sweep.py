@@ -65,6 +65,7 @@ AGGREGATOR_EXAMPLES = 25
 KNOWN_DATA_EXAMPLES = 15  # aggregator operations again, on data that exists
 CALL_TIMEOUT = 20.0  # seconds; a streamed answer is read until its end or max-stream-events
 RUN_ID = "sweep-run-1"
+SWEEP_DESTINATION = "sweep-hook"
 # aiohttp refuses these in its HTTP parser, before any middleware: plain text, status 400.
 _PARSER_REFUSAL = "bytes when reading"
 CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=30)
@@ -83,7 +84,11 @@ class Known:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LiveStack]:
-    async with live_stack(tmp_path_factory.mktemp("sweep"), StackOptions(sampling_rate=0.1)) as running:
+    async with live_stack(tmp_path_factory.mktemp("sweep"), StackOptions(sampling_rate=0.1, deployment={
+        # A destination whose variables are unset: its test route answers 200 (not delivered) with
+        # no network call. Its name is the sweep's known path parameter.
+        "destinations": [{"name": SWEEP_DESTINATION, "kind": "webhook", "url_env": "PP_SWEEP_UNSET_URL",
+                          "secret_env": "PP_SWEEP_UNSET_SECRET"}]})) as running:
         yield running
 
 
@@ -248,7 +253,7 @@ async def test_aggregator_answers_every_generated_request_without_a_server_error
 ) -> None:
     auth = {"readKey": {"bearer": stack.read_key}, "adminKey": {"bearer": stack.admin_key}}
     existing = {"deployment": "demo", "trace_id": known.trace_id, "run_id": known.run_id,
-                "request_id": known.request_id}
+                "request_id": known.request_id, "destination": SWEEP_DESTINATION}
 
     def fixed(operation: Any) -> dict[str, Any] | None:
         names = {p.name for p in operation.path_parameters}
@@ -265,7 +270,8 @@ async def test_aggregator_answers_every_generated_request_without_a_server_error
         "GET /v1/deployments/{deployment}/requests", "GET /v1/deployments/{deployment}/compare",
         "GET /v1/deployments/{deployment}/monitors",
         "PUT /v1/deployments/{deployment}/monitors", "GET /v1/requests/{request_id}", "GET /v1/traces/{trace_id}",
-        "GET /v1/alerts",
+        "GET /v1/alerts", "GET /v1/destinations", "GET /v1/deliveries",
+        "POST /v1/deployments/{deployment}/destinations/{destination}/test",
         "GET /v1/runs/{run_id}", "GET /v1/stream/metrics", "GET /healthz", "GET /readyz", "GET /metrics",
     })
     await assert_all_healthy(stack)

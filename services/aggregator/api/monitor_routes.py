@@ -12,6 +12,7 @@ from services.aggregator.api.errors import ApiError, json_response
 from services.aggregator.api.params import Query, checked, decode_cursor, encode_cursor
 from services.aggregator.api.state import API
 from services.aggregator.db.pool import DbConnection
+from services.aggregator.monitors.destinations.kinds import LEGACY_KIND, warn_inline_webhooks
 from services.aggregator.monitors.store import (
     MonitorInputError,
     load_monitors,
@@ -78,14 +79,18 @@ async def put_monitors(request: web.Request) -> web.Response:
     async with state.pool.acquire() as conn:
         file = await state.require_deployment(conn, deployment)
         try:
-            await replace_monitors(conn, deployment, body, file)
+            replaced = await replace_monitors(conn, deployment, body, file)
         except MonitorInputError as exc:
             problems = [{"field": p.field, "message": p.message} for p in exc.problems]
             raise ApiError(400, "invalid_monitor", str(exc), field=exc.field, problems=problems) from None
+        warn_inline_webhooks(deployment, replaced.monitors)
         return json_response(await _monitor_view(conn, deployment))
 
 
-def _alert(row: asyncpg.Record) -> dict[str, Any]:
+def _alert(row: asyncpg.Record, deliveries: list[asyncpg.Record]) -> dict[str, Any]:
+    shown = [{"destination": d["destination"], "kind": d["kind"], "state": d["state"], "attempts": d["attempts"],
+              "last_error": d["last_error"]} for d in deliveries]
+    legacy = next((d for d in shown if d["kind"] == LEGACY_KIND), None)
     return {
         "id": row["event_id"],
         "monitor_id": row["monitor_id"],
@@ -103,10 +108,9 @@ def _alert(row: asyncpg.Record) -> dict[str, Any]:
         "message": row["message"],
         "created_at": row["created_at"],
         "published": row["published_at"] is not None,
-        "webhook": None if row["webhook_state"] == "none" else {
-            "state": row["webhook_state"], "attempts": row["webhook_attempts"],
-            "last_error": row["webhook_last_error"],
-        },
+        "deliveries": shown,
+        # The deprecated per-monitor webhook's delivery, where clients read it before destinations.
+        "webhook": None if legacy is None else {k: legacy[k] for k in ("state", "attempts", "last_error")},
     }
 
 
@@ -134,10 +138,14 @@ async def list_alerts(request: web.Request) -> web.Response:
                ORDER BY s.changed_at, s.monitor_id""",
             deployment, monitor,
         )
-    more = len(rows) > limit
-    rows = rows[:limit]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        deliveries: dict[int, list[asyncpg.Record]] = {}
+        for d in await conn.fetch("SELECT * FROM alert_deliveries WHERE alert_id = ANY($1::bigint[]) ORDER BY id",
+                                  [r["id"] for r in rows]):
+            deliveries.setdefault(d["alert_id"], []).append(d)
     return json_response({
-        "alerts": [_alert(r) for r in rows],
+        "alerts": [_alert(r, deliveries.get(r["id"], [])) for r in rows],
         "firing": [{"monitor_id": r["monitor_id"], "deployment": r["deployment"], "since": r["changed_at"]}
                    for r in firing],
         "next_cursor": encode_cursor([rows[-1]["id"]]) if more and rows else None,

@@ -13,12 +13,13 @@ from typing import Any
 from aiohttp import web
 
 from services.aggregator.api.errors import json_response
-from services.aggregator.api.params import RUN_ID_PATTERN
+from services.aggregator.api.params import DESTINATION_PATTERN, RUN_ID_PATTERN
 from services.aggregator.api.settings import ApiSection
 from services.aggregator.api.state import API
 from services.aggregator.appkeys import QUERY_API
 from services.aggregator.ingest.values import MAX_ID_CHARS
 from shared.deployments.base import MONITOR_ID_PATTERN, NAME_PATTERN, VARIANT_ID_PATTERN
+from shared.deployments.destinations import DESTINATION_NAME_PATTERN
 
 
 def _param(name: str, where: str, description: str, schema: dict[str, Any] | None = None,
@@ -49,7 +50,7 @@ _ERRORS = {
     "400": "A bad parameter; error.field names it.",
     "401": "No valid read key (Authorization: Bearer) or session cookie.",
     "403": "The route needs the admin key.",
-    "404": "Unknown deployment, trace or run.",
+    "404": "Unknown deployment, trace, run or destination.",
     "503": "No read key configured, or the database is unavailable.",
 }
 
@@ -147,6 +148,26 @@ def document(max_page_size: int = ApiSection().max_page_size) -> dict[str, Any]:
              _param("monitor", "query", "Only this monitor.", {"type": "string", "pattern": MONITOR_ID_PATTERN}),
              _param("state", "query", "firing or resolved.", {"type": "string", "enum": ["firing", "resolved"]}),
              limit, _CURSOR], "Alerts.")},
+        "/v1/destinations": {"get": _operation(
+            "The direct alert destinations the deployment files configure: kind, the names of the "
+            "environment variables holding their URL, routing key or secret, and whether this aggregator "
+            "has them set (never a value).",
+            [_param("deployment", "query", "Only this deployment (a configured one).", _NAME)], "Destinations.")},
+        "/v1/deliveries": {"get": _operation(
+            "The delivery log of direct destinations, newest first: one row per attempt or test notification "
+            "(destination, kind, monitor, alert, attempt, outcome, HTTP status, error).",
+            [_param("deployment", "query", "Only this deployment.", _NAME),
+             _param("destination", "query", "Only this destination.",
+                    {"type": "string", "pattern": DESTINATION_PATTERN}),
+             _param("monitor", "query", "Only this monitor.", {"type": "string", "pattern": MONITOR_ID_PATTERN}),
+             limit, _CURSOR], "Deliveries and next_cursor.")},
+        "/v1/deployments/{deployment}/destinations/{destination}/test": {"post": _operation(
+            "Send a test notification to one destination now, from the aggregator (whose environment holds "
+            "the credentials), through the same code as alerts; one attempt, logged. PagerDuty gets a "
+            "trigger and its resolve. 200 whatever the destination answered: see delivered.",
+            [_DEPLOYMENT, _param("destination", "path", "The destination's name.",
+                                 {"type": "string", "pattern": DESTINATION_NAME_PATTERN})],
+            "What each attempt got.", admin=True)},
         "/v1/runs/{run_id}": {"get": _operation(
             "A batch run's progress and per-variant figures.", [_param("run_id", "path", "The run id.", _RUN_ID)],
             "The run.")},

@@ -24,6 +24,9 @@ from shared.jsontext import has_lone_surrogate
 _NAME = re.compile(NAME_PATTERN)
 _VARIANT = re.compile(VARIANT_ID_PATTERN)
 _MONITOR = re.compile(MONITOR_ID_PATTERN)
+# A configured destination's name, or the deprecated per-monitor webhook's (notification.webhook).
+DESTINATION_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+_DESTINATION = re.compile(DESTINATION_PATTERN)
 RUN_ID_PATTERN = r"^[\x21-\x7e]{1,128}$"  # printable ASCII, as the gateway accepts run ids
 _RUN_ID = re.compile(RUN_ID_PATTERN)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -157,7 +160,8 @@ def cursor_time(name: str, text: str) -> datetime:
     return utc
 
 
-_PATTERNS = {"deployment": _NAME, "variant": _VARIANT, "monitor": _MONITOR, "run_id": _RUN_ID}
+_PATTERNS = {"deployment": _NAME, "variant": _VARIANT, "monitor": _MONITOR, "run_id": _RUN_ID,
+             "destination": _DESTINATION}
 
 
 def checked(name: str, text: str, kind: str) -> str:

@@ -46,8 +46,11 @@ def _monitors(out: Families, service: Any) -> None:
     out.add("counter", "alerts_total", "Alert state changes written by this replica.", stats.alerts)
     out.add("counter", "alerts_published_total", "Alerts published to the alerts topic.", delivery.published)
     out.add("counter", "alert_publish_failures_total", "Failed alert publishing passes.", delivery.publish_failures)
-    out.add("counter", "webhooks_delivered_total", "Webhook POSTs accepted.", delivery.webhooks_delivered)
-    out.add("counter", "webhook_failures_total", "Webhook attempts that failed.", delivery.webhook_failures)
+    out.add("counter", "webhooks_delivered_total", "Alerts delivered to direct destinations (Slack, Teams, "
+            "PagerDuty, webhooks).", delivery.webhooks_delivered)
+    out.add("counter", "webhook_failures_total", "Direct destination attempts that failed.", delivery.webhook_failures)
+    out.add("counter", "destination_silenced_total", "Alert transitions held back from direct destinations "
+            "by a silence.", delivery.silenced)
     alertmanager = service.alertmanager.stats
     out.add("counter", "alertmanager_alerts_sent_total", "Alerts Alertmanager accepted (re-sends and every "
             "instance counted).", alertmanager.sent)

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import asyncpg
 from aiohttp import web
 
-from services.aggregator.api import monitor_routes, quality_metrics, routes
+from services.aggregator.api import destination_routes, monitor_routes, quality_metrics, routes
 from services.aggregator.api.auth import Authenticator
 from services.aggregator.api.errors import error_middleware
 from services.aggregator.api.settings import admin_key, api_section, read_key
@@ -125,6 +125,10 @@ def create_api() -> web.Application:
     router.add_get("/requests/{request_id}", routes.one_request)
     router.add_get("/traces/{trace_id}", routes.trace)
     router.add_get("/alerts", monitor_routes.list_alerts)
+    router.add_get("/destinations", destination_routes.list_destinations)
+    router.add_get("/deliveries", destination_routes.list_deliveries)
+    router.add_post("/deployments/{deployment}/destinations/{destination}/test",
+                    destination_routes.send_test_notification)
     router.add_get("/runs/{run_id}", routes.batch_run)
     router.add_get("/stream/metrics", stream_metrics)
     # The dashboard's own data route: under /v1, so the API's keys guard it.

@@ -5,15 +5,16 @@ that does not get it skips the tick, so only one aggregator evaluates at a time,
 goes away with the transaction if the holder dies. Inside it, for each monitor in force: the
 windows due since ``monitor_states.evaluated_through`` are measured from the rollups, each
 written as a ``monitor_windows`` row, and every state change is written to ``alerts`` (the
-outbox the publisher drains) and mirrored in ``alertmanager_alerts`` (alertmanager.py), all in
-the same transaction. The window's primary key makes a
+outbox the publisher drains), queued for its direct destinations (``alert_deliveries``,
+destinations/) and mirrored in ``alertmanager_alerts`` (alertmanager.py), all in the same
+transaction. The window's primary key makes a
 second evaluation of the same window impossible even if two evaluators ever overlapped.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -22,6 +23,7 @@ import asyncpg
 from services.aggregator.db.pool import DbConnection
 from services.aggregator.monitors.alertmanager import record_transition
 from services.aggregator.monitors.alerts import build_alert
+from services.aggregator.monitors.destinations.outbox import enqueue, enqueue_like, monitor_targets
 from services.aggregator.monitors.measure import window_figures
 from services.aggregator.monitors.schedule import due_window_ends
 from services.aggregator.monitors.settings import MonitorsSection
@@ -35,7 +37,7 @@ from services.aggregator.monitors.statistics import (
     next_state,
 )
 from services.aggregator.monitors.store import StoredMonitor, load_monitors
-from shared.deployments import Monitor
+from shared.deployments import Destination, Monitor
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +53,10 @@ RETURNING true
 
 _ALERT_SQL = """
 INSERT INTO alerts (event_id, monitor_id, deployment, variant, statistic, metric, state,
-    window_start, window_end, value, threshold, sample_count, ci_low, ci_high, message, payload,
-    webhook, webhook_state, webhook_next_attempt_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17::jsonb, $18,
-        CASE WHEN $18 = 'pending' THEN now() END)
+    window_start, window_end, value, threshold, sample_count, ci_low, ci_high, message, payload, webhook_state)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 'none')
 ON CONFLICT (monitor_id, window_end, state) DO NOTHING
+RETURNING id
 """
 
 _STATE_SQL = """
@@ -78,15 +79,6 @@ class TickResult:
     errors: list[str] = field(default_factory=list)
 
 
-def _webhook_target(monitor: Monitor) -> str | None:
-    notification = monitor.notification
-    if notification.webhook_url is not None:
-        return json.dumps({"webhook_url": notification.webhook_url.get_secret_value()})
-    if notification.webhook_url_env:
-        return json.dumps({"webhook_url_env": notification.webhook_url_env})
-    return None
-
-
 async def _write_alert(
     conn: DbConnection,
     monitor: Monitor,
@@ -96,11 +88,12 @@ async def _write_alert(
     end: datetime,
     result: Estimate,
     *,
-    webhook: str | None,
     extra: str = "",
-) -> None:
+) -> int | None:
+    """Write the transition (the alerts row, its destinations' outbox rows, its Alertmanager
+    mirror); returns the alerts row's id, None when this change was written before."""
     record = build_alert(monitor, deployment, state, start, end, result, extra=extra)
-    await conn.execute(
+    alert_id = await conn.fetchval(
         _ALERT_SQL,
         record.alert.event_id,
         monitor.id,
@@ -118,11 +111,10 @@ async def _write_alert(
         result.ci_high,
         record.alert.message,
         record.payload,
-        webhook,
-        "pending" if webhook else "none",
     )
     await record_transition(conn, monitor, deployment, state, start, end,
                             event_id=record.alert.event_id, message=record.alert.message)
+    return alert_id
 
 
 class Evaluator:
@@ -131,6 +123,8 @@ class Evaluator:
     def __init__(self, pool: asyncpg.Pool, section: MonitorsSection) -> None:
         self._pool = pool
         self._section = section
+        # Deployment -> its direct destinations (from the files; the service sets them at sync).
+        self.destinations: Mapping[str, Sequence[Destination]] = {}
 
     async def tick(self, now: datetime) -> TickResult:
         result = TickResult()
@@ -200,8 +194,9 @@ class Evaluator:
             result.violations += violated
             new_state = next_state(state, violated, enough)
             if new_state is not None:
-                await _write_alert(conn, monitor, deployment, new_state, start, end, measured,
-                                   webhook=_webhook_target(monitor))
+                alert_id = await _write_alert(conn, monitor, deployment, new_state, start, end, measured)
+                if alert_id is not None:
+                    await enqueue(conn, alert_id, monitor_targets(monitor, self.destinations.get(deployment, ())))
                 result.alerts += 1
                 state, changed_at = new_state, end
         await conn.execute(_STATE_SQL, monitor.id, state, ends[-1], changed_at)
@@ -239,6 +234,7 @@ class Evaluator:
         end = max(end or last["window_end"], last["window_end"])
         start = end - (last["window_end"] - last["window_start"])
         empty = Estimate(None, 0, None, None)
-        webhook = last["webhook"]
-        await _write_alert(conn, monitor, last["deployment"], RESOLVED, start, end, empty,
-                           webhook=None if webhook is None else str(webhook), extra="The monitor was removed.")
+        alert_id = await _write_alert(conn, monitor, last["deployment"], RESOLVED, start, end, empty,
+                                      extra="The monitor was removed.")
+        if alert_id is not None:  # where its firing went (the monitor's own settings are gone)
+            await enqueue_like(conn, alert_id, last["id"])

@@ -3,7 +3,7 @@
 ``running(settings, pool)`` (the aggregator's app.py opens it after the database) syncs the
 deployment files' monitors into Postgres, then runs a loop that every ``tick_seconds``:
 evaluates due windows (if this replica holds the evaluator lock), publishes pending alerts to
-the alerts topic, delivers due webhooks, and now and then drops windows and alerts older than
+the alerts topic, delivers what is due to direct destinations (destinations/), and now and then drops windows and alerts older than
 the retention; beside it, a task sends alerts to Alertmanager when one is configured. Postgres or Kafka being away only delays alerts: they wait in the outbox.
 """
 
@@ -23,8 +23,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from services.aggregator.monitors.alertmanager import AlertmanagerSender
+from services.aggregator.monitors.destinations.dispatcher import deliver_due
+from services.aggregator.monitors.destinations.kinds import warn_inline_webhooks
 from services.aggregator.monitors.evaluator import EVALUATOR_LOCK, Evaluator, TickResult
-from services.aggregator.monitors.publisher import DeliveryStats, deliver_webhooks, publish_pending
+from services.aggregator.monitors.publisher import DeliveryStats, publish_pending
 from services.aggregator.monitors.settings import MonitorsSection
 from services.aggregator.monitors.store import sync_file_monitors
 from services.aggregator.settings import AggregatorSettings
@@ -75,6 +77,10 @@ class MonitorService:
             log.warning("deployments folder %s not found: file monitors left as stored", folder)
             return
         loaded = load_deployment_folder(folder, check_flow=False)
+        for name, deployment in sorted(loaded.deployments.items()):
+            warn_inline_webhooks(name, deployment.monitors)
+        # A broken file keeps no destinations: its monitors' alerts still reach the topic.
+        self.evaluator.destinations = {name: list(d.destinations) for name, d in loaded.deployments.items()}
         async with self._pool.acquire() as conn:
             # A file that does not load keeps its stored monitors: a typo must not silence alerts.
             await sync_file_monitors(conn, loaded.deployments, keep=loaded.broken_names)
@@ -110,7 +116,7 @@ class MonitorService:
                 await self._retention(now)
         if self._http is None:
             raise RuntimeError("MonitorService.once() before open()")
-        await deliver_webhooks(self._pool, self._http, self._section, self.delivery)
+        await deliver_due(self._pool, self._http, self._section, self.delivery, self._settings.aggregator.public_url)
         return tick
 
     async def _retention(self, now: datetime) -> None:
@@ -119,9 +125,11 @@ class MonitorService:
             if await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", EVALUATOR_LOCK):
                 await conn.execute("DELETE FROM monitor_windows WHERE window_end < $1", cutoff)
                 await conn.execute(
-                    "DELETE FROM alerts WHERE window_end < $1 AND published_at IS NOT NULL "
-                    "AND webhook_state <> 'pending'", cutoff,
+                    "DELETE FROM alerts WHERE window_end < $1 AND published_at IS NOT NULL AND NOT EXISTS "
+                    "(SELECT 1 FROM alert_deliveries d WHERE d.alert_id = alerts.id AND d.state = 'pending')",
+                    cutoff,
                 )
+                await conn.execute("DELETE FROM delivery_log WHERE at < $1", cutoff)
                 # Resolved long ago: Alertmanager has long forgotten them too (sends go with them).
                 await conn.execute(
                     "DELETE FROM alertmanager_alerts WHERE state = 'resolved' AND updated_at < $1", cutoff
