@@ -1,6 +1,7 @@
 """Conformance of PromptPulse's flow runtime over prompt flow's public example flows.
 
     python bench/flow_conformance.py PATH/TO/promptflow/examples/flows [--markdown OUT.md]
+    python bench/flow_conformance.py --flex-flows PATH/TO/promptflow/examples/flex-flows
 
 PATH is a local copy of the ``examples/flows`` folder of prompt flow's public repository (never
 committed here). For every flow in ``standard/``, ``chat/`` and ``evaluation/`` that needs no
@@ -20,6 +21,8 @@ import json
 import sys
 import tempfile
 import traceback
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,15 +155,23 @@ async def _check(folder: Path, name: str, connections: dict[str, Any], row: Row)
         await close_clients(clients)
 
 
-async def _main(examples: Path) -> list[Row]:
+@asynccontextmanager
+async def _llmsim() -> AsyncIterator[tuple[str, int]]:
+    """llmsim in this process on 127.0.0.1: (host, port)."""
     app = create_app(LlmsimSection(port=0, seed=7, latency=INSTANT))
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    host, port = runner.addresses[0][:2]
-    rows: list[Row] = []
     try:
+        yield runner.addresses[0][:2]
+    finally:
+        await runner.cleanup()
+
+
+async def _main(examples: Path) -> list[Row]:
+    rows: list[Row] = []
+    async with _llmsim() as (host, port):
         with tempfile.TemporaryDirectory() as scratch:
             file = Path(scratch) / "connections.yaml"
             file.write_text(_connections_yaml(f"http://{host}:{port}"))
@@ -195,8 +206,6 @@ async def _main(examples: Path) -> list[Row]:
                     except Exception as exc:
                         row.reason = "checker failed: " + _short(exc)
                         traceback.print_exc()
-    finally:
-        await runner.cleanup()
     return rows
 
 
@@ -219,11 +228,26 @@ def markdown(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+async def _flex(examples: Path) -> str:
+    from bench.flex_conformance import flex_markdown, flex_rows
+
+    async with _llmsim() as (host, port):
+        rows = await flex_rows(examples, host, port, Row)
+    for row in rows:
+        row.reason = row.reason.replace(f"{examples.resolve()}/", "").replace(str(Path.home()), "~")
+    return flex_markdown(rows)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("examples", type=Path, help="a local copy of prompt flow's examples/flows folder")
+    parser.add_argument("examples", type=Path, nargs="?", help="a local copy of prompt flow's examples/flows folder")
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
+    parser.add_argument("--flex-flows", type=Path, help="a local copy of examples/flex-flows: its own table")
     args = parser.parse_args()
+    if args.flex_flows is not None:
+        print(asyncio.run(_flex(args.flex_flows)))
+    if args.examples is None:
+        return 0
     rows = asyncio.run(_main(args.examples))
     for row in rows:  # the table names flows by their place in examples/flows, not this machine's path
         row.reason = row.reason.replace(f"{args.examples.resolve()}/", "").replace(f"{args.examples}/", "")
