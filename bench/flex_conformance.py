@@ -112,6 +112,7 @@ async def check_flex(folder: Path, connections: dict[str, Any], row: Any) -> Non
 async def flex_rows(examples: Path, host: str, port: int, row_type: Any) -> list[Any]:
     """One row per folder of ``examples`` (a copy of examples/flex-flows), llmsim at host:port."""
     root = f"http://{host}:{port}"
+    folders = sorted(p for p in examples.iterdir() if p.is_dir())  # noqa: ASYNC240 - a bench, once
     rows: list[Any] = []
     with tempfile.TemporaryDirectory() as scratch:
         file = Path(scratch) / "connections.yaml"
@@ -120,7 +121,7 @@ async def flex_rows(examples: Path, host: str, port: int, row_type: Any) -> list
         os.environ.update(environment(root))
         try:
             connections = load_connections_file(file)
-            for folder in sorted(p for p in examples.iterdir() if p.is_dir()):
+            for folder in folders:
                 row = row_type(f"flex-flows/{folder.name}")
                 rows.append(row)
                 if folder.name in ENTRY_WITHOUT_YAML:

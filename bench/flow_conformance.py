@@ -228,14 +228,11 @@ def markdown(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-async def _flex(examples: Path) -> str:
-    from bench.flex_conformance import flex_markdown, flex_rows
+async def _flex(examples: Path) -> list[Row]:
+    from bench.flex_conformance import flex_rows
 
     async with _llmsim() as (host, port):
-        rows = await flex_rows(examples, host, port, Row)
-    for row in rows:
-        row.reason = row.reason.replace(f"{examples.resolve()}/", "").replace(str(Path.home()), "~")
-    return flex_markdown(rows)
+        return await flex_rows(examples, host, port, Row)
 
 
 def main() -> int:
@@ -245,7 +242,12 @@ def main() -> int:
     parser.add_argument("--flex-flows", type=Path, help="a local copy of examples/flex-flows: its own table")
     args = parser.parse_args()
     if args.flex_flows is not None:
-        print(asyncio.run(_flex(args.flex_flows)))
+        from bench.flex_conformance import flex_markdown
+
+        flex = asyncio.run(_flex(args.flex_flows))
+        for row in flex:  # named by their place in examples/, not this machine's path
+            row.reason = row.reason.replace(f"{args.flex_flows.resolve()}/", "").replace(str(Path.home()), "~")
+        print(flex_markdown(flex))
     if args.examples is None:
         return 0
     rows = asyncio.run(_main(args.examples))
