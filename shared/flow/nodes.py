@@ -18,6 +18,7 @@ from shared.flow import llm, telemetry
 from shared.flow.errors import NodeExecutionError
 from shared.flow.model import Node
 from shared.flow.node_output import capture_node_output
+from shared.flow.pf_tracing import trace_scope
 from shared.flow.python_llm import node_llm_calls
 from shared.flow.python_node import call_tool
 from shared.flow.result import LlmCall
@@ -72,8 +73,10 @@ async def run_python(
     ) as span:
         try:
             # Prints and log records go into this span (node_output.py), LLM calls become its children.
+            # @trace functions it calls become children too (pf_tracing.py), values under the same rule.
             with (capture_node_output(span, request_id) if capture_output else nullcontext()), \
-                    node_llm_calls(node.name, provider or trace.get_tracer_provider()) as calls:
+                    node_llm_calls(node.name, provider or trace.get_tracer_provider()) as calls, \
+                    trace_scope(tracer, capture_output):
                 return await call_tool(node.tool, kwargs, None if on_delta is None else _text_items(on_delta))
         except Exception as exc:
             error_type = type(exc).__name__

@@ -178,3 +178,26 @@ def test_the_deployment_file_gives_init_to_flex_flows_only(tmp_path: Path) -> No
     (dag / "flow.dag.yaml").write_text("inputs: {}\noutputs: {}\nnodes: []\n")
     with pytest.raises(DeploymentConfigError, match="init values are for a flex flow"):
         load_deployment(_deployment(tmp_path, {"flow": str(dag), "init": {"limit": 1}}))
+
+
+async def test_trace_inside_a_dag_python_node_is_a_child_of_its_span(tmp_path: Path) -> None:
+    folder = tmp_path / "dag"
+    folder.mkdir()
+    (folder / "flow.dag.yaml").write_text(
+        "inputs:\n  text:\n    type: string\noutputs:\n  out:\n    type: string\n    reference: ${shout.output}\n"
+        "nodes:\n- name: shout\n  type: python\n  source:\n    type: code\n    path: shout.py\n"
+        "  inputs:\n    text: ${inputs.text}\n")
+    (folder / "shout.py").write_text(
+        "from promptflow.core import tool\nfrom promptflow.tracing import trace\n\n"
+        "@trace\ndef upper(text):\n    return text.upper()\n\n"
+        "@tool\ndef shout(text: str) -> str:\n    return upper(text) + '!'\n")
+    from shared.flow import FlowExecutor
+
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    result = await FlowExecutor(load_flow(folder), {}, tracer_provider=provider).run({"text": "hi"})
+    assert result.outputs == {"out": "HI!"}
+    by_name = {s.name: s for s in spans.get_finished_spans()}
+    assert by_name["upper"].parent.span_id == by_name["execute_tool shout"].context.span_id
+    assert json.loads(by_name["upper"].attributes[OUTPUT]) == "HI"
