@@ -40,15 +40,45 @@ class JudgeRequest:
     question: str
     context: str
     ground_truth: str
+    # The scale a rubric asks for (`<scale>` block, docs/llmsim.md); "" for 1-5.
+    scale: str = ""
 
 
 @dataclass(frozen=True)
 class Verdict:
     score: int
     reason: str
+    # The judged quality from 0 to 1 that `score` rounds onto 1-5; placed on a rubric's scale.
+    ratio: float = 0.0
 
     def to_json(self) -> str:
         return json.dumps({"score": self.score, "reason": self.reason})
+
+    def on_scale(self, scale: str) -> str:
+        """The verdict on a rubric's scale: ``integer A-B``, ``float 0-1`` or
+        ``labels name=number, ...`` (the label whose number is nearest the quality); 1-5 when
+        the scale is empty or unreadable."""
+        kind, _, spec = scale.strip().partition(" ")
+        integer = re.fullmatch(r"\s*(-?\d+)\s*-\s*(-?\d+)\s*", spec)
+        if kind == "integer" and integer:
+            low, high = int(integer.group(1)), int(integer.group(2))
+            return json.dumps({"score": low + math.floor(self.ratio * (high - low) + 0.5), "reason": self.reason})
+        if kind == "float":
+            return json.dumps({"score": round(self.ratio, 2), "reason": self.reason})
+        if kind == "labels":
+            labels = []
+            for item in spec.split(","):
+                name, _, number = item.strip().rpartition("=")
+                try:
+                    labels.append((name.strip(), float(number)))
+                except ValueError:
+                    continue
+            if labels:
+                bottom, top = min(n for _, n in labels), max(n for _, n in labels)
+                target = bottom + self.ratio * (top - bottom)
+                name = min(labels, key=lambda label: abs(label[1] - target))[0]
+                return json.dumps({"label": name, "reason": self.reason})
+        return self.to_json()
 
 
 def _metric_of(named: dict[str, str], instructions: str) -> str:
@@ -85,6 +115,7 @@ def read_judge_request(
         question=blocks.named.get("question", ""),
         context=blocks.named.get("context", ""),
         ground_truth=blocks.named.get("ground_truth", ""),
+        scale=blocks.named.get("scale", ""),
     )
 
 
@@ -137,7 +168,7 @@ def judge(request: JudgeRequest) -> Verdict:
     answer = tokens.content_words(request.answer)
     metric = request.metric
     if not answer:
-        return Verdict(1, f"{metric}: the answer is empty")
+        return Verdict(1, f"{metric}: the answer is empty", 0.0)
     question = set(tokens.content_words(request.question))
     context = set(tokens.content_words(request.context))
     truth = set(tokens.content_words(request.ground_truth))
@@ -164,11 +195,12 @@ def judge(request: JudgeRequest) -> Verdict:
     reason = f"{metric}: {finding}"
     if off_topic >= 0.2:
         reason += "; much of the answer is off-topic"
-    return Verdict(_scale(ratio), reason)
+    return Verdict(_scale(ratio), reason, ratio)
 
 
 def render(verdict: Verdict, request: JudgeRequest, *, echo: bool) -> str:
     """The judge's reply text: the JSON verdict, after the judged answer when ``echo`` is on."""
+    text = verdict.on_scale(request.scale) if request.scale else verdict.to_json()
     if echo:
-        return f"{request.answer}\n\n{verdict.to_json()}"
-    return verdict.to_json()
+        return f"{request.answer}\n\n{text}"
+    return text

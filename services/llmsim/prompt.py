@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-BLOCK_NAMES = ("question", "context", "ground_truth", "metric")
+BLOCK_NAMES = ("question", "context", "ground_truth", "metric", "scale")
 
 
 def message_text(content: Any) -> str:

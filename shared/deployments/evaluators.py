@@ -485,8 +485,8 @@ class EvaluatorConfig(ConfigModel):
             found.append((("flow",), "required: the evaluation flow's folder"))
         if kind == "builtin" and self.scale is not None:
             found.append((("scale",), "built-in metrics are scored 1 to 5"))
-        if self.scale is not None and self.pass_ is not None:
-            found += [(("pass", *loc), msg) for loc, msg in self.pass_.scale_problems(self.scale)]
+        if self.pass_ is not None and kind != "flow":
+            found += [(("pass", *loc), msg) for loc, msg in self.pass_.scale_problems(self.effective_scale)]
         for name, output in (self.outputs or {}).items():
             scale = output.scale or self.effective_scale
             if output.pass_ is not None:

@@ -31,7 +31,7 @@ from shared.deployments.errors import (
     problems_from_validation,
     read_yaml_mapping,
 )
-from shared.deployments.lock import lock_path, lock_problems, read_lock
+from shared.deployments.lockfile import lock_path, lock_problems, read_lock
 from shared.deployments.schema import Deployment
 
 FLOW_FILE = "flow.dag.yaml"

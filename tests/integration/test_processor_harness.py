@@ -85,7 +85,7 @@ def write_deployments(
     folder: Path, sim_url: str, deployments: dict[str, dict[str, Any]]
 ) -> Path:
     """A deployments folder: ``deployments`` maps name -> evaluation overrides (metrics,
-    sampling_rate, model, budget, combined, column_mapping)."""
+    evaluators, sampling_rate, model, budget, combined, column_mapping)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "connections.yaml").write_text(
         yaml.safe_dump(
@@ -108,6 +108,8 @@ def write_deployments(
                 },
             },
         }
+        if "evaluators" in spec:
+            document["evaluation"]["evaluators"] = spec["evaluators"]
         (folder / f"{name}.yaml").write_text(yaml.safe_dump(document))
     return folder
 
