@@ -201,3 +201,31 @@ async def test_trace_inside_a_dag_python_node_is_a_child_of_its_span(tmp_path: P
     by_name = {s.name: s for s in spans.get_finished_spans()}
     assert by_name["upper"].parent.span_id == by_name["execute_tool shout"].context.span_id
     assert json.loads(by_name["upper"].attributes[OUTPUT]) == "HI"
+
+
+async def test_a_traced_call_given_the_model_config_never_records_its_key(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLEX_TEST_KEY", "flexsecret")  # short: not caught as a key-like token by length
+    code = CLASS_ENTRY.replace("    def __call__", "    @trace\n    def __call__").replace(
+        "from promptflow.core import", "from promptflow.tracing import trace\nfrom promptflow.core import")
+    code += "\n\n@trace\ndef check(answer: str, model_config: AzureOpenAIModelConfiguration):\n    return answer\n"
+    code = code.replace('"question": question}', '"question": check(question, self.model_config)}')
+    flow = load_flow(write_flex(tmp_path / "f", code))
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    executor = FlexExecutor(flow, {"a": {"model_config": {"connection": "aoai", "azure_deployment": "gpt"}}},
+                            connections=CONNECTIONS, tracer_provider=provider)
+    await executor.run({"question": "q"})
+    recorded = {s.name: dict(s.attributes or {}) for s in spans.get_finished_spans()}
+    assert "azure_deployment='gpt'" in recorded["check"][INPUTS]
+    assert all("flexsecret" not in json.dumps(a) for a in recorded.values())
+
+
+async def test_a_reload_runs_the_edited_entry(tmp_path: Path) -> None:
+    folder = write_flex(tmp_path / "f", "def f(q: str) -> str:\n    return 'old ' + q\n", "entry: flow:f\n")
+    old = FlexExecutor(load_flow(folder))
+    (folder / "flow.py").write_text("def f(q: str) -> str:\n    return 'new ' + q\n")
+    new = FlexExecutor(load_flow(folder))
+    assert (await new.run({"q": "x"})).outputs == {"output": "new x"}
+    assert (await old.run({"q": "x"})).outputs == {"output": "old x"}  # the serving version until swapped
