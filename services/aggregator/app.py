@@ -45,6 +45,7 @@ from services.aggregator.ingest.consumer import Ingestor
 from services.aggregator.ingest.decode import SamplingPolicy
 from services.aggregator.ingest.stall import IntakeWatch
 from services.aggregator.monitors.service import running as monitors_running
+from services.aggregator.otlp.assembler import running as otlp_running
 from services.aggregator.retention import PartitionCache, retention_loop
 from services.aggregator.settings import AggregatorSettings
 from shared import gctuning
@@ -179,13 +180,23 @@ async def _monitors(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _otlp_assembly(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    section = settings.aggregator
+    policy = sampling_policy(settings)
+    async with otlp_running(settings, app[POOL], policy.rate, interval=section.otlp_assemble_interval_seconds,
+                            settle_seconds=section.otlp_settle_seconds):
+        yield
+    log.info("shutdown: OTLP assembly stopped")
+
+
 async def _query_api(app: web.Application) -> AsyncIterator[None]:
     async with query_api.serving(app[QUERY_API], app[SETTINGS], app[POOL]):
         yield
 
 
 # Opened in this order, closed in reverse (the module docstring says why this order).
-RESOURCES = (_database, _retention, _monitors, _ingestion, _stall_watch, _query_api)
+RESOURCES = (_database, _retention, _monitors, _ingestion, _otlp_assembly, _stall_watch, _query_api)
 
 
 def _report_ingest_end(task: asyncio.Task) -> None:

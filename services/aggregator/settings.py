@@ -71,6 +71,20 @@ class AggregatorSection(BaseModel):
         "whole UTC days). Events older than this are skipped on arrival, so a replay from Kafka "
         "is exact only within retention.",
     )
+    otlp_assemble_interval_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="How often spans received over OTLP are assembled into requests (docs/otlp.md). "
+        "Only one replica works at a time (advisory lock).",
+    )
+    otlp_settle_seconds: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        description="How long an OTLP trace must be quiet before a GenAI span whose parents were never "
+        "received is decided as a request with what is known.",
+    )
     retention_interval_seconds: float = Field(
         3600.0,
         ge=1,

@@ -111,6 +111,9 @@ class SamplingPolicy:
             default_rate,
         )
 
+    def rate(self, deployment: str) -> float:
+        return self._rates.get(deployment, self._default)
+
     def sampled(self, request_id: str, deployment: str) -> bool:
         key = (request_id, deployment)
         decision = self._recent.pop(key, None)  # a request has one response: use it once

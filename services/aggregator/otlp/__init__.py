@@ -1,0 +1,1 @@
+"""Requests derived from spans applications send over OTLP (docs/otlp.md)."""

@@ -1,0 +1,262 @@
+"""Spans received over OTLP, assembled into the requests they describe.
+
+The gateway stores what applications send as spans (stamped ``promptpulse.ingest``), one
+export at a time, in whatever gateway process the export reached. Whether a span is a request
+needs the spans above it, which may come in a later export; here, over the stored spans, the
+whole trace is at hand. One pass, every ``interval`` seconds, by one replica at a time
+(advisory lock):
+
+1. traces with OTLP spans stored since the last pass join ``otlp_pending``;
+2. each pending trace's spans are read and its root GenAI operations found
+   (shared/otlp_ingest/genai.py). A root whose chain of parents is not known yet waits until
+   the trace has been quiet for ``settle_seconds``, then is decided with what is known;
+3. each new root becomes a request: in one transaction, its row in ``otlp_requests`` (keyed by
+   the root span, so it is derived once), its request and response events in ``otlp_outbox``,
+   and its spans tied to it (``spans.request_id``) so the trace shows under the request;
+4. the outbox goes to the inference topic, where the processor samples and judges the request
+   and the ingest counts it like a gateway's.
+
+The events' ids are derived from the root span, so a crash between Kafka's acknowledgement and
+the outbox's mark sends an event again that consumers drop by id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from services.aggregator.otlp.events import request_events
+from shared.events.codec import encode, event_key
+from shared.kafka import make_producer
+from shared.otlp_ingest.decode import STATUS_ERROR, IngestedSpan, SpanEvent
+from shared.otlp_ingest.genai import derive, find_roots
+from shared.topics import Topics
+
+log = logging.getLogger(__name__)
+
+LOCK = 0x6F746C70  # "otlp": one assembler at a time across replicas
+_STATUS = {"unset": 0, "ok": 1, "error": STATUS_ERROR}
+# Stored spans are looked at again this far back: a slow ingest transaction commits spans whose
+# ingested_at (its start time) is older than a pass that already ran.
+_LOOKBACK = timedelta(seconds=30)
+_PENDING_BATCH = 200
+_OUTBOX_BATCH = 200
+
+_NEW_TRACES = """
+INSERT INTO otlp_pending (trace_id, deployment, last_ingested)
+SELECT trace_id, min(deployment), max(ingested_at)
+FROM spans
+WHERE attributes ? 'promptpulse.ingest' AND ingested_at > $1 AND deployment IS NOT NULL
+GROUP BY trace_id
+ON CONFLICT (trace_id) DO UPDATE SET last_ingested = greatest(otlp_pending.last_ingested, EXCLUDED.last_ingested)
+"""
+
+_TRACE_SPANS = """
+SELECT span_id, parent_span_id, name, kind, start_time, end_time, status_code, status_message,
+       attributes::text AS attributes, events::text AS events, resource::text AS resource, request_id
+FROM spans
+WHERE trace_id = $1 AND attributes ? 'promptpulse.ingest' AND deployment = $2
+"""
+
+
+def _nanos(moment: datetime) -> int:
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+
+
+def span_from_row(trace_id: str, row: asyncpg.Record) -> IngestedSpan:
+    events = tuple(
+        SpanEvent(str(item.get("name", "")), 0, item.get("attributes") or {})
+        for item in json.loads(row["events"])
+        if isinstance(item, dict)
+    )
+    return IngestedSpan(
+        trace_id=trace_id,
+        span_id=row["span_id"],
+        parent_span_id=row["parent_span_id"] or "",
+        parent_is_remote=None,  # not stored: a missing parent waits for the trace to settle
+        name=row["name"],
+        kind=0,
+        start_ns=_nanos(row["start_time"]),
+        end_ns=_nanos(row["end_time"]),
+        status_code=_STATUS.get(row["status_code"], 0),
+        status_message=row["status_message"],
+        attributes=json.loads(row["attributes"]),
+        events=events,
+        resource=json.loads(row["resource"]),
+    )
+
+
+@dataclass
+class AssemblerStats:
+    passes: int = 0
+    derived: int = 0
+    published: int = 0
+
+
+class Assembler:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer | None,
+        topics: Topics,
+        rate_of: Callable[[str], float],
+        *,
+        settle_seconds: float,
+        keep_days: int,
+    ) -> None:
+        self._pool = pool
+        self._producer = producer
+        self._topics = topics
+        self._rate_of = rate_of
+        self._settle = timedelta(seconds=settle_seconds)
+        self._keep = timedelta(days=keep_days)
+        self._cursor = datetime.now(UTC) - timedelta(hours=1)
+        self.stats = AssemblerStats()
+
+    async def run_pass(self) -> None:
+        async with self._pool.acquire() as conn:
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK):
+                return  # another replica assembles
+            try:
+                await self._assemble(conn)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", LOCK)
+        await self.publish()
+        self.stats.passes += 1
+
+    async def _assemble(self, conn: Any) -> None:
+        now = await conn.fetchval("SELECT now()")
+        await conn.execute(_NEW_TRACES, self._cursor - _LOOKBACK)
+        self._cursor = now
+        pending = await conn.fetch(
+            "SELECT trace_id, deployment, last_ingested FROM otlp_pending ORDER BY last_ingested LIMIT $1",
+            _PENDING_BATCH,
+        )
+        for row in pending:
+            settled = now - row["last_ingested"] >= self._settle
+            await self._assemble_trace(conn, row["trace_id"], row["deployment"], settled=settled)
+        await conn.execute("DELETE FROM otlp_requests WHERE derived_at < $1", now - self._keep)
+
+    async def _assemble_trace(self, conn: Any, trace_id: str, deployment: str, *, settled: bool) -> None:
+        rows = await conn.fetch(_TRACE_SPANS, trace_id, deployment)
+        spans = [span_from_row(trace_id, row) for row in rows]
+        roots = find_roots(spans, settled=settled)
+        rate = self._rate_of(deployment)
+        for root in roots.decided:
+            request = derive(root, spans, sampling_rate=rate)
+            variant = str(root.attributes.get("promptpulse.variant", ""))
+            async with conn.transaction():
+                known = await conn.fetchval(
+                    "SELECT request_id FROM otlp_requests WHERE trace_id = $1 AND root_span_id = $2",
+                    trace_id,
+                    root.span_id,
+                )
+                if known is None:
+                    for event in request_events(request, deployment, variant):
+                        encoded = encode(event)
+                        await conn.execute(
+                            "INSERT INTO otlp_outbox (key, value, headers) VALUES ($1, $2, $3::jsonb)",
+                            event_key(event),
+                            encoded.value,
+                            json.dumps([[k, base64.b64encode(v).decode()] for k, v in encoded.headers]),
+                        )
+                    await conn.execute(
+                        "INSERT INTO otlp_requests (trace_id, root_span_id, request_id, deployment, span_ids)"
+                        " VALUES ($1, $2, $3, $4, $5)",
+                        trace_id,
+                        root.span_id,
+                        request.request_id,
+                        deployment,
+                        list(request.span_ids),
+                    )
+                    self.stats.derived += 1
+                # Spans that arrived after the request was derived join it too.
+                await conn.execute(
+                    "UPDATE spans SET request_id = $3 WHERE trace_id = $1 AND span_id = ANY($2::text[])"
+                    " AND request_id IS NULL",
+                    trace_id,
+                    list(request.span_ids),
+                    known or request.request_id,
+                )
+        if settled and not roots.undecided:
+            await conn.execute(
+                "DELETE FROM otlp_pending WHERE trace_id = $1 AND last_ingested <= now() - $2::interval",
+                trace_id,
+                self._settle,
+            )
+
+    async def publish(self) -> None:
+        if self._producer is None:
+            return
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT id, key, value, headers::text AS headers FROM otlp_outbox"
+                " WHERE published_at IS NULL ORDER BY id LIMIT $1",
+                _OUTBOX_BATCH,
+            )
+            if not rows:
+                return
+            sends = [
+                await self._producer.send(
+                    self._topics.inference,
+                    value=row["value"],
+                    key=row["key"],
+                    headers=[(k, base64.b64decode(v)) for k, v in json.loads(row["headers"])],
+                )
+                for row in rows
+            ]
+            await asyncio.gather(*sends)
+            await conn.execute(
+                "UPDATE otlp_outbox SET published_at = now() WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
+            )
+            await conn.execute("DELETE FROM otlp_outbox WHERE published_at < now() - interval '1 day'")
+            self.stats.published += len(rows)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    settings: Any, pool: asyncpg.Pool, rate_of: Callable[[str], float], *, interval: float, settle_seconds: float
+) -> AsyncIterator[Assembler]:
+    """The assembler's loop for the aggregator's lifetime; the producer flushed on leaving."""
+    producer = make_producer(settings, client_id="promptpulse-aggregator-otlp")
+    await producer.start()
+    assembler = Assembler(
+        pool,
+        producer,
+        Topics.from_settings(settings),
+        rate_of,
+        settle_seconds=settle_seconds,
+        keep_days=settings.aggregator.retention_days,
+    )
+    stop = asyncio.Event()
+
+    async def loop() -> None:
+        while not stop.is_set():
+            try:
+                await assembler.run_pass()
+            except (asyncpg.PostgresError, OSError) as exc:
+                log.warning("OTLP assembly pass failed (retried next pass): %s", exc)
+            except Exception:  # a bug must cost one pass, never the aggregator
+                log.exception("OTLP assembly pass failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+
+    task = asyncio.create_task(loop(), name="aggregator-otlp-assembler")
+    try:
+        yield assembler
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await producer.stop()
