@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -332,6 +333,14 @@ async def live_stack(work_dir: Path, options: StackOptions | None = None) -> Asy
     llmsim_port = free_port()
     (deployments_dir / "connections.yaml").write_text(yaml.safe_dump({"connections": {"llmsim": {
         "type": "openai_compatible", "base_url": f"http://127.0.0.1:{llmsim_port}/v1", "api_key": "none"}}}))
+    # What demo.yaml refers to beside it (its evaluators' code, their lock file, ...), as shipped.
+    for entry in DEMO_DEPLOYMENT.parent.iterdir():
+        if entry.name in ("demo.yaml", "connections.yaml"):
+            continue
+        if entry.is_dir():
+            shutil.copytree(entry, deployments_dir / entry.name, dirs_exist_ok=True)
+        else:
+            shutil.copy2(entry, deployments_dir / entry.name)
     demo_key, record = new_api_key_record("live-stack")
     (deployments_dir / "demo.yaml").write_text(yaml.safe_dump(
         _demo_deployment(options, [record.model_dump(mode="json", exclude_none=True)]), sort_keys=False))
