@@ -28,7 +28,7 @@ from aiohttp import web
 from services.aggregator.app import create_app
 from services.aggregator.db.pool import create_pool
 from services.aggregator.monitors.alerts import build_alert
-from services.aggregator.monitors.destinations.dispatcher import deliver_due
+from services.aggregator.monitors.destinations.dispatcher import Dispatcher
 from services.aggregator.monitors.destinations.outbox import enqueue, monitor_targets
 from services.aggregator.monitors.publisher import DeliveryStats, publish_pending
 from services.aggregator.monitors.service import MonitorService
@@ -184,8 +184,10 @@ async def test_each_destination_gets_its_documented_shape_firing_then_resolved(
         async with ingested(settings, script_messages(base_minute, SCRIPT)), monitor_service(settings) as (service, pool):
             for minute in (1, 2):
                 await service.once(step(base_minute, minute))
+            assert await service.dispatcher.deliver_due() == 4
             fired_at = receivers["hook"].calls[0] if receivers["hook"].calls else None
             await service.once(step(base_minute, 3))
+            assert await service.dispatcher.deliver_due() == 4
             rows = await log_rows(pool)
             outbox = await pool.fetch("SELECT * FROM alert_deliveries ORDER BY id")
             alerts = await pool.fetch("SELECT event_id, state FROM alerts ORDER BY id")
@@ -222,10 +224,12 @@ async def test_each_destination_gets_its_documented_shape_firing_then_resolved(
         assert not verify(secret, headers, body, sent + TOLERANCE + 1)  # replayed later: too old
         assert not verify(secret, headers, body.replace(b"rel-avg", b"rel-xyz"), sent + 1)  # tampered
         assert not verify(secret, headers | {"X-PromptPulse-Timestamp": str(sent + 1000)}, body, sent + 1000)
-    # Every delivery logged, at its first attempt.
-    assert [(r["destination"], r["alert_state"], r["attempt"], r["outcome"], r["http_status"]) for r in rows] == [
-        (name, state, 1, "delivered", 202 if name == "pager" else 200)
-        for state in ("firing", "resolved") for name in ("chat", "team", "pager", "audit")]
+    # Every delivery logged, at its first attempt (the four destinations of one change are sent at once).
+    assert [sorted((r["destination"], r["attempt"], r["outcome"], r["http_status"])
+                   for r in rows if r["alert_state"] == state) for state in ("firing", "resolved")] == [
+        sorted((name, 1, "delivered", 202 if name == "pager" else 200) for name in ("chat", "team", "pager", "audit"))
+    ] * 2
+    assert [r["alert_state"] for r in rows] == ["firing"] * 4 + ["resolved"] * 4
     assert {r["kind"] for r in rows} == {"slack", "teams", "pagerduty", "webhook"}
     assert all(r["monitor_id"] == "rel-avg" and r["deployment"] == "demo" for r in rows)
     # The outbox names the variables, never their values; nothing secret was logged.
@@ -248,28 +252,39 @@ async def test_failures_are_retried_with_backoff_and_a_4xx_is_final(
                                     webhook_retry_initial_seconds=0.05, webhook_retry_max_seconds=0.2,
                                     webhook_timeout_seconds=0.5, webhook_max_attempts=5)
         async with ingested(settings, script_messages(base_minute, SCRIPT)), monitor_service(settings) as (service, pool):
-            for minute in (1, 2):
+            # Firing, then resolved at once: each resolution must wait for its firing's retries.
+            for minute in (1, 2, 3):
                 await service.once(step(base_minute, minute))
 
             async def settled() -> bool:
-                await service.once(step(base_minute, 2))
+                await service.dispatcher.deliver_due()
                 return not await pool.fetchval("SELECT count(*) FROM alert_deliveries WHERE state = 'pending'")
 
             await wait_for(settled, 30, "every destination to be delivered or given up")
             rows = await log_rows(pool)
-            states = {r["destination"]: r for r in await pool.fetch("SELECT * FROM alert_deliveries")}
+            states: dict[str, list[asyncpg.Record]] = {}
+            for r in await pool.fetch("SELECT d.*, a.state AS alert_state FROM alert_deliveries d "
+                                      "JOIN alerts a ON a.id = d.alert_id ORDER BY d.id"):
+                states.setdefault(r["destination"], []).append(r)
 
-    def attempts(name: str) -> list[tuple[int, int | None, str, str | None]]:
-        return [(r["attempt"], r["http_status"], r["outcome"], r["error"]) for r in rows if r["destination"] == name]
+    def attempts(name: str) -> list[tuple[str, int, int | None, str, str | None]]:
+        return [(r["alert_state"], r["attempt"], r["http_status"], r["outcome"], r["error"])
+                for r in rows if r["destination"] == name]
 
-    assert attempts("chat") == [(1, 500, "retrying", "HTTP 500"), (2, 500, "retrying", "HTTP 500"),
-                                (3, 200, "delivered", None)]
-    assert attempts("team") == [(1, 400, "failed", "HTTP 400")]  # a 4xx is final: one attempt
-    assert attempts("pager") == [(1, None, "retrying", "request failed (TimeoutError)"), (2, 202, "delivered", None)]
-    assert attempts("audit") == [(1, 429, "retrying", "HTTP 429"), (2, 200, "delivered", None)]
-    assert len(receivers["teams"].calls) == 1
-    assert (states["chat"]["state"], states["chat"]["attempts"]) == ("delivered", 3)
-    assert (states["team"]["state"], states["team"]["last_error"]) == ("failed", "HTTP 400")
+    # In the order sent: the firing's attempts first, the resolution only once the firing is settled.
+    assert attempts("chat") == [("firing", 1, 500, "retrying", "HTTP 500"), ("firing", 2, 500, "retrying", "HTTP 500"),
+                                ("firing", 3, 200, "delivered", None), ("resolved", 1, 200, "delivered", None)]
+    # A 4xx is final: one attempt (the resolution, sent once the firing gave up, is refused as well).
+    assert attempts("team") == [("firing", 1, 400, "failed", "HTTP 400"), ("resolved", 1, 400, "failed", "HTTP 400")]
+    assert attempts("pager") == [("firing", 1, None, "retrying", "request failed (TimeoutError)"),
+                                 ("firing", 2, 202, "delivered", None), ("resolved", 1, 202, "delivered", None)]
+    assert [b["event_action"] for b in receivers["pagerduty"].bodies()] == ["trigger", "trigger", "resolve"]
+    assert attempts("audit") == [("firing", 1, 429, "retrying", "HTTP 429"), ("firing", 2, 200, "delivered", None),
+                                 ("resolved", 1, 200, "delivered", None)]
+    assert len(receivers["teams"].calls) == 2
+    assert [(s["alert_state"], s["state"], s["attempts"]) for s in states["chat"]] == [
+        ("firing", "delivered", 3), ("resolved", "delivered", 1)]
+    assert [(s["state"], s["last_error"]) for s in states["team"]] == [("failed", "HTTP 400")] * 2
     # The retried webhook was signed anew: both attempts verify, each with its own timestamp.
     for headers, body in receivers["hook"].calls:
         assert verify(SECRETS["PP_IT_HOOK_SECRET"], headers, body, int(headers["X-PromptPulse-Timestamp"]))
@@ -309,8 +324,9 @@ async def test_a_silenced_transition_reaches_the_topic_but_no_destination(
                 async with pool.acquire() as conn:
                     await enqueue(conn, alert_id, monitor_targets(monitor, file.destinations))
                 stats = DeliveryStats()
-                async with aiohttp.ClientSession() as http:
-                    delivered = await deliver_due(pool, http, settings.aggregator.monitors, stats, None)
+                dispatcher = Dispatcher(pool, settings.aggregator.monitors, stats, None)
+                delivered = await dispatcher.deliver_due()
+                await dispatcher.close()
                 published = await publish_pending(pool, producer, Topics.from_settings(settings).alerts,
                                                   settings.aggregator.monitors, stats)
                 on_topic = await read_alerts(settings, expected=1)
@@ -325,8 +341,8 @@ async def test_a_silenced_transition_reaches_the_topic_but_no_destination(
     assert all(not r.calls for r in receivers.values())  # no receiver was called
     assert [(r["destination"], r["state"], r["attempts"]) for r in outbox] == [
         ("chat", "silenced", 0), ("team", "silenced", 0), ("pager", "silenced", 0), ("audit", "silenced", 0)]
-    assert [(r["destination"], r["outcome"], r["attempt"], r["http_status"]) for r in rows] == [
-        (name, "silenced", 0, None) for name in ("chat", "team", "pager", "audit")]
+    assert sorted((r["destination"], r["outcome"], r["attempt"], r["http_status"]) for r in rows) == sorted(
+        (name, "silenced", 0, None) for name in ("chat", "team", "pager", "audit"))
     # The topic still carries it, marked silenced.
     assert published == 1
     [(key, body)] = on_topic

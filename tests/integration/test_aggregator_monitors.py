@@ -327,6 +327,7 @@ async def test_webhooks_are_retried_and_a_removed_firing_monitor_resolves(fresh_
 
             async def settled() -> bool:
                 await service.once(step(base, 2))
+                await service.dispatcher.deliver_due()  # the service's own task does this when it runs
                 return not await pool.fetchval("SELECT count(*) FROM alert_deliveries WHERE state = 'pending'")
 
             await wait_for(settled, 30, "webhook deliveries to settle")

@@ -25,10 +25,9 @@ from services.aggregator.monitors.destinations.kinds import target_of
 
 
 def _destination(deployment: str, destination: Any) -> dict[str, Any]:
-    variables = destination.secret_names()
+    missing = destination.missing(os.environ)
     entry = {"deployment": deployment, "name": destination.name, "kind": destination.kind,
-             "variables": variables, "ready": not destination.missing(os.environ),
-             "missing_variables": destination.missing(os.environ)}
+             "variables": destination.secret_names(), "ready": not missing, "missing_variables": missing}
     if destination.kind == "pagerduty":
         entry["events_url"] = destination.events_url
     return entry

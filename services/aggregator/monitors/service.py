@@ -17,13 +17,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import aiohttp
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from services.aggregator.monitors.alertmanager import AlertmanagerSender
-from services.aggregator.monitors.destinations.dispatcher import deliver_due
+from services.aggregator.monitors.destinations.dispatcher import Dispatcher
 from services.aggregator.monitors.destinations.kinds import warn_inline_webhooks
 from services.aggregator.monitors.evaluator import EVALUATOR_LOCK, Evaluator, TickResult
 from services.aggregator.monitors.publisher import DeliveryStats, publish_pending
@@ -65,8 +64,8 @@ class MonitorService:
         self.stats = EvaluatorStats()
         self.delivery = DeliveryStats()
         self._producer: AIOKafkaProducer | None = None
-        self._http: aiohttp.ClientSession | None = None
         self.alertmanager = AlertmanagerSender(pool, self._section.alertmanager, settings.aggregator.public_url)
+        self.dispatcher = Dispatcher(pool, self._section, self.delivery, settings.aggregator.public_url)
         self._stop = asyncio.Event()
         self._last_retention = 0.0
 
@@ -99,7 +98,7 @@ class MonitorService:
         return self._producer
 
     async def once(self, now: datetime) -> TickResult:
-        """One pass: evaluate, publish, deliver webhooks, retention."""
+        """One pass: evaluate, publish, retention (destinations are delivered by their own task)."""
         tick = await self.evaluator.tick(now)
         stats = self.stats
         stats.ticks += 1
@@ -114,9 +113,6 @@ class MonitorService:
                 await publish_pending(self._pool, producer, self.topic, self._section, self.delivery)
             if time.monotonic() - self._last_retention > _RETENTION_EVERY_SECONDS:
                 await self._retention(now)
-        if self._http is None:
-            raise RuntimeError("MonitorService.once() before open()")
-        await deliver_due(self._pool, self._http, self._section, self.delivery, self._settings.aggregator.public_url)
         return tick
 
     async def _retention(self, now: datetime) -> None:
@@ -137,15 +133,20 @@ class MonitorService:
         self._last_retention = time.monotonic()
 
     async def run(self) -> None:
-        # Its own task: an Alertmanager slow or away never delays evaluation.
-        sender = asyncio.create_task(self.alertmanager.run(self._stop, self._section.tick_seconds),
-                                     name="aggregator-alertmanager")
+        # Their own tasks: an Alertmanager or destination slow or away never delays evaluation.
+        senders = [
+            asyncio.create_task(self.alertmanager.run(self._stop, self._section.tick_seconds),
+                                name="aggregator-alertmanager"),
+            asyncio.create_task(self.dispatcher.run(self._stop, self._section.tick_seconds),
+                                name="aggregator-destinations"),
+        ]
         try:
             await self._evaluate_until_stopped()
         finally:
             self._stop.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
+            for sender in senders:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sender
 
     async def _evaluate_until_stopped(self) -> None:
         while not self._stop.is_set():
@@ -161,8 +162,8 @@ class MonitorService:
         self._stop.set()
 
     async def open(self) -> None:
-        """The webhooks' session, and the producer unless Kafka is away (each pass retries it)."""
-        self._http = aiohttp.ClientSession()
+        """The destinations' HTTP session, and the producer unless Kafka is away (each pass retries it)."""
+        self.dispatcher.open()
         await self._ensure_producer()
 
     async def close(self) -> None:
@@ -172,16 +173,14 @@ class MonitorService:
                 await self._producer.stop()  # sends what it still holds first
             self._producer = None
             log.info("shutdown: alerts producer flushed and closed")
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
+        if await self.dispatcher.close():
             log.info("shutdown: webhook session closed")
 
 
 @contextlib.asynccontextmanager
 async def running(settings: AggregatorSettings, pool: asyncpg.Pool) -> AsyncIterator[MonitorService]:
     """The evaluator's lifetime (the aggregator's app.py opens it after the database): file
-    monitors synced, then, when enabled, the alerts producer and the webhooks' HTTP session
+    monitors synced, then, when enabled, the alerts producer and the destinations' HTTP session
     opened here, the loop run, and on leaving: the loop stopped after its pass in flight, the
     producer flushed and closed, the session closed, in that order."""
     service = MonitorService(settings, pool)

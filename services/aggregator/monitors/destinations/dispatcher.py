@@ -1,7 +1,9 @@
 """Delivering the destinations outbox, and test notifications, through one attempt function.
 
-Any replica may deliver. A due row is claimed by pushing its next attempt past the POST's
-timeout (``FOR UPDATE SKIP LOCKED``), so two replicas never send the same attempt. Server
+Any replica may deliver, in a task of its own beside evaluation. A due row is claimed by pushing
+its next attempt past the POST's timeout (``FOR UPDATE SKIP LOCKED``), so two replicas never send
+the same attempt; of one monitor's changes to one destination only the oldest pending one is
+due, so they arrive in order. Server
 errors, 408, 429 and network failures are retried with doubling back-off (shared/retry.py; a
 ``Retry-After`` is a floor) up to ``webhook_max_attempts``; any other answer, and a destination
 that cannot be sent to as configured (a variable unset), is final. Every attempt is a row of
@@ -14,6 +16,7 @@ log line, error or row: an aiohttp error's text can hold the URL, so only its ty
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -32,16 +35,26 @@ from services.aggregator.monitors.destinations.outbox import LOG_SQL, UNKNOWN_KI
 from services.aggregator.monitors.publisher import DeliveryStats
 from services.aggregator.monitors.settings import MonitorsSection
 from services.aggregator.monitors.statistics import FIRING, RESOLVED
-from shared.retry import Backoff, retry_after_seconds
+from shared.retry import Backoff, pause, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
 _BATCH = 100
 
+_CONCURRENCY = 8
+
+# Due rows, each the oldest pending change of its monitor for its destination: a resolution
+# waits while its firing is still being retried (PagerDuty would otherwise get the resolve first
+# and keep the incident open), and is sent once the firing is delivered or given up.
 _CLAIM_SQL = """
 UPDATE alert_deliveries SET next_attempt_at = now() + $2::interval
-WHERE id IN (SELECT id FROM alert_deliveries WHERE state = 'pending' AND next_attempt_at <= now()
-             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+WHERE id IN (
+    SELECT d.id FROM alert_deliveries d JOIN alerts a ON a.id = d.alert_id
+    WHERE d.state = 'pending' AND d.next_attempt_at <= now()
+      AND NOT EXISTS (SELECT 1 FROM alert_deliveries e JOIN alerts ea ON ea.id = e.alert_id
+                      WHERE e.state = 'pending' AND e.destination = d.destination AND e.id < d.id
+                        AND ea.monitor_id = a.monitor_id)
+    ORDER BY d.id LIMIT $1 FOR UPDATE OF d SKIP LOCKED)
 RETURNING id, alert_id, destination, kind, target, attempts
 """
 
@@ -112,54 +125,94 @@ async def log_attempt(conn: Any, notice: Notice, destination: str, kind: str, nu
     )
 
 
-async def deliver_due(
-    pool: asyncpg.Pool,
-    session: aiohttp.ClientSession,
-    section: MonitorsSection,
-    stats: DeliveryStats,
-    public_url: str | None,
-    environ: Mapping[str, str] | None = None,
-) -> int:
-    """Send every due outbox row once; returns how many were delivered."""
-    environ = os.environ if environ is None else environ
-    lease = timedelta(seconds=section.webhook_timeout_seconds + 30)
-    async with pool.acquire() as conn:
-        claimed = await conn.fetch(_CLAIM_SQL, _BATCH, lease)
-        if not claimed:
-            return 0
-        alerts = {r["id"]: r for r in await conn.fetch(_ALERTS_SQL, sorted({r["alert_id"] for r in claimed}))}
-    backoff = Backoff(section.webhook_retry_initial_seconds, section.webhook_retry_max_seconds)
-    delivered = 0
-    for row in sorted(claimed, key=lambda r: r["id"]):
-        alert = alerts[row["alert_id"]]
+class Dispatcher:
+    """Delivers the destinations outbox; ``deliver_due()`` is one pass, ``run()`` the loop the
+    monitor service runs as its own task (beside evaluation, like the Alertmanager sender, so a
+    slow or hanging destination never delays an evaluation)."""
+
+    def __init__(self, pool: asyncpg.Pool, section: MonitorsSection, stats: DeliveryStats, public_url: str | None,
+                 environ: Mapping[str, str] | None = None) -> None:
+        self._pool = pool
+        self._section = section
+        self._stats = stats
+        self._public_url = public_url
+        self._environ = os.environ if environ is None else environ
+        self._session: aiohttp.ClientSession | None = None
+        self._backoff = Backoff(section.webhook_retry_initial_seconds, section.webhook_retry_max_seconds)
+
+    def open(self) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+
+    async def deliver_due(self) -> int:
+        """Send every due outbox row once; returns how many were delivered. Rows are sent
+        concurrently (at most _CONCURRENCY at a time): the claim only returns the oldest pending
+        change of each monitor and destination, so no two of them are ordered."""
+        self.open()
+        lease = timedelta(seconds=self._section.webhook_timeout_seconds + 30)
+        async with self._pool.acquire() as conn:
+            claimed = await conn.fetch(_CLAIM_SQL, _BATCH, lease)
+            if not claimed:
+                return 0
+            alerts = {r["id"]: r for r in await conn.fetch(_ALERTS_SQL, sorted({r["alert_id"] for r in claimed}))}
+        gate = asyncio.Semaphore(_CONCURRENCY)
+
+        async def one(row: asyncpg.Record) -> bool:
+            async with gate:
+                return await self._deliver(row, alerts[row["alert_id"]])
+
+        results = await asyncio.gather(*(one(row) for row in sorted(claimed, key=lambda r: r["id"])))
+        delivered = sum(results)
+        self._stats.webhooks_delivered += delivered
+        return delivered
+
+    async def _deliver(self, row: asyncpg.Record, alert: asyncpg.Record) -> bool:
+        assert self._session is not None
+        section, stats = self._section, self._stats
         definition = alert["definition"]
         notice = notice_from_row(alert, json.loads(definition) if isinstance(definition, str) else definition,
-                                 public_url)
+                                 self._public_url)
         target = row["target"] if isinstance(row["target"], dict) else json.loads(row["target"])
         if notice.silenced:
             stats.silenced += 1
-            async with pool.acquire() as conn:
+            async with self._pool.acquire() as conn, conn.transaction():
                 await conn.execute(_UPDATE_SQL, row["id"], "silenced", row["attempts"], None, None)
                 await log_attempt(conn, notice, row["destination"], row["kind"], 0, "silenced", None)
-            continue
+            return False
         number = row["attempts"] + 1
-        result = await attempt(session, target, notice, section.webhook_timeout_seconds, environ)
+        result = await attempt(self._session, target, notice, section.webhook_timeout_seconds, self._environ)
         if result.delivered:
-            delivered += 1
             state, outcome, wait = "delivered", "delivered", None
         else:
             stats.webhook_failures += 1
             give_up = result.final or number >= section.webhook_max_attempts
             state, outcome = ("failed", "failed") if give_up else ("pending", "retrying")
-            wait = None if give_up else backoff.delay(number, at_least=result.retry_after)
+            wait = None if give_up else self._backoff.delay(number, at_least=result.retry_after)
             log.warning("alert %s of monitor %s to destination %s (%s): %s (attempt %d%s)", notice.event_id,
                         notice.monitor_id, row["destination"], row["kind"], result.error, number,
                         ", giving up" if give_up else "")
-        async with pool.acquire() as conn, conn.transaction():
+        async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(_UPDATE_SQL, row["id"], state, number, result.error, wait)
             await log_attempt(conn, notice, row["destination"], row["kind"], number, outcome, result)
-    stats.webhooks_delivered += delivered
-    return delivered
+        return result.delivered
+
+    async def run(self, stop: asyncio.Event, every_seconds: float) -> None:
+        """Delivery passes until ``stop`` is set; a failing pass (Postgres away) is retried next time."""
+        while not stop.is_set():
+            try:
+                await self.deliver_due()
+            except Exception as exc:
+                log.warning("destination delivery pass failed: %r", exc, exc_info=not isinstance(exc, OSError))
+            if not await pause(every_seconds, stop):
+                return
+
+    async def close(self) -> bool:
+        """Close the HTTP session; whether there was one."""
+        if self._session is None:
+            return False
+        await self._session.close()
+        self._session = None
+        return True
 
 
 async def send_test(
