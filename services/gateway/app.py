@@ -21,6 +21,7 @@ import signal
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -28,6 +29,7 @@ from services.gateway.appkeys import (
     DEPLOYMENTS,
     METRICS,
     PLAUSIBILITY,
+    PROXY_SESSION,
     PUBLISHER,
     RATE_LIMITER,
     SETTINGS,
@@ -41,6 +43,8 @@ from services.gateway.registry import Deployments, Registry
 from services.gateway.routes import admin, feedback, health, openapi, pf_score, score
 from services.gateway.routes.errors import json_errors
 from services.gateway.routes.metrics import GatewayMetrics
+from services.gateway.routes.proxy import add_proxy_routes
+from services.gateway.runtime import Runtime
 from services.gateway.settings import GatewaySettings
 from services.gateway.tracing import add_response_headers, server_span
 from shared import gctuning
@@ -80,6 +84,7 @@ def create_app(
     app[PLAUSIBILITY] = Plausibility(settings.plausibility)
     app.cleanup_ctx.append(_telemetry(tracer_provider))
     app.cleanup_ctx.append(_deployments)
+    app.cleanup_ctx.append(_proxy_session)
     app.cleanup_ctx.append(_publisher)
     app.cleanup_ctx.append(_reloads(handle_sighup))
     app.on_response_prepare.append(add_response_headers)
@@ -97,6 +102,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/openapi.json", openapi.openapi)
     app.router.add_get("/admin/deployments", admin.admin_deployments)
     app.router.add_post(otlp_route.PATH, otlp_route.traces)  # OTLP/HTTP trace ingest (docs/otlp.md)
+    add_proxy_routes(app)  # the OpenAI-compatible routes of proxy deployments (docs/proxy.md)
 
 
 _COUNTED = {"score", "feedback", "traces"}
@@ -156,18 +162,30 @@ async def _deployments(app: web.Application) -> AsyncIterator[None]:
     limiter = app[RATE_LIMITER]
 
     def forget_revoked(registry: Registry) -> None:
-        limiter.forget_except({(name, key.id) for name, rt in registry.deployments.items()
-                               for key in rt.deployment.api_keys})
+        runtimes: list[Runtime] = [*registry.deployments.values(), *registry.proxies.values()]
+        limiter.forget_except({(rt.name, key.id) for rt in runtimes for key in rt.deployment.api_keys})
 
     deployments = Deployments(settings, tracer_provider=app[TRACER_PROVIDER], on_reload=forget_revoked)
     await deployments.load()
     app[DEPLOYMENTS] = deployments
-    log.info("deployments loaded", extra={"deployments": sorted(deployments.current.deployments),
+    log.info("deployments loaded", extra={"deployments": deployments.current.serving,
                                           "unavailable": sorted(deployments.current.failures)})
     try:
         yield
     finally:
         await deployments.close()
+
+
+async def _proxy_session(app: web.Application) -> AsyncIterator[None]:
+    # One pool for every proxy deployment's upstream; timeouts are set per call (relay.py), and
+    # no cookies are kept between callers. A compressed answer is decoded (the relay reads it).
+    session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(),
+                                    connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300))
+    app[PROXY_SESSION] = session
+    try:
+        yield
+    finally:
+        await session.close()
 
 
 async def _publisher(app: web.Application) -> AsyncIterator[None]:

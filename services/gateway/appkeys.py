@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from opentelemetry.trace import Span, Tracer, TracerProvider
 
@@ -26,6 +27,8 @@ TRACER_PROVIDER = web.AppKey("tracer_provider", TracerProvider)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 PLAUSIBILITY = web.AppKey("plausibility", Plausibility)
+# The proxy's one client session for every upstream (routes/proxy/relay.py).
+PROXY_SESSION = web.AppKey("proxy_session", aiohttp.ClientSession)
 
 
 def _request_key(name: str, kind: type) -> Any:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry.trace import TracerProvider
 
@@ -37,10 +37,13 @@ from services.gateway.runtime import (
     DeploymentRuntime,
     KeyFileState,
     LoadFailure,
+    ProxyRuntime,
     Registry,
+    Runtime,
     key_file_state,
 )
 from services.gateway.settings import GatewaySettings
+from services.gateway.upstream import build_upstream
 from shared.deployments import (
     Deployment,
     DeploymentConfigError,
@@ -55,7 +58,7 @@ from shared.flow.flex_executor import FlexExecutor
 log = logging.getLogger(__name__)
 
 __all__ = ["SERVING", "STALE", "UNAVAILABLE", "DeploymentRuntime", "Deployments", "KeyFileState", "LoadFailure",
-           "Registry", "key_file_state", "load_registry"]
+           "ProxyRuntime", "Registry", "key_file_state", "load_registry"]
 
 
 def _runtime(deployment: Deployment, flow: Flow, clients: Mapping[str, Any], connections: Mapping[str, Any],
@@ -80,6 +83,19 @@ def _runtime(deployment: Deployment, flow: Flow, clients: Mapping[str, Any], con
         redacted_inputs=frozenset(deployment.redaction.inputs),
         redacted_outputs=frozenset(deployment.redaction.outputs),
         clients=used,
+        generation=generation,
+    )
+
+
+def _proxy_runtime(deployment: Deployment, connections: Mapping[str, Any], generation: int) -> ProxyRuntime:
+    assert deployment.proxy is not None  # the schema requires it for type proxy
+    upstream = build_upstream(connections[deployment.proxy.connection])  # the loader checked it exists
+    return ProxyRuntime(
+        deployment=deployment,
+        upstream=upstream,
+        variants={v.id: v for v in deployment.variants},
+        redacted_inputs=frozenset(deployment.redaction.inputs),
+        redacted_outputs=frozenset(deployment.redaction.outputs),
         generation=generation,
     )
 
@@ -114,10 +130,14 @@ async def load_registry(
     folder_problems = [str(p) for p in folder.folder_problems]
     folder_problems += [str(p) for b in folder.broken if b.name in folder.deployments for p in b.problems]
     flows: dict[str, Flow] = {}
+    proxies: dict[str, ProxyRuntime] = {}
     for name, deployment in folder.deployments.items():
         files[name] = deployment.source
         try:
-            flows[name] = load_flow(deployment.flow, connections=connections)
+            if deployment.flow is None:  # type: proxy (the schema requires a flow otherwise)
+                proxies[name] = _proxy_runtime(deployment, connections, generation)
+            else:
+                flows[name] = load_flow(deployment.flow, connections=connections)
         except Exception as exc:  # any failure stays this deployment's
             problems[name] = _reason(exc)
     # Only connections some flow uses get a client: a judge-only connection is the processor's.
@@ -162,7 +182,13 @@ async def load_registry(
     if previous is not None:
         for name, failure in list(failures.items()):
             stale = _last_good(previous, failure)
-            if stale is not None and stale.name not in runtimes:
+            if isinstance(stale, ProxyRuntime):
+                if stale.name not in proxies and stale.name not in runtimes:
+                    proxies[stale.name] = _with_current_keys(stale)
+                    if stale.deployment.api_keys_file is not None:
+                        key_files[stale.deployment.api_keys_file] = key_file_state(stale.deployment.api_keys_file)
+                continue
+            if stale is not None and stale.name not in runtimes and stale.name not in proxies:
                 runtimes[stale.name] = _with_current_keys(stale)
                 if stale.deployment.api_keys_file is not None:
                     key_files[stale.deployment.api_keys_file] = key_file_state(stale.deployment.api_keys_file)
@@ -170,7 +196,7 @@ async def load_registry(
                     del failures[name]
                     failures[stale.name] = replace(failure, name=stale.name)
     registry = Registry(runtimes, connections, clients, key_files, generation, failures=failures,
-                        folder_problems=tuple(folder_problems))
+                        folder_problems=tuple(folder_problems), proxies=proxies)
     in_use = {id(c) for c in registry.clients_in_use()}
     retired = [c for c in previous.clients_in_use() if id(c) not in in_use] if previous is not None else []
     return registry, retired
@@ -186,28 +212,33 @@ def _failures(problems: Mapping[str, list[str]], files: Mapping[str, Path | None
     return failures
 
 
-def _last_good(previous: Registry, failure: LoadFailure) -> DeploymentRuntime | None:
+def _last_good(previous: Registry, failure: LoadFailure) -> Runtime | None:
     # By name, or by file when the broken file's name field could not be read.
-    runtime = previous.deployments.get(failure.name)
+    runtime = previous.runtime(failure.name)
     if runtime is None and failure.file is not None:
-        runtime = next((r for r in previous.deployments.values() if r.deployment.source == failure.file), None)
+        every: list[Runtime] = [*previous.deployments.values(), *previous.proxies.values()]
+        runtime = next((r for r in every if r.deployment.source == failure.file), None)
     return runtime
 
 
-def _with_current_keys(runtime: DeploymentRuntime) -> DeploymentRuntime:
+AnyRuntime = TypeVar("AnyRuntime", DeploymentRuntime, ProxyRuntime)
+
+
+def _with_current_keys(runtime: AnyRuntime) -> AnyRuntime:
     # A stale deployment still honours `promptpulse keys revoke`: its keys file is read again.
-    deployment = runtime.deployment
+    deployment: Deployment = runtime.deployment
     path = deployment.api_keys_file
     if path is None:
         return runtime
     try:
-        from_file = load_api_keys_file(path)
+        from_file: list[Any] = load_api_keys_file(path)
     except DeploymentConfigError as exc:
         log.error("api_keys_file of stale deployment %r does not load; its keys stay as they were: %s",
                   runtime.name, exc)
         return runtime
     keys = [*deployment.inline_api_keys, *from_file]
-    return replace(runtime, deployment=deployment.model_copy(update={"api_keys": keys}))
+    updated: AnyRuntime = replace(runtime, deployment=deployment.model_copy(update={"api_keys": keys}))
+    return updated
 
 
 class Deployments:
@@ -241,7 +272,11 @@ class Deployments:
         return self._current is not None
 
     def get(self, name: str) -> DeploymentRuntime | None:
+        """A flow deployment (``type: flow``); proxies are :meth:`get_proxy`."""
         return self._current.deployments.get(name) if self._current is not None else None
+
+    def get_proxy(self, name: str) -> ProxyRuntime | None:
+        return self._current.proxies.get(name) if self._current is not None else None
 
     def unavailable(self, name: str) -> LoadFailure | None:
         """Why a deployment that does not serve at all fails to load (None if it serves or is unknown)."""

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from services.gateway.upstream import Upstream
 from shared.deployments import Connection, Deployment, Variant
 from shared.flow import Flow, FlowExecutor
 from shared.flow.flex_executor import FlexExecutor
@@ -43,6 +44,29 @@ class DeploymentRuntime:
 
 
 @dataclass(frozen=True)
+class ProxyRuntime:
+    """One ``type: proxy`` deployment, ready to pass calls to its upstream (docs/proxy.md)."""
+
+    deployment: Deployment
+    upstream: Upstream
+    variants: Mapping[str, Variant]
+    redacted_inputs: frozenset[str]
+    redacted_outputs: frozenset[str]
+    generation: int = 0
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def name(self) -> str:
+        return self.deployment.name
+
+    def pick_variant(self, draw: float) -> Variant:
+        return self.deployment.pick_variant(draw)
+
+
+Runtime = DeploymentRuntime | ProxyRuntime
+
+
+@dataclass(frozen=True)
 class LoadFailure:
     """A deployment whose current files do not load, with every problem found (for operators only)."""
 
@@ -67,16 +91,25 @@ class Registry:
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     failures: Mapping[str, LoadFailure] = field(default_factory=dict)  # by deployment name
     folder_problems: tuple[str, ...] = ()  # problems of no single deployment (connections.yaml)
+    proxies: Mapping[str, ProxyRuntime] = field(default_factory=dict)  # type: proxy, stale ones included
+
+    @property
+    def serving(self) -> list[str]:
+        """Names of every deployment that serves, flows and proxies, sorted."""
+        return sorted({*self.deployments, *self.proxies})
+
+    def runtime(self, name: str) -> Runtime | None:
+        return self.deployments.get(name) or self.proxies.get(name)
 
     def status(self, name: str) -> str | None:
         """SERVING, STALE (serving its last good version), UNAVAILABLE, or None if unknown."""
-        if name in self.deployments:
+        if name in self.deployments or name in self.proxies:
             return STALE if name in self.failures else SERVING
         return UNAVAILABLE if name in self.failures else None
 
     def unavailable(self, name: str) -> LoadFailure | None:
         """The failure of a deployment that does not serve at all."""
-        return self.failures.get(name) if name not in self.deployments else None
+        return self.failures.get(name) if self.runtime(name) is None else None
 
     def clients_in_use(self) -> list[Any]:
         """Every distinct client a serving runtime may call, stale runtimes' included."""

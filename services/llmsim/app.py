@@ -14,6 +14,7 @@ from aiohttp import web
 from services.llmsim import control
 from services.llmsim.completions import chat_completions
 from services.llmsim.keys import SECTION, STATE
+from services.llmsim.responses import responses
 from services.llmsim.settings import LlmsimSection, LlmsimSettings
 from services.llmsim.state import SimulatorState
 from services.llmsim.text_api import completions, embeddings
@@ -68,6 +69,9 @@ def create_app(section: LlmsimSection) -> web.Application:
         app.router.add_post(f"{prefix}/chat/completions", chat_completions)
         app.router.add_post(f"{prefix}/completions", completions)
         app.router.add_post(f"{prefix}/embeddings", embeddings)
+    # The Responses API has no deployment path: Azure names the deployment in the body's model.
+    for path in ("/v1/responses", "/openai/v1/responses", "/openai/responses"):
+        app.router.add_post(path, responses)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/openai/v1/models", list_models)
     app.router.add_get("/v1/models/{model}", get_model)

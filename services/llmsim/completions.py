@@ -30,7 +30,8 @@ from services.llmsim.judge import UNPARSEABLE_VERDICT, judge, read_judge_request
 from services.llmsim.keys import STATE
 from services.llmsim.prompt import chat_view, message_text
 from services.llmsim.state import SimulatorState, utc_now
-from services.llmsim.streaming import Completion, pause, stream
+from services.llmsim.streaming import DONE, Completion, _event, pause, stream
+from services.llmsim.tools import call_arguments, forced_function
 
 MODE_HEADER = "x-llmsim-mode"
 ECHO_HEADER = "x-llmsim-echo"
@@ -72,6 +73,8 @@ class ChatCompletionRequest(BaseModel):
     user: str | None = None
     metadata: dict[str, Any] | None = None
     response_format: ResponseFormat | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
 
 
 class BadRequest(Exception):
@@ -178,6 +181,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return web.Response(status=499, text="client gone")
 
     headers = {"x-llmsim-mode": mode.value, "x-request-id": uuid.uuid4().hex}
+    function = forced_function(chat.tools, chat.tool_choice) if judged is None else None
+    if function is not None:
+        question = next((t for role, t in reversed(texts) if role == "user"), "")
+        return await _tool_call(request, chat, function, call_arguments(question),
+                                tokens.count_prompt_tokens([t for _, t in texts]), headers)
     if fault is Fault.UNPARSEABLE:
         content = UNPARSEABLE_VERDICT
     elif judged is not None:
@@ -220,3 +228,32 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     )
     await pause(state, delay)
     return web.json_response(completion.as_body(), headers=headers)
+
+
+async def _tool_call(request: web.Request, chat: ChatCompletionRequest, function: str, arguments: str,
+                     prompt_tokens: int, headers: dict[str, str]) -> web.StreamResponse:
+    """An answer that is only a function call (services/llmsim/tools.py says when)."""
+    call = {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+            "function": {"name": function, "arguments": arguments}}
+    completion_tokens = tokens.count_tokens(arguments)
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+             "total_tokens": prompt_tokens + completion_tokens}
+    base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": chat.model or "",
+            "system_fingerprint": "llmsim"}
+    if not chat.stream:
+        message = {"role": "assistant", "content": None, "refusal": None, "tool_calls": [call]}
+        return web.json_response({**base, "object": "chat.completion", "usage": usage, "choices": [
+            {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}]}, headers=headers)
+    include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
+    chunk = {**base, "object": "chat.completion.chunk"}
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", **headers})
+    await response.prepare(request)
+    delta = {"role": "assistant", "content": None, "tool_calls": [{"index": 0, **call}]}
+    for choice in ({"index": 0, "delta": delta, "logprobs": None, "finish_reason": None},
+                   {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "tool_calls"}):
+        await response.write(_event({**chunk, "choices": [choice]}))
+    if include_usage:
+        await response.write(_event({**chunk, "choices": [], "usage": usage}))
+    await response.write(DONE)
+    await response.write_eof()
+    return response

@@ -78,7 +78,7 @@ def load_deployment(
     problems = problems_at(shown, deployment.all_problems())
     if connections is not None:
         problems += _connection_problems(shown, deployment, connections, connections_complete)
-    if check_flow:
+    if check_flow and deployment.flow is not None:
         problems += _flow_problems(shown, deployment)
     problems += _evaluator_lock_problems(path, shown, deployment)
     if deployment.api_keys_file is not None:
@@ -99,18 +99,20 @@ def load_deployment(
 def _connection_problems(
     shown: str, deployment: Deployment, connections: Mapping[str, Connection], complete: bool
 ) -> list[Problem]:
-    if deployment.evaluation is None:
-        return []
-    name = deployment.evaluation.judge.connection
-    if name in connections and connections[name].type == "custom":
-        return [Problem(shown, "evaluation.judge.connection", f"{name!r} is a custom connection, not an LLM endpoint")]
-    if name in connections:
-        return []
-    known = ", ".join(sorted(connections)) or "none"
-    hint = "" if complete else f"; {CONNECTIONS_FILE} has problems, see them"
-    return [
-        Problem(shown, "evaluation.judge.connection", f"{name!r} is not in {CONNECTIONS_FILE} (known: {known}{hint})")
-    ]
+    used: list[tuple[str, str]] = []  # (field, connection name)
+    if deployment.evaluation is not None:
+        used.append(("evaluation.judge.connection", deployment.evaluation.judge.connection))
+    if deployment.proxy is not None:
+        used.append(("proxy.connection", deployment.proxy.connection))
+    problems: list[Problem] = []
+    for where, name in used:
+        if name in connections and connections[name].type == "custom":
+            problems.append(Problem(shown, where, f"{name!r} is a custom connection, not an LLM endpoint"))
+        elif name not in connections:
+            known = ", ".join(sorted(connections)) or "none"
+            hint = "" if complete else f"; {CONNECTIONS_FILE} has problems, see them"
+            problems.append(Problem(shown, where, f"{name!r} is not in {CONNECTIONS_FILE} (known: {known}{hint})"))
+    return problems
 
 
 def _evaluator_lock_problems(path: Path, shown: str, deployment: Deployment) -> list[Problem]:
@@ -172,6 +174,7 @@ def _flex_problems(shown: str, deployment: Deployment) -> list[Problem] | None:
 
 def _flow_problems(shown: str, deployment: Deployment) -> list[Problem]:
     flow_dir = deployment.flow
+    assert flow_dir is not None  # the caller checks: only flow deployments have one
     flex = _flex_problems(shown, deployment)
     if flex is not None:
         return flex

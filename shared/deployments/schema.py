@@ -8,6 +8,7 @@ rules are pydantic constraints; rules that tie fields together live in each mode
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
@@ -49,6 +50,11 @@ class Variant(ConfigModel):
     init: dict[str, Any] | None = Field(
         None,
         description="A flex flow's init values for this variant, over the deployment's init (per key).",
+    )
+    model: str | None = Field(
+        None, min_length=1, max_length=256,
+        description="Proxy deployments only: the upstream model (Azure: model deployment) this variant "
+        "calls instead of the one the client names. Unset: the client's model.",
     )
 
     def node_selection(self, node_variants: Mapping[str, Iterable[str]]) -> dict[str, str]:
@@ -176,12 +182,50 @@ class Evaluation(ConfigModel):
         return found
 
 
+PROXY_COLUMNS = ColumnMapping(question="inputs.question", answer="outputs.answer", context="inputs.context")
+SYSTEM_MESSAGE = "system_message"
+NO_CONTEXT = "none"
+BODY_FIELD_PATTERN = r"^body(\.[A-Za-z_][A-Za-z0-9_-]{0,127}){1,8}$"
+
+
+class Proxy(ConfigModel):
+    """A ``type: proxy`` deployment: OpenAI-compatible calls passed through to one connection."""
+
+    connection: str = Field(pattern=CONNECTION_NAME_PATTERN)
+    context: str = Field(
+        SYSTEM_MESSAGE,
+        description="Where the judged context comes from: system_message (chat's system/developer "
+        "messages, the Responses API's instructions), none, or body.<field>[.<field>...] (a field "
+        "of the request body, e.g. body.metadata.context).",
+    )
+    max_body_bytes: Count = Field(20 * 1024 * 1024, ge=1024, le=200 * 1024 * 1024)
+    recorded_text_max_chars: Count = Field(16_384, ge=64, le=1_000_000)
+    stream_usage: bool = Field(
+        True,
+        description="Ask the upstream for usage on streamed chat and completion calls "
+        "(stream_options.include_usage) when the client did not; the client never sees that chunk.",
+    )
+
+    @field_validator("context")
+    @classmethod
+    def _context_source(cls, value: str) -> str:
+        if value in (SYSTEM_MESSAGE, NO_CONTEXT) or re.match(BODY_FIELD_PATTERN, value):
+            return value
+        raise ValueError(f"{value!r} is not system_message, none or body.<field>[.<field>...]")
+
+    def context_path(self) -> tuple[str, ...] | None:
+        """The body field path of ``context: body.a.b`` (("a", "b")), None for the other choices."""
+        return tuple(self.context.split(".")[1:]) if self.context.startswith("body.") else None
+
+
 class Deployment(ConfigModel):
-    """One deployment: a flow behind an endpoint, and how its quality is watched."""
+    """One deployment: a flow behind an endpoint (or a proxy to an LLM), and how its quality is watched."""
 
     name: str = Field(pattern=NAME_PATTERN)
     description: str | None = None
-    flow: Path
+    type: Literal["flow", "proxy"] = "flow"
+    flow: Path | None = None
+    proxy: Proxy | None = None
     variants: list[Variant] = Field(
         default_factory=lambda: [Variant(id=DEFAULT_VARIANT_ID)], min_length=1
     )
@@ -226,6 +270,15 @@ class Deployment(ConfigModel):
             return None
         return {**(self.init or {}), **(variant.init or {})}
 
+    @property
+    def is_proxy(self) -> bool:
+        return self.type == "proxy"
+
+    def _complete(self) -> None:
+        # A proxy's calls are recorded in fixed fields (docs/proxy.md): the judges read those.
+        if self.type == "proxy" and self.column_mapping == ColumnMapping():
+            self.column_mapping = PROXY_COLUMNS.model_copy()
+
     def variant(self, variant_id: str) -> Variant | None:
         return next((v for v in self.variants if v.id == variant_id), None)
 
@@ -240,7 +293,7 @@ class Deployment(ConfigModel):
         return next(v for v in reversed(self.variants) if v.weight > 0)
 
     def problems(self) -> list[tuple[Loc, str]]:
-        found: list[tuple[Loc, str]] = []
+        found: list[tuple[Loc, str]] = self._type_problems()
         variant_ids: set[str] = set()
         for index, variant in enumerate(self.variants):
             if variant.id in variant_ids:
@@ -313,6 +366,38 @@ class Deployment(ConfigModel):
         if evaluator.kind != "builtin":
             columns.update(evaluator.columns)
         return columns
+
+
+    def _type_problems(self) -> list[tuple[Loc, str]]:
+        found: list[tuple[Loc, str]] = []
+        if self.type == "flow":
+            if self.flow is None:
+                found.append((("flow",), "required for type flow"))
+            if self.proxy is not None:
+                found.append((("proxy",), "only for type proxy"))
+            for index, variant in enumerate(self.variants):
+                if variant.model is not None:
+                    found.append((("variants", index, "model"), "only for type proxy (a flow's nodes name their models)"))
+            return found
+        if self.flow is not None:
+            found.append((("flow",), "a proxy deployment runs no flow"))
+        if self.proxy is None:
+            found.append((("proxy",), "required for type proxy (at least its connection)"))
+        for index, variant in enumerate(self.variants):
+            if variant.nodes is not None:
+                found.append((("variants", index, "nodes"), "only for type flow"))
+            if variant.init is not None:
+                found.append((("variants", index, "init"), "only for type flow (a flex flow's init values)"))
+        if self.init is not None:
+            found.append((("init",), "only for type flow (a flex flow's init values)"))
+        if self.redaction.inputs or self.redaction.outputs:
+            allowed = {"inputs": {"question", "context", "request"}, "outputs": {"answer", "choices", "tool_calls"}}
+            for side in ("inputs", "outputs"):
+                for index, name in enumerate(getattr(self.redaction, side)):
+                    if name not in allowed[side]:
+                        found.append((("redaction", side, index),
+                                      f"{name!r} is not a recorded proxy field ({', '.join(sorted(allowed[side]))})"))
+        return found
 
 
 def _monitor_scale_problems(monitor: Monitor, evaluation: Evaluation) -> list[tuple[Loc, str]]:

@@ -95,6 +95,7 @@ class LlmExchange:
 
     body: dict[str, Any]
     headers: dict[str, str]
+    path: str = "/v1/chat/completions"  # with its query string
     status: int = 0
     answer: bytearray = field(default_factory=bytearray)
     finished: bool = False  # llmsim's whole answer was passed on
@@ -128,7 +129,7 @@ class LlmExchange:
 
 
 class LlmTap:
-    """Forwards /v1/chat/completions to llmsim chunk by chunk, recording everything."""
+    """Forwards every POST (path and query kept) to llmsim chunk by chunk, recording everything."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
@@ -140,7 +141,7 @@ class LlmTap:
     async def __aenter__(self) -> LlmTap:
         self._session = aiohttp.ClientSession(auto_decompress=False)
         app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._forward)
+        app.router.add_post("/{path:.*}", self._forward)
         self._runner, self.url = await _serve(app)
         return self
 
@@ -152,11 +153,11 @@ class LlmTap:
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None
         raw = await request.read()
-        exchange = LlmExchange(json.loads(raw), {k.lower(): v for k, v in request.headers.items()})
+        exchange = LlmExchange(json.loads(raw), {k.lower(): v for k, v in request.headers.items()}, request.path_qs)
         self.exchanges.append(exchange)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
         try:
-            async with self._session.post(f"{self.upstream}/v1/chat/completions", data=raw, headers=headers) as up:
+            async with self._session.post(f"{self.upstream}{request.path_qs}", data=raw, headers=headers) as up:
                 exchange.status = up.status
                 response = web.StreamResponse(status=up.status, headers={
                     k: v for k, v in up.headers.items() if k.lower() in ("content-type", "retry-after")})

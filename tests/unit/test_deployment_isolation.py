@@ -49,12 +49,12 @@ def test_each_broken_file_is_reported_with_all_its_problems_and_the_rest_load(tm
 
 
 def test_an_unknown_key_in_one_file_affects_only_that_file(tmp_path: Path) -> None:
-    # A key a newer release added (issue 14's new deployment keys) must not stop the others.
+    # A key a newer release added must not stop the others (`type: proxy` was one; it is known now).
     folder = make_folder(tmp_path, BASE)
-    add_deployment(folder, "proxy.yaml", named("proxy", type="proxy"))
+    add_deployment(folder, "later.yaml", named("later", retention="30d"))
     loaded = load_deployment_folder(folder)
     assert list(loaded.deployments) == ["shop"]
-    assert [(b.name, [p.field for p in b.problems]) for b in loaded.broken] == [("proxy", ["type"])]
+    assert [(b.name, [p.field for p in b.problems]) for b in loaded.broken] == [("later", ["retention"])]
 
 
 def test_a_broken_connection_costs_only_the_deployments_that_use_it(tmp_path: Path) -> None:

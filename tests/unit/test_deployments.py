@@ -248,7 +248,7 @@ BAD_FIELDS = [
     ("unknown top key", _set("evalution", {}), "evalution", "unknown field"),
     ("unknown nested key", _monitor(treshold=3), "monitors[0].treshold", "unknown field"),
     ("bad name", _set("name", "Shop Bot"), "name", "must match"),
-    ("flow missing", _drop("flow"), "flow", "required field is missing"),
+    ("flow missing", _drop("flow"), "flow", "required for type flow"),
     ("flow without dag", _set("flow", "flows"), "flow", "has no flow.dag.yaml"),
     ("variant not in flow", _set("variants.1.id", "variant_9"), "variants[1].id", "not a variant id of the flow"),
     ("duplicate variant", _set("variants.1.id", "variant_0"), "variants[1].id", "listed twice"),

@@ -32,8 +32,8 @@ def require_admin(request: web.Request) -> None:
 def deployments_listing(registry: Registry) -> dict[str, Any]:
     """Each deployment, serving or not, with its status and problems (the admin route's body)."""
     rows: list[dict[str, Any]] = []
-    for name in sorted(set(registry.deployments) | set(registry.failures)):
-        runtime = registry.deployments.get(name)
+    for name in sorted(set(registry.serving) | set(registry.failures)):
+        runtime = registry.runtime(name)
         failure = registry.failures.get(name)
         row: dict[str, Any] = {"name": name, "status": registry.status(name)}
         if runtime is not None:

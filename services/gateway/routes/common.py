@@ -18,6 +18,7 @@ from services.gateway.auth import authenticate, key_owner
 from services.gateway.ratelimit import retry_after_header
 from services.gateway.registry import DeploymentRuntime
 from services.gateway.routes.errors import ApiError
+from services.gateway.runtime import ProxyRuntime, Runtime
 from shared.apikeys import ApiKeyRecord
 from shared.jsontext import has_lone_surrogate
 from shared.sampling import is_sampled
@@ -49,6 +50,9 @@ def find_deployment(request: web.Request) -> DeploymentRuntime:
         # (GET /admin/deployments and the log), since they hold paths and file contents.
         raise ApiError(503, "deployment_unavailable", f"deployment {name[:100]!r} is not available: "
                        "its configuration does not load")
+    if runtime is None and deployments.get_proxy(name) is not None:
+        raise ApiError(404, "proxy_deployment", f"deployment {name[:100]!r} is a proxy (type: proxy): call its "
+                       "OpenAI-compatible routes, such as POST /v1/chat/completions, with its key (docs/proxy.md)")
     if runtime is None:
         # The name is the client's text: quoted back, never used as a metric label.
         raise ApiError(404, "unknown_deployment", f"no deployment named {name[:100]!r}")
@@ -77,6 +81,17 @@ def authorize_by_key(request: web.Request) -> tuple[DeploymentRuntime, ApiKeyRec
     return runtime, _within_rate_limit(request, runtime, record)
 
 
+def authorize_proxy(request: web.Request) -> tuple[ProxyRuntime, ApiKeyRecord]:
+    """The OpenAI-compatible routes: the proxy deployment the presented key belongs to (401 if none;
+    a flow deployment's key is refused the same way, since its calls go to /score)."""
+    registry = request.app[DEPLOYMENTS].current
+    found = key_owner(request.headers, ((rt, rt.deployment.api_keys) for rt in registry.proxies.values()))
+    if found is None:
+        raise _unauthorized(request, UNKNOWN_DEPLOYMENT_LABEL)
+    runtime, record = found
+    return runtime, _within_rate_limit(request, runtime, record)
+
+
 def _unauthorized(request: web.Request, label: str) -> ApiError:
     request.app[METRICS].auth_failures[label] += 1
     return ApiError(
@@ -85,7 +100,7 @@ def _unauthorized(request: web.Request, label: str) -> ApiError:
     )
 
 
-def _within_rate_limit(request: web.Request, runtime: DeploymentRuntime, record: ApiKeyRecord) -> ApiKeyRecord:
+def _within_rate_limit(request: web.Request, runtime: Runtime, record: ApiKeyRecord) -> ApiKeyRecord:
     metrics = request.app[METRICS]
     limit = record.rate_limit_per_minute or request.app[SETTINGS].gateway.default_rate_limit_per_minute
     wait = request.app[RATE_LIMITER].check(runtime.name, record.id, limit)
@@ -155,7 +170,7 @@ def optional_header(request: web.Request, name: str, pattern: re.Pattern[str], r
     return value
 
 
-def keeps_texts(runtime: DeploymentRuntime, request_id: str, run_id: str | None) -> bool:
+def keeps_texts(runtime: Runtime, request_id: str, run_id: str | None) -> bool:
     """Whether this request's texts are kept: sampled for judging, or part of a batch run.
 
     The aggregator keeps inputs and outputs by the same rule (shared/sampling.py); anything else

@@ -26,7 +26,7 @@ async def readyz(request: web.Request) -> web.Response:
     deployments = request.app[DEPLOYMENTS]
     publisher = request.app[PUBLISHER]
     reasons = []
-    serving = sorted(deployments.current.deployments) if deployments.loaded else []
+    serving = deployments.current.serving if deployments.loaded else []
     if not deployments.loaded:
         reasons.append("deployments not loaded")
     elif not serving:
@@ -48,12 +48,12 @@ def collect_metrics(app: web.Application, out: Families) -> None:
     """The gateway's series at scrape time: requests, deployments, the event publisher."""
     deployments = app[DEPLOYMENTS]
     app[METRICS].collect(out)
-    loaded = len(deployments.current.deployments) if deployments.loaded else 0
+    loaded = len(deployments.current.serving) if deployments.loaded else 0
     status = out.gauge("deployment_status", "1 for each deployment's status: serving, stale (its files no longer "
                        "load; serving its last good version) or unavailable (does not load; answers 503).",
                        ["deployment", "status"])
     for current in [deployments.current] if deployments.loaded else []:
-        for name in sorted(set(current.deployments) | set(current.failures)):
+        for name in sorted(set(current.serving) | set(current.failures)):
             status.add(1, deployment=name, status=current.status(name) or "")
     out.gauge("deployments", "Deployments being served.").add(loaded)
     reloads = out.counter("deployment_reloads_total", "Reloads of the deployments (SIGHUP, key files).", ["result"])

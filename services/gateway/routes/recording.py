@@ -30,8 +30,8 @@ from services.gateway.events import (
 )
 from services.gateway.events.settings import PublisherSection
 from services.gateway.redaction import redact_fields
-from services.gateway.registry import DeploymentRuntime
 from services.gateway.routes.metrics import GatewayMetrics
+from services.gateway.runtime import Runtime
 from shared.events.builders import dict_to_struct, new_meta, next_meta
 from shared.events.errors import InvalidEventError
 from shared.events.messages import InferenceRequest, InferenceResponse, InferenceStatus, LlmUsage
@@ -63,7 +63,7 @@ class InferenceRecorder:
     def __init__(
         self,
         publisher: EventPublisher,
-        runtime: DeploymentRuntime,
+        runtime: Runtime,
         metrics: GatewayMetrics,
         section: PublisherSection,
         *,

@@ -33,7 +33,14 @@ from services.gateway.appkeys import (
     SERVER_SPAN,
     SETTINGS,
 )
-from services.gateway.events import EventTooLarge, PublisherClosed, PublisherError, PublisherFull
+from services.gateway.events import (
+    EventPublisher,
+    EventTooLarge,
+    PublisherClosed,
+    PublisherError,
+    PublisherFull,
+    Reservation,
+)
 from services.gateway.registry import DeploymentRuntime
 from services.gateway.routes.common import (
     CLIENT_REQUEST_ID_HEADER,
@@ -58,6 +65,7 @@ from shared import sse
 from shared.deployments import Variant
 from shared.events.builders import new_event_id
 from shared.events.errors import InvalidEventError
+from shared.events.messages import InferenceRequest
 from shared.flow import FlowInputError, FlowResult, NodeExecutionError
 from shared.flow.inputs import bind_inputs
 
@@ -156,20 +164,9 @@ async def run_accepted(request: web.Request, accepted: AcceptedRequest, reply: R
         event = recorder.request_event(inputs, client_request_id=accepted.client_request_id, streaming=streaming)
     except InvalidEventError as exc:
         raise ApiError(400, "invalid_input", f"the inputs cannot be recorded: {exc}") from None
-    try:
-        reservation = publisher.reserve(accepted.size)
-    except PublisherFull:
-        raise ApiError(503, "overloaded", "the gateway cannot record more requests right now; retry later",
-                       headers={"Retry-After": "5"}) from None
-    except PublisherClosed:
-        raise ApiError(503, "shutting_down", "the gateway is shutting down", headers={"Retry-After": "1"}) from None
+    reservation = reserve_room(publisher, accepted.size)
     with reservation:
-        try:
-            recorder.publish_request(event, reservation)
-        except EventTooLarge:
-            raise ApiError(413, "body_too_large", "the inputs are too large to record as one event") from None
-        except PublisherError:
-            raise ApiError(503, "shutting_down", "the gateway is shutting down", headers={"Retry-After": "1"}) from None
+        publish_request(recorder, event, reservation)
         metrics = request.app[METRICS]
         metrics.in_flight += 1
         llm_headers = {VARIANT_HEADER: variant.id} if settings.gateway.forward_variant_header else None
@@ -192,6 +189,27 @@ async def run_accepted(request: web.Request, accepted: AcceptedRequest, reply: R
             raise run_crashed(recorder, exc) from None
         finally:
             metrics.in_flight -= 1
+
+
+def reserve_room(publisher: EventPublisher, size: int) -> Reservation:
+    """Room for a request's events in the publisher; 503 when there is none (nothing published)."""
+    try:
+        return publisher.reserve(size)
+    except PublisherFull:
+        raise ApiError(503, "overloaded", "the gateway cannot record more requests right now; retry later",
+                       headers={"Retry-After": "5"}) from None
+    except PublisherClosed:
+        raise ApiError(503, "shutting_down", "the gateway is shutting down", headers={"Retry-After": "1"}) from None
+
+
+def publish_request(recorder: InferenceRecorder, event: InferenceRequest, reservation: Reservation) -> None:
+    """Publish the request event within its reservation; 413 or 503 when it cannot be."""
+    try:
+        recorder.publish_request(event, reservation)
+    except EventTooLarge:
+        raise ApiError(413, "body_too_large", "the inputs are too large to record as one event") from None
+    except PublisherError:
+        raise ApiError(503, "shutting_down", "the gateway is shutting down", headers={"Retry-After": "1"}) from None
 
 
 USAGE_HEADER = "x-promptpulse-usage"

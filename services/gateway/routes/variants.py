@@ -19,6 +19,7 @@ from aiohttp import web
 from services.gateway.registry import DeploymentRuntime
 from services.gateway.routes.common import single_header
 from services.gateway.routes.errors import ApiError
+from services.gateway.runtime import Runtime
 from shared.deployments import Variant
 
 
@@ -32,7 +33,7 @@ def forced_headers(request: web.Request, names: Sequence[str]) -> list[tuple[str
     return sent
 
 
-def choose_variant(request: web.Request, runtime: DeploymentRuntime, headers: Sequence[str]) -> Variant:
+def choose_variant(request: web.Request, runtime: Runtime, headers: Sequence[str]) -> Variant:
     """The variant forced by ``headers`` (checked as the module says), else one drawn by weight."""
     forced = forced_headers(request, headers)
     if not forced:
@@ -70,7 +71,7 @@ def node_variant_names(runtime: DeploymentRuntime) -> dict[str, Variant]:
     return names
 
 
-def _by_node_variant(runtime: DeploymentRuntime, value: str) -> Variant | None:
-    if not value.startswith("${"):
+def _by_node_variant(runtime: Runtime, value: str) -> Variant | None:
+    if not value.startswith("${") or not isinstance(runtime, DeploymentRuntime):
         return None
     return node_variant_names(runtime).get(value)
