@@ -161,6 +161,7 @@ def _flex_problems(shown: str, deployment: Deployment) -> list[Problem] | None:
     variants are the deployment's own (each may give init values), none pins nodes. Its inputs
     come from its code, which the gateway's flow loader checks. None: not a flex flow."""
     flow = deployment.flow
+    assert flow is not None  # only flow deployments get here
     flex = flow.is_file() and flow.name.endswith((".flex.yaml", ".flex.yml")) or (
         (flow / FLEX_FLOW_FILE).is_file() and not (flow / FLOW_FILE).is_file())
     if not flex:

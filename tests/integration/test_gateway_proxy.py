@@ -338,3 +338,12 @@ async def test_keys_and_body_limit(stack: Stack) -> None:
                                           headers={"Authorization": f"Bearer {stack.keys['proxy']}"}) as resp:
         assert resp.status == 404 and (await resp.json())["error"]["type"] == "proxy_deployment"
     assert stack.tap.exchanges == []
+
+
+async def test_a_proxy_deployment_s_key_authenticates_otlp_export(stack: Stack) -> None:
+    # An application behind the proxy exports its own spans with the same key .
+    for key, status in ((stack.keys["proxy"], 200), ("not-a-key", 401)):
+        async with stack.gateway.session.post(f"{stack.gateway.url}/v1/traces", data=b'{"resourceSpans": []}',
+                                              headers={"Authorization": f"Bearer {key}",
+                                                       "Content-Type": "application/json"}) as resp:
+            assert resp.status == status, await resp.text()

@@ -23,9 +23,9 @@ from aiohttp import web
 from services.gateway.appkeys import METRICS, PUBLISHER, SETTINGS
 from services.gateway.events import EventTooLarge, PublisherError, PublisherFull
 from services.gateway.otlp.restamp import per_trace_records
-from services.gateway.registry import DeploymentRuntime
-from services.gateway.routes.common import authorize_by_key
+from services.gateway.routes.common import authorize_any_by_key
 from services.gateway.routes.errors import ApiError
+from services.gateway.runtime import Runtime
 from shared.otlp_ingest.decode import JSON, PROTOBUF, BadExport, parse_export, spans_of
 from shared.otlp_ingest.ids import trace_sampled
 
@@ -53,7 +53,7 @@ async def _read_limited(request: web.Request, limit: int) -> bytes:
         chunks.append(chunk)
 
 
-def _variant_chooser(runtime: DeploymentRuntime) -> Callable[[Mapping[str, str]], str]:
+def _variant_chooser(runtime: Runtime) -> Callable[[Mapping[str, str]], str]:
     configured = {variant.id for variant in runtime.deployment.variants}
 
     def variant_of(resource: Mapping[str, str]) -> str:
@@ -67,7 +67,7 @@ def _variant_chooser(runtime: DeploymentRuntime) -> Callable[[Mapping[str, str]]
 
 
 async def traces(request: web.Request) -> web.Response:
-    runtime, _record = authorize_by_key(request)
+    runtime, _record = authorize_any_by_key(request)  # a proxy deployment's key too
     media = request.content_type.lower()
     if media not in (PROTOBUF, JSON):
         raise ApiError(

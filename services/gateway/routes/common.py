@@ -81,6 +81,18 @@ def authorize_by_key(request: web.Request) -> tuple[DeploymentRuntime, ApiKeyRec
     return runtime, _within_rate_limit(request, runtime, record)
 
 
+def authorize_any_by_key(request: web.Request) -> tuple[Runtime, ApiKeyRecord]:
+    """The deployment, flow or proxy, the presented key belongs to (401 if none): for routes that
+    every kind of deployment serves, such as OTLP ingest."""
+    registry = request.app[DEPLOYMENTS].current
+    runtimes: list[Runtime] = [*registry.deployments.values(), *registry.proxies.values()]
+    found = key_owner(request.headers, ((rt, rt.deployment.api_keys) for rt in runtimes))
+    if found is None:
+        raise _unauthorized(request, UNKNOWN_DEPLOYMENT_LABEL)
+    runtime, record = found
+    return runtime, _within_rate_limit(request, runtime, record)
+
+
 def authorize_proxy(request: web.Request) -> tuple[ProxyRuntime, ApiKeyRecord]:
     """The OpenAI-compatible routes: the proxy deployment the presented key belongs to (401 if none;
     a flow deployment's key is refused the same way, since its calls go to /score)."""
