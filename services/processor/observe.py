@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from services.processor.evaluation.kinds.flow import AGGREGATION_REASON
 from shared.prometheus import Families
 
 if TYPE_CHECKING:
@@ -42,6 +43,16 @@ def _partitions(service: ProcessorService) -> list[dict[str, Any]]:
     return rows
 
 
+def _aggregation_not_run(service: ProcessorService) -> list[dict[str, Any]]:
+    """Evaluation flows' aggregation nodes, which do not run online (kinds/flow/evaluator.py)."""
+    return [
+        {"deployment": name, "evaluator": evaluator.name, "nodes": list(nodes), "reason": AGGREGATION_REASON}
+        for name, judging in sorted(service.judging.items())
+        for evaluator in judging.evaluators
+        if (nodes := getattr(evaluator, "aggregation_not_run", ()))
+    ]
+
+
 def health(service: ProcessorService) -> tuple[int, dict[str, Any]]:
     runner = service.runner
     breakers = {
@@ -72,6 +83,7 @@ def health(service: ProcessorService) -> tuple[int, dict[str, Any]]:
         "stall_seconds": service.section.stall_seconds,
         "stalled_partitions": stalled,
         "partitions": _partitions(service),
+        "aggregation_nodes_not_run": _aggregation_not_run(service),
     }
     return (200 if ok and not stalled else 503), body
 

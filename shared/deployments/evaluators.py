@@ -466,7 +466,7 @@ class EvaluatorConfig(ConfigModel):
             "builtin": {"pass_"},
             "rubric": {"prompt", "prompt_file", "judge", "columns", "scale", "pass_", "label"},
             "code": {"code", "timeout_seconds", "columns", "scale", "pass_", "label"},
-            "flow": {"flow", "outputs", "columns", "scale", "pass_", "label"},
+            "flow": {"flow", "outputs", "timeout_seconds", "columns", "scale", "pass_", "label"},
         }[kind]
         for field in ("label", "scale", "prompt", "prompt_file", "judge", "code", "timeout_seconds",
                       "flow", "outputs", "pass_"):

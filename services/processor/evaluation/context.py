@@ -8,7 +8,7 @@ cannot run (the reason becomes the CONFIGURATION error of its every outcome). Wh
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +18,7 @@ from services.processor.evaluation.judge.calls import JudgeCalls, JudgeTarget
 from services.processor.evaluation.judge.client import JudgeClient
 from services.processor.settings import ProcessorSection
 from services.processor.stats import ProcessorStats
-from shared.deployments import Deployment, EvaluatorConfig
+from shared.deployments import Connection, Deployment, EvaluatorConfig
 
 
 class EvaluatorUnavailable(Exception):
@@ -66,6 +66,8 @@ class BuildContext:
     budget: TokenBudget  # the deployment's judge token budget, shared by all its judges
     judge_client: Callable[[str], JudgeClient]  # by connection name; raises EvaluatorUnavailable
     resources: EvaluationResources
+    # connections.yaml by name: an evaluation flow's llm and Python nodes name their connections.
+    connections: Mapping[str, Connection] = field(default_factory=dict)
 
     def columns(self, config: EvaluatorConfig) -> dict[str, str]:
         """Evaluator input -> ``inputs.x`` / ``outputs.y`` (Deployment.evaluator_columns)."""

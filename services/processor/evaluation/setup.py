@@ -127,7 +127,7 @@ def build_judging(
         budget = TokenBudget(evaluation.judge.token_budget_per_hour)
         context = BuildContext(
             deployment=deployment, section=section, stats=stats, judge_calls=calls, budget=budget,
-            judge_client=clients.get, resources=resources,
+            judge_client=clients.get, resources=resources, connections=connections,
         )
         judging[name] = DeploymentEvaluation(
             name=name,

@@ -10,7 +10,8 @@ deployment's token budget.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -109,6 +110,21 @@ class JudgeCalls:
                     return reply
             finally:
                 self.calls_in_flight -= 1
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """A place under the cap for a judge call made elsewhere (an evaluation flow's llm nodes
+        call the endpoint through the flow runtime); count it with :meth:`count_call`."""
+        async with self._slots:
+            self.calls_in_flight += 1
+            try:
+                yield
+            finally:
+                self.calls_in_flight -= 1
+
+    def count_call(self, target: JudgeTarget, cost: CallCost, *, ok: bool) -> None:
+        """A judge call made in a :meth:`slot`: counted and spent like the calls made here."""
+        self._count(target, cost, ok=ok)
 
     def _count(self, target: JudgeTarget, cost: CallCost, *, ok: bool) -> None:
         stats, name = self._stats, target.deployment

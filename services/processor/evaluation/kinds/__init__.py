@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from services.processor.evaluation.context import BuildContext
 from services.processor.evaluation.kinds.code import build_code_evaluator
+from services.processor.evaluation.kinds.flow import build_flow_evaluator
 from services.processor.evaluation.kinds.rubric import build_rubric_evaluator
 from services.processor.evaluation.protocol import Evaluator
 from shared.deployments import EvaluatorConfig
@@ -20,6 +21,7 @@ KindFactory = Callable[[EvaluatorConfig, BuildContext], Evaluator]
 KINDS: dict[str, KindFactory] = {
     "rubric": build_rubric_evaluator,
     "code": build_code_evaluator,
+    "flow": build_flow_evaluator,
 }
 
 __all__ = ["KINDS", "KindFactory"]
