@@ -437,3 +437,34 @@ async def test_a_test_notification_goes_through_the_aggregator_and_the_log_is_re
                         ("GET /v1/destinations", listed), ("GET /v1/deliveries", json_out),
                         ("the CLI", out + err + log_out), ("the logs", caplog.text)]:
         assert_no_secret(text, where)
+
+
+async def test_an_inline_webhook_url_still_works_and_warns_once_without_the_url(
+    fresh_database, tmp_path, monkeypatch, caplog
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    receivers = {kind: Receiver() for kind in ("slack", "teams", "pagerduty", "hook")}
+    base_minute = minute_base()
+    async with far_ends(**receivers) as base:
+        inline = f"{base}/slack/services/T0/B0/InlineToken42"
+        folder = write_deployments(tmp_path / "d", [{**AVERAGE, "notification": {"webhook_url": inline}}])
+        settings = monitor_settings(fresh_database, folder)
+        async with ingested(settings, script_messages(base_minute, SCRIPT)):
+            caplog.clear()  # the ingesting aggregator loaded the file too: count one load, the service's
+            async with monitor_service(settings) as (service, pool):
+                for minute in (1, 2):
+                    await service.once(step(base_minute, minute))
+                assert await service.dispatcher.deliver_due() == 1
+                rows = await log_rows(pool)
+
+    # One warning for the load, naming the deployment and monitor; evaluating and sending add none.
+    warnings = [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()]
+    assert warnings == ["deployment demo, monitor rel-avg: notification.webhook_url is deprecated and will be "
+                        "removed in the next release; name an environment variable instead (a destination's "
+                        "url_env, or notification.webhook_url_env)"]
+    [(headers, body)] = receivers["slack"].calls
+    message = json.loads(body)
+    assert message["text"].startswith("[FIRING] rel-avg") and message["attachments"]  # the body it always had
+    assert [(r["destination"], r["kind"], r["outcome"], r["http_status"]) for r in rows] == [
+        ("notification.webhook", "legacy_webhook", "delivered", 200)]
+    assert "InlineToken42" not in caplog.text
