@@ -347,3 +347,18 @@ async def test_a_proxy_deployment_s_key_authenticates_otlp_export(stack: Stack) 
                                               headers={"Authorization": f"Bearer {key}",
                                                        "Content-Type": "application/json"}) as resp:
             assert resp.status == status, await resp.text()
+
+
+async def test_openapi_lists_every_proxy_route_the_gateway_serves(stack: Stack) -> None:
+    async with stack.gateway.session.get(f"{stack.gateway.url}/openapi.json") as resp:
+        document = await resp.json()
+    proxied = {path: spec["post"] for path, spec in document["paths"].items() if spec.get("post", {}).get(
+        "operationId", "").startswith("proxy_")}
+    assert {"/v1/responses", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/openai/v1/responses",
+            "/openai/deployments/{model_deployment}/chat/completions", "/openai/responses"} <= set(proxied)
+    assert len({op["operationId"] for op in proxied.values()}) == len(proxied) == 13
+    for path in proxied:  # each one is a real route: without a key, 401 (not 404)
+        async with stack.gateway.session.post(stack.gateway.url + path.replace("{model_deployment}", "m"),
+                                              json={"model": "m"}) as resp:
+            assert resp.status == 401, path
+    assert "/v1/deployments/proxy/score" not in document["paths"]

@@ -29,6 +29,7 @@ from services.gateway.routes.common import (
 )
 from services.gateway.routes.errors import json_response
 from services.gateway.routes.variants import node_variant_names
+from services.gateway.upstream import CHAT, COMPLETIONS, EMBEDDINGS, OPERATIONS, RESPONSES
 from shared.flow import Flow
 from shared.flow.model import MISSING
 
@@ -268,6 +269,57 @@ def _otlp_operation() -> dict[str, Any]:
     }
 
 
+_PROXY_SUMMARIES = {
+    RESPONSES: "OpenAI Responses API", CHAT: "OpenAI chat completions", COMPLETIONS: "OpenAI text completions",
+    EMBEDDINGS: "OpenAI embeddings",
+}
+
+
+def _proxy_operation(operation: str, path: str, azure_path: bool) -> dict[str, Any]:
+    """One OpenAI-compatible route of the proxy deployments (docs/proxy.md): the body passes
+    through, so only what the proxy itself reads is described."""
+    name = path.strip("/").replace("/", "_").replace("{", "").replace("}", "")
+    body: dict[str, Any] = {"type": "object", "description": "The OpenAI API's request body, passed through "
+                            "(any field); the proxy reads model, stream and what it records."}
+    if not azure_path:
+        body["required"] = ["model"]
+        body["properties"] = {"model": {"type": "string", "minLength": 1}}
+    parameters: list[dict[str, Any]] = [
+        {"name": VARIANT_HEADER, "in": "header", "required": False, "schema": {"type": "string"},
+         "description": "Force a variant (deployments with allow_forced_variant)."}]
+    if azure_path:
+        parameters.append({"name": "model_deployment", "in": "path", "required": True,
+                           "schema": {"type": "string", "minLength": 1}, "description": "The upstream model deployment."})
+    if path.startswith("/openai/") and not path.startswith("/openai/v1/"):
+        parameters.append({"name": "api-version", "in": "query", "required": False, "schema": {"type": "string"},
+                           "description": "Accepted; the connection's own api_version goes upstream."})
+    return {
+        "operationId": f"proxy_{name}",
+        "summary": f"{_PROXY_SUMMARIES[operation]} through a proxy deployment (the key decides which)",
+        "parameters": parameters,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+        "responses": {
+            "200": {"description": "The upstream's answer, as it sent it (JSON, or a stream of its events).",
+                    "content": {"application/json": {"schema": {"type": "object"}},
+                                "text/event-stream": {"schema": {"type": "object"}}}},
+            "default": {"description": "The upstream's own error status and body, passed through; or the "
+                        "gateway's: 400 (not a JSON object, no model), 401, 403, 413 (proxy.max_body_bytes), 429, "
+                        "502 llm_unreachable, 503, 504 llm_timeout."},
+        },
+    }
+
+
+def _proxy_paths() -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for operation in OPERATIONS:
+        for path in (f"/v1/{operation}", f"/openai/v1/{operation}"):
+            paths[path] = {"post": _proxy_operation(operation, path, azure_path=False)}
+        azure = f"/openai/deployments/{{model_deployment}}/{operation}"
+        paths[azure] = {"post": _proxy_operation(operation, azure, azure_path=True)}
+    paths["/openai/responses"] = {"post": _proxy_operation(RESPONSES, "/openai/responses", azure_path=False)}
+    return paths
+
+
 def openapi_document(registry: Registry) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for name in sorted(registry.deployments):
@@ -276,6 +328,8 @@ def openapi_document(registry: Registry) -> dict[str, Any]:
         paths[f"/v1/deployments/{name}/feedback"] = {"post": _feedback_operation(runtime)}
     paths["/score"] = {"post": _pf_score_operation(registry)}
     paths["/v1/traces"] = {"post": _otlp_operation()}
+    if registry.proxies:  # only a gateway with proxy deployments answers them with more than 401
+        paths.update(_proxy_paths())
     plain = {"200": {"description": "OK"}}
     # Open to anyone (probes, scrapers): no key.
     paths["/healthz"] = {"get": {"summary": "The process is serving", "security": [], "responses": plain}}
