@@ -7,15 +7,17 @@ checks each event it decodes and dead-letters one that fails, with the message o
 :class:`Implausible` as the reason's detail, so nothing outside these ranges is stored or
 counted. Judgement calls (durations, tokens per call) are settings, the same on every service
 (``PROMPTPULSE_PLAUSIBILITY__*``, :class:`~shared.settings.PlausibilitySettings`); a score is
-plausible on its evaluator's scale, which the caller names (today every metric is judged on the
-built-in 1-5 scale). NaN and infinities are outside every range.
+plausible on its evaluator's scale, which the caller names (``scale_of``; by default every
+metric is judged on the built-in 1-5 scale). An event that carries ``scored.value`` (an
+evaluator on a scale of its own) is checked there on that scale, and its ``scored.score`` (the
+value placed on 1-5 for older readers) on 1-5. NaN and infinities are outside every range.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from shared.events.messages import Evaluation, Feedback, InferenceResponse, LlmUsage
 from shared.settings import PlausibilitySettings
@@ -58,17 +60,58 @@ class ScoreScale:
     low: int
     high: int
 
-    def check(self, score: int, field: str, metric: str) -> None:
-        if not self.low <= score <= self.high:
-            raise Implausible(field, score, f"{self.low}..{self.high} (the scale of metric {metric!r})")
+    def check(self, score: float, field: str, metric: str) -> None:
+        # The range test first: it is False for NaN and the infinities, which int() refuses.
+        if not self.low <= score <= self.high or score != int(score):
+            raise Implausible(field, score, f"whole numbers {self.low}..{self.high} (the scale of metric {metric!r})")
+
+
+@dataclass(frozen=True)
+class FractionScale:
+    """Any number from ``low`` to ``high`` (an evaluator's 0-1 scale)."""
+
+    low: float = 0.0
+    high: float = 1.0
+
+    def check(self, value: float, field: str, metric: str) -> None:
+        if not self.low <= value <= self.high:
+            raise Implausible(field, value, f"{_number(self.low)}..{_number(self.high)} (the scale of metric {metric!r})")
+
+
+@dataclass(frozen=True)
+class LabelNumbers:
+    """The numbers a labels scale maps its labels to: a value must be one of them."""
+
+    numbers: frozenset[float]
+
+    def check(self, value: float, field: str, metric: str) -> None:
+        if value not in self.numbers:  # NaN is in no set of numbers
+            shown = ", ".join(_number(n) for n in sorted(self.numbers))
+            raise Implausible(field, value, f"label numbers {shown} (the scale of metric {metric!r})")
+
+
+class ValueScale(Protocol):
+    def check(self, value: float, field: str, metric: str, /) -> None: ...
 
 
 # The built-in metrics' judges answer 1 (worst) to 5 (best): proto/ Evaluation.Scored.
 BUILTIN_SCORE_SCALE = ScoreScale(1, 5)
 # A feedback rating's scale is the client's (thumbs -1/+1, 1..5 stars, 0..10): this bounds them all.
 FEEDBACK_RATING = Span(-100, 100, "(a feedback rating)")
+# The value of a metric whose scale the checker does not know (its deployment file is not loaded
+# here): finite, and within what any configured scale can reach (integer ranges span at most
+# 1000 steps, label numbers are the file's).
+@dataclass(frozen=True)
+class UnknownScale:
+    bound: Span = Span(-1e9, 1e9, "(the scale of this metric is not known here)")
 
-ScaleOf = Callable[[str, str], ScoreScale]
+    def check(self, value: float, field: str, metric: str) -> None:
+        self.bound.check(value, field)
+
+
+UNKNOWN_SCALE = UnknownScale()
+
+ScaleOf = Callable[[str, str], ValueScale]
 
 
 def builtin_scale(deployment: str, metric: str) -> ScoreScale:
@@ -113,7 +156,13 @@ class Plausibility:
 
     def _evaluation(self, event: Evaluation) -> None:
         if event.WhichOneof("outcome") == "scored":
-            self._scale_of(event.meta.deployment, event.metric).check(event.scored.score, "scored.score", event.metric)
+            scored, metric = event.scored, event.metric
+            scale = self._scale_of(event.meta.deployment, metric)
+            if scored.HasField("value"):
+                BUILTIN_SCORE_SCALE.check(scored.score, "scored.score", metric)
+                scale.check(scored.value, "scored.value", metric)
+            else:  # an event from before evaluators had scales: its score is its value
+                scale.check(scored.score, "scored.score", metric)
         if event.HasField("judge"):
             judge = event.judge
             self.tokens.check(judge.prompt_tokens, "judge.prompt_tokens")

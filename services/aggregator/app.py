@@ -47,9 +47,11 @@ from services.aggregator.ingest.stall import IntakeWatch
 from services.aggregator.monitors.service import running as monitors_running
 from services.aggregator.otlp.assembler import running as otlp_running
 from services.aggregator.retention import PartitionCache, retention_loop
+from services.aggregator.rollups.scales import scale_lookup
 from services.aggregator.settings import AggregatorSettings
 from shared import gctuning
 from shared.deployments import DeploymentConfigError, load_deployment_folder
+from shared.plausibility import Plausibility
 from shared.topics import TopicError, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,17 @@ def sampling_policy(settings: AggregatorSettings) -> SamplingPolicy:
     rates = {name: d.evaluation.sampling_rate if d.evaluation is not None else 0.0
              for name, d in folder.deployments.items()}
     return SamplingPolicy(rates | dict.fromkeys(folder.broken_names, 0.0), settings.aggregator.default_sampling_rate)
+
+
+def evaluator_plausibility(settings: AggregatorSettings) -> Plausibility:
+    """The plausibility checks with each loaded evaluator's scale: a value off its metric's
+    scale is dead-lettered as implausible-value (rollups/scales.py). A folder that does not load
+    leaves only the built-in and unknown-scale checks."""
+    try:
+        deployments = load_deployment_folder(settings.deployments_dir, check_flow=False).deployments
+    except DeploymentConfigError:
+        deployments = {}
+    return Plausibility(settings.plausibility, scale_of=scale_lookup(deployments))
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -135,7 +148,8 @@ async def _retention(app: web.Application) -> AsyncIterator[None]:
 
 async def _ingestion(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    ingestor = Ingestor(settings, app[POOL], sampling_policy(settings), partitions=app[PARTITIONS])
+    ingestor = Ingestor(settings, app[POOL], sampling_policy(settings), partitions=app[PARTITIONS],
+                        plausibility=evaluator_plausibility(settings))
     try:
         await ensure_topics(settings, ingestor.topics)
     except (TopicError, KafkaError, OSError) as exc:  # no permission, broker away: not fatal here

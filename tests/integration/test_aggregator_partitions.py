@@ -100,7 +100,7 @@ async def test_partition_creation_waits_for_no_reader_or_writer(fresh_database: 
             )
             await creator.execute("SET lock_timeout = '5s'")  # the old function failed here
             tables = await creator.fetchval("SELECT count(*) FROM day_partitioned_tables")
-            assert await ensure_partitions(creator, day, day) == tables == 13
+            assert await ensure_partitions(creator, day, day) == tables == 16
             await reader.fetchval("SELECT count(*) FROM rollup_histograms")
         assert day in await complete_days(creator)
         indexes = await creator.fetch(
@@ -133,7 +133,7 @@ async def test_retention_gives_way_to_readers_then_drops_the_day(fresh_database:
                 await asyncio.sleep(0.2)
             assert not dropping.done(), "retention waits while the reader holds the table"
         result = await asyncio.wait_for(dropping, 60)
-        assert result.ran and len(result.dropped) == 13, "5 raw tables and 8 rollup tables"
+        assert result.ran and len(result.dropped) == 16, "6 raw tables and 10 rollup tables"
         assert {name[-8:] for name in result.dropped} == {old_day.strftime("%Y%m%d")}
         assert old_day not in await complete_days(other)
     finally:

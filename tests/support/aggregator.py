@@ -316,6 +316,16 @@ RECOMPUTE: dict[str, str] = {
                count(*) FILTER (WHERE score = 5), count(*) FILTER (WHERE outcome = 'not_applicable'),
                count(*) FILTER (WHERE outcome = 'error')
         FROM evaluations GROUP BY 1, 2, 3, 4, 5""",
+    "rollup_evaluator_quality": f"""
+        SELECT deployment, {_MIN.format(col='request_start_time')}, variant, run_id, metric, evaluator_version,
+               count(*), count(*) FILTER (WHERE outcome = 'scored'), coalesce(sum(value), 0),
+               coalesce(sum(value * value), 0), count(*) FILTER (WHERE outcome = 'not_applicable'),
+               count(*) FILTER (WHERE outcome = 'error')
+        FROM evaluations GROUP BY 1, 2, 3, 4, 5, 6""",
+    "rollup_evaluator_values": f"""
+        SELECT deployment, {_MIN.format(col='request_start_time')}, variant, run_id, metric, evaluator_version,
+               floor(value * 1000 + 1e-6)::bigint, label, count(*)
+        FROM evaluations WHERE outcome = 'scored' GROUP BY 1, 2, 3, 4, 5, 6, 7, 8""",
     "rollup_quality_errors": f"""
         SELECT deployment, {_MIN.format(col='request_start_time')}, variant, run_id, metric, error_type, count(*)
         FROM evaluations WHERE outcome = 'error' GROUP BY 1, 2, 3, 4, 5, 6""",
@@ -336,6 +346,8 @@ KEY_WIDTH = {
     "rollup_operation_errors": 5,
     "rollup_histograms": 6,
     "rollup_quality": 5,
+    "rollup_evaluator_quality": 6,
+    "rollup_evaluator_values": 8,
     "rollup_quality_errors": 6,
     "rollup_judge_tokens": 6,
     "rollup_tokens": 5,

@@ -133,13 +133,17 @@ def _ops(t, variant, requests, errors, latency_sum):
             "errors": errors, "cancelled": 0, "latency_sum_ms": latency_sum, "ttft_count": 0, "ttft_sum_ms": 0.0}
 
 
-def _quality(t, variant, counts):
+def _quality(breakdown, t, variant, counts):
+    """Rows of rollup_evaluator_quality and rollup_evaluator_values for scores 1..5 counted ``counts``."""
     scored = sum(counts)
     total = sum((i + 1) * c for i, c in enumerate(counts))
     squares = sum((i + 1) ** 2 * c for i, c in enumerate(counts))
-    return {"t": t, "variant": variant, "metric": "relevance", "evaluations": scored + 1, "scored": scored,
-            "score_sum": total, "score_sum_squares": squares, "not_applicable": 1, "errors": 0,
-            **{f"score_{i + 1}": c for i, c in enumerate(counts)}}
+    key = {"t": t, "variant": variant, "metric": "relevance", "evaluator_version": "relevance-v1"}
+    breakdown.add_quality({**key, "evaluations": scored + 1, "scored": scored, "value_sum": float(total),
+                           "value_sum_squares": float(squares), "not_applicable": 1, "errors": 0})
+    for i, count in enumerate(counts):
+        if count:
+            breakdown.add_values({**key, "value_milli": (i + 1) * 1000, "label": "", "count": count})
 
 
 def test_breakdown_sums_steps_variants_and_the_whole_range() -> None:
@@ -151,8 +155,8 @@ def test_breakdown_sums_steps_variants_and_the_whole_range() -> None:
     for value, count in ((100.0, 30), (1000.0, 10)):
         breakdown.add_histogram({"t": t0, "variant": "a", "measure": "latency_ms", "bucket": bucket_of(value),
                                  "count": count})
-    breakdown.add_quality(_quality(t0, "a", [0, 0, 2, 2, 0]))
-    breakdown.add_quality(_quality(t1, "b", [2, 0, 0, 0, 2]))
+    _quality(breakdown, t0, "a", [0, 0, 2, 2, 0])
+    _quality(breakdown, t1, "b", [2, 0, 0, 0, 2])
     breakdown.add_tokens({"t": t0, "variant": "a", "model": "m1", "requests": 10, "calls": 10, "prompt_tokens": 100,
                           "completion_tokens": 50, "total_tokens": 150, "cost": 0.5, "currency": "USD",
                           "unpriced": False})

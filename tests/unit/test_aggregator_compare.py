@@ -19,12 +19,8 @@ from services.aggregator.api.figures import Figures, Quality
 
 def quality(values: list[float]) -> Quality:
     q = Quality()
-    q.scored = q.evaluations = len(values)
-    q.score_sum = sum(values)
-    q.score_sum_squares = sum(v * v for v in values)
     for v in values:
-        if v in (1, 2, 3, 4, 5):
-            q.counts[int(v) - 1] += 1
+        q.add_score(v)
     return q
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from services.aggregator.monitors.statistics import mean_interval, wilson_interval
 from services.aggregator.rollups.histogram import LogHistogram
+from services.aggregator.rollups.scales import BUILTIN_SCALE, MetricScale, ScaleBook, value_milli
 
 QUANTILES = (0.5, 0.95, 0.99)
 
@@ -104,41 +105,65 @@ class Tokens:
 
 @dataclass
 class Quality:
+    """One metric's sums for one evaluator version (rollup_evaluator_quality and _values): float
+    sums on the evaluator's scale, and scores per value bin (rollups/scales.py), from which the
+    pass rate under any pass rule is read."""
+
     evaluations: int = 0
     scored: int = 0
-    score_sum: int = 0
-    score_sum_squares: int = 0
-    counts: list[int] = field(default_factory=lambda: [0] * 5)
+    score_sum: float = 0.0
+    score_sum_squares: float = 0.0
+    values: dict[tuple[int, str], int] = field(default_factory=dict)  # (value_milli, label) -> scores
     not_applicable: int = 0
     errors: int = 0
 
     def add(self, row: Any) -> None:
         self.evaluations += row["evaluations"]
         self.scored += row["scored"]
-        self.score_sum += row["score_sum"]
-        self.score_sum_squares += row["score_sum_squares"]
-        for index in range(5):
-            self.counts[index] += row[f"score_{index + 1}"]
+        self.score_sum += row["value_sum"]
+        self.score_sum_squares += row["value_sum_squares"]
         self.not_applicable += row["not_applicable"]
         self.errors += row["errors"]
 
-    def render(self, pass_score: int, level: float, detail: bool) -> dict[str, Any]:
-        passed = sum(self.counts[pass_score - 1 :])
+    def add_values(self, row: Any) -> None:
+        key = (row["value_milli"], row["label"])
+        self.values[key] = self.values.get(key, 0) + row["count"]
+
+    def add_score(self, value: float, label: str = "") -> None:
+        """One score, as the rollups would count it (for callers building figures by hand)."""
+        self.evaluations += 1
+        self.scored += 1
+        self.score_sum += value
+        self.score_sum_squares += value * value
+        key = (value_milli(value), label)
+        self.values[key] = self.values.get(key, 0) + 1
+
+    def passed(self, scale: MetricScale) -> int | None:
+        return scale.passed(self.values)
+
+    def render(self, pass_score: int, level: float, detail: bool,
+               scale: MetricScale = BUILTIN_SCALE) -> dict[str, Any]:
+        scale = scale.with_pass_score(pass_score)
+        passed = self.passed(scale)
         figures: dict[str, Any] = {
             "average": _ratio(self.score_sum, self.scored),
-            "pass_rate": _ratio(passed, self.scored),
+            "pass_rate": None if passed is None else _ratio(passed, self.scored),
             "samples": self.scored,
         }
         if detail:
-            figures["average_interval"] = list(mean_interval(self.scored, self.score_sum, self.score_sum_squares,
-                                                             level)) if self.scored else None
-            figures["pass_rate_interval"] = list(wilson_interval(passed, self.scored, level)) if self.scored else None
+            figures["average_interval"] = list(mean_interval(
+                self.scored, self.score_sum, self.score_sum_squares, level, low=scale.low, high=scale.high,
+            )) if self.scored else None
+            figures["pass_rate_interval"] = (list(wilson_interval(passed, self.scored, level))
+                                             if self.scored and passed is not None else None)
             figures.update(
-                pass_score=pass_score,
+                pass_score=pass_score if scale.builtin else None,
                 evaluations=self.evaluations,
                 not_applicable=self.not_applicable,
                 errors=self.errors,
-                scores={str(i + 1): c for i, c in enumerate(self.counts)},
+                scores=scale.histogram(self.values),
+                scale=scale.describe(),
+                pass_rule=scale.pass_rule(),
             )
         return figures
 
@@ -178,13 +203,14 @@ class Figures:
             total.currency = total.currency or model.currency
         return total
 
-    def render(self, pass_score: int, level: float, *, detail: bool) -> dict[str, Any]:
+    def render(self, pass_score: int, level: float, *, detail: bool, scales: ScaleBook | None = None) -> dict[str, Any]:
         tokens = self.tokens().render()
         tokens.pop("requests")  # per model only: one request can call several models
+        book = scales or ScaleBook()
         rendered = {
             **self.operations.render(),
             "tokens": tokens,
-            "quality": {m: q.render(pass_score, level, detail) for m, q in sorted(self.quality.items())},
+            "quality": {m: q.render(pass_score, level, detail, book.of(m)) for m, q in sorted(self.quality.items())},
             "feedback": self.feedback.render(),
         }
         if detail:
@@ -196,10 +222,24 @@ Key = tuple[datetime | None, str | None]  # (step start or None for the range, v
 
 
 class Breakdown:
-    """Figures per (step, variant), per step, per variant, and for the whole range."""
+    """Figures per (step, variant), per step, per variant, and for the whole range.
 
-    def __init__(self) -> None:
+    Quality counts one evaluator version per metric (``versions``: chosen by the caller, see
+    metrics_query.choose_versions), plus the outcomes that record no version (events written
+    before evaluators, without a judge call: never a score, only not-applicable or not judged).
+    """
+
+    def __init__(self, scales: ScaleBook | None = None, versions: dict[str, str] | None = None) -> None:
         self.cells: dict[Key, Figures] = defaultdict(Figures)
+        self.scales = scales or ScaleBook()
+        self.versions = versions  # metric -> version counted; None: every row
+        self.versions_seen: dict[str, list[dict]] = {}  # metric -> versions in the range, latest first
+
+    def describe_versions(self, quality: dict[str, Any]) -> None:
+        """Add to each metric's rendered figures the version they count and the versions seen."""
+        for metric, figures in quality.items():
+            figures["version"] = (self.versions or {}).get(metric)
+            figures["versions"] = self.versions_seen.get(metric, [])
 
     def _targets(self, step: datetime, variant: str) -> list[Figures]:
         return [self.cells[(step, variant)], self.cells[(step, None)], self.cells[(None, variant)],
@@ -218,9 +258,19 @@ class Breakdown:
         for figures in self._targets(row["t"], row["variant"]):
             figures.models[row["model"]].add(row)
 
+    def _counted(self, row: Any) -> bool:
+        version = row["evaluator_version"]
+        return self.versions is None or version == "" or self.versions.get(row["metric"]) == version
+
     def add_quality(self, row: Any) -> None:
-        for figures in self._targets(row["t"], row["variant"]):
-            figures.quality[row["metric"]].add(row)
+        if self._counted(row):
+            for figures in self._targets(row["t"], row["variant"]):
+                figures.quality[row["metric"]].add(row)
+
+    def add_values(self, row: Any) -> None:
+        if self._counted(row):
+            for figures in self._targets(row["t"], row["variant"]):
+                figures.quality[row["metric"]].add_values(row)
 
     def add_feedback(self, row: Any) -> None:
         for figures in self._targets(row["t"], row["variant"]):
@@ -230,10 +280,11 @@ class Breakdown:
         return sorted({v for (t, v) in self.cells if t is None and v is not None})
 
     def overview(self, pass_score: int, level: float) -> dict[str, Any]:
-        return self.cells[(None, None)].render(pass_score, level, detail=True)
+        return self.cells[(None, None)].render(pass_score, level, detail=True, scales=self.scales)
 
     def by_variant(self, pass_score: int, level: float) -> dict[str, Any]:
-        return {v: self.cells[(None, v)].render(pass_score, level, detail=True) for v in self.variants()}
+        return {v: self.cells[(None, v)].render(pass_score, level, detail=True, scales=self.scales)
+                for v in self.variants()}
 
     def series(self, steps: list[datetime], pass_score: int, level: float) -> list[dict[str, Any]]:
         points = []
@@ -246,9 +297,8 @@ class Breakdown:
             points.append(point)
         return points
 
-    @staticmethod
-    def _light(figures: Figures | None, pass_score: int, level: float, *, models: bool = True) -> dict[str, Any]:
-        rendered = (figures or Figures()).render(pass_score, level, detail=False)
+    def _light(self, figures: Figures | None, pass_score: int, level: float, *, models: bool = True) -> dict[str, Any]:
+        rendered = (figures or Figures()).render(pass_score, level, detail=False, scales=self.scales)
         if models and figures is not None:
             rendered["by_model"] = {m: t.render() for m, t in sorted(figures.models.items())}
         elif models:

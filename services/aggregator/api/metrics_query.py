@@ -8,12 +8,14 @@ Feedback is the exception: it is counted from its raw rows joined to their reque
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from services.aggregator.api.figures import Breakdown
 from services.aggregator.db.pool import DbConnection
+from services.aggregator.rollups.scales import ScaleBook
 
 # Every query takes the same six parameters ($4 is the step); asyncpg wants each one used, so
 # the queries without a step say "$4::interval IS NOT NULL".
@@ -45,9 +47,24 @@ QUALITY_SUMS = """sum(evaluations)::bigint AS evaluations, sum(scored)::bigint A
        sum(score_4)::bigint AS score_4, sum(score_5)::bigint AS score_5,
        sum(not_applicable)::bigint AS not_applicable, sum(errors)::bigint AS errors"""
 
+# Per evaluator version (migration 0009); Breakdown keeps the version chosen for each metric.
+EVALUATOR_SUMS = """sum(evaluations)::bigint AS evaluations, sum(scored)::bigint AS scored,
+       sum(value_sum)::float8 AS value_sum, sum(value_sum_squares)::float8 AS value_sum_squares,
+       sum(not_applicable)::bigint AS not_applicable, sum(errors)::bigint AS errors"""
+
 _QUALITY = f"""
-SELECT {_STEP}, variant, metric, {QUALITY_SUMS}
-FROM rollup_quality WHERE {_WHERE} GROUP BY 1, 2, 3"""
+SELECT {_STEP}, variant, metric, evaluator_version, {EVALUATOR_SUMS}
+FROM rollup_evaluator_quality WHERE {_WHERE} GROUP BY 1, 2, 3, 4"""
+
+_VALUES = f"""
+SELECT {_STEP}, variant, metric, evaluator_version, value_milli, label, sum(count)::bigint AS count
+FROM rollup_evaluator_values WHERE {_WHERE} GROUP BY 1, 2, 3, 4, 5, 6"""
+
+# The versions of each metric in the range, for choose_versions.
+_VERSIONS = f"""
+SELECT metric, evaluator_version, min(minute) AS first_minute, max(minute) AS last_minute,
+       sum(evaluations)::bigint AS evaluations, sum(scored)::bigint AS scored
+FROM rollup_evaluator_quality WHERE {_WHERE} AND $4::interval IS NOT NULL GROUP BY 1, 2"""
 
 # Feedback from the raw rows, joined to its request at query time: the feedback event names no
 # variant (the gateway's feedback route cannot know it) and may be stored before its request, so
@@ -105,14 +122,51 @@ class Scope:
         return [self.start + i * self.step for i in range(count)]
 
 
-async def read_breakdown(conn: DbConnection, scope: Scope) -> Breakdown:
-    breakdown = Breakdown()
+class NoSuchVersion(LookupError):
+    """No metric has the asked evaluator version in the range."""
+
+
+def choose_versions(rows: Iterable[Any], asked: str | None = None) -> tuple[dict[str, str], dict[str, list[dict]]]:
+    """Per metric, the evaluator version its figures count, and every version seen.
+
+    By default the latest: the version with the newest minute in the range (then the most
+    outcomes, then the name, so the choice is stable while two versions share a minute during a
+    rollout). ``asked`` picks that version for every metric that has it (a version names one
+    evaluator's content, so usually one metric, or the outputs of one evaluation flow); the
+    others keep their latest. Outcomes that record no version ('') are never chosen: they are
+    counted with whichever version is (Breakdown)."""
+    seen: dict[str, list[dict]] = {}
+    for row in rows:
+        if row["evaluator_version"] == "":
+            continue
+        seen.setdefault(row["metric"], []).append({
+            "version": row["evaluator_version"], "first_minute": row["first_minute"].isoformat(),
+            "last_minute": row["last_minute"].isoformat(), "evaluations": row["evaluations"],
+            "samples": row["scored"],
+        })
+    chosen: dict[str, str] = {}
+    for metric, versions in seen.items():
+        versions.sort(key=lambda v: (v["last_minute"], v["evaluations"], v["version"]), reverse=True)
+        names: list[str] = [v["version"] for v in versions]
+        chosen[metric] = asked if asked is not None and asked in names else names[0]
+    if asked is not None and asked not in chosen.values():
+        raise NoSuchVersion(asked)
+    return chosen, seen
+
+
+async def read_breakdown(conn: DbConnection, scope: Scope, scales: ScaleBook | None = None,
+                         version: str | None = None) -> Breakdown:
+    """Every figure of the scope. Raises NoSuchVersion when ``version`` is not in the range."""
     args = scope.args()
+    chosen, seen = choose_versions(await conn.fetch(_VERSIONS, *args), version)
+    breakdown = Breakdown(scales, chosen)
+    breakdown.versions_seen = seen
     for sql, add in (
         (_OPERATIONS, breakdown.add_operations),
         (_HISTOGRAMS, breakdown.add_histogram),
         (_TOKENS, breakdown.add_tokens),
         (_QUALITY, breakdown.add_quality),
+        (_VALUES, breakdown.add_values),
         (_FEEDBACK, breakdown.add_feedback),
     ):
         for row in await conn.fetch(sql, *args):

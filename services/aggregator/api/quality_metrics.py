@@ -3,8 +3,10 @@
 Deployment data, so it sits under ``/v1`` behind the read key (Prometheus sends it as
 ``authorization: Bearer``), apart from the open operational ``/metrics``. It serves the newest
 closed window of ``quality_window_seconds`` (closed at least the monitors' ``grace_seconds``
-ago, as a monitor would see it): per deployment, variant and metric the average score, the pass
-rate (scores >= 3) and the number of scores, from the rollups; and each stored monitor's state.
+ago, as a monitor would see it): per deployment, variant and metric the average score on the
+metric's scale, the pass rate (built-in metrics: scores >= 3; others: their evaluator's pass
+rule) and the number of scores, of the metric's latest evaluator version in the window, from the
+rollups; and each stored monitor's state.
 
 Cardinality is bounded by configuration, never by the data: label values are the deployments,
 variants and metrics of the deployments folder and of the stored monitors; anything else is
@@ -24,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -31,11 +34,17 @@ from prometheus_client.core import Metric
 from pydantic import ValidationError
 
 from services.aggregator.api.figures import Quality
-from services.aggregator.api.metrics_query import QUALITY_SUMS
+from services.aggregator.api.metrics_query import EVALUATOR_SUMS
 from services.aggregator.api.state import API, ApiState
 from services.aggregator.monitors.schedule import latest_closed_end
 from services.aggregator.monitors.statistics import FIRING
 from services.aggregator.monitors.store import monitor_from_json
+from services.aggregator.rollups.scales import (
+    BUILTIN_SCALE,
+    MetricScale,
+    configured_metrics,
+    metric_scale,
+)
 from shared.deployments import Deployment, Monitor
 from shared.deployments.base import DEFAULT_SCORE_THRESHOLD
 from shared.prometheus import CONTENT_TYPE, Families
@@ -51,11 +60,15 @@ STATES = ("ok", "firing")  # a resolved monitor is ok again
 # in the same transaction), so each is read through the primary key (deployment, minute, ...)
 # instead of scanning the whole day's partition: 1.8 ms against 15 ms over a day of 10
 # deployments x 3 variants x 5 metrics (216,000 rows, EXPLAIN ANALYZE, 2026-12-06).
+_DEPLOYMENTS = "deployment = ANY(ARRAY(SELECT DISTINCT deployment FROM deployment_variants WHERE last_minute >= $1))"
 _QUALITY_SQL = f"""
-SELECT deployment, variant, metric, {QUALITY_SUMS}
-FROM rollup_quality
-WHERE deployment = ANY(ARRAY(SELECT DISTINCT deployment FROM deployment_variants WHERE last_minute >= $1))
-  AND minute >= $1 AND minute < $2 AND run_id = '' GROUP BY 1, 2, 3"""
+SELECT deployment, variant, metric, evaluator_version, max(minute) AS last_minute, {EVALUATOR_SUMS}
+FROM rollup_evaluator_quality
+WHERE {_DEPLOYMENTS} AND minute >= $1 AND minute < $2 AND run_id = '' GROUP BY 1, 2, 3, 4"""
+_VALUES_SQL = f"""
+SELECT deployment, variant, metric, evaluator_version, value_milli, label, sum(count)::bigint AS count
+FROM rollup_evaluator_values
+WHERE {_DEPLOYMENTS} AND minute >= $1 AND minute < $2 AND run_id = '' GROUP BY 1, 2, 3, 4, 5, 6"""
 
 _MONITORS_SQL = """
 SELECT m.deployment, m.definition, s.state FROM monitors m LEFT JOIN monitor_states s USING (monitor_id)
@@ -93,8 +106,7 @@ def label_bound(deployments: Mapping[str, Deployment], monitors: Iterable[tuple[
     """From the deployments folder and the stored monitors (which the API may have set)."""
     bound = LabelBound()
     for name, deployment in deployments.items():
-        metrics = deployment.evaluation.metrics if deployment.evaluation is not None else ()
-        bound.allow(name, (v.id for v in deployment.variants), metrics)
+        bound.allow(name, (v.id for v in deployment.variants), configured_metrics(deployment))
     for name, monitor in monitors:
         bound.allow(name, [monitor.variant] if monitor.variant else (), [monitor.metric] if monitor.metric else ())
     return bound
@@ -106,6 +118,7 @@ class QualityReading:
     window_end: datetime
     quality: dict[Key, Quality]
     monitors: list[tuple[str, Monitor, str]]  # deployment, monitor, ok | firing
+    scales: dict[Key, MetricScale] = field(default_factory=dict)  # missing: the built-in 1-5
 
 
 async def read_quality(state: ApiState, now: datetime) -> QualityReading:
@@ -115,6 +128,7 @@ async def read_quality(state: ApiState, now: datetime) -> QualityReading:
     async with state.pool.acquire() as conn:
         monitor_rows = await conn.fetch(_MONITORS_SQL)
         quality_rows = await conn.fetch(_QUALITY_SQL, start, end)
+        value_rows = await conn.fetch(_VALUES_SQL, start, end)
     monitors = []
     for row in monitor_rows:
         try:
@@ -124,10 +138,27 @@ async def read_quality(state: ApiState, now: datetime) -> QualityReading:
         monitors.append((row["deployment"], monitor, FIRING if row["state"] == FIRING else "ok"))
     bound = label_bound(state.deployments, ((d, m) for d, m, _ in monitors))
     quality: dict[Key, Quality] = {key: Quality() for key in bound.configured()}
+    latest = _latest_versions(quality_rows)
     for row in quality_rows:
-        key = bound.key(row["deployment"], row["variant"], row["metric"])
-        quality.setdefault(key, Quality()).add(row)
-    return QualityReading(start, end, quality, monitors)
+        if row["evaluator_version"] in ("", latest.get((row["deployment"], row["metric"]))):
+            quality.setdefault(bound.key(row["deployment"], row["variant"], row["metric"]), Quality()).add(row)
+    for row in value_rows:
+        if row["evaluator_version"] in ("", latest.get((row["deployment"], row["metric"]))):
+            quality.setdefault(bound.key(row["deployment"], row["variant"], row["metric"]), Quality()).add_values(row)
+    scales = {key: metric_scale(state.deployments.get(key[0]), key[2]) for key in quality}
+    return QualityReading(start, end, quality, monitors, scales)
+
+
+def _latest_versions(rows: Iterable[Any]) -> dict[tuple[str, str], str]:
+    """(deployment, metric) -> the evaluator version of its newest minute in the window (as the
+    metrics route's default: metrics_query.choose_versions)."""
+    best: dict[tuple[str, str], tuple] = {}
+    for row in rows:
+        if row["evaluator_version"]:
+            rank = (row["last_minute"], row["evaluations"], row["evaluator_version"])
+            key = (row["deployment"], row["metric"])
+            best[key] = max(best.get(key, rank), rank)
+    return {key: rank[2] for key, rank in best.items()}
 
 
 def render(reading: QualityReading, out: Families) -> None:
@@ -136,17 +167,20 @@ def render(reading: QualityReading, out: Families) -> None:
         (reading.window_end - reading.window_start).total_seconds())
     out.gauge("window_end_timestamp_seconds", "End of the newest closed window the quality series describe "
               "(Unix time).").add(reading.window_end.timestamp())
-    average = out.gauge("average_score", "Average judge score (1-5) in the window; absent without scores.", labels)
-    passed = out.gauge("pass_rate", f"Share of scores >= {DEFAULT_SCORE_THRESHOLD} in the window (0-1); "
-                       "absent without scores.", labels)
+    average = out.gauge("average_score", "Average score in the window, on the metric's scale (1-5 for the "
+                        "built-in metrics), of its latest evaluator version; absent without scores.", labels)
+    passed = out.gauge("pass_rate", f"Share of scores that pass (built-in metrics: >= {DEFAULT_SCORE_THRESHOLD}; "
+                       "others: their evaluator's pass rule) in the window (0-1); absent without scores.", labels)
     samples = out.gauge("samples", "Scores in the window (the sample behind average and pass rate).", labels)
     for (deployment, variant, metric), figures in sorted(reading.quality.items()):
-        rendered = figures.render(DEFAULT_SCORE_THRESHOLD, 0.95, detail=False)
+        scale = reading.scales.get((deployment, variant, metric), BUILTIN_SCALE)
+        rendered = figures.render(DEFAULT_SCORE_THRESHOLD, 0.95, False, scale)
         where = {"deployment": deployment, "variant": variant, "metric": metric}
         samples.add(rendered["samples"], **where)
         if rendered["average"] is not None:
             average.add(rendered["average"], **where)
-            passed.add(rendered["pass_rate"], **where)
+            if rendered["pass_rate"] is not None:
+                passed.add(rendered["pass_rate"], **where)
     state = out.gauge("monitor_state", "1 for the monitor's current state (ok or firing), 0 for the other; "
                       "variant and metric are empty for a monitor over all variants or of an operational "
                       "statistic.", ["deployment", "variant", "monitor", "statistic", "metric", "state"])

@@ -8,8 +8,9 @@ from aiohttp import web
 
 from services.aggregator.api.compare import compare_quality
 from services.aggregator.api.errors import bad_parameter, json_response, not_found
-from services.aggregator.api.figures import Figures
+from services.aggregator.api.figures import Breakdown, Figures
 from services.aggregator.api.metrics_query import (
+    NoSuchVersion,
     Scope,
     extras,
     read_breakdown,
@@ -26,8 +27,10 @@ from services.aggregator.api.params import (
     floor_minute,
 )
 from services.aggregator.api.requests_query import RequestFilter, read_request, read_requests
-from services.aggregator.api.state import API
+from services.aggregator.api.state import API, ApiState
+from services.aggregator.db.pool import DbConnection
 from services.aggregator.ingest.values import MAX_ID_CHARS
+from services.aggregator.rollups.scales import ScaleBook, configured_metrics
 from services.aggregator.traces import TRACE_ID, read_trace
 
 _LEVEL = 0.95
@@ -55,14 +58,17 @@ async def list_deployments(request: web.Request) -> web.Response:
             "name": name,
             "description": deployment.description,
             "configured": True,
-            "metrics": list(deployment.evaluation.metrics) if deployment.evaluation else [],
+            "metrics": configured_metrics(deployment),
+            # Each metric's scale and pass rule (built-in metrics: 1-5, at least 3).
+            "scales": {m: {**(scale := ScaleBook(deployment).of(m)).describe(), "pass_rule": scale.pass_rule()}
+                       for m in configured_metrics(deployment)},
             "sampling_rate": deployment.evaluation.sampling_rate if deployment.evaluation else 0.0,
             "variants": {v.id: {"id": v.id, "weight": v.weight, "configured": True, "first_seen": None,
                                 "last_seen": None} for v in deployment.variants},
         }
     for row in seen:
         entry = entries.setdefault(row["deployment"], {
-            "name": row["deployment"], "description": None, "configured": False, "metrics": [],
+            "name": row["deployment"], "description": None, "configured": False, "metrics": [], "scales": {},
             "sampling_rate": None, "variants": {},
         })
         seen_range = {"first_seen": row["first_minute"].isoformat(), "last_seen": row["last_minute"].isoformat()}
@@ -81,6 +87,23 @@ async def list_deployments(request: web.Request) -> web.Response:
         entry["variants"] = variants
         entry["monitors"] = monitor_counts.get(entry["name"], 0)
     return json_response({"deployments": [entries[name] for name in sorted(entries)]})
+
+
+def evaluator_version(query: Query) -> str | None:
+    """The ``version`` parameter: an evaluator version to show instead of each metric's latest."""
+    text = query.text("version")
+    if text is not None and not (0 < len(text) <= MAX_ID_CHARS and text.isprintable()):
+        raise bad_parameter("version", f"must be 1 to {MAX_ID_CHARS} printable characters")
+    return text
+
+
+async def breakdown_of(conn: DbConnection, state: ApiState, scope: Scope, version: str | None) -> Breakdown:
+    """read_breakdown with the deployment's scales; a ``version`` not in the range is a 404."""
+    try:
+        return await read_breakdown(conn, scope, ScaleBook(state.deployments.get(scope.deployment)), version)
+    except NoSuchVersion:
+        raise not_found(f"no metric of {scope.deployment!r} has evaluator version {version!r} in the range",
+                        "version") from None
 
 
 def metrics_scope(query: Query, deployment: str, max_points: int, max_days: int, now: datetime) -> Scope:
@@ -102,16 +125,18 @@ def metrics_scope(query: Query, deployment: str, max_points: int, max_days: int,
 async def deployment_metrics(request: web.Request) -> web.Response:
     state = request.app[API]
     deployment = _deployment(request)
-    query = Query(request, ("from", "to", "step", "variant", "pass_score"))
+    query = Query(request, ("from", "to", "step", "variant", "pass_score", "version"))
     section = state.section
     scope = metrics_scope(query, deployment, section.max_series_points, section.max_range_days, datetime.now(UTC))
     pass_score = query.integer("pass_score", 3, 1, 5)
+    version = evaluator_version(query)
     async with state.pool.acquire() as conn:
         await state.require_deployment(conn, deployment)
-        breakdown = await read_breakdown(conn, scope)
+        breakdown = await breakdown_of(conn, state, scope, version)
         more = await extras(conn, scope)
         monitors, per_metric = await violations(conn, scope)
     overview = breakdown.overview(pass_score, _LEVEL)
+    breakdown.describe_versions(overview["quality"])
     for metric, figures in overview["quality"].items():
         figures["violations"] = per_metric.get(metric, {"windows": 0, "violations": 0, "violation_rate": None})
     for metric, counts in per_metric.items():  # a watched metric with no scores in range
@@ -137,7 +162,7 @@ async def compare_variants(request: web.Request) -> web.Response:
     with its confidence interval and a verdict (compare.py). Production traffic only."""
     state = request.app[API]
     deployment = _deployment(request)
-    query = Query(request, ("baseline", "candidate", "from", "to", "pass_score"))
+    query = Query(request, ("baseline", "candidate", "from", "to", "pass_score", "version"))
     baseline = checked("baseline", query.required("baseline"), "variant")
     candidate = checked("candidate", query.required("candidate"), "variant")
     if baseline == candidate:
@@ -146,9 +171,10 @@ async def compare_variants(request: web.Request) -> web.Response:
     whole = metrics_scope(query, deployment, section.max_series_points, section.max_range_days, datetime.now(UTC))
     scope = Scope(deployment, whole.start, whole.end, whole.end - whole.start)
     pass_score = query.integer("pass_score", 3, 1, 5)
+    version = evaluator_version(query)
     async with state.pool.acquire() as conn:
         await state.require_deployment(conn, deployment)
-        breakdown = await read_breakdown(conn, scope)
+        breakdown = await breakdown_of(conn, state, scope, version)
     sides = {name: breakdown.cells.get((None, name)) or Figures() for name in (baseline, candidate)}
     return json_response({
         "deployment": deployment,
@@ -158,8 +184,10 @@ async def compare_variants(request: web.Request) -> web.Response:
         "candidate": candidate,
         "level": _LEVEL,
         "pass_score": pass_score,
-        "quality": compare_quality(sides[baseline], sides[candidate], pass_score, _LEVEL),
-        "figures": {name: figures.render(pass_score, _LEVEL, detail=False) for name, figures in sides.items()},
+        "quality": compare_quality(sides[baseline], sides[candidate], pass_score, _LEVEL, breakdown.scales),
+        "versions": breakdown.versions,
+        "figures": {name: figures.render(pass_score, _LEVEL, detail=False, scales=breakdown.scales)
+                    for name, figures in sides.items()},
     })
 
 
@@ -239,7 +267,7 @@ async def batch_run(request: web.Request) -> web.Response:
         for row in ranges:
             start, end = row["first_minute"], row["last_minute"] + timedelta(minutes=1)
             scope = Scope(row["deployment"], start, end, end - start, run_id=run_id)
-            breakdown = await read_breakdown(conn, scope)
+            breakdown = await read_breakdown(conn, scope, ScaleBook(state.deployments.get(row["deployment"])))
             deployments.append({
                 "deployment": row["deployment"],
                 "first_minute": start.isoformat(),

@@ -19,7 +19,7 @@ import contextlib
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,6 +28,7 @@ import asyncpg
 
 from services.aggregator.api.figures import Breakdown
 from services.aggregator.api.metrics_query import Scope, read_breakdown
+from services.aggregator.rollups.scales import ScaleBook
 from shared.retry import Backoff, pause
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,9 @@ Connect = Callable[[], Awaitable[asyncpg.Connection]]
 
 
 class MetricsHub:
-    def __init__(self, connect: Connect, pool: asyncpg.Pool, *, snapshot_minutes: int) -> None:
+    def __init__(self, connect: Connect, pool: asyncpg.Pool, *, snapshot_minutes: int,
+                 deployments: Mapping[str, Any] | None = None) -> None:
+        self._deployments = dict(deployments or {})  # for each metric's scale (rollups/scales.py)
         self._connect = connect
         self._pool = pool
         self._snapshot_minutes = snapshot_minutes
@@ -119,7 +122,7 @@ class MetricsHub:
         end = (now or datetime.now(UTC)).replace(second=0, microsecond=0) + timedelta(minutes=1)
         scope = Scope(deployment, end - timedelta(minutes=self._snapshot_minutes), end, timedelta(minutes=1))
         async with self._pool.acquire() as conn:
-            breakdown = await read_breakdown(conn, scope)
+            breakdown = await read_breakdown(conn, scope, ScaleBook(self._deployments.get(deployment)))
         return self._event("snapshot", {"deployment": deployment, **minute_series(breakdown, scope)})
 
     # -- notifications -------------------------------------------------------------------------
@@ -154,7 +157,7 @@ class MetricsHub:
                 scope = Scope(deployment, start, end, timedelta(minutes=1))
                 try:
                     async with self._pool.acquire() as conn:
-                        breakdown = await read_breakdown(conn, scope)
+                        breakdown = await read_breakdown(conn, scope, ScaleBook(self._deployments.get(deployment)))
                 except Exception as exc:  # the database is away: the next notification retries
                     log.warning("could not read changed figures of %s: %r", deployment, exc)
                     continue

@@ -75,7 +75,7 @@ async def serving(api: web.Application, settings: AggregatorSettings, pool: asyn
         return await asyncpg.connect(dsn, ssl=ssl, timeout=10,
                                      server_settings={"application_name": LISTENER_APPLICATION_NAME})
 
-    hub = MetricsHub(connect, pool, snapshot_minutes=section.sse_snapshot_minutes)
+    hub = MetricsHub(connect, pool, snapshot_minutes=section.sse_snapshot_minutes, deployments=deployments)
     state = ApiState(
         settings=settings,
         section=section,

@@ -79,6 +79,7 @@ class Ingestor:
         sampling: SamplingPolicy,
         *,
         partitions: PartitionCache | None = None,
+        plausibility: Plausibility | None = None,
     ) -> None:
         self._settings = settings
         self._section = settings.aggregator
@@ -89,7 +90,7 @@ class Ingestor:
         self.stats = IngestStats()
         self._store = BatchStore(
             pool,
-            RecordDecoder(topics.spans, sampling, Plausibility(settings.plausibility)),
+            RecordDecoder(topics.spans, sampling, plausibility or Plausibility(settings.plausibility)),
             partitions or PartitionCache(),
             self._section,
             group=self._group,

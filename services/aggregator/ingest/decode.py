@@ -14,11 +14,12 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from services.aggregator.ingest.rows import (
     EVALUATIONS,
     FEEDBACK,
+    REJUDGES,
     REQUESTS,
     RESPONSES,
     SPANS,
@@ -26,6 +27,7 @@ from services.aggregator.ingest.rows import (
     EvaluationRow,
     FeedbackRow,
     RawTable,
+    RejudgeRow,
     RequestRow,
     ResponseRow,
 )
@@ -59,6 +61,8 @@ log = logging.getLogger(__name__)
 
 _MAX_MESSAGE = 4000
 _MAX_COMMENT = 10_000
+_MAX_VERSION = 200  # a judge prompt version, as stored since 0002
+_MAX_LABEL = 200
 _DETAIL = 300
 
 
@@ -196,6 +200,8 @@ class RecordDecoder:
         except EventDecodeError as exc:
             raise Rejected(exc.reason, exc.detail) from None
         table = _TABLES.get(type(event))
+        if table is EVALUATIONS and cast(Evaluation, event).rejudge_id:  # _TABLES: its type is Evaluation
+            table = REJUDGES  # stored for comparison, never rolled up (rows.py)
         if table is None:
             if isinstance(event, _NOT_STORED):
                 out.skipped += 1
@@ -236,6 +242,9 @@ class RecordDecoder:
             return self._response(event, meta)
         if table is EVALUATIONS:
             return _evaluation(event, meta)
+        if table is REJUDGES:
+            row = _evaluation(event, meta)
+            return RejudgeRow(*row, rejudge_id=identifier(event.rejudge_id, "rejudge_id"))
         return _feedback(event, meta)
 
     def _response(self, event: InferenceResponse, meta: _Meta) -> ResponseRow:
@@ -377,9 +386,14 @@ def error_type_name(value: int) -> str:
 
 def _evaluation(event: Evaluation, meta: _Meta) -> EvaluationRow:
     outcome = event.WhichOneof("outcome")
-    score = reason = error_type = error_message = None
+    score = reason = error_type = error_message = value = None
+    label = ""
     if outcome == "scored":
-        score, reason = event.scored.score, clean_text(event.scored.reason, _MAX_MESSAGE)
+        scored = event.scored
+        score, reason = scored.score, clean_text(scored.reason, _MAX_MESSAGE)
+        # An event written before evaluators had scales has no value: its score is the value.
+        value = scored.value if scored.HasField("value") else float(score)
+        label = clean_text(scored.label, _MAX_LABEL)
     elif outcome == "not_applicable":
         reason = clean_text(event.not_applicable.reason, _MAX_MESSAGE)
     else:
@@ -387,12 +401,19 @@ def _evaluation(event: Evaluation, meta: _Meta) -> EvaluationRow:
         error_message = clean_text(event.error.message, _MAX_MESSAGE)
     judged = event.HasField("judge")
     judge = event.judge
+    prompt_version = clean_text(judge.prompt_version, _MAX_VERSION) if judged else None
+    metric = identifier(event.metric, "metric")
+    # Before evaluators were configurable an event named only its metric (a built-in evaluator)
+    # and the judge's prompt version: that is its evaluator and version (migration 0009 gave
+    # the rows stored then the same key, so a redelivered old event still deduplicates).
+    evaluator = identifier(event.evaluator, "evaluator", required=False) or metric
+    version = identifier(event.evaluator_version, "evaluator_version", required=False) or prompt_version or ""
     if meta.request_start_time is None:  # validation refuses such an evaluation before this
         raise InvalidValue("evaluation has no request_start_time")
     return EvaluationRow(
         request_start_time=meta.request_start_time,
         request_id=meta.request_id,
-        metric=identifier(event.metric, "metric"),
+        metric=metric,
         event_id=meta.event_id,
         event_time=meta.event_time,
         deployment=meta.deployment,
@@ -405,10 +426,14 @@ def _evaluation(event: Evaluation, meta: _Meta) -> EvaluationRow:
         error_type=error_type,
         error_message=error_message,
         judge_model=identifier(judge.model or "unknown", "judge.model") if judged else None,
-        judge_prompt_version=clean_text(judge.prompt_version, 200) if judged else None,
+        judge_prompt_version=prompt_version,
         judge_prompt_tokens=judge.prompt_tokens if judged else None,
         judge_completion_tokens=judge.completion_tokens if judged else None,
         judge_latency_ms=judge.latency_ms if judged else None,
+        evaluator=evaluator,
+        evaluator_version=version,
+        value=value,
+        label=label,
     )
 
 

@@ -75,6 +75,41 @@ class EvaluationRow(NamedTuple):
     judge_prompt_tokens: int | None
     judge_completion_tokens: int | None
     judge_latency_ms: float | None
+    # Defaults: what an event written before evaluators had names and scales stands for (the
+    # decoder fills them in; the defaults keep rows built by hand short).
+    evaluator: str = ""
+    evaluator_version: str = ""
+    value: float | None = None  # on the evaluator's scale, when scored
+    label: str = ""
+
+
+class RejudgeRow(NamedTuple):
+    """An outcome of re-judging past traffic: an EvaluationRow and the re-judge's id."""
+
+    request_start_time: datetime
+    request_id: str
+    metric: str
+    event_id: str
+    event_time: datetime
+    deployment: str
+    variant: str
+    run_id: str
+    trace_id: str | None
+    outcome: str
+    score: int | None
+    reason: str | None
+    error_type: str | None
+    error_message: str | None
+    judge_model: str | None
+    judge_prompt_version: str | None
+    judge_prompt_tokens: int | None
+    judge_completion_tokens: int | None
+    judge_latency_ms: float | None
+    evaluator: str
+    evaluator_version: str
+    value: float | None
+    label: str
+    rejudge_id: str
 
 
 class FeedbackRow(NamedTuple):
@@ -214,9 +249,10 @@ def _wire_key_getter(table: RawTable) -> Callable[[Sequence[Any]], tuple[Any, ..
 _START_AND_EVENT = ("request_start_time", "event_time")
 REQUESTS = RawTable("inference_requests", RequestRow, ("request_id", "request_start_time"), _START_AND_EVENT)
 RESPONSES = RawTable("inference_responses", ResponseRow, ("request_id", "request_start_time"), _START_AND_EVENT)
-EVALUATIONS = RawTable(
-    "evaluations", EvaluationRow, ("request_id", "metric", "request_start_time"), _START_AND_EVENT
-)
+_OUTCOME_KEY = ("request_id", "metric", "evaluator_version", "request_start_time")
+EVALUATIONS = RawTable("evaluations", EvaluationRow, _OUTCOME_KEY, _START_AND_EVENT)
+# Re-judged outcomes feed no rollup: stored once per key, first in batch order wins.
+REJUDGES = RawTable("rejudge_evaluations", RejudgeRow, _OUTCOME_KEY, _START_AND_EVENT, feeds_rollups=False)
 FEEDBACK = RawTable("feedback", FeedbackRow, ("event_id", "request_start_time"), _START_AND_EVENT)
 SPANS = RawTable(
     "spans", SpanRow, ("trace_id", "span_id", "start_time"), ("start_time", "end_time"), feeds_rollups=False
@@ -225,4 +261,4 @@ SPANS = RawTable(
 # Insert order inside a batch transaction: alphabetical, the order in which day-partition
 # creation locks the tables (writer.py, "Lock order"); fixed, so concurrent aggregators lock in
 # one order too.
-RAW_TABLES: tuple[RawTable, ...] = (EVALUATIONS, FEEDBACK, REQUESTS, RESPONSES, SPANS)
+RAW_TABLES: tuple[RawTable, ...] = (EVALUATIONS, FEEDBACK, REQUESTS, RESPONSES, REJUDGES, SPANS)

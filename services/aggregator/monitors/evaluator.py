@@ -17,6 +17,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -37,6 +38,7 @@ from services.aggregator.monitors.statistics import (
     next_state,
 )
 from services.aggregator.monitors.store import StoredMonitor, load_monitors
+from services.aggregator.rollups.scales import metric_scale
 from shared.deployments import Destination, Monitor
 
 log = logging.getLogger(__name__)
@@ -45,8 +47,9 @@ EVALUATOR_LOCK = 0x5050_4556_414C  # "PPEVAL"; any constant shared by every repl
 
 _WINDOW_SQL = """
 INSERT INTO monitor_windows (monitor_id, window_end, window_start, deployment, variant, statistic,
-    metric, value, sample_count, ci_low, ci_high, threshold, min_samples, enough_samples, violated, note)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+    metric, value, sample_count, ci_low, ci_high, threshold, min_samples, enough_samples, violated, note,
+    evaluator_version)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
 ON CONFLICT (monitor_id, window_end) DO NOTHING
 RETURNING true
 """
@@ -125,6 +128,9 @@ class Evaluator:
         self._section = section
         # Deployment -> its direct destinations (from the files; the service sets them at sync).
         self.destinations: Mapping[str, Sequence[Destination]] = {}
+        # The loaded deployment files (MonitorService.sync_files): each metric's scale and pass
+        # rule. A deployment not loaded here has the built-in metrics' 1-5 only.
+        self.deployments: Mapping[str, Any] = {}
 
     async def tick(self, now: datetime) -> TickResult:
         result = TickResult()
@@ -179,7 +185,8 @@ class Evaluator:
         changed_at = state_row["changed_at"] if state_row else None
         for end in ends:
             start = end - window
-            figures = await window_figures(conn, deployment, monitor, start, end)
+            scale = metric_scale(self.deployments.get(deployment), monitor.metric or "")
+            figures = await window_figures(conn, deployment, monitor, start, end, scale)
             measured = estimate(monitor, figures, monitor.window, self._section.confidence_level)
             enough = measured.value is not None and measured.sample_count >= monitor.min_samples
             violated = is_violated(monitor, measured)
@@ -187,6 +194,7 @@ class Evaluator:
                 _WINDOW_SQL, monitor.id, end, start, deployment, monitor.variant or "", monitor.statistic,
                 monitor.metric or "", measured.value, measured.sample_count, measured.ci_low, measured.ci_high,
                 monitor.threshold, monitor.min_samples, enough, violated, measured.note,
+                figures.evaluator_version,
             )
             if not inserted:
                 continue  # evaluated before (only possible if evaluators ever overlapped)

@@ -1,7 +1,8 @@
 """Reading one window's figures for a monitor from the per-minute rollups.
 
 A window ``[start, end)`` is the sum of its minutes; production traffic only (``run_id = ''``),
-so batch runs never move a monitor. A variant monitor reads its variant's rows, a deployment
+so batch runs never move a monitor (nor do re-judged outcomes, which feed no rollup). Quality
+statistics read the metric's latest evaluator version in the window, on its scale. A variant monitor reads its variant's rows, a deployment
 monitor all of them. Percentiles come from the merged log-bucket histograms.
 """
 
@@ -12,18 +13,27 @@ from datetime import datetime
 from services.aggregator.db.pool import DbConnection
 from services.aggregator.monitors.statistics import WindowFigures
 from services.aggregator.rollups.read import histogram
+from services.aggregator.rollups.scales import BUILTIN_SCALE, MetricScale
 from shared.deployments import Monitor
 
+# One evaluator version per window: the latest in it (as the query API's default), with the
+# outcomes that record no version (metrics_query.choose_versions).
 _QUALITY_SQL = """
-SELECT coalesce(sum(scored), 0)::bigint AS scored,
-       coalesce(sum(score_sum), 0)::bigint AS score_sum,
-       coalesce(sum(score_sum_squares), 0)::bigint AS score_sum_squares,
-       coalesce(sum(score_1), 0)::bigint AS s1, coalesce(sum(score_2), 0)::bigint AS s2,
-       coalesce(sum(score_3), 0)::bigint AS s3, coalesce(sum(score_4), 0)::bigint AS s4,
-       coalesce(sum(score_5), 0)::bigint AS s5
-FROM rollup_quality
+SELECT evaluator_version, max(minute) AS last_minute, sum(evaluations)::bigint AS evaluations,
+       sum(scored)::bigint AS scored, sum(value_sum)::float8 AS value_sum,
+       sum(value_sum_squares)::float8 AS value_sum_squares
+FROM rollup_evaluator_quality
 WHERE deployment = $1 AND minute >= $2 AND minute < $3 AND run_id = '' AND metric = $4
   AND ($5::text IS NULL OR variant = $5)
+GROUP BY 1
+"""
+
+_VALUES_SQL = """
+SELECT value_milli, label, sum(count)::bigint AS count
+FROM rollup_evaluator_values
+WHERE deployment = $1 AND minute >= $2 AND minute < $3 AND run_id = '' AND metric = $4
+  AND ($5::text IS NULL OR variant = $5) AND evaluator_version IN ('', $6)
+GROUP BY 1, 2
 """
 
 _OPERATIONS_SQL = """
@@ -42,20 +52,39 @@ GROUP BY model ORDER BY model
 """
 
 
-async def window_figures(
-    conn: DbConnection, deployment: str, monitor: Monitor, start: datetime, end: datetime
+async def quality_figures(
+    conn: DbConnection, deployment: str, monitor: Monitor, start: datetime, end: datetime, scale: MetricScale
 ) -> WindowFigures:
-    """The sums the monitor's statistic needs over ``[start, end)``."""
+    """Average and pass-rate sums of the monitor's metric: on its scale, under its pass rule."""
+    rows = await conn.fetch(_QUALITY_SQL, deployment, start, end, monitor.metric, monitor.variant)
+    versioned = [r for r in rows if r["evaluator_version"]]
+    latest = max(versioned, key=lambda r: (r["last_minute"], r["evaluations"], r["evaluator_version"]), default=None)
+    version = latest["evaluator_version"] if latest is not None else ""
+    counted = [r for r in rows if r["evaluator_version"] in ("", version)]
+    values = {(r["value_milli"], r["label"]): r["count"]
+              for r in await conn.fetch(_VALUES_SQL, deployment, start, end, monitor.metric, monitor.variant, version)}
+    scale = scale.with_pass_score(monitor.effective_score_threshold)
+    passed = scale.passed(values)
+    return WindowFigures(
+        scored=sum(r["scored"] for r in counted),
+        score_sum=sum(r["value_sum"] for r in counted),
+        score_sum_squares=sum(r["value_sum_squares"] for r in counted),
+        passed=passed or 0,
+        pass_rule_known=passed is not None,
+        scale_low=scale.low,
+        scale_high=scale.high,
+        evaluator_version=version,
+    )
+
+
+async def window_figures(
+    conn: DbConnection, deployment: str, monitor: Monitor, start: datetime, end: datetime,
+    scale: MetricScale = BUILTIN_SCALE,
+) -> WindowFigures:
+    """The sums the monitor's statistic needs over ``[start, end)`` (``scale``: the metric's)."""
     variant = monitor.variant
     if monitor.statistic in ("average", "pass_rate"):
-        row = await conn.fetchrow(_QUALITY_SQL, deployment, start, end, monitor.metric, variant)
-        assert row is not None  # aggregates without GROUP BY: always one row
-        return WindowFigures(
-            scored=row["scored"],
-            score_sum=row["score_sum"],
-            score_sum_squares=row["score_sum_squares"],
-            score_counts=(row["s1"], row["s2"], row["s3"], row["s4"], row["s5"]),
-        )
+        return await quality_figures(conn, deployment, monitor, start, end, scale)
     operations = await conn.fetchrow(_OPERATIONS_SQL, deployment, start, end, variant)
     assert operations is not None  # aggregates without GROUP BY: always one row
     figures = {"responses": operations["responses"], "errors": operations["errors"]}

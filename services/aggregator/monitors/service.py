@@ -80,6 +80,7 @@ class MonitorService:
             warn_inline_webhooks(name, deployment.monitors)
         # A broken file keeps no destinations: its monitors' alerts still reach the topic.
         self.evaluator.destinations = {name: list(d.destinations) for name, d in loaded.deployments.items()}
+        self.evaluator.deployments = loaded.deployments
         async with self._pool.acquire() as conn:
             # A file that does not load keeps its stored monitors: a typo must not silence alerts.
             await sync_file_monitors(conn, loaded.deployments, keep=loaded.broken_names)

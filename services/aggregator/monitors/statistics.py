@@ -82,18 +82,25 @@ def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float,
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def mean_interval(n: int, total: float, total_squares: float, level: float = 0.95) -> tuple[float, float]:
-    """Student t interval of a mean score from count, sum and sum of squares, on the 1-5 scale.
+def mean_interval(
+    n: int, total: float, total_squares: float, level: float = 0.95, *,
+    low: float | None = SCORE_MIN, high: float | None = SCORE_MAX,
+) -> tuple[float, float]:
+    """Student t interval of a mean score from count, sum and sum of squares, clamped to the
+    scale ``[low, high]`` (1-5 for the built-in metrics; None: a scale not known, unclamped).
 
-    One score says nothing about the spread: the interval is then the whole scale.
+    One score says nothing about the spread: the interval is then the whole scale (or, on a
+    scale not known, the score itself).
     """
     if n < 2:
-        return SCORE_MIN, SCORE_MAX
+        if low is None or high is None:
+            return total / n, total / n
+        return low, high
     mean = total / n
     # Rounding can push a zero variance a hair below zero.
     variance = max(0.0, (total_squares - total * total / n) / (n - 1))
     half = student_t_quantile(0.5 + level / 2, n - 1) * math.sqrt(variance / n)
-    return max(SCORE_MIN, mean - half), min(SCORE_MAX, mean + half)
+    return (mean - half if low is None else max(low, mean - half)), (mean + half if high is None else min(high, mean + half))
 
 
 @dataclass(frozen=True)
@@ -101,9 +108,16 @@ class WindowFigures:
     """Sums read from the rollups for one window (run_id '' only: production traffic)."""
 
     scored: int = 0
-    score_sum: int = 0
-    score_sum_squares: int = 0
-    score_counts: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)  # scores 1..5
+    score_sum: float = 0
+    score_sum_squares: float = 0
+    score_counts: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)  # scores 1..5, when passed is None
+    # Scores that pass under the metric's pass rule (measure.py reads them so); None: count the
+    # 1-5 score_counts at the monitor's score threshold. Unknown rule: pass_rule_known False.
+    passed: int | None = None
+    pass_rule_known: bool = True
+    scale_low: float | None = SCORE_MIN  # the metric's scale, for the average's interval
+    scale_high: float | None = SCORE_MAX
+    evaluator_version: str = ""
     responses: int = 0
     errors: int = 0
     latency_p95_ms: float | None = None
@@ -128,13 +142,17 @@ def estimate(monitor: Monitor, figures: WindowFigures, window_seconds: int, leve
         n = figures.scored
         if n == 0:
             return Estimate(None, 0, None, None, "no scores in the window")
-        low, high = mean_interval(n, figures.score_sum, figures.score_sum_squares, level)
+        low, high = mean_interval(n, figures.score_sum, figures.score_sum_squares, level,
+                                  low=figures.scale_low, high=figures.scale_high)
         return Estimate(figures.score_sum / n, n, low, high)
     if statistic == "pass_rate":
-        n = sum(figures.score_counts)
+        n = sum(figures.score_counts) if figures.passed is None and figures.pass_rule_known else figures.scored
         if n == 0:
             return Estimate(None, 0, None, None, "no scores in the window")
-        passed = sum(figures.score_counts[monitor.effective_score_threshold - 1 :])
+        if not figures.pass_rule_known:
+            return Estimate(None, n, None, None, "the metric's pass rule is not known (no deployment file)")
+        passed = (sum(figures.score_counts[monitor.effective_score_threshold - 1 :]) if figures.passed is None
+                  else figures.passed)
         low, high = wilson_interval(passed, n, level)
         return Estimate(passed / n, n, low, high)
     n = figures.responses

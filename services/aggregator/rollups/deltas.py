@@ -25,10 +25,13 @@ from services.aggregator.ingest.rows import (
 from services.aggregator.ingest.values import minute_of
 from services.aggregator.rollups import tables as t
 from services.aggregator.rollups.histogram import bucket_of
+from services.aggregator.rollups.scales import value_milli
 from shared.deployments import DEFAULT_SCORE_THRESHOLD
 
-# pass_count in rollup_quality uses the default threshold; another threshold is read from the
-# score_1..score_5 histogram at query time.
+# rollup_quality keeps the 1-5 score every event carries, all evaluator versions together, for
+# replicas of the previous version during a rollout; the query API and the monitors read the
+# per-version rollup_evaluator_* tables (migration 0009). Its pass_count uses the default
+# threshold.
 PASS_SCORE = DEFAULT_SCORE_THRESHOLD
 
 
@@ -65,6 +68,9 @@ _EVALUATIONS, _SCORED, _SCORE_SUM, _SCORE_SQUARES, _PASS_COUNT, _NOT_APPLICABLE,
     t.QUALITY, "evaluations", "scored", "score_sum", "score_sum_squares", "pass_count", "not_applicable", "errors"
 )
 _SCORE_COUNT = dict(zip(range(1, 6), _positions(t.QUALITY, *(f"score_{s}" for s in range(1, 6))), strict=True))
+_E_EVALUATIONS, _E_SCORED, _E_SUM, _E_SQUARES, _E_NOT_APPLICABLE, _E_ERRORS = _positions(
+    t.EVALUATOR_QUALITY, "evaluations", "scored", "value_sum", "value_sum_squares", "not_applicable", "errors"
+)
 _JUDGE_SUMS = _positions(t.JUDGE_TOKENS, "calls", "prompt_tokens", "completion_tokens", "latency_sum_ms")
 
 
@@ -109,12 +115,20 @@ def _response(acc: _Accumulator, row: ResponseRow) -> None:
 
 def _evaluation(acc: _Accumulator, row: EvaluationRow) -> None:
     key = (*_base(row), row.metric)
+    versioned = (*key, row.evaluator_version)
     quality = acc.values(t.QUALITY, key)
     quality[_EVALUATIONS] += 1
+    own = acc.values(t.EVALUATOR_QUALITY, versioned)
+    own[_E_EVALUATIONS] += 1
     outcome = row.outcome
     if outcome == "scored":
         score = row.score
         assert score is not None  # decode.py gives every scored row its score
+        value = row.value if row.value is not None else float(score)  # no value: the score is it
+        own[_E_SCORED] += 1
+        own[_E_SUM] += value
+        own[_E_SQUARES] += value * value
+        acc.values(t.EVALUATOR_VALUES, (*versioned, value_milli(value), row.label))[0] += 1
         quality[_SCORED] += 1
         quality[_SCORE_SUM] += score
         quality[_SCORE_SQUARES] += score * score
@@ -123,8 +137,10 @@ def _evaluation(acc: _Accumulator, row: EvaluationRow) -> None:
             quality[_SCORE_COUNT[score]] += 1
     elif outcome == "not_applicable":
         quality[_NOT_APPLICABLE] += 1
+        own[_E_NOT_APPLICABLE] += 1
     else:
         quality[_EVAL_ERRORS] += 1
+        own[_E_ERRORS] += 1
         acc.values(t.QUALITY_ERRORS, (*key, row.error_type))[0] += 1
     if row.judge_model is not None:
         judge = acc.values(t.JUDGE_TOKENS, (*key, row.judge_model))

@@ -94,6 +94,18 @@ QUALITY = _table(
         "errors",
     ),
 )
+# Per evaluator version, on the evaluator's own scale (migration 0009).
+EVALUATOR_QUALITY = _table(
+    "rollup_evaluator_quality",
+    (("metric", "text"), ("evaluator_version", "text")),
+    ("evaluations", "scored", "value_sum", "value_sum_squares", "not_applicable", "errors"),
+    floats=("value_sum", "value_sum_squares"),
+)
+EVALUATOR_VALUES = _table(
+    "rollup_evaluator_values",
+    (("metric", "text"), ("evaluator_version", "text"), ("value_milli", "bigint"), ("label", "text")),
+    ("count",),
+)
 QUALITY_ERRORS = _table("rollup_quality_errors", (("metric", "text"), ("error_type", "text")), ("count",))
 JUDGE_TOKENS = _table(
     "rollup_judge_tokens",
@@ -110,6 +122,8 @@ TOKENS = _table(
 # Fixed application order (see the module docstring).
 # Alphabetical: the order in which day-partition creation locks them (ingest/writer.py).
 ROLLUP_TABLES: tuple[RollupTable, ...] = (
+    EVALUATOR_QUALITY,
+    EVALUATOR_VALUES,
     HISTOGRAMS,
     JUDGE_TOKENS,
     OPERATION_ERRORS,
@@ -123,6 +137,9 @@ LATENCY = "latency_ms"
 TTFT = "ttft_ms"
 
 Deltas = dict[RollupTable, dict[tuple, list[float]]]
+
+if [t.name for t in ROLLUP_TABLES] != sorted(t.name for t in ROLLUP_TABLES):
+    raise RuntimeError("rollup tables must be in alphabetical order (the lock order)")
 
 
 _TIMES = ("minute",)  # staged as microseconds (ingest/staging.py)
