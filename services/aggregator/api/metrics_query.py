@@ -40,13 +40,6 @@ SELECT {_STEP}, variant, model, sum(requests)::bigint AS requests, sum(calls)::b
        bool_or(cost IS NULL AND total_tokens > 0) AS unpriced
 FROM rollup_token_costs WHERE {_WHERE} GROUP BY 1, 2, 3"""
 
-# The sums figures.Quality adds up; also read by the Prometheus quality route (quality_metrics.py).
-QUALITY_SUMS = """sum(evaluations)::bigint AS evaluations, sum(scored)::bigint AS scored,
-       sum(score_sum)::bigint AS score_sum, sum(score_sum_squares)::bigint AS score_sum_squares,
-       sum(score_1)::bigint AS score_1, sum(score_2)::bigint AS score_2, sum(score_3)::bigint AS score_3,
-       sum(score_4)::bigint AS score_4, sum(score_5)::bigint AS score_5,
-       sum(not_applicable)::bigint AS not_applicable, sum(errors)::bigint AS errors"""
-
 # Per evaluator version (migration 0009); Breakdown keeps the version chosen for each metric.
 EVALUATOR_SUMS = """sum(evaluations)::bigint AS evaluations, sum(scored)::bigint AS scored,
        sum(value_sum)::float8 AS value_sum, sum(value_sum_squares)::float8 AS value_sum_squares,
