@@ -35,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     when.add_argument("--to", dest="end", metavar="TIME", help="RFC 3339 time or Unix seconds (default: now)")
     parser.add_argument("--pass-score", type=int, default=None, metavar="N",
                         help="a score at or above N passes (1-5, default 3)")
+    parser.add_argument("--version", dest="evaluator_version", metavar="VERSION",
+                        help="compare at this evaluator version (default: each metric's latest in the range)")
     parser.add_argument("--fail-if-worse", action="store_true",
                         help="exit 1 if the candidate is clearly worse on any metric")
     parser.add_argument("--json", action="store_true", help="print the API's answer as JSON")

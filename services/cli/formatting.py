@@ -116,13 +116,39 @@ def metrics_rows(
                     lambda f: millis((f.get("time_to_first_token_ms") or {}).get("p50"))))
     metrics = sorted({m for f in figures for m in (f.get("quality") or {})})
     pass_score = doc.get("pass_score", 3)
+    overview = (doc.get("overview") or {}).get("quality") or {}
     for metric in metrics:
-        rows.append(row(f"{metric} average", lambda f, m=metric: _average(_quality(f, m))))
-        rows.append(row(f"{metric} pass rate (>= {pass_score})",
+        shown = overview.get(metric) or {}
+        # Figures are per evaluator version: name the one shown, and the metric's own scale and
+        # pass rule when it is not a built-in 1-5 metric.
+        name = f"{metric}@{shown['version']}" if shown.get("version") and len(shown.get("versions") or ()) > 1 \
+            else metric
+        rows.append(row(f"{name} average{_scale_note(shown)}", lambda f, m=metric: _average(_quality(f, m))))
+        rows.append(row(f"{name} pass rate ({_rule_note(shown, pass_score)})",
                         lambda f, m=metric: percent(_quality(f, m).get("pass_rate"))))
         if violations:
             rows.append(row(f"{metric} violations", lambda f, m=metric: _violations(_quality(f, m))))
     return headings, rows
+
+
+def _scale_note(quality: dict[str, Any]) -> str:
+    scale = quality.get("scale") or {}
+    if scale.get("type") == "integer" and (scale.get("min"), scale.get("max")) != (1.0, 5.0):
+        return f" ({scale['min']:g}-{scale['max']:g})"
+    if scale.get("type") == "float":
+        return " (0-1)"
+    if scale.get("type") == "labels":
+        return " (" + ", ".join(f"{k}={v:g}" for k, v in (scale.get("labels") or {}).items()) + ")"
+    return ""
+
+
+def _rule_note(quality: dict[str, Any], pass_score: Any) -> str:
+    rule = quality.get("pass_rule") or {}
+    if quality.get("pass_score") is None and "labels" in rule:
+        return " or ".join(rule["labels"])
+    if quality.get("pass_score") is None and rule.get("at_least") is not None:
+        return f">= {rule['at_least']:g}"
+    return f">= {pass_score}"
 
 
 def _average(quality: dict[str, Any]) -> str:

@@ -43,7 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     when.add_argument("--to", dest="end", metavar="TIME", help="RFC 3339 time or Unix seconds (default: now)")
     parser.add_argument("--variant", metavar="ID", help="only this variant")
     parser.add_argument("--pass-score", type=int, default=None, metavar="N",
-                        help="a score counts as a pass from N (1-5, default 3)")
+                        help="a built-in metric's score counts as a pass from N (1-5, default 3)")
+    parser.add_argument("--version", dest="evaluator_version", metavar="VERSION",
+                        help="figures of this evaluator version (default: each metric's latest in the range)")
     parser.add_argument("--json", action="store_true",
                         help="print the API's answer as JSON (with --follow: one line per update)")
     add_api_options(parser)
@@ -78,6 +80,8 @@ def query_params(args: argparse.Namespace, now: float | None = None) -> dict[str
         params["variant"] = args.variant
     if args.pass_score is not None:
         params["pass_score"] = str(args.pass_score)
+    if getattr(args, "evaluator_version", None):
+        params["version"] = args.evaluator_version
     return params
 
 

@@ -80,8 +80,7 @@ async def test_custom_scales_averages_pass_rates_histograms_and_a_monitor(fresh_
         *(scored("helpfulness", old, v, at="helpfulness-old") for v in (10.0, 10.0)),
         # 0-10, pass at 7: average (9 + 7 + 3 + 2) / 4 = 5.25, pass 2 of 4.
         *(scored("helpfulness", new, v) for v in (9.0, 7.0, 3.0, 2.0)),
-        # 0-1, pass at 0.8: average 2.54 / 4 = 0.635, pass 2 of 4 (0.8 itself passes; 0.29 is
-        # 289.99.. thousandths in floating point and still lands in its own bin).
+        # 0-1, pass at 0.8: average 2.54 / 4 = 0.635, pass 2 of 4 (0.8 itself passes).
         *(scored("grounded_share", new, v) for v in (0.95, 0.8, 0.5, 0.29)),
         # labels, pass [correct]: average (1 + 1 + 0.5 + 0 + 0) / 5 = 0.5, pass 2 of 5.
         *(scored("verdict", new, v, label) for v, label in

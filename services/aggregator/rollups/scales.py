@@ -36,7 +36,8 @@ from shared.plausibility import (
 )
 
 VALUE_GRID = 1000
-# Products like 0.29 * 1000 come out a hair below the whole number they stand for.
+# A value worked out in floating point (1 - (1 - 0.059) = 0.05899999999999994) can sit a hair
+# below the thousandth it stands for.
 _EPSILON = 1e-6
 _FLOAT_BINS = 10  # a 0-1 scale's histogram as shown: ten bins of 0.1
 

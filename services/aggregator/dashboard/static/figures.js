@@ -5,7 +5,7 @@
 // stream sends: every `metrics` event carries the full figures of the minutes that changed. A
 // minute replaces the page's copy, and every total moves by (new - old). That is exact for every
 // figure that is a sum or a ratio of sums: requests, errors, tokens, score sums and pass counts
-// (from average x samples and pass rate x samples, which are whole numbers), so the cards stay
+// (average x samples, pass rate x samples: a whole number), so the cards stay
 // equal to what the API would answer for the same range. Percentiles over a whole range are not
 // sums: they stay as loaded, and `percentilesStale` tells the page to say so.
 
@@ -53,7 +53,7 @@ export function addFigures(acc, f, sign = 1) {
     const samples = q.samples || 0;
     into.samples += sign * samples;
     if (samples) {
-      into.sum += sign * Math.round(q.average * samples); // scores are whole numbers
+      into.sum += sign * q.average * samples; // not rounded: a 0-1 or labels scale's scores are not whole
       into.passed += sign * Math.round(q.pass_rate * samples);
     }
   }

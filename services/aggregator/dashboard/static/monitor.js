@@ -98,6 +98,8 @@ export class MonitorView {
     this.comparisons = new Map(compared.filter(Boolean).map((c) => [c.candidate, c]));
     this.deployment = deployments.deployments.find((x) => x.name === d) || { name: d, variants: [], metrics: [] };
     this.model = new RangeModel(metrics, { live: range.live });
+    // Per metric: the evaluator version its figures count, its scale and pass rule (API).
+    this.qualityInfo = (metrics.overview && metrics.overview.quality) || {};
     this.monitors = monitors.monitors;
     this.violations = violations;
     this.loadedAt = Date.now();
@@ -385,6 +387,35 @@ export class MonitorView {
     return [...names];
   }
 
+  // The metric's scale, as the metrics route or the deployment list gives it (null: 1-5).
+  scaleOf(metric) {
+    return ((this.qualityInfo || {})[metric] || {}).scale || ((this.deployment || {}).scales || {})[metric] || null;
+  }
+
+  scaleBounds(metric) {
+    const scale = this.scaleOf(metric);
+    if (scale && scale.type === "labels") {
+      const numbers = Object.values(scale.labels || {});
+      return [Math.min(...numbers), Math.max(...numbers)];
+    }
+    if (scale && scale.min != null && scale.max != null) return [scale.min, scale.max];
+    return [1, 5];
+  }
+
+  // "0–10 · pass ≥ 7 · version 3f2a…": what a metric's figures are on.
+  scaleNote(metric) {
+    const info = (this.qualityInfo || {})[metric] || {};
+    const scale = this.scaleOf(metric);
+    const parts = [];
+    if (scale && scale.type === "labels") parts.push(Object.keys(scale.labels || {}).join(" / "));
+    else if (scale && scale.min != null) parts.push(`${scale.min}–${scale.max}`);
+    const rule = info.pass_rule || (scale && scale.pass_rule);
+    if (rule && rule.labels) parts.push(`pass: ${rule.labels.join(", ")}`);
+    else if (rule && rule.at_least != null) parts.push(`pass ≥ ${rule.at_least}`);
+    if (info.version) parts.push(`version ${info.version}${(info.versions || []).length > 1 ? ` (of ${info.versions.length})` : ""}`);
+    return parts.join(" · ");
+  }
+
   qualityMode(metric) {
     if (this.qualityModes.has(metric)) return this.qualityModes.get(metric);
     const watching = this.monitors.filter((m) => m.metric === metric);
@@ -395,7 +426,7 @@ export class MonitorView {
     const metrics = this.metrics();
     const byMetric = this.violations.by_metric || {};
     const head = this.head("quality", "Generation quality");
-    head.subtitle.textContent = `judge scores 1–5 per ${duration(this.bucket() / MINUTE)} · dashed red: monitor threshold · ▼ violated window`;
+    head.subtitle.textContent = `scores on each metric's scale (built-in: 1–5), latest evaluator version, per ${duration(this.bucket() / MINUTE)} · dashed red: monitor threshold · ▼ violated window`;
     if (!metrics.length) {
       keep(this.sections.quality, head, this.slot("quality-empty", () => h("div", { class: "empty" }, h("p", {},
         "This deployment has no judged metrics. Add an evaluation section to its deployment file (docs/deployments.md) to have answers scored."))));
@@ -409,7 +440,7 @@ export class MonitorView {
         const v = byMetric[metric];
         const watching = this.monitors.filter((m) => m.metric === metric);
         return h("tr", { dataset: { metric } },
-          h("td", { class: "strong" }, metric),
+          h("td", { class: "strong" }, metric, h("div", { class: "small muted", dataset: { field: "scale" } }, this.scaleNote(metric))),
           h("td", { class: "num", dataset: { field: "average" } }, score(q.average)),
           h("td", { class: "num", dataset: { field: "pass_rate" } }, pct(q.pass_rate)),
           h("td", { class: "num", dataset: { field: "samples" } }, int(q.samples)),
@@ -447,7 +478,8 @@ export class MonitorView {
     const watching = this.monitors.filter((m) => m.metric === metric && m.statistic === mode);
     const levels = new Map();
     for (const m of watching) levels.set(m.threshold, [...(levels.get(m.threshold) || []), m.variant || "all variants"]);
-    const format = mode === "average" ? (v) => v.toFixed(1) : (v) => pct(v, 0);
+    const [low, high] = this.scaleBounds(metric);
+    const format = mode === "average" ? (v) => v.toFixed(high - low <= 1 ? 2 : 1) : (v) => pct(v, 0);
     const thresholds = [...levels].map(([level, who]) => ({ value: level, label: `threshold ${mode === "average" ? level : pct(level, 0)} · ${who.join(", ")}` }));
     const markers = (this.violations.violations || []).filter((w) => w.metric === metric && w.statistic === mode).map((w) => ({
       t: Date.parse(w.window_end), v: w.value,
@@ -455,7 +487,7 @@ export class MonitorView {
     }));
     const q = this.total.quality[metric] || { samples: 0 };
     chart(this.box(`quality-${metric}`), { ...this.span(), kind: "line", series, thresholds, markers, format, label: `${metric} over time`,
-      yMin: mode === "average" ? 1 : 0, yMax: mode === "average" ? 5 : 1,
+      yMin: mode === "average" ? low : 0, yMax: mode === "average" ? high : 1,
       empty: q.samples ? "No scores for this metric in view." : `No ${metric} scores in this range yet: judged requests are scored seconds after they complete.` });
     return panel;
   }
