@@ -40,7 +40,7 @@ SELECT {_STEP}, variant, model, sum(requests)::bigint AS requests, sum(calls)::b
        bool_or(cost IS NULL AND total_tokens > 0) AS unpriced
 FROM rollup_token_costs WHERE {_WHERE} GROUP BY 1, 2, 3"""
 
-# Per evaluator version (migration 0009); Breakdown keeps the version chosen for each metric.
+# Per evaluator version (migration 0011); Breakdown keeps the version chosen for each metric.
 EVALUATOR_SUMS = """sum(evaluations)::bigint AS evaluations, sum(scored)::bigint AS scored,
        sum(value_sum)::float8 AS value_sum, sum(value_sum_squares)::float8 AS value_sum_squares,
        sum(not_applicable)::bigint AS not_applicable, sum(errors)::bigint AS errors"""

@@ -404,7 +404,7 @@ def _evaluation(event: Evaluation, meta: _Meta) -> EvaluationRow:
     prompt_version = clean_text(judge.prompt_version, _MAX_VERSION) if judged else None
     metric = identifier(event.metric, "metric")
     # Before evaluators were configurable an event named only its metric (a built-in evaluator)
-    # and the judge's prompt version: that is its evaluator and version (migration 0009 gave
+    # and the judge's prompt version: that is its evaluator and version (migration 0011 gave
     # the rows stored then the same key, so a redelivered old event still deduplicates).
     evaluator = identifier(event.evaluator, "evaluator", required=False) or metric
     version = identifier(event.evaluator_version, "evaluator_version", required=False) or prompt_version or ""

@@ -30,7 +30,7 @@ from shared.deployments import DEFAULT_SCORE_THRESHOLD
 
 # rollup_quality keeps the 1-5 score every event carries, all evaluator versions together, for
 # replicas of the previous version during a rollout; the query API and the monitors read the
-# per-version rollup_evaluator_* tables (migration 0009). Its pass_count uses the default
+# per-version rollup_evaluator_* tables (migration 0011). Its pass_count uses the default
 # threshold.
 PASS_SCORE = DEFAULT_SCORE_THRESHOLD
 

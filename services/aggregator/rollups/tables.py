@@ -94,7 +94,7 @@ QUALITY = _table(
         "errors",
     ),
 )
-# Per evaluator version, on the evaluator's own scale (migration 0009).
+# Per evaluator version, on the evaluator's own scale (migration 0011).
 EVALUATOR_QUALITY = _table(
     "rollup_evaluator_quality",
     (("metric", "text"), ("evaluator_version", "text")),
