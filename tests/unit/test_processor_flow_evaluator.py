@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.context import Context
 
 from services.processor.evaluation.judge.client import CallCost
 from services.processor.evaluation.kinds.flow.evaluator import FlowEvaluator, gated
@@ -25,7 +26,8 @@ from shared.deployments import EvaluatorConfig
 from shared.events.builders import dict_to_struct, new_meta
 from shared.events.messages import EvaluationErrorType
 from shared.flow import FlowExecutor, load_flow
-from tests.support.flow_fakes import FIXTURES, FakeChatClient, write_flow
+from shared.telemetry import extract_context
+from tests.support.flow_fakes import FIXTURES, FakeChatClient, span_recorder, write_flow
 
 ACCURACY = FIXTURES / "eval_classification_accuracy"
 GROUNDEDNESS = FIXTURES / "eval_groundedness"
@@ -307,3 +309,24 @@ async def test_every_post_of_a_gated_client_waits_for_a_slot() -> None:
     await holder
     assert results == ["/chat/completions", "/0", "/1", "/2", "/3"]
     assert peak == 1
+
+
+# -- tracing ---------------------------------------------------------------------------------------
+
+
+async def test_the_flows_spans_are_in_the_judged_requests_trace() -> None:
+    provider, exporter = span_recorder()
+    trace_id, gateway_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    parent = extract_context([("traceparent", f"00-{trace_id}-{gateway_span}-01".encode())], context=Context())
+    settings = EvaluatorConfig(name="judge", kind="flow", flow=ACCURACY, **GRADE_LABELS)
+    flow = load_flow(ACCURACY)
+    judge = FlowEvaluator(settings, flow, FlowExecutor(flow, {}, tracer_provider=provider),
+                          {"groundtruth": "inputs.truth", "prediction": "outputs.category"},
+                          on_usage=lambda cost, ok: None, timeout=10.0)
+    traced = request({"truth": "App"}, {"category": "App"})
+    traced.trace_parent = parent
+    assert await judge.evaluate(traced) == [Scored("judge.grade", 1.0, "", "Correct")]
+    spans = exporter.get_finished_spans()
+    (workflow,) = [s for s in spans if s.name.startswith("invoke_workflow")]
+    assert {format(s.context.trace_id, "032x") for s in spans} == {trace_id}
+    assert workflow.parent is not None and format(workflow.parent.span_id, "016x") == gateway_span
