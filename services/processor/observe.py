@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from services.processor.evaluation.kinds.flow import AGGREGATION_REASON
+from services.processor.evaluation.protocol import UnavailableEvaluator
 from shared.prometheus import Families
 
 if TYPE_CHECKING:
@@ -75,6 +76,12 @@ def health(service: ProcessorService) -> tuple[int, dict[str, Any]]:
         "group_id": service.settings.group_id(),
         "deployments": sorted(service.judging),
         "unavailable_deployments": sorted(service.unavailable),
+        # Evaluators that cannot run (their outcomes are configuration errors), with why.
+        "unavailable_evaluators": {
+            name: {e.name: e.reason for e in judging.evaluators if isinstance(e, UnavailableEvaluator)}
+            for name, judging in sorted(service.judging.items())
+            if any(isinstance(e, UnavailableEvaluator) for e in judging.evaluators)
+        },
         "judge_breakers": breakers,
         "judge_calls_in_flight": runner.calls_in_flight if runner else 0,
         "judge_queue": runner.queued if runner else 0,

@@ -18,6 +18,8 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from jinja2 import TemplateSyntaxError, meta
+from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BeforeValidator, Field, PrivateAttr, ValidationInfo, field_validator
 
 from shared.deployments.base import (
@@ -38,6 +40,7 @@ METRIC_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$"
 LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,62}$"
 SCALE_LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,62}$"
 VERSION_CHARS = 12
+_JINJA = SandboxedEnvironment()
 
 EvaluatorKind = Literal["builtin", "rubric", "code", "flow", "flex", "prompty"]
 # Kinds the schema accepts today; issue 17 adds flex and prompty.
@@ -280,6 +283,7 @@ class EvaluatorConfig(ConfigModel):
     _base_dir: Path | None = PrivateAttr(None)
     _version: str = PrivateAttr("")
     _prompt_text: str = PrivateAttr("")
+    _prompt_variables: frozenset[str] = PrivateAttr(frozenset())
     _content_problems: list[tuple[Loc, str]] = PrivateAttr(default_factory=list)
 
     @field_validator("prompt_file", "flow")
@@ -313,6 +317,11 @@ class EvaluatorConfig(ConfigModel):
         """A rubric's prompt: ``prompt``, or ``prompt_file``'s text as read at load (the text
         the version was computed from)."""
         return self._prompt_text
+
+    @property
+    def prompt_variables(self) -> frozenset[str]:
+        """The inputs a rubric's prompt reads (its Jinja2 variables)."""
+        return self._prompt_variables
 
     @property
     def code_path(self) -> Path | None:
@@ -411,6 +420,7 @@ class EvaluatorConfig(ConfigModel):
             else:
                 content["prompt"] = self.prompt or ""
             self._prompt_text = content["prompt"]
+            self._read_variables(("prompt_file",) if self.prompt_file is not None else ("prompt",))
         elif self.kind == "code" and self.code_path is not None:
             data = self._read(self.code_path, ("code",))
             if data is None:
@@ -426,6 +436,16 @@ class EvaluatorConfig(ConfigModel):
                 content["outputs"] = {k: v.model_dump(mode="json", exclude_none=True, by_alias=True)
                                       for k, v in self.outputs.items()}
         return content
+
+    def _read_variables(self, loc: Loc) -> None:
+        # Parsed, never rendered, here: the processor renders it in the flow runtime's sandbox.
+        try:
+            self._prompt_variables = frozenset(meta.find_undeclared_variables(_JINJA.parse(self._prompt_text)))
+        except TemplateSyntaxError as exc:
+            self._content_problems.append((loc, f"is not a valid Jinja2 template: {exc.message} (line {exc.lineno})"))
+            return
+        if not self._prompt_variables:
+            self._content_problems.append((loc, "reads no input: name the judged texts, e.g. {{ answer }}"))
 
     def _read(self, path: Path, loc: Loc) -> bytes | None:
         try:

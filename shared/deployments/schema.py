@@ -350,6 +350,13 @@ class Deployment(ConfigModel):
                 for column in METRIC_COLUMNS.get(evaluator.name, ()):
                     if getattr(self.column_mapping, column) is None:
                         found.append(((*where, "name"), f"{evaluator.name} needs column_mapping.{column}"))
+            if evaluator.kind == "rubric":
+                unmapped = sorted(evaluator.prompt_variables - set(self.evaluator_columns(evaluator)))
+                if unmapped:
+                    found.append((
+                        (*where, "prompt" if evaluator.prompt is not None else "prompt_file"),
+                        f"reads {', '.join(unmapped)}, which neither columns nor column_mapping maps",
+                    ))
             if evaluator.judge is not None and evaluator.judge.connection is None and evaluator.judge.model is None:
                 found.append(((*where, "judge"), "name a connection or a model (or leave judge out)"))
         return found

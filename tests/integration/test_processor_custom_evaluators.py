@@ -9,6 +9,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from services.llmsim.judge import JudgeRequest, judge
 from shared.deployments import load_deployment
 from shared.events.messages import EvaluationErrorType
@@ -138,6 +140,12 @@ async def test_a_hanging_code_evaluator_times_out_and_the_others_go_on(tmp_path:
             await producer.send(st.topics.inference, events)
             found = await read_evaluations(st.kafka, st.topics, 15)
             outcomes = dict(service.stats.outcomes)
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"http://127.0.0.1:{service.ops.port}/healthz") as response:  # type: ignore[union-attr]
+                    health = await response.json()
+    assert health["unavailable_evaluators"] == {"shop": {
+        "unimportable": "importing broken.py failed: ModuleNotFoundError: No module named 'no_such_module_here'"
+    }}
     assert len(found) == 15
     for event in found:
         kind = event.WhichOneof("outcome")

@@ -104,6 +104,10 @@ def test_compatible_scores_place_each_scale_on_one_to_five() -> None:
      "read the deployment's column_mapping"),
     ({**RUBRIC, "name": "relevance"}, "evaluation.evaluators[0].name", "relevance is listed twice"),
     ({**RUBRIC, "kind": "flex"}, "evaluation.evaluators[0].kind", "not available yet"),
+    ({**RUBRIC, "prompt": "{{ answer }} {{ tone }}"}, "evaluation.evaluators[0].prompt",
+     "reads tone, which neither columns nor column_mapping maps"),
+    ({**RUBRIC, "prompt": "{{ answer "}, "evaluation.evaluators[0].prompt", "is not a valid Jinja2 template"),
+    ({**RUBRIC, "prompt": "Is it good?"}, "evaluation.evaluators[0].prompt", "reads no input"),
     ({**RUBRIC, "name": "Has-Caps"}, "evaluation.evaluators[0].name", "must match"),
 ])
 def test_bad_evaluators_name_the_field(tmp_path: Path, evaluator: dict[str, Any], where: str, message: str) -> None:
