@@ -40,6 +40,8 @@ def _entry_point(service: str) -> ModuleType:
 
 
 def _service(args: argparse.Namespace) -> int:
+    if getattr(args, "workers", None) is not None:
+        os.environ["PROMPTPULSE_GATEWAY__WORKERS"] = str(args.workers)  # read as the gateway's setting
     return _entry_point(args.command).main()
 
 
@@ -78,7 +80,11 @@ def _stack(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     for name, text in SERVICES.items():
-        sub.add_parser(name, help=text).set_defaults(func=_service)
+        service = sub.add_parser(name, help=text)
+        service.set_defaults(func=_service)
+        if name == "gateway":
+            service.add_argument("--workers", type=int, metavar="N",
+                                 help="N gateway processes on one port (SO_REUSEPORT), one per core (docs/gateway.md)")
     keys = sub.add_parser("keys", help="manage a deployment's API keys (create | list | revoke)", add_help=False)
     keys.add_argument("rest", nargs=argparse.REMAINDER)
     keys.set_defaults(func=_keys)

@@ -24,10 +24,16 @@ def main() -> int:
         DeploymentConfigError, FlowError, ConnectionKeyMissingError, TopicError, SpoolError))
 
 
-def serve(settings: GatewaySettings) -> None:
+def serve(settings: GatewaySettings) -> int | None:
+    section = settings.gateway
+    if section.workers > 1 and section.worker_index is None:
+        from services.gateway.workers import run_workers
+
+        return run_workers(settings, section.workers)
     from services.gateway.app import run_gateway
 
     run_gateway(settings)
+    return None
 
 
 def keys(argv: list[str]) -> int:

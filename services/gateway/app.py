@@ -19,6 +19,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -47,6 +48,8 @@ from services.gateway.routes.proxy import add_proxy_routes
 from services.gateway.runtime import Runtime
 from services.gateway.settings import GatewaySettings
 from services.gateway.tracing import add_response_headers, server_span
+from services.gateway.worker_metrics import LOCAL_PATH
+from services.gateway.workers import worker_socket, worker_spool
 from shared import gctuning
 from shared.demo_key import ensure_demo_key
 from shared.deployments import DeploymentConfigError
@@ -92,6 +95,14 @@ def create_app(
     return app
 
 
+def _started_log(section: Any, index: int) -> Any:
+    async def started(app: web.Application) -> None:
+        gctuning.tune_for_throughput()
+        log.info("gateway worker serving", extra={"url": f"http://{section.host}:{section.port}", "worker": index})
+
+    return started
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/deployments/{deployment}/score", score.score)
     app.router.add_post("/v1/deployments/{deployment}/feedback", feedback.feedback)
@@ -99,6 +110,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", health.metrics)
+    app.router.add_get(LOCAL_PATH, health.worker_metrics)  # one worker's own series (--workers)
     app.router.add_get("/openapi.json", openapi.openapi)
     app.router.add_get("/admin/deployments", admin.admin_deployments)
     app.router.add_post(otlp_route.PATH, otlp_route.traces)  # OTLP/HTTP trace ingest (docs/otlp.md)
@@ -246,9 +258,45 @@ async def start_gateway(app: web.Application, host: str | None = None, port: int
     return runner
 
 
+def as_worker(settings: GatewaySettings, index: int) -> GatewaySettings:
+    """A worker's settings: its own spool folder under the configured one (services/gateway/workers.py)."""
+    section = settings.gateway
+    publisher = section.publisher.model_copy(update={"spool_dir": worker_spool(section.publisher.spool_dir, index)})
+    return settings.model_copy(update={"gateway": section.model_copy(update={"publisher": publisher})})
+
+
+async def _serve_worker(app: web.Application, settings: GatewaySettings, socket: Path) -> None:
+    """One worker: the public port shared with the others (SO_REUSEPORT), plus a private Unix
+    socket the other workers read its /metrics/worker from."""
+    section = settings.gateway
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
+                           shutdown_timeout=section.shutdown_timeout_seconds)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await web.TCPSite(runner, section.host, section.port, reuse_port=True).start()
+        # Private by its folder (the spool root, 0700, made so by the supervisor).
+        await web.UnixSite(runner, str(socket)).start()
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
 def run_gateway(settings: GatewaySettings) -> None:
     """Serve in the foreground until SIGINT or SIGTERM (what ``promptpulse gateway`` calls)."""
     section = settings.gateway
+    index = section.worker_index
+    if index is not None:
+        root = section.publisher.spool_dir
+        settings = as_worker(settings, index)
+        app = create_app(settings)
+        app.on_startup.append(_started_log(section, index))
+        worker_socket(root, index).unlink(missing_ok=True)  # a crashed predecessor's
+        asyncio.run(_serve_worker(app, settings, worker_socket(root, index)))
+        return
     app = create_app(settings)
 
     async def started(app: web.Application) -> None:  # after every cleanup context opened

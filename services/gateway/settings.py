@@ -32,6 +32,16 @@ class GatewaySection(BaseModel):
         description="Largest request body accepted (413 beyond it). Must leave room in one Kafka "
         "record: at most publisher.max_event_bytes minus 16 KiB.",
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Gateway processes sharing the port (SO_REUSEPORT), one per core; the process "
+        "started supervises them (services/gateway/workers.py). Needs a fixed port.",
+    )
+    worker_index: int | None = Field(
+        None, ge=0, le=63, description="Set by the supervisor for each worker; never set it by hand."
+    )
     otlp_max_body_bytes: int = Field(
         8 * 1024 * KIB,
         ge=1 * KIB,

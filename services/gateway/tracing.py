@@ -24,7 +24,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from services.gateway.appkeys import REQUEST_ID, SERVER_SPAN, TRACER
 
 # /v1/traces: OTLP ingest; tracing it would add our spans to every span an application sends.
-UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/traces"})
+UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/metrics/worker", "/v1/traces"})
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 

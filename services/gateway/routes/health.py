@@ -12,10 +12,12 @@ from functools import partial
 
 from aiohttp import web
 
-from services.gateway.appkeys import DEPLOYMENTS, METRICS, PUBLISHER
+from services.gateway.appkeys import DEPLOYMENTS, METRICS, PUBLISHER, SETTINGS
 from services.gateway.events.metrics import PREFIX
 from services.gateway.routes.errors import json_response
-from shared.prometheus import Families, ServiceMetrics, metrics_handler
+from services.gateway.worker_metrics import every_worker
+from services.gateway.workers import worker_socket
+from shared.prometheus import CONTENT_TYPE, PROMETHEUS, Families, ServiceMetrics, metrics_handler
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -66,4 +68,17 @@ def service_metrics(app: web.Application) -> ServiceMetrics:
     return ServiceMetrics(PREFIX, partial(collect_metrics, app))
 
 
-metrics = metrics_handler
+worker_metrics = metrics_handler  # GET /metrics/worker: this process's series only
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """GET /metrics: this process's series; with --workers, every worker's, labelled ``worker``."""
+    section = request.app[SETTINGS].gateway
+    index = section.worker_index
+    own = request.app[PROMETHEUS]
+    if index is None or section.workers <= 1:
+        return await own.handle(request)
+    root = section.publisher.spool_dir.parent  # a worker's spool is <spool_dir>/worker-<i>
+    sockets = {other: worker_socket(root, other) for other in range(section.workers) if other != index}
+    body = await every_worker((index, own.text().decode()), sockets, PREFIX)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, "X-Content-Type-Options": "nosniff"})
