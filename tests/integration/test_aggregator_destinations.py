@@ -321,16 +321,26 @@ async def test_a_silenced_transition_reaches_the_topic_but_no_destination(
                        VALUES ($1, 'rel-avg', 'demo', 'a', 'average', 'relevance', 'firing', $2, $3, 1.5, 3.5, 4,
                                $4, $5, 'none') RETURNING id""",
                     record.alert.event_id, start, end, record.alert.message, payload)
+                # And a row no code can read (a payload that is not an Alert): closed, not retried for ever.
+                broken_id = await pool.fetchval(
+                    """INSERT INTO alerts (event_id, monitor_id, deployment, variant, statistic, metric, state,
+                           window_start, window_end, value, threshold, sample_count, message, payload, webhook_state)
+                       VALUES ('broken-1', 'rel-avg', 'demo', 'a', 'average', 'relevance', 'resolved', $1, $2, 4,
+                               3.5, 4, 'm', '{"not": "an alert"', 'none') RETURNING id""", end, end + (end - start))
                 async with pool.acquire() as conn:
                     await enqueue(conn, alert_id, monitor_targets(monitor, file.destinations))
+                    await enqueue(conn, broken_id, [{"kind": "slack", "name": "chat", "url_env": "PP_IT_SLACK_URL"}])
                 stats = DeliveryStats()
                 dispatcher = Dispatcher(pool, settings.aggregator.monitors, stats, None)
                 delivered = await dispatcher.deliver_due()
+                # The broken row is the monitor's next change for chat: due once the silenced one is closed.
+                assert await dispatcher.deliver_due() == 0
                 await dispatcher.close()
                 published = await publish_pending(pool, producer, Topics.from_settings(settings).alerts,
                                                   settings.aggregator.monitors, stats)
                 on_topic = await read_alerts(settings, expected=1)
-                outbox = await pool.fetch("SELECT destination, state, attempts FROM alert_deliveries ORDER BY id")
+                outbox = await pool.fetch("SELECT destination, state, attempts, last_error FROM alert_deliveries "
+                                          "ORDER BY id")
                 rows = await log_rows(pool)
             finally:
                 await producer.stop()
@@ -339,8 +349,9 @@ async def test_a_silenced_transition_reaches_the_topic_but_no_destination(
 
     assert delivered == 0 and stats.silenced == 4
     assert all(not r.calls for r in receivers.values())  # no receiver was called
-    assert [(r["destination"], r["state"], r["attempts"]) for r in outbox] == [
+    assert [(r["destination"], r["state"], r["attempts"]) for r in outbox[:4]] == [
         ("chat", "silenced", 0), ("team", "silenced", 0), ("pager", "silenced", 0), ("audit", "silenced", 0)]
+    assert [(r["state"], r["last_error"]) for r in outbox[4:]] == [("failed", "stored alert unreadable")]
     assert sorted((r["destination"], r["outcome"], r["attempt"], r["http_status"]) for r in rows) == sorted(
         (name, "silenced", 0, None) for name in ("chat", "team", "pager", "audit"))
     # The topic still carries it, marked silenced.

@@ -35,6 +35,7 @@ from services.aggregator.monitors.destinations.outbox import LOG_SQL, UNKNOWN_KI
 from services.aggregator.monitors.publisher import DeliveryStats
 from services.aggregator.monitors.settings import MonitorsSection
 from services.aggregator.monitors.statistics import FIRING, RESOLVED
+from shared.events.errors import EventDecodeError
 from shared.retry import Backoff, pause, retry_after_seconds
 
 log = logging.getLogger(__name__)
@@ -170,9 +171,18 @@ class Dispatcher:
         assert self._session is not None
         section, stats = self._section, self._stats
         definition = alert["definition"]
-        notice = notice_from_row(alert, json.loads(definition) if isinstance(definition, str) else definition,
-                                 self._public_url)
-        target = row["target"] if isinstance(row["target"], dict) else json.loads(row["target"])
+        try:
+            notice = notice_from_row(alert, json.loads(definition) if isinstance(definition, str) else definition,
+                                     self._public_url)
+            target = row["target"] if isinstance(row["target"], dict) else json.loads(row["target"])
+        except (EventDecodeError, ValueError, TypeError, KeyError) as exc:
+            # A row this code cannot read is closed, not retried each pass for ever.
+            stats.webhook_failures += 1
+            log.error("alert row %s for destination %s is unreadable, not sent: %s", row["alert_id"],
+                      row["destination"], type(exc).__name__)
+            async with self._pool.acquire() as conn:
+                await conn.execute(_UPDATE_SQL, row["id"], "failed", row["attempts"], "stored alert unreadable", None)
+            return False
         if notice.silenced:
             stats.silenced += 1
             async with self._pool.acquire() as conn, conn.transaction():
