@@ -205,7 +205,7 @@ class ProcessorService:
                 await self.stalls.stop()
             if self.ops is not None:
                 await self.ops.stop()
-            log.info("shutdown: judge clients, evaluator resources and ops listener closed")
+            log.info("shutdown: judge clients and ops listener closed")
             shutil.rmtree(self._datadir, ignore_errors=True)
             self.state = "stopped"
 
