@@ -34,6 +34,10 @@ from shared.deployments import (
 DEMO_DEPLOYMENT = "demo"
 DEMO_KEY_ID = "demo"
 ENV_VAR = "PROMPTPULSE_DEMO_API_KEY"
+# The demo's proxy deployment (docs/proxy.md) gets its key the same way, from its own variable.
+DEMO_PROXY_DEPLOYMENT = "demo-proxy"
+PROXY_ENV_VAR = "PROMPTPULSE_DEMO_PROXY_API_KEY"
+LOCAL_KEYS = {DEMO_DEPLOYMENT: ENV_VAR, DEMO_PROXY_DEPLOYMENT: PROXY_ENV_VAR}  # deployment -> its variable
 
 
 @dataclass(frozen=True)
@@ -59,8 +63,8 @@ def find_deployment_file(deployments_dir: Path, name: str) -> Path | None:
     return None
 
 
-def demo_keys_file(deployments_dir: Path) -> Path | None:
-    path = find_deployment_file(deployments_dir, DEMO_DEPLOYMENT)
+def demo_keys_file(deployments_dir: Path, name: str = DEMO_DEPLOYMENT) -> Path | None:
+    path = find_deployment_file(deployments_dir, name)
     if path is None:
         return None
     return load_deployment(path, check_flow=False).api_keys_file
@@ -85,14 +89,16 @@ def _read_or_create_key(key_file: Path) -> tuple[str, bool]:
     return key, True
 
 
-def ensure_demo_key(deployments_dir: Path, environ: Mapping[str, str] | None = None) -> DemoKey | None:
-    """Make the demo deployment's key exist and be accepted; None without a demo deployment
-    (or when it has no ``api_keys_file``). Raises DeploymentConfigError for a broken demo file."""
+def ensure_demo_key(deployments_dir: Path, environ: Mapping[str, str] | None = None,
+                    name: str = DEMO_DEPLOYMENT) -> DemoKey | None:
+    """Make the demo deployment's key (or ``name``'s, one of LOCAL_KEYS) exist and be accepted; None
+    without that deployment (or when it has no ``api_keys_file``). Raises DeploymentConfigError for
+    a broken file."""
     environ = os.environ if environ is None else environ
-    keys_file = demo_keys_file(deployments_dir)
+    keys_file = demo_keys_file(deployments_dir, name)
     if keys_file is None:
         return None
-    from_env = (environ.get(ENV_VAR) or "").strip()
+    from_env = (environ.get(LOCAL_KEYS[name]) or "").strip()
     if from_env:
         key, key_file, created = from_env, None, False
     else:
@@ -106,18 +112,24 @@ def ensure_demo_key(deployments_dir: Path, environ: Mapping[str, str] | None = N
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the demo key (making it if needed): ``curl -H "api-key: $(... demo_key)" ...``."""
+    """Print the demo key (making it if needed): ``curl -H "api-key: $(... demo_key)" ...``;
+    ``python -m shared.demo_key demo-proxy`` prints the proxy deployment's."""
     from shared.deployments import DeploymentConfigError
     from shared.settings import ServiceSettings, SettingsError, load_settings
 
+    args = sys.argv[1:] if argv is None else argv
+    name = args[0] if args else DEMO_DEPLOYMENT
+    if name not in LOCAL_KEYS:
+        print(f"demo key: {name!r} is not one of {', '.join(LOCAL_KEYS)}", file=sys.stderr)
+        return 2
     try:
         settings = load_settings(ServiceSettings)
-        demo = ensure_demo_key(settings.deployments_dir)
+        demo = ensure_demo_key(settings.deployments_dir, name=name)
     except (SettingsError, DeploymentConfigError, OSError) as exc:
         print(f"demo key: {exc}", file=sys.stderr)
         return 2
     if demo is None:
-        print(f"demo key: no deployment named {DEMO_DEPLOYMENT!r} with an api_keys_file in "
+        print(f"demo key: no deployment named {name!r} with an api_keys_file in "
               f"{settings.deployments_dir}", file=sys.stderr)
         return 1
     print(demo.key)

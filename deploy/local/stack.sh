@@ -69,7 +69,7 @@ start_traffic() {
     tail -n 20 "$LOG_DIR/traffic.log" >&2
     die "traffic: exited at start"
   fi
-  log "traffic: sending ${PROMPTPULSE_DEMO__RATE:-4} requests/s to the demo deployment"
+  log "traffic: sending ${PROMPTPULSE_DEMO__RATE:-4} requests/s to the demo deployment, and a quarter as many through demo-proxy"
 }
 
 # When llmsim's drift steps start, from its control API (a line each; nothing if unreachable).
@@ -112,7 +112,11 @@ $rule
  PromptPulse demo
    Running:    Kafka, PostgreSQL, llmsim (the LLM simulator), gateway, processor, aggregator,
                and a traffic generator: ${PROMPTPULSE_DEMO__RATE:-4} questions/s to the "demo" deployment,
-               split between its two prompt variants, variant_0 and variant_1.
+               split between its two prompt variants, variant_0 and variant_1, and one more a second
+               through "demo-proxy", the OpenAI-compatible proxy, asked with the openai SDK.
+   Your app:   watched the same way by changing two settings of its openai client:
+               base_url="$GATEWAY_URL/v1" (Azure: azure_endpoint="$GATEWAY_URL"), api_key= the
+               key in .local/keys/demo-proxy.key (docs/proxy.md).
    Dashboard:  $DASHBOARD_URL  (read key: .local/keys/api-read.key)
    Drift:      ${drift:-see PROMPTPULSE_LLMSIM__DRIFT_SCHEDULE}
    Alerts to:  $alerts
@@ -182,8 +186,9 @@ up() {
   api_keys
   for name in "${SERVICES[@]}"; do start_service "$name"; done
   start_traffic
-  local demo_key gw="$GATEWAY_URL"
+  local demo_key proxy_key gw="$GATEWAY_URL"
   demo_key=$("$PY" -m shared.demo_key 2>/dev/null || echo '<run: python -m shared.demo_key>')
+  proxy_key=$("$PY" -m shared.demo_key demo-proxy 2>/dev/null || echo '<run: python -m shared.demo_key demo-proxy>')
   cat >&2 <<MSG
 
 PromptPulse local stack is up.
@@ -191,6 +196,9 @@ PromptPulse local stack is up.
   Demo API key:                       $demo_key  (also in .local/keys/demo.key)
   Try it:  curl -s $gw/v1/deployments/demo/score -H "api-key: $demo_key" \\
              -H 'content-type: application/json' -d '{"question": "What is sampled?"}'
+  Proxy (demo-proxy, the OpenAI API): $gw/v1  (Azure OpenAI clients: azure_endpoint $gw)
+  Proxy key:                          $proxy_key  (also in .local/keys/demo-proxy.key)
+  Point an app at it:  OpenAI(base_url="$gw/v1", api_key="$proxy_key")  (docs/proxy.md)
   Dashboard:                          $DASHBOARD_URL
   Aggregator query API:               http://127.0.0.1:${PROMPTPULSE_AGGREGATOR__PORT:-8081}/v1/deployments
   API read key:                       .local/keys/api-read.key (admin: api-admin.key)

@@ -22,6 +22,7 @@ from services.demo.traffic import (
     TrafficGenerator,
     TrafficSection,
     key_source,
+    proxy_key_source,
 )
 from shared.settings import SettingsError, load_settings
 
@@ -67,7 +68,7 @@ def _settings(args: argparse.Namespace) -> tuple[DemoSettings, TrafficSection]:
 async def _traffic(args: argparse.Namespace) -> int:
     settings, section = _settings(args)
     generator = TrafficGenerator(section, args.gateway_url or settings.gateway_url,
-                                 key_source(settings, args.key_file))
+                                 key_source(settings, args.key_file), proxy_keys=proxy_key_source(settings))
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, generator.stop)

@@ -22,7 +22,7 @@ import asyncio
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ import aiohttp
 from pydantic import BaseModel, Field, SecretStr
 
 from services.demo.dataset import FEEDBACK, QUESTIONS, Question
+from services.demo.proxy_users import ProxyUnavailable, ProxyUsers
 from shared import sse
 from shared.retry import Backoff
 from shared.settings import ServiceSettings
@@ -56,6 +57,13 @@ class TrafficSection(BaseModel):
     feedback_share: float = Field(
         0.05, ge=0, le=1, description="Share of answered requests that get an end-user rating."
     )
+    proxy_share: float = Field(
+        0.25, ge=0, le=1, description="Questions asked through the proxy deployment with the openai SDK "
+        "(services/demo/proxy_users.py), per question to the flow, on top of them: 0.25 at rate 4 adds "
+        "one a second. 0 turns it off.",
+    )
+    proxy_deployment: str = Field("demo-proxy", min_length=1, description="The proxy deployment (its key decides).")
+    proxy_model: str = Field("llmsim-chat", min_length=1, description="The model the proxied calls name.")
     status_every_seconds: float = Field(
         10.0, gt=0, le=3600, description="How often a one-line status is printed."
     )
@@ -91,6 +99,10 @@ class DemoSettings(ServiceSettings):
         None,
         description="The deployment's API key (PROMPTPULSE_DEMO_API_KEY); else it is read from "
         "the demo key file the gateway writes (shared/demo_key.py).",
+    )
+    demo_proxy_api_key: SecretStr | None = Field(
+        None,
+        description="The proxy deployment's key (PROMPTPULSE_DEMO_PROXY_API_KEY); else read from its key file.",
     )
     demo: TrafficSection = Field(default_factory=TrafficSection)
 
@@ -141,6 +153,20 @@ def key_source(settings: DemoSettings, key_file: Path | None = None) -> KeySourc
     return KeySource()
 
 
+def proxy_key_source(settings: DemoSettings) -> KeySource:
+    """The proxy deployment's key: the environment, else its key file (``.local/keys/demo-proxy.key``)."""
+    if settings.demo_proxy_api_key is not None and settings.demo_proxy_api_key.get_secret_value().strip():
+        return KeySource(fixed=settings.demo_proxy_api_key.get_secret_value().strip())
+    from shared.demo_key import demo_keys_file
+
+    try:
+        keys_file = demo_keys_file(settings.deployments_dir, settings.demo.proxy_deployment)
+    except Exception:  # noqa: BLE001  (a broken deployment file: the gateway reports it)
+        keys_file = None
+    return KeySource(path=keys_file.with_suffix(".key") if keys_file else DEFAULT_KEY_FILE.with_name(
+        f"{settings.demo.proxy_deployment}.key"))
+
+
 def _percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
@@ -152,6 +178,7 @@ class Counts:
 
     sent: int = 0
     ok: int = 0
+    proxied: int = 0  # sent through the proxy deployment with the openai SDK
     streamed: int = 0
     feedback: int = 0
     skipped: int = 0  # ticks dropped because max_in_flight requests were waiting
@@ -162,6 +189,7 @@ class Counts:
     def merge(self, other: Counts) -> None:
         self.sent += other.sent
         self.ok += other.ok
+        self.proxied += other.proxied
         self.streamed += other.streamed
         self.feedback += other.feedback
         self.skipped += other.skipped
@@ -175,7 +203,7 @@ class Counts:
         if self.failed:
             reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(self.failed.items()))
             text += f", {sum(self.failed.values())} failed ({reasons})"
-        text += f", {self.streamed} streamed, {self.feedback} rated"
+        text += f", {self.streamed} streamed, {self.proxied} via the proxy, {self.feedback} rated"
         if self.skipped:
             text += f", {self.skipped} skipped (too many in flight)"
         if self.variants:
@@ -209,6 +237,7 @@ class TrafficGenerator:
         *,
         questions: tuple[Question, ...] = QUESTIONS,
         out: Callable[[str], None] | None = None,
+        proxy_keys: KeySource | None = None,
     ) -> None:
         self.section = section
         self.gateway_url = gateway_url.rstrip("/")
@@ -219,6 +248,8 @@ class TrafficGenerator:
         self._stop = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._key = ""
+        self.proxy_keys = proxy_keys
+        self._proxy: ProxyUsers | None = None
         self._down_since: float | None = None
         self.interval = Counts()
         self.total = Counts()
@@ -257,6 +288,7 @@ class TrafficGenerator:
         self._say(f"{section.rate:g} requests/s to {self.gateway_url}/v1/deployments/"
                   f"{section.deployment}/score ({section.stream_share:.0%} streamed, "
                   f"{section.feedback_share:.0%} rated)")
+        self._open_proxy()
         connector = aiohttp.TCPConnector(limit=section.max_in_flight + 4)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             reporter = asyncio.create_task(self._report(started))
@@ -268,6 +300,8 @@ class TrafficGenerator:
                 reporter.cancel()
                 await asyncio.gather(reporter, return_exceptions=True)
                 self._flush_interval()
+                if self._proxy is not None:
+                    await self._proxy.close()
         elapsed = loop.time() - started
         self._say(f"stopped after {elapsed:.0f} s: {self.total.describe(elapsed)}")
         return self.total
@@ -291,9 +325,15 @@ class TrafficGenerator:
             if len(self._in_flight) >= self.section.max_in_flight:
                 self.interval.skipped += 1
                 continue
-            task = asyncio.create_task(self._one(session))
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
+            self._start(self._one(session))
+            # The proxy's questions come on top, so the flow's traffic (and the demo's timeline) stays.
+            if self._proxy is not None and self._random.random() < self.section.proxy_share:
+                self._start(self._one(session, proxied=True))
+
+    def _start(self, request: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(request)
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
 
     async def _drain(self, within: float = 5.0) -> None:
         if not self._in_flight:
@@ -309,7 +349,32 @@ class TrafficGenerator:
     def _score_url(self) -> str:
         return f"{self.gateway_url}/v1/deployments/{self.section.deployment}/score"
 
-    async def _one(self, session: aiohttp.ClientSession) -> None:
+    def _open_proxy(self) -> None:
+        section = self.section
+        if section.proxy_share <= 0 or self.proxy_keys is None:
+            return
+        try:
+            key = self.proxy_keys.get()
+        except NoApiKey as exc:  # the flow's traffic goes on; the proxy's waits for its key
+            self._say(f"not using the proxy: {exc}")
+            return
+        self._proxy = ProxyUsers(self.gateway_url, key, model=section.proxy_model,
+                                 timeout=section.request_timeout_seconds)
+        self._say(f"and {section.rate * section.proxy_share:g} questions/s through {self.gateway_url}/v1/chat/"
+                  f"completions (deployment {section.proxy_deployment}, the openai SDK)")
+
+    async def _ask(self, session: aiohttp.ClientSession, question: Question, streamed: bool,
+                   proxied: bool) -> Answer:
+        if not proxied:
+            return await (self._streamed(session, question) if streamed else self._whole(session, question))
+        assert self._proxy is not None
+        try:
+            status, request_id, variant, error = await self._proxy.ask(question, streamed=streamed)
+        except ProxyUnavailable as exc:
+            raise GatewayUnavailable(str(exc)) from None
+        return Answer(status, request_id, variant, error)
+
+    async def _one(self, session: aiohttp.ClientSession, proxied: bool = False) -> None:
         question = self._random.choice(self.questions)
         streamed = self._random.random() < self.section.stream_share
         rated = self._random.random() < self.section.feedback_share
@@ -317,9 +382,10 @@ class TrafficGenerator:
         # swaps the interval's Counts while requests are in flight.
         self.interval.sent += 1
         self.interval.streamed += streamed
+        self.interval.proxied += proxied
         began = time.monotonic()
         try:
-            answer = await (self._streamed(session, question) if streamed else self._whole(session, question))
+            answer = await self._ask(session, question, streamed, proxied)
         except TimeoutError:
             # Before the connection errors: aiohttp's timeouts are both, and a slow answer
             # (a hanging LLM) is not a gateway that went away.
@@ -347,7 +413,7 @@ class TrafficGenerator:
         self.interval.latencies.append(time.monotonic() - began)
         self.interval.variants[answer.variant or "?"] += 1
         if rated and answer.request_id:
-            await self._rate(session, answer.request_id)
+            await self._rate(session, answer.request_id, proxied)
 
     def _headers(self, **more: str) -> dict[str, str]:
         return {"api-key": self._key, "content-type": "application/json", **more}
@@ -385,14 +451,18 @@ class TrafficGenerator:
                     return Answer(200, error="stream error")
         return Answer(200, error="stream cut")
 
-    async def _rate(self, session: aiohttp.ClientSession, request_id: str) -> None:
+    async def _rate(self, session: aiohttp.ClientSession, request_id: str, proxied: bool = False) -> None:
         rating, comment = self._random.choice(FEEDBACK)
         body: dict[str, Any] = {"request_id": request_id, "rating": rating}
         if comment:
             body["comment"] = comment
-        url = f"{self.gateway_url}/v1/deployments/{self.section.deployment}/feedback"
+        deployment = self.section.proxy_deployment if proxied else self.section.deployment
+        url = f"{self.gateway_url}/v1/deployments/{deployment}/feedback"
+        headers = self._headers()
+        if proxied and self._proxy is not None:
+            headers["api-key"] = self._proxy.client.api_key
         try:
-            async with session.post(url, json=body, headers=self._headers()) as resp:
+            async with session.post(url, json=body, headers=headers) as resp:
                 await resp.read()
                 if resp.status == 202:
                     self.interval.feedback += 1
@@ -404,6 +474,8 @@ class TrafficGenerator:
     def _reload_key(self) -> None:
         try:
             self._key = self.keys.get()
+            if self._proxy is not None and self.proxy_keys is not None:
+                self._proxy.use_key(self.proxy_keys.get())
         except NoApiKey as exc:
             self._say(str(exc))
 

@@ -51,7 +51,7 @@ from services.gateway.tracing import add_response_headers, server_span
 from services.gateway.worker_metrics import LOCAL_PATH
 from services.gateway.workers import worker_socket, worker_spool
 from shared import gctuning
-from shared.demo_key import ensure_demo_key
+from shared.demo_key import LOCAL_KEYS, ensure_demo_key
 from shared.deployments import DeploymentConfigError
 from shared.logs import quiet_malformed_requests
 from shared.plausibility import Plausibility
@@ -162,15 +162,15 @@ def _telemetry(provider: TracerProvider | None) -> CleanupContext:
 
 async def _deployments(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    if settings.gateway.provision_demo_key:
+    for name in LOCAL_KEYS if settings.gateway.provision_demo_key else ():
         try:
-            demo = ensure_demo_key(settings.deployments_dir)
+            demo = ensure_demo_key(settings.deployments_dir, name=name)
         except DeploymentConfigError as exc:
             # A broken demo file makes the demo unavailable (the load reports it), not the gateway.
-            log.error("the demo deployment's key was not provisioned: %s", exc)
+            log.error("the %s deployment's key was not provisioned: %s", name, exc)
             demo = None
         if demo is not None and demo.created:
-            log.info("generated the demo deployment's API key", extra={"key_file": str(demo.key_file)})
+            log.info("generated the %s deployment's API key", name, extra={"key_file": str(demo.key_file)})
     limiter = app[RATE_LIMITER]
 
     def forget_revoked(registry: Registry) -> None:

@@ -89,8 +89,9 @@ class GatewaySection(BaseModel):
     )
     provision_demo_key: bool = Field(
         True,
-        description="At start-up, make sure the deployment named 'demo' has a key "
-        "(PROMPTPULSE_DEMO_API_KEY, else one generated into .local/keys/). Turn off in production.",
+        description="At start-up, make sure the deployments named 'demo' and 'demo-proxy' have a key "
+        "(PROMPTPULSE_DEMO_API_KEY, PROMPTPULSE_DEMO_PROXY_API_KEY, else one generated into .local/keys/). "
+        "Turn off in production.",
     )
     shutdown_timeout_seconds: float = Field(
         30.0,

@@ -274,6 +274,7 @@ async def test_variants_route_to_other_models(stack: Stack) -> None:
         weighted = await client.responses.with_raw_response.create(
             model="llmsim-chat", input=QUESTION, metadata={"context": CONTEXT})
     assert forced.parse().model == "llmsim-large"  # llmsim answers as the model it was asked for
+    assert (forced.headers["x-promptpulse-variant"], weighted.headers["x-promptpulse-variant"]) == ("large", "routed")
     first, second = stack.tap.exchanges
     assert first.body["model"] == "llmsim-large" and first.body["messages"] == messages
     assert second.body == {"model": "llmsim-routed", "input": QUESTION, "metadata": {"context": CONTEXT}}
@@ -281,6 +282,11 @@ async def test_variants_route_to_other_models(stack: Stack) -> None:
     assert request.meta.variant == "large" and struct_to_dict(request.inputs)["model"] == "llmsim-large"
     request, _ = await stack.events(request_id_of(weighted), 4)
     assert request.meta.variant == "routed"
+    async with stack.gateway.session.post(  # end users rate a proxied answer like a flow's
+            f"{stack.gateway.url}/v1/deployments/proxy-routed/feedback", json={
+                "request_id": request_id_of(weighted), "rating": 1},
+            headers={"api-key": stack.keys["proxy-routed"]}) as resp:
+        assert resp.status == 202, await resp.text()
     assert struct_to_dict(request.inputs)["context"] == CONTEXT  # proxy.context: body.metadata.context
 
 
@@ -362,3 +368,22 @@ async def test_openapi_lists_every_proxy_route_the_gateway_serves(stack: Stack) 
                                               json={"model": "m"}) as resp:
             assert resp.status == 401, path
     assert "/v1/deployments/proxy/score" not in document["paths"]
+
+
+async def test_the_demo_traffic_generator_asks_part_of_its_questions_through_the_proxy(stack: Stack) -> None:
+    from services.demo.traffic import KeySource, TrafficGenerator, TrafficSection
+
+    lines: list[str] = []
+    traffic = TrafficGenerator(
+        TrafficSection(deployment="demo", rate=10, stream_share=0.5, feedback_share=0.5, proxy_share=0.5,
+                       proxy_deployment="proxy", seed=3, duration_seconds=2.5, status_every_seconds=60),
+        stack.gateway.url, KeySource(fixed=stack.keys["demo"]), out=lines.append,
+        proxy_keys=KeySource(fixed=stack.keys["proxy"]),
+    )
+    total = await traffic.run()
+    assert 0 < total.proxied < total.sent - total.proxied and total.ok == total.sent, lines
+    assert total.feedback > 0 and not total.failed, lines
+    # The proxy's calls carry its variants (the flow's LLM calls carry variant_0/variant_1).
+    proxied = [e for e in stack.tap.exchanges if e.headers.get("x-promptpulse-variant") in ("base", "large")]
+    assert len(proxied) == total.proxied
+    assert {e.body["model"] for e in proxied} == {"llmsim-chat"} and any(e.streamed for e in proxied)

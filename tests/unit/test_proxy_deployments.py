@@ -65,3 +65,27 @@ def test_a_flow_variant_cannot_name_a_model(tmp_path: Path) -> None:
     loaded = load_deployment_folder(make_folder(tmp_path, spec))
     [broken] = loaded.broken
     assert [p.field for p in broken.problems] == ["variants[0].model"]
+
+
+def test_the_local_demo_proxy_gets_its_own_key(tmp_path: Path) -> None:
+    from shared import demo_key
+    from shared.apikeys import match_api_key
+    from tests.unit.test_deployments import DEMO_DIR
+
+    folder = tmp_path / "deployments"
+    folder.mkdir()
+    (folder / "connections.yaml").write_text((DEMO_DIR / "connections.yaml").read_text())
+    spec = yaml.safe_load((DEMO_DIR / "demo-proxy.yaml").read_text())
+    assert spec["api_keys_file"] == "../../../.local/keys/demo-proxy.yaml"  # beside demo.key
+    spec["api_keys_file"] = str(tmp_path / "keys" / "demo-proxy.yaml")
+    (folder / "demo-proxy.yaml").write_text(yaml.safe_dump(spec))
+
+    made = demo_key.ensure_demo_key(folder, environ={}, name="demo-proxy")
+    assert made is not None and made.created and made.key_file == tmp_path / "keys" / "demo-proxy.key"
+    assert made.key_file.read_text().strip() == made.key and made.key_file.stat().st_mode & 0o777 == 0o600
+    assert demo_key.ensure_demo_key(folder, environ={}) is None  # no "demo" deployment here
+    chosen = demo_key.ensure_demo_key(folder, environ={demo_key.PROXY_ENV_VAR: "own-proxy-key"}, name="demo-proxy")
+    assert chosen is not None and chosen.key == "own-proxy-key"
+    loaded = load_deployment_folder(folder)
+    proxy = loaded.deployments["demo-proxy"]
+    assert proxy.is_proxy and match_api_key("own-proxy-key", proxy.api_keys) is not None

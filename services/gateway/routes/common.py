@@ -59,7 +59,13 @@ def find_deployment(request: web.Request) -> DeploymentRuntime:
     return runtime
 
 
-def authorize(request: web.Request, runtime: DeploymentRuntime) -> ApiKeyRecord:
+def find_any_deployment(request: web.Request) -> Runtime:
+    """A flow or proxy deployment by the URL's name, for routes both serve (feedback)."""
+    proxy = request.app[DEPLOYMENTS].get_proxy(request.match_info["deployment"])
+    return proxy if proxy is not None else find_deployment(request)
+
+
+def authorize(request: web.Request, runtime: Runtime) -> ApiKeyRecord:
     record = authenticate(request.headers, runtime.deployment.api_keys)
     if record is None:
         raise _unauthorized(request, runtime.name)

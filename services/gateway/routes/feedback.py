@@ -19,7 +19,7 @@ from services.gateway.routes.common import (
     RUN_HEADER,
     RUN_ID_PATTERN,
     authorize,
-    find_deployment,
+    find_any_deployment,
     optional_header,
     read_json,
 )
@@ -73,7 +73,7 @@ def parse_feedback(body: Any) -> tuple[str, int | None, str]:
 
 async def feedback(request: web.Request) -> web.Response:
     request[REQUEST_ID] = new_event_id()
-    runtime = find_deployment(request)
+    runtime = find_any_deployment(request)  # a proxy deployment's answers are rated too
     authorize(request, runtime)
     body, _ = await read_json(request)
     request_id, rating, comment = parse_feedback(body)

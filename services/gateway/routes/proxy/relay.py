@@ -56,6 +56,11 @@ def forwarded_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
     return kept
 
 
+def answer_headers(call: ProxyCall, upstream: CIMultiDictProxy[str]) -> dict[str, str]:
+    """What the client gets: the upstream's headers it acts on, and the variant that answered."""
+    return {**forwarded_headers(upstream), VARIANT_HEADER: call.variant.id}
+
+
 def upstream_error_kind(status: int) -> str:
     if status == 429:
         return "llm_rate_limited"
@@ -162,7 +167,7 @@ class Exchange:
         recorder, call = self.recorder, self.call
         body = await answer.content.read(_ERROR_BODY_LIMIT) if answer.status >= 400 else await answer.read()
         self.first_chunk = time.perf_counter() if call.streaming else None
-        headers = forwarded_headers(answer.headers)
+        headers = answer_headers(call, answer.headers)
         span.set_attribute("http.response.status_code", answer.status)
         if answer.status >= 400:
             kind, message = upstream_error_kind(answer.status), upstream_error_message(answer.status, body)
@@ -189,7 +194,7 @@ class Exchange:
         accumulator = StreamAccumulator(call.operation, drop_usage_chunk=call.drop_usage_chunk)
         splitter = EventSplitter()
         recorder.start_stream("answer")
-        response = web.StreamResponse(status=answer.status, headers={**forwarded_headers(answer.headers),
+        response = web.StreamResponse(status=answer.status, headers={**answer_headers(call, answer.headers),
                                                                      **sse.NO_BUFFERING})
         await response.prepare(request)
         try:
