@@ -335,7 +335,7 @@ async def live_stack(work_dir: Path, options: StackOptions | None = None) -> Asy
         "type": "openai_compatible", "base_url": f"http://127.0.0.1:{llmsim_port}/v1", "api_key": "none"}}}))
     # What demo.yaml refers to beside it (its evaluators' code, their lock file, ...), as shipped.
     for entry in DEMO_DEPLOYMENT.parent.iterdir():
-        if entry.name in ("demo.yaml", "connections.yaml"):
+        if entry.suffix in (".yaml", ".yml"):  # connections and deployments (demo-proxy): not demo's files
             continue
         if entry.is_dir():
             shutil.copytree(entry, deployments_dir / entry.name, dirs_exist_ok=True)
