@@ -6,13 +6,17 @@ tests/integration/test_processor_flow_evaluators.py.)"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+import openai
 import pytest
 from opentelemetry.context import Context
 
+from services.processor.evaluation.judge.breaker import CircuitBreaker
 from services.processor.evaluation.judge.client import CallCost
 from services.processor.evaluation.kinds.flow.evaluator import FlowEvaluator, gated
 from services.processor.evaluation.protocol import (
@@ -330,3 +334,25 @@ async def test_the_flows_spans_are_in_the_judged_requests_trace() -> None:
     (workflow,) = [s for s in spans if s.name.startswith("invoke_workflow")]
     assert {format(s.context.trace_id, "032x") for s in spans} == {trace_id}
     assert workflow.parent is not None and format(workflow.parent.span_id, "016x") == gateway_span
+
+
+async def test_a_gated_client_waits_for_its_connections_breaker_and_reports_to_it() -> None:
+    breaker = CircuitBreaker(threshold=1, open_seconds=1.0)
+    answers: list[Any] = [openai.APIConnectionError(request=httpx.Request("POST", "http://judge/v1")), "ok"]
+
+    class Client:
+        async def post(self, path: str, **kwargs: Any) -> Any:
+            answer = answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+    client = gated(Client(), contextlib.nullcontext, breaker)
+    with pytest.raises(openai.APIConnectionError):
+        await client.post("/chat/completions")
+    assert breaker.state == "open"  # an unreachable endpoint trips the judge connection's breaker
+    waiting = asyncio.create_task(client.post("/chat/completions"))
+    await asyncio.sleep(0.05)
+    assert not waiting.done() and breaker.waiting == 1  # the next call waits, as judge calls do
+    assert await waiting == "ok"  # once the open period is over it goes as the probe, and succeeds
+    assert breaker.state == "closed"

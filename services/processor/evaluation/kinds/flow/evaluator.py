@@ -10,7 +10,7 @@ in strings too, or a label.
   entry of that name, or the deployment's judge connection when connections.yaml has none of
   that name (so prompt flow's ``open_ai_connection`` runs against the judge as it is). Each of
   their calls waits for a place under the processor's judge concurrency cap, shared with every
-  other judge call, and its tokens count as judge tokens: spent from the deployment's judge
+  other judge call, and for the connection's circuit breaker; its tokens count as judge tokens: spent from the deployment's judge
   budget, in the judge metrics, and on the outcomes (``judge``, split over the metrics so they
   add up to the run's tokens once).
 - A run longer than the evaluator's ``timeout_seconds`` (default 60) is a TIMEOUT error of
@@ -32,7 +32,8 @@ from typing import Any
 from opentelemetry import context as otel_context
 
 from services.processor.evaluation.context import BuildContext, EvaluatorUnavailable
-from services.processor.evaluation.judge.client import CallCost
+from services.processor.evaluation.judge.breaker import CircuitBreaker
+from services.processor.evaluation.judge.client import CallCost, classify
 from services.processor.evaluation.kinds.flow.binding import (
     InputTypeError,
     bind_request,
@@ -280,22 +281,43 @@ def _flow_clients(flow: Flow, connections: Mapping[str, Connection], context: Bu
         raise EvaluatorUnavailable(f"the evaluation flow's connections: {exc}") from None
     context.resources.openai_clients.extend(clients.values())
     for name, client in clients.items():
-        clients[name] = gated(client, context.judge_calls.slot)
+        # The breaker of the connection actually called, shared with its judge calls.
+        breaker = context.judge_client(connections[name].name).breaker
+        clients[name] = gated(client, context.judge_calls.slot, breaker)
     return clients
 
 
-def gated(client: Any, gate: Gate) -> Any:
-    """``client`` whose every request waits for ``gate`` (a judge slot) first.
+def gated(client: Any, gate: Gate, breaker: CircuitBreaker | None = None) -> Any:
+    """``client`` whose every request waits for ``gate`` (a judge slot) first, then for the
+    connection's circuit breaker, and tells the breaker how the endpoint answered.
 
     The flow runtime's llm nodes send through ``client.post`` (shared/flow/llm.py); this
     client is the evaluator's own, so nothing else goes through the gate twice. A streamed
     response would free its slot once its headers arrive: evaluation flows are never streamed.
+    The order (slot, then breaker) is the judge client's, so the two never wait on each other.
     """
     post = client.post
 
     async def post_in_a_slot(*args: Any, **kwargs: Any) -> Any:
         async with gate():
-            return await post(*args, **kwargs)
+            if breaker is None:
+                return await post(*args, **kwargs)
+            probe = await breaker.acquire()
+            try:
+                answer = await post(*args, **kwargs)
+            except asyncio.CancelledError:
+                breaker.record_neutral(probe)
+                raise
+            except Exception as exc:
+                # A 429 or a refused request says nothing of the endpoint's health; a timeout,
+                # a 5xx or no connection does (the judge client's own classification).
+                if classify(exc).health == "failure":
+                    breaker.record_failure()
+                else:
+                    breaker.record_neutral(probe)
+                raise
+            breaker.record_success()
+            return answer
 
     setattr(client, "post", post_in_a_slot)  # noqa: B010 - an instance attribute over the method
     return client
