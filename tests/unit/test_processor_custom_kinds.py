@@ -90,3 +90,77 @@ def test_llmsim_answers_on_the_rubric_scale() -> None:
     assert json.loads(verdict.on_scale("labels correct=1, partly=0.5, incorrect=0")) == {"label": "partly", "reason": "fine"}
     assert json.loads(SimVerdict(5, "", 0.9).on_scale("labels correct=1, incorrect=0"))["label"] == "correct"
     assert json.loads(verdict.on_scale("nonsense")) == {"score": 4, "reason": "fine"}
+
+
+class _Scripted:
+    """An evaluator that does what it is told: the pipeline's contract with any kind."""
+
+    kind = "test"
+
+    def __init__(self, name: str, metrics: tuple[str, ...], behaviour: str) -> None:
+        self.name, self.version, self.metrics, self.behaviour = name, "v", metrics, behaviour
+
+    def scale(self, metric: str) -> Scale:
+        return TEN
+
+    def identity(self, metric: str) -> tuple[str, str]:
+        return self.name, self.version
+
+    async def evaluate(self, request: Any) -> list[Any]:
+        from services.processor.evaluation.protocol import Scored
+
+        if self.behaviour == "raise":
+            raise RuntimeError("boom")
+        if self.behaviour == "partial":
+            return [Scored(self.metrics[0], 7.0, "ok")]
+        return [Scored(metric, 10.0, "top", "") for metric in self.metrics]
+
+
+async def test_the_pipeline_gives_every_metric_one_outcome_whatever_an_evaluator_does() -> None:
+    from collections import namedtuple
+    from datetime import UTC, datetime
+
+    from services.processor.evaluation.judge.budget import TokenBudget
+    from services.processor.evaluation.judge.calls import JudgeCalls
+    from services.processor.evaluation.pipeline import Hold, JudgeJob, JudgeRunner
+    from services.processor.evaluation.setup import DeploymentEvaluation
+    from services.processor.settings import ProcessorSection
+    from services.processor.stats import ProcessorStats
+    from services.processor.watermark import PartitionWatermark
+    from shared.events.builders import dict_to_struct, new_meta, next_meta
+    from shared.events.messages import EvaluationErrorType, InferenceRequest, InferenceResponse
+
+    published: list[Any] = []
+
+    class Publisher:
+        async def publish_evaluations(self, events: list[Any]) -> None:
+            published.extend(events)
+
+    evaluators = (
+        _Scripted("flow_a", ("flow_a.x", "flow_a.y"), "partial"),
+        _Scripted("broken", ("broken",), "raise"),
+        _Scripted("fine", ("fine",), "ok"),
+    )
+    deployment = DeploymentEvaluation("shop", 1.0, TokenBudget(None), None, evaluators)  # type: ignore[arg-type]
+    meta = new_meta(request_id="r1", deployment="shop", request_start_time=datetime.now(UTC))
+    request = InferenceRequest(meta=meta, inputs=dict_to_struct({"q": "x"}))
+    response = InferenceResponse(meta=next_meta(meta), status=1, outputs=dict_to_struct({"a": "y"}))
+    mark = PartitionWatermark()
+    mark.see(0)
+    mark.hold(0)
+    stats = ProcessorStats()
+    runner = JudgeRunner(ProcessorSection(), Publisher(), stats, lambda holds: None,  # type: ignore[arg-type]
+                         JudgeCalls(ProcessorSection(), stats))
+    tp = namedtuple("TP", "topic partition")("t", 0)
+    await runner.run(JudgeJob(deployment, request, response, None, [Hold(tp, mark, 0)]))  # type: ignore[arg-type]
+    internal = EvaluationErrorType.EVALUATION_ERROR_TYPE_INTERNAL
+    got = {(e.metric, e.evaluator, e.evaluator_version, e.WhichOneof("outcome")) for e in published}
+    assert got == {
+        ("flow_a.x", "flow_a", "v", "scored"), ("flow_a.y", "flow_a", "v", "error"),
+        ("broken", "broken", "v", "error"), ("fine", "fine", "v", "scored"),
+    }
+    by_metric = {e.metric: e for e in published}
+    assert by_metric["flow_a.y"].error.type == internal and "gave no outcome" in by_metric["flow_a.y"].error.message
+    assert by_metric["broken"].error.type == internal
+    assert (by_metric["fine"].scored.value, by_metric["fine"].scored.score) == (10.0, 5)
+    assert (by_metric["flow_a.x"].scored.value, by_metric["flow_a.x"].scored.score) == (7.0, 4)
