@@ -1,6 +1,7 @@
 """``promptpulse monitors DEPLOYMENT`` lists a deployment's monitors with their state;
 ``monitors DEPLOYMENT set ID --threshold X [...]`` changes (or adds) one and
-``monitors DEPLOYMENT remove ID`` drops one.
+``monitors DEPLOYMENT remove ID`` drops one (``silence``, ``silences`` and ``unsilence`` are
+services/cli/silences.py's).
 
 The API replaces a deployment's whole monitor set at once (``PUT
 /v1/deployments/{d}/monitors``, admin key), so a change reads the set, edits one monitor and
@@ -15,6 +16,7 @@ import argparse
 import json
 from typing import Any
 
+from services.cli import silences
 from services.cli.config import EXIT_NOT_FOUND, EXIT_USAGE, CliError, add_api_options
 
 # What GET adds to a monitor's definition; PUT takes the definition alone.
@@ -33,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print the API's answer as JSON")
     add_api_options(parser)
     parser.set_defaults(func=main, action=None)
-    actions = parser.add_subparsers(dest="action", metavar="[set ID ... | remove ID]")
+    actions = parser.add_subparsers(dest="action", metavar="[set ID ... | remove ID | silence ID ... | silences | unsilence ID]")
     change = actions.add_parser("set", help="change a monitor's fields, or add a monitor with this id")
     change.add_argument("monitor_id", metavar="ID")
     change.add_argument("--threshold", type=float, help="the value past which a window is violated")
@@ -46,10 +48,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     change.add_argument("--score-threshold", type=int, metavar="N", help="pass_rate: a pass is a score >= N")
     change.add_argument("--fire-only-when-ci-below", action=argparse.BooleanOptionalAction, default=None,
                         help="violate only when the whole confidence interval is past the threshold")
+    change.add_argument("--severity", help="Alertmanager's severity label: critical, warning, info, ... "
+                                           "('' for the default, warning)")
+    change.add_argument("--runbook-url", metavar="URL",
+                        help="where the engineer paged starts reading (an http(s) URL; '' removes it)")
     change.set_defaults(func=main)
     remove = actions.add_parser("remove", help="drop a monitor (a firing one resolves)")
     remove.add_argument("monitor_id", metavar="ID")
     remove.set_defaults(func=main)
+    silences.register_actions(actions)
 
 
 def definition(monitor: dict[str, Any]) -> dict[str, Any]:
@@ -62,6 +69,7 @@ def changes_from(args: argparse.Namespace) -> dict[str, Any]:
         "threshold": args.threshold, "statistic": args.statistic, "metric": args.metric, "variant": args.variant,
         "window": args.window, "cadence": args.cadence, "min_samples": args.min_samples,
         "score_threshold": args.score_threshold, "fire_only_when_ci_below": args.fire_only_when_ci_below,
+        "severity": args.severity, "runbook_url": args.runbook_url,
     }
     return {k: v for k, v in fields.items() if v is not None}
 

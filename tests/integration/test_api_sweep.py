@@ -253,7 +253,8 @@ async def test_aggregator_answers_every_generated_request_without_a_server_error
 ) -> None:
     auth = {"readKey": {"bearer": stack.read_key}, "adminKey": {"bearer": stack.admin_key}}
     existing = {"deployment": "demo", "trace_id": known.trace_id, "run_id": known.run_id,
-                "request_id": known.request_id, "destination": SWEEP_DESTINATION}
+                "request_id": known.request_id, "destination": SWEEP_DESTINATION,
+                "monitor_id": "demo-relevance-variant_0"}
 
     def fixed(operation: Any) -> dict[str, Any] | None:
         names = {p.name for p in operation.path_parameters}
@@ -269,7 +270,9 @@ async def test_aggregator_answers_every_generated_request_without_a_server_error
         "POST /v1/session", "DELETE /v1/session", "GET /v1/deployments", "GET /v1/deployments/{deployment}/metrics",
         "GET /v1/deployments/{deployment}/requests", "GET /v1/deployments/{deployment}/compare",
         "GET /v1/deployments/{deployment}/monitors",
-        "PUT /v1/deployments/{deployment}/monitors", "GET /v1/requests/{request_id}", "GET /v1/traces/{trace_id}",
+        "PUT /v1/deployments/{deployment}/monitors", "GET /v1/deployments/{deployment}/silences",
+        "POST /v1/deployments/{deployment}/monitors/{monitor_id}/silences",
+        "DELETE /v1/deployments/{deployment}/monitors/{monitor_id}/silences", "GET /v1/requests/{request_id}", "GET /v1/traces/{trace_id}",
         "GET /v1/alerts", "GET /v1/destinations", "GET /v1/deliveries",
         "POST /v1/deployments/{deployment}/destinations/{destination}/test",
         "GET /v1/runs/{run_id}", "GET /v1/stream/metrics", "GET /healthz", "GET /readyz", "GET /metrics",

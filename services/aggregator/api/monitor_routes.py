@@ -108,6 +108,7 @@ def _alert(row: asyncpg.Record, deliveries: list[asyncpg.Record]) -> dict[str, A
         "message": row["message"],
         "created_at": row["created_at"],
         "published": row["published_at"] is not None,
+        "silenced": row["silenced"],  # held back from direct destinations by a silence
         "deliveries": shown,
         # The deprecated per-monitor webhook's delivery, where clients read it before destinations.
         "webhook": None if legacy is None else {k: legacy[k] for k in ("state", "attempts", "last_error")},

@@ -18,6 +18,7 @@ from services.aggregator.api.settings import ApiSection
 from services.aggregator.api.state import API
 from services.aggregator.appkeys import QUERY_API
 from services.aggregator.ingest.values import MAX_ID_CHARS
+from services.aggregator.monitors import silences
 from shared.deployments.base import MONITOR_ID_PATTERN, NAME_PATTERN, VARIANT_ID_PATTERN
 from shared.deployments.destinations import DESTINATION_NAME_PATTERN
 
@@ -45,6 +46,9 @@ _SSE_EVENT = {"type": "object", "required": ["event", "data"], "properties": {
     "event": {"enum": ["snapshot", "metrics"]}, "id": {"type": "string"},
     "data": {"type": "string", "contentMediaType": "application/json"}}}
 _RUN_ID = {"type": "string", "pattern": RUN_ID_PATTERN}
+_MONITOR_ID = {"type": "string", "pattern": MONITOR_ID_PATTERN}
+_MONITOR_PATH = _param("monitor_id", "path", "Monitor id.", _MONITOR_ID)
+_ONE_LINE = silences.ONE_LINE
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _ERRORS = {
     "400": "A bad parameter; error.field names it.",
@@ -60,10 +64,11 @@ def _limit(max_page_size: int) -> dict[str, Any]:
 
 
 def _operation(summary: str, params: list[dict[str, Any]], ok: str, *, admin: bool = False,
-               body: dict[str, Any] | None = None, content: str = "application/json") -> dict[str, Any]:
+               body: dict[str, Any] | None = None, content: str = "application/json",
+               ok_status: str = "200", example: dict[str, Any] | None = None) -> dict[str, Any]:
     schema = _SSE_EVENT if content == "text/event-stream" else {"type": "string"} if content == "text/plain" \
         else {"type": "object"}
-    responses: dict[str, Any] = {"200": {"description": ok, "content": {content: {"schema": schema}}}}
+    responses: dict[str, Any] = {ok_status: {"description": ok, "content": {content: {"schema": schema}}}}
     errors = _ERRORS | ({"413": "The body is over the size limit."} if body is not None else {})
     for status, text in errors.items():
         responses[status] = {"description": text, "content": {"application/json": {
@@ -71,7 +76,8 @@ def _operation(summary: str, params: list[dict[str, Any]], ok: str, *, admin: bo
     operation: dict[str, Any] = {"summary": summary, "parameters": params, "responses": responses,
                                  "security": [{"adminKey": []}] if admin else [{"readKey": []}, {"session": []}]}
     if body is not None:
-        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        media: dict[str, Any] = {"schema": body} | ({"example": example} if example is not None else {})
+        operation["requestBody"] = {"required": True, "content": {"application/json": media}}
     return operation
 
 
@@ -80,6 +86,14 @@ def document(max_page_size: int = ApiSection().max_page_size) -> dict[str, Any]:
     monitors_body = {"type": "object", "required": ["monitors"], "properties": {"monitors": {
         "type": "array", "description": "The deployment's monitors, as in a deployment file (docs/deployments.md).",
         "items": {"type": "object"}}}}
+    silence_body = {"type": "object", "required": ["duration", "reason", "created_by"],
+                    "additionalProperties": False, "properties": {
+        "duration": {"type": "string", "pattern": r"^\s*\d{1,9}\s*[smhd]\s*$",
+                     "description": "How long, from now: 30m, 2h, 1d (at least 1m, at most 30d)."},
+        "reason": {"type": "string", "minLength": 1, "maxLength": silences.MAX_REASON_CHARS, "pattern": _ONE_LINE},
+        "created_by": {"type": "string", "minLength": 1, "maxLength": silences.MAX_NAME_CHARS,
+                       "pattern": _ONE_LINE,
+                       "description": "Who sets it, as recorded and listed (the admin key names no one)."}}}
     paths = {
         "/v1/session": {"post": {
             "summary": "Exchange the read key (bearer, or {\"key\": ...}) for an HttpOnly session cookie.",
@@ -127,6 +141,25 @@ def document(max_page_size: int = ApiSection().max_page_size) -> dict[str, Any]:
              _param("limit", "query", "Most windows returned (default 1000).",
                     {"type": "integer", "minimum": 1, "maximum": 5000})],
             "Violated windows, and violation counts per monitor and per metric.")},
+        # Before the monitors: a generated PUT may empty the monitor set the silences need.
+        "/v1/deployments/{deployment}/silences": {"get": _operation(
+            "Silences of the deployment's monitors, newest first, each active, expired or ended (early).",
+            [_DEPLOYMENT, _param("monitor", "query", "Only this monitor's.", _MONITOR_ID),
+             _param("state", "query", "Only silences in this state.", {"type": "string", "enum": list(silences.STATES)}),
+             limit], "Silences.")},
+        "/v1/deployments/{deployment}/monitors/{monitor_id}/silences": {
+            "post": _operation(
+                "Silence the monitor's direct destinations (Slack, Teams, PagerDuty, webhooks) from now on: its "
+                "transitions still reach the alerts topic (marked silenced) and Alertmanager.",
+                [_DEPLOYMENT, _MONITOR_PATH], "The silence.", admin=True, body=silence_body, ok_status="201",
+                example={"duration": "2h", "reason": "known issue, being fixed", "created_by": "alice"}),
+            "delete": _operation(
+                "End the monitor's silences in force now (their records stay, marked ended).",
+                [_DEPLOYMENT, _MONITOR_PATH,
+                 _param("by", "query", "Who ends them (recorded).",
+                        {"type": "string", "minLength": 1, "maxLength": silences.MAX_NAME_CHARS,
+                         "pattern": _ONE_LINE})],
+                "The silences ended (empty when none was in force).", admin=True)},
         "/v1/deployments/{deployment}/monitors": {
             "get": _operation("The monitors in force, with their state and last window.", [_DEPLOYMENT],
                               "Monitors."),

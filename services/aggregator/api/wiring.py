@@ -15,7 +15,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import asyncpg
 from aiohttp import web
 
-from services.aggregator.api import destination_routes, monitor_routes, quality_metrics, routes
+from services.aggregator.api import (
+    destination_routes,
+    monitor_routes,
+    quality_metrics,
+    routes,
+    silence_routes,
+)
 from services.aggregator.api.auth import Authenticator
 from services.aggregator.api.errors import error_middleware
 from services.aggregator.api.settings import admin_key, api_section, read_key
@@ -122,6 +128,7 @@ def create_api() -> web.Application:
     router.add_get("/deployments/{deployment}/compare", routes.compare_variants)
     router.add_get("/deployments/{deployment}/monitors", monitor_routes.get_monitors)
     router.add_put("/deployments/{deployment}/monitors", monitor_routes.put_monitors)
+    silence_routes.setup(router)
     router.add_get("/requests/{request_id}", routes.one_request)
     router.add_get("/traces/{trace_id}", routes.trace)
     router.add_get("/alerts", monitor_routes.list_alerts)

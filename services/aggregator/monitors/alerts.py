@@ -76,6 +76,7 @@ def build_alert(
     *,
     extra: str = "",
     now: datetime | None = None,
+    silenced: bool = False,
 ) -> AlertRecord:
     alert = Alert(
         event_id=new_event_id(),
@@ -92,6 +93,7 @@ def build_alert(
         confidence_high=result.ci_high if result.ci_high is not None else 0.0,
         message=describe(monitor, deployment, state, result, extra),
         pass_score=monitor.effective_score_threshold if monitor.statistic == "pass_rate" else 0,
+        silenced=silenced,
     )
     alert.event_time.CopyFrom(timestamp(now))
     alert.window_start.CopyFrom(timestamp(window_start))

@@ -28,6 +28,7 @@ from services.aggregator.monitors.destinations.outbox import enqueue, enqueue_li
 from services.aggregator.monitors.measure import window_figures
 from services.aggregator.monitors.schedule import due_window_ends
 from services.aggregator.monitors.settings import MonitorsSection
+from services.aggregator.monitors.silences import transition_silenced
 from services.aggregator.monitors.statistics import (
     FIRING,
     OK,
@@ -56,8 +57,9 @@ RETURNING true
 
 _ALERT_SQL = """
 INSERT INTO alerts (event_id, monitor_id, deployment, variant, statistic, metric, state,
-    window_start, window_end, value, threshold, sample_count, ci_low, ci_high, message, payload, webhook_state)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 'none')
+    window_start, window_end, value, threshold, sample_count, ci_low, ci_high, message, payload, webhook_state,
+    silenced)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 'none', $17)
 ON CONFLICT (monitor_id, window_end, state) DO NOTHING
 RETURNING id
 """
@@ -95,7 +97,8 @@ async def _write_alert(
 ) -> int | None:
     """Write the transition (the alerts row, its destinations' outbox rows, its Alertmanager
     mirror); returns the alerts row's id, None when this change was written before."""
-    record = build_alert(monitor, deployment, state, start, end, result, extra=extra)
+    silenced = await transition_silenced(conn, monitor.id, state)  # held back from direct destinations
+    record = build_alert(monitor, deployment, state, start, end, result, extra=extra, silenced=silenced)
     alert_id = await conn.fetchval(
         _ALERT_SQL,
         record.alert.event_id,
@@ -114,6 +117,7 @@ async def _write_alert(
         result.ci_high,
         record.alert.message,
         record.payload,
+        silenced,
     )
     await record_transition(conn, monitor, deployment, state, start, end,
                             event_id=record.alert.event_id, message=record.alert.message)

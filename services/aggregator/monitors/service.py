@@ -27,6 +27,7 @@ from services.aggregator.monitors.destinations.kinds import warn_inline_webhooks
 from services.aggregator.monitors.evaluator import EVALUATOR_LOCK, Evaluator, TickResult
 from services.aggregator.monitors.publisher import DeliveryStats, publish_pending
 from services.aggregator.monitors.settings import MonitorsSection
+from services.aggregator.monitors.silences import drop_old_silences
 from services.aggregator.monitors.store import sync_file_monitors
 from services.aggregator.settings import AggregatorSettings
 from shared.deployments import load_deployment_folder
@@ -131,6 +132,7 @@ class MonitorService:
                 await conn.execute(
                     "DELETE FROM alertmanager_alerts WHERE state = 'resolved' AND updated_at < $1", cutoff
                 )
+                await drop_old_silences(conn, cutoff)
         self._last_retention = time.monotonic()
 
     async def run(self) -> None:
