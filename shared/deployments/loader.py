@@ -102,6 +102,9 @@ def _connection_problems(
     used: list[tuple[str, str]] = []  # (field, connection name)
     if deployment.evaluation is not None:
         used.append(("evaluation.judge.connection", deployment.evaluation.judge.connection))
+        for index, evaluator in enumerate(deployment.evaluation.evaluators):
+            if evaluator.judge is not None and evaluator.judge.connection is not None:
+                used.append((f"evaluation.evaluators[{index}].judge.connection", evaluator.judge.connection))
     if deployment.proxy is not None:
         used.append(("proxy.connection", deployment.proxy.connection))
     problems: list[Problem] = []

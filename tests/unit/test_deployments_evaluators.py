@@ -183,3 +183,17 @@ def test_a_locked_label_with_changed_content_does_not_load(tmp_path: Path) -> No
     assert lock_main([str(tmp_path)]) == 0
     assert set(read_lock(lock_path(path))["cites"]) == {"v1", "v2"}
     assert load_deployment(path).evaluation.evaluators[0].label == "v2"  # type: ignore[union-attr]
+
+
+def test_a_rubrics_own_judge_connection_must_exist(tmp_path: Path) -> None:
+    from shared.deployments import load_connections_file
+
+    (tmp_path / "connections.yaml").write_text(yaml.safe_dump({"connections": {
+        "judge": {"type": "openai_compatible", "base_url": "http://127.0.0.1:9/v1", "api_key": "none"}}}))
+    connections = load_connections_file(tmp_path / "connections.yaml")
+    path = write(tmp_path, [{**RUBRIC, "judge": {"connection": "elsewhere", "model": "big"}}])
+    with pytest.raises(DeploymentConfigError) as caught:
+        load_deployment(path, connections)
+    assert "evaluation.evaluators[0].judge.connection: 'elsewhere' is not in connections.yaml (known: judge)" in str(caught.value)
+    write(tmp_path, [{**RUBRIC, "judge": {"connection": "judge", "model": "big"}}])
+    assert load_deployment(path, connections).evaluation is not None
