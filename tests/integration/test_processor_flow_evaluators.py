@@ -5,6 +5,7 @@ eval_classification_accuracy (our own, written the way prompt flow's examples ar
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +175,7 @@ def check(answer: str) -> float:
 """
 HANGS_PY = """\
 import asyncio
+import shutil
 
 from promptflow.core import tool
 
@@ -249,3 +251,38 @@ async def test_the_flows_llm_calls_wait_for_the_judge_slot_like_every_judge_call
     # Once the hung call timed out and was retried, both were judged.
     assert {metric: e.WhichOneof("outcome") for (_, metric), e in found.items()} == {
         "relevance": "scored", "grounded.groundedness": "scored"}
+
+
+DEMO_DEPLOYMENTS = Path(__file__).resolve().parents[2] / "deploy" / "local" / "deployments"
+
+
+async def test_the_demo_deployments_evaluation_flow_judges_its_answers(tmp_path: Path) -> None:
+    # deploy/local/deployments/demo.yaml as shipped (its evaluators folder and lock file beside
+    # it), every request sampled, judged by its evaluation flow alone.
+    async with stage(tmp_path, {}) as st:
+        shutil.copytree(DEMO_DEPLOYMENTS / "evaluators", st.deployments_dir / "evaluators")
+        shutil.copy2(DEMO_DEPLOYMENTS / "demo.evaluators.lock", st.deployments_dir)
+        demo = yaml.safe_load((DEMO_DEPLOYMENTS / "demo.yaml").read_text())
+        demo.pop("api_keys_file")
+        demo["flow"] = "flows/unused"  # the processor never reads the deployment's own flow
+        demo["evaluation"]["sampling_rate"] = 1.0
+        demo["evaluation"]["metrics"] = []
+        demo["monitors"] = []  # they watch the built-in metrics left out here
+        demo["evaluation"]["evaluators"] = [e for e in demo["evaluation"]["evaluators"] if e["kind"] == "flow"]
+        (st.deployments_dir / "demo.yaml").write_text(yaml.safe_dump(demo))
+        async with st.processor(), Producer(st.kafka) as producer:
+            cited = request_event("r-cited", "demo", {"question": QA["question"], "context": QA["context"]})
+            drifted = request_event("r-drifted", "demo", {"question": QA["question"], "context": QA["context"]})
+            await producer.send(st.topics.inference, [
+                cited, response_event(cited, {"answer": "Refunds are accepted within 30 days of purchase [1]."}),
+                drifted, response_event(drifted, {"answer": "Penguin carrot volcano, within seven weeks."}),
+            ])
+            found = by_request_and_metric(await read_evaluations(st.kafka, st.topics, 4))
+    assert {key: (e.scored.value, e.scored.label) for key, e in found.items() if e.metric.endswith(".citation")} == {
+        ("r-cited", "eval_groundedness.citation"): (1.0, "cited"),
+        ("r-drifted", "eval_groundedness.citation"): (0.0, "uncited")}
+    rated = {r: found[(r, "eval_groundedness.groundedness")].scored.value for r in ("r-cited", "r-drifted")}
+    # On the flow's 1-10 scale (llmsim answers on the <scale> the prompt names): the grounded
+    # answer rates high, the drifted one low.
+    assert rated["r-cited"] >= 7 > rated["r-drifted"] >= 1, rated
+    assert {e.evaluator_version for e in found.values()} == {"d68bbeeec349"}  # locked as v1
