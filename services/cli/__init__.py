@@ -14,6 +14,7 @@ import sys
 
 from services.cli import (
     alerts,
+    annotate,
     compare,
     evalrun,
     flows,
@@ -36,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="promptpulse", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     ops.register(sub)
-    for module in (invoke, metrics, compare, requests, request, trace, monitors, alerts, tail, evalrun, flows):
+    for module in (invoke, metrics, compare, requests, request, trace, monitors, alerts, tail, evalrun, flows,
+                   annotate):
         module.register(sub)
     return parser
 

@@ -98,7 +98,7 @@ def test_minute_is_the_request_start_and_runs_are_their_own_keys() -> None:
 def test_feedback_has_no_rollup_and_names_no_variant() -> None:
     # Its variant is its request's, known only when the two are joined at query time.
     row = FeedbackRow(START, "f1", "q1", **{**META, "variant": ""}, rating=None, comment="meh",
-                      start_time_source="event")
+                      start_time_source="event", labels="{}")
     assert rollup_deltas({FEEDBACK: [row]}) == {}
     assert seen_ranges({FEEDBACK: [row]}) == {("feedback", "d", ""): [MINUTE, MINUTE]}  # notified, not recorded
 

@@ -135,6 +135,15 @@ def document(max_page_size: int = ApiSection().max_page_size) -> dict[str, Any]:
              _param("pass_score", "query", "A score at or above this passes (default 3).",
                     {"type": "integer", "minimum": 1, "maximum": 5})],
             "Both variants' figures and the differences.")},
+        "/v1/deployments/{deployment}/agreement": {"get": _operation(
+            "Each judge's agreement with people, per metric and evaluator version: quadratic weighted kappa, "
+            "exact-match rate and the mean difference (judge minus person) with its t interval, over requests "
+            "that have both a human label (feedback labels) and a judge score. Default range: the last 7 days.",
+            [_DEPLOYMENT, _FROM, _TO,
+             _param("metric", "query", "Only this metric.", {"type": "string", "minLength": 1, "maxLength": 200}),
+             _param("min_labels", "query", "Fewest labelled requests to report figures (default 10).",
+                    {"type": "integer", "minimum": 2, "maximum": 100000})],
+            "Agreement per metric and evaluator version.")},
         "/v1/deployments/{deployment}/violations": {"get": _operation(
             "Violated monitor windows ending in (from, to], newest first, and counts per monitor and metric.",
             [_DEPLOYMENT, _FROM, _TO, _VARIANT,

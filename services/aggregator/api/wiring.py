@@ -16,6 +16,7 @@ import asyncpg
 from aiohttp import web
 
 from services.aggregator.api import (
+    agreement_routes,
     destination_routes,
     monitor_routes,
     quality_metrics,
@@ -126,6 +127,7 @@ def create_api() -> web.Application:
     router.add_get("/deployments/{deployment}/metrics", routes.deployment_metrics)
     router.add_get("/deployments/{deployment}/requests", routes.deployment_requests)
     router.add_get("/deployments/{deployment}/compare", routes.compare_variants)
+    router.add_get("/deployments/{deployment}/agreement", agreement_routes.deployment_agreement)
     router.add_get("/deployments/{deployment}/monitors", monitor_routes.get_monitors)
     router.add_put("/deployments/{deployment}/monitors", monitor_routes.put_monitors)
     silence_routes.setup(router)

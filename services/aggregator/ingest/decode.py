@@ -9,6 +9,7 @@ off its scale) is dead-lettered as ``implausible-value``, never stored nor count
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Mapping
@@ -457,4 +458,20 @@ def _feedback(event: Feedback, meta: _Meta) -> FeedbackRow:
         rating=event.rating if event.HasField("rating") else None,
         comment=clean_text(event.comment, _MAX_COMMENT),
         start_time_source=source,
+        labels=_labels(event),
     )
+
+
+_MAX_LABELS = 50
+
+
+def _labels(event: Feedback) -> str:
+    labels = dict(event.labels)
+    if len(labels) > _MAX_LABELS:
+        raise InvalidValue(f"labels: more than {_MAX_LABELS}")
+    for metric, value in labels.items():
+        if not metric or len(metric) > 200:
+            raise InvalidValue("labels: a metric name must be 1-200 characters")
+        if not math.isfinite(value):
+            raise InvalidValue(f"labels.{metric[:200]}: not a finite number")
+    return json.dumps(labels, sort_keys=True)

@@ -124,6 +124,7 @@ class FeedbackRow(NamedTuple):
     rating: int | None
     comment: str
     start_time_source: str  # event | request_id | event_time
+    labels: str  # JSON object: metric -> a person's score on its scale
 
 
 class SpanRow(NamedTuple):
