@@ -204,9 +204,11 @@ def alert_line(alert: dict[str, Any]) -> str:
     threshold_text = NONE if threshold is None else f"{float(threshold):g}"
     window = f"{short_time(alert.get('windowStart'))}-{short_time(alert.get('windowEnd'))}"
     samples = alert.get("sampleCount", 0)
+    # Silenced: held back from direct destinations (Slack, PagerDuty, ...), so nobody was told.
+    silenced = "  [silenced]" if alert.get("silenced") else ""
     return (f"{short_time(alert.get('eventTime'))} {parts['state'].upper():<8} {alert.get('monitorId', '?')}  "
             f"{scope}  {parts['what']} {value_text} {sign} {threshold_text}  "
-            f"(window {window}, {samples} samples)")
+            f"(window {window}, {samples} samples){silenced}")
 
 
 def alert_matches(alert: dict[str, Any], deployment: str | None) -> bool:
@@ -229,4 +231,5 @@ def api_alert_as_event(row: dict[str, Any]) -> dict[str, Any]:
         "value": row.get("value"),
         "threshold": row.get("threshold"),
         "sampleCount": row.get("sample_count"),
+        "silenced": bool(row.get("silenced")),
     }

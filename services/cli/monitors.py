@@ -20,7 +20,7 @@ from services.cli import silences
 from services.cli.config import EXIT_NOT_FOUND, EXIT_USAGE, CliError, add_api_options
 
 # What GET adds to a monitor's definition; PUT takes the definition alone.
-VIEW_FIELDS = ("source", "state", "state_changed_at", "evaluated_through", "last_window")
+VIEW_FIELDS = ("source", "state", "state_changed_at", "evaluated_through", "silenced_until", "last_window")
 QUALITY = ("average", "pass_rate")
 STATISTICS = ("average", "pass_rate", "error_rate", "latency_p95", "tokens_per_hour", "cost_per_hour")
 
@@ -115,6 +115,13 @@ def remove(monitors: list[dict[str, Any]], monitor_id: str) -> list[dict[str, An
     return kept
 
 
+def _silenced(monitor: dict[str, Any]) -> str:
+    from services.cli.formatting import parse_time
+
+    until = parse_time(monitor.get("silenced_until"))
+    return "" if until is None else f" (silenced until {until.astimezone().strftime('%m-%d %H:%M')})"
+
+
 def rows(doc: dict[str, Any]) -> list[list[str]]:
     from services.cli.formatting import NONE
 
@@ -135,7 +142,7 @@ def rows(doc: dict[str, Any]) -> list[list[str]]:
         table.append([
             m.get("id", "?"), m.get("variant") or "all", watches,
             f"{'<' if quality else '>'} {m.get('threshold', 0):g}", window, str(m.get("min_samples", "")),
-            str(m.get("state", "ok")).upper(), last_text, m.get("source", ""),
+            str(m.get("state", "ok")).upper() + _silenced(m), last_text, m.get("source", ""),
         ])
     return table
 
@@ -148,7 +155,7 @@ def render(doc: dict[str, Any]) -> Any:
                     "source"):
         table.add_column(heading, no_wrap=heading != "watches")
     for row in rows(doc):
-        style = "red" if row[6] == "FIRING" else None
+        style = "red" if row[6] == "FIRING" else None  # a silenced one is not: someone knows
         table.add_row(*row, style=style)
     return table
 

@@ -153,10 +153,14 @@ async def test_silences_need_the_admin_key_and_bad_input_is_a_400_naming_the_fie
     assert made["reason"] == "deploy in progress" and made["ended_at"] is None
     listed = await stack.json("/v1/deployments/demo/silences?state=active", headers=READ)
     assert [s["id"] for s in listed["silences"]] == [made["id"]]
+    [shown] = (await stack.json("/v1/deployments/demo/monitors"))["monitors"]
+    assert shown["silenced_until"] == made["ends_at"]
     status, ended = await _delete(stack, SILENCES + "?by=bob")
     assert status == 200 and [s["id"] for s in ended["ended"]] == [made["id"]]
     assert ended["ended"][0]["state"] == "ended" and ended["ended"][0]["ended_by"] == "bob"
     assert (await _delete(stack, SILENCES))[1]["ended"] == []  # none left in force
+    [shown] = (await stack.json("/v1/deployments/demo/monitors"))["monitors"]
+    assert shown["silenced_until"] is None
     await stack.json("/v1/deployments/demo/silences?state=sleeping", status=400)
     everything = (await stack.json("/v1/deployments/demo/silences"))["silences"]
     assert [(s["state"], s["ended_by"]) for s in everything] == [("ended", "bob")]
@@ -183,6 +187,8 @@ async def test_cli_silences_a_monitor_lists_and_ends_it_and_sets_severity_and_ru
     code, out, err = await _cli(stack, "monitors", "demo", "silences")
     assert code == 0, err
     assert "ACTIVE" in out and "alice" in out and "deploy in progress" in out, out
+    code, out, err = await _cli(stack, "monitors", "demo")
+    assert code == 0 and "(silenced until" in out, (out, err)
     for duration, why in (("0m", "at least 1m"), ("45d", "at most 30d"), ("2 hours", "is not a duration")):
         code, out, err = await _cli(stack, "monitors", "demo", "silence", "rel-avg", "--for", duration,
                                     "--reason", "r")

@@ -14,7 +14,7 @@ from services.aggregator.monitors.silences import (
     public_silence,
     silence_state,
 )
-from services.cli import build_parser, monitors
+from services.cli import build_parser, formatting, monitors
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -82,3 +82,18 @@ def test_set_takes_severity_and_runbook_url_and_an_empty_one_removes_it() -> Non
     assert changed["severity"] == "critical" and changed["runbook_url"] == "https://runbooks.example/rel"
     [cleared] = monitors.apply_change(stored, "rel", {"runbook_url": ""})
     assert "runbook_url" not in cleared and cleared["severity"] == "warning"
+
+
+def test_listings_mark_silenced_monitors_and_alerts() -> None:
+    monitor = {"id": "rel", "statistic": "average", "metric": "relevance", "threshold": 3.5, "window": "5m",
+               "state": "firing", "source": "api", "silenced_until": "2030-01-01T12:00:00+00:00"}
+    [row] = monitors.rows({"monitors": [monitor]})
+    assert row[6].startswith("FIRING (silenced until ")
+    [row] = monitors.rows({"monitors": [{**monitor, "silenced_until": None}]})
+    assert row[6] == "FIRING"
+    assert "silenced_until" not in monitors.definition(monitor)  # never sent back in a PUT
+    alert = {"created_at": "2030-01-01T12:00:00+00:00", "monitor_id": "rel", "deployment": "demo",
+             "statistic": "average", "metric": "relevance", "state": "firing", "value": 2.0, "threshold": 3.5,
+             "sample_count": 9, "silenced": True}
+    assert formatting.alert_line(formatting.api_alert_as_event(alert)).endswith("  [silenced]")
+    assert "silenced" not in formatting.alert_line(formatting.api_alert_as_event({**alert, "silenced": False}))

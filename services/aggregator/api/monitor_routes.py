@@ -13,6 +13,7 @@ from services.aggregator.api.params import Query, checked, decode_cursor, encode
 from services.aggregator.api.state import API
 from services.aggregator.db.pool import DbConnection
 from services.aggregator.monitors.destinations.kinds import LEGACY_KIND, warn_inline_webhooks
+from services.aggregator.monitors.silences import silenced_until
 from services.aggregator.monitors.store import (
     MonitorInputError,
     load_monitors,
@@ -41,6 +42,7 @@ async def _monitor_view(conn: DbConnection, deployment: str) -> dict[str, Any]:
             ids,
         )
     }
+    silenced = await silenced_until(conn, ids)
     monitors = []
     for entry in stored:
         state = states.get(entry.monitor.id)
@@ -51,6 +53,7 @@ async def _monitor_view(conn: DbConnection, deployment: str) -> dict[str, Any]:
             "state": state["state"] if state else "ok",
             "state_changed_at": state["changed_at"] if state else None,
             "evaluated_through": state["evaluated_through"] if state else None,
+            "silenced_until": silenced.get(entry.monitor.id),  # direct destinations held back until then
             "last_window": None if window is None else {
                 "start": window["window_start"], "end": window["window_end"], "value": window["value"],
                 "sample_count": window["sample_count"], "confidence_interval": [window["ci_low"], window["ci_high"]],

@@ -155,6 +155,16 @@ def public_silence(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def silenced_until(conn: DbConnection, monitor_ids: list[str]) -> dict[str, datetime]:
+    """Monitor id -> when its silences in force end (the latest), for the monitors silenced now."""
+    rows = await conn.fetch(
+        f"""SELECT monitor_id, max(ends_at) AS until FROM monitor_silences
+            WHERE monitor_id = ANY($1::text[]) AND {_IN_FORCE} GROUP BY monitor_id""",
+        monitor_ids,
+    )
+    return {r["monitor_id"]: r["until"] for r in rows}
+
+
 async def transition_silenced(conn: DbConnection, monitor_id: str, state: str) -> bool:
     """Whether a transition of ``monitor_id`` to ``state`` is held back from direct destinations."""
     if state == "firing":
