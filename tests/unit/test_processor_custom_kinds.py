@@ -164,3 +164,57 @@ async def test_the_pipeline_gives_every_metric_one_outcome_whatever_an_evaluator
     assert by_metric["broken"].error.type == internal
     assert (by_metric["fine"].scored.value, by_metric["fine"].scored.score) == (10.0, 5)
     assert (by_metric["flow_a.x"].scored.value, by_metric["flow_a.x"].scored.score) == (7.0, 4)
+
+
+async def test_rubric_and_built_in_judge_calls_share_one_concurrency_cap_and_budget() -> None:
+    import asyncio
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from opentelemetry.context import Context
+
+    from services.processor.evaluation.judge.breaker import CircuitBreaker
+    from services.processor.evaluation.judge.budget import TokenBudget
+    from services.processor.evaluation.judge.calls import JudgeCalls, JudgeTarget
+    from services.processor.evaluation.judge.client import JudgeClient
+    from services.processor.evaluation.kinds.builtin.evaluator import BuiltinJudges
+    from services.processor.evaluation.kinds.rubric import RubricEvaluator
+    from services.processor.evaluation.protocol import RequestFields
+    from services.processor.settings import ProcessorSection
+    from services.processor.stats import ProcessorStats
+    from shared.deployments import ColumnMapping, EvaluatorConfig
+    from shared.events.builders import new_meta
+
+    in_flight, most = 0, 0
+
+    async def create(**kwargs: Any) -> Any:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.02)
+        in_flight -= 1
+        return SimpleNamespace(model="m", choices=[SimpleNamespace(message=SimpleNamespace(content='{"score": 4}'))],
+                               usage=SimpleNamespace(prompt_tokens=10, completion_tokens=2))
+
+    client = JudgeClient(SimpleNamespace(chat=SimpleNamespace(completions=SimpleNamespace(create=create))),
+                         CircuitBreaker(5, 1.0), timeout_seconds=5, max_attempts=1, retry_base_seconds=0,
+                         retry_max_seconds=0, max_tokens=100)
+    stats = ProcessorStats()
+    calls = JudgeCalls(ProcessorSection(judge_concurrency=1), stats)
+    budget = TokenBudget(None)
+    target = JudgeTarget("shop", "c", "m", client, budget)
+    mapping = ColumnMapping(question="inputs.q", answer="outputs.a")
+    rubric = RubricEvaluator(
+        EvaluatorConfig(name="cites", kind="rubric", prompt="{{ answer }}"), {"answer": "outputs.a"}, target, calls,
+        max_chars=1000,
+    )
+    builtin = BuiltinJudges(("relevance", "fluency"), mapping, target, calls)
+    from services.processor.evaluation.protocol import StructFields
+    from shared.events.builders import dict_to_struct
+
+    request = RequestFields(StructFields(dict_to_struct({"q": "Why?"})), StructFields(dict_to_struct({"a": "Because."})),
+                            new_meta(request_id="r", deployment="shop", request_start_time=datetime.now(UTC)), Context())
+    results = await asyncio.gather(rubric.evaluate(request), builtin.evaluate(request))
+    assert [o.value for outcomes in results for o in outcomes] == [4.0, 4.0, 4.0]  # type: ignore[union-attr]
+    assert most == 1  # three calls, never two at once: the rubric waits for the cap like the built-ins
+    assert budget.spent() == 36 and stats.judge_calls[("shop", "ok")] == 3
