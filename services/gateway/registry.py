@@ -90,12 +90,20 @@ def _runtime(deployment: Deployment, flow: Flow, clients: Mapping[str, Any], con
 def _proxy_runtime(deployment: Deployment, connections: Mapping[str, Any], generation: int) -> ProxyRuntime:
     assert deployment.proxy is not None  # the schema requires it for type proxy
     upstream = build_upstream(connections[deployment.proxy.connection])  # the loader checked it exists
+    # The recorded body quotes the question and context, and the choices quote the answer: redacting
+    # one redacts what holds it too (docs/proxy.md).
+    inputs = set(deployment.redaction.inputs)
+    outputs = set(deployment.redaction.outputs)
+    if inputs & {"question", "context"}:
+        inputs.add("request")
+    if "answer" in outputs:
+        outputs.add("choices")
     return ProxyRuntime(
         deployment=deployment,
         upstream=upstream,
         variants={v.id: v for v in deployment.variants},
-        redacted_inputs=frozenset(deployment.redaction.inputs),
-        redacted_outputs=frozenset(deployment.redaction.outputs),
+        redacted_inputs=frozenset(inputs),
+        redacted_outputs=frozenset(outputs),
         generation=generation,
     )
 

@@ -22,6 +22,7 @@ from shared.logs import quiet_malformed_requests
 
 log = logging.getLogger(__name__)
 
+MAX_BODY_BYTES = 64 * 1024 * 1024
 # A fixed creation time keeps /v1/models answers identical across restarts.
 _MODELS_CREATED = 1_700_000_000
 
@@ -61,7 +62,8 @@ async def _stop_waiting_handlers(app: web.Application) -> None:
 
 def create_app(section: LlmsimSection) -> web.Application:
     quiet_malformed_requests()  # one rate-limited line per garbled request, not a traceback
-    app = web.Application(middlewares=[control.control_guard])
+    # OpenAI takes bodies of many megabytes (images as data URLs); aiohttp's default is 1 MiB.
+    app = web.Application(middlewares=[control.control_guard], client_max_size=MAX_BODY_BYTES)
     app[SECTION] = section
     app.cleanup_ctx.append(_simulator_state)
     app.on_shutdown.append(_stop_waiting_handlers)

@@ -83,6 +83,8 @@ def write_proxies(folder: Path, tap_url: str, keys: Keys) -> None:
         "proxy-routed": {"proxy": {"connection": "llmsim", "context": "body.metadata.context"},
                          "variants": [{"id": "mini", "weight": 0}, {"id": "routed", "weight": 1, "model": "llmsim-routed"}]},
         "proxy-small": {"proxy": {"connection": "llmsim", "max_body_bytes": 2048}},
+        "proxy-redacted": {"proxy": {"connection": "llmsim", "recorded_text_max_chars": 100},
+                           "redaction": {"inputs": ["question"], "outputs": ["answer"]}},
     }
     for name, spec in specs.items():
         key, record = new_api_key_record(f"{name}-key")
@@ -387,3 +389,28 @@ async def test_the_demo_traffic_generator_asks_part_of_its_questions_through_the
     proxied = [e for e in stack.tap.exchanges if e.headers.get("x-promptpulse-variant") in ("base", "large")]
     assert len(proxied) == total.proxied
     assert {e.body["model"] for e in proxied} == {"llmsim-chat"} and any(e.streamed for e in proxied)
+
+
+async def test_redaction_and_a_large_image_body(stack: Stack) -> None:
+    image = "data:image/png;base64," + "A" * 3_000_000  # past the score routes' 512 KiB, within 20 MiB
+    messages = [{"role": "system", "content": CONTEXT},
+                {"role": "user", "content": [{"type": "text", "text": QUESTION},
+                                             {"type": "image_url", "image_url": {"url": image}}]}]
+    async with stack.client("proxy") as client:
+        whole = await client.chat.completions.with_raw_response.create(model="llmsim-chat", messages=messages)
+    assert stack.tap.exchanges[0].body["messages"] == messages  # passed through whole
+    request, _ = await stack.events(request_id_of(whole))
+    recorded = struct_to_dict(request.inputs)["request"]["messages"][1]["content"][1]["image_url"]["url"]
+    assert len(recorded) < 20_000 and recorded.endswith("more characters not recorded]")
+
+    async with stack.client("proxy-redacted") as client:
+        raw = await client.chat.completions.with_raw_response.create(
+            model="llmsim-chat", messages=messages[:1] + [{"role": "user", "content": QUESTION}], stream=True)
+        text = "".join([c.choices[0].delta.content or "" async for c in raw.parse() if c.choices])
+    assert text  # the client gets its answer; only what is recorded is redacted
+    request, reply = await stack.events(request_id_of(raw), 4)
+    inputs, outputs = struct_to_dict(request.inputs), struct_to_dict(reply.outputs)
+    assert QUESTION not in json.dumps(inputs) and inputs["context"] == CONTEXT  # request redacted with it
+    assert text not in json.dumps(outputs)
+    chunks = await stack.tokens(request_id_of(raw))
+    assert chunks and all(c.text == "" for c in chunks)

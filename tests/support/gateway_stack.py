@@ -140,7 +140,7 @@ class LlmTap:
 
     async def __aenter__(self) -> LlmTap:
         self._session = aiohttp.ClientSession(auto_decompress=False)
-        app = web.Application()
+        app = web.Application(client_max_size=64 * 1024 * 1024)  # as llmsim: image bodies are large
         app.router.add_post("/{path:.*}", self._forward)
         self._runner, self.url = await _serve(app)
         return self
