@@ -78,3 +78,9 @@ def test_json_inside_json_is_read_once_only() -> None:
     # A JSON string holding more JSON is a label, not recursion without end.
     nested = '"{\\"score\\": 4}"'
     assert read_output(nested) == Reading(label='{"score": 4}')
+
+
+def test_a_reason_is_one_line_and_bounded() -> None:
+    reading = read_output({"score": 4, "reason": "first line\n  second " + "x" * 2000})
+    assert reading is not None and reading.reason.startswith("first line second x")
+    assert len(reading.reason) == 1_003 and reading.reason.endswith("...")

@@ -27,6 +27,7 @@ _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 SCORE_KEYS = ("score", "value", "rating")
 REASON_KEYS = ("reason", "explanation", "rationale")
 MAX_LABEL_CHARS = 200
+MAX_REASON_CHARS = 1_000
 _QUOTE_CHARS = 60
 
 
@@ -104,7 +105,10 @@ def _read_object(data: dict[Any, Any], depth: int) -> Reading | None:
         return None
     reason_key = next((keys[k] for k in REASON_KEYS if k in keys), None)
     reason = data[reason_key] if reason_key is not None else ""
-    return Reading(reading.value, reading.label, reason if isinstance(reason, str) else json.dumps(reason))
+    text = " ".join((reason if isinstance(reason, str) else json.dumps(reason, default=str)).split())
+    if len(text) > MAX_REASON_CHARS:  # it rides on every event: bounded like a code evaluator's
+        text = text[:MAX_REASON_CHARS] + "..."
+    return Reading(reading.value, reading.label, text)
 
 
 def _finite(number: float, shown: Any) -> float:
