@@ -19,7 +19,7 @@ import openai
 import pytest
 import yaml
 
-from services.llmsim.settings import LatencyModel
+from services.llmsim.settings import FaultRates, LatencyModel
 from shared.apikeys import new_api_key_record
 from shared.events.builders import struct_to_dict
 from shared.events.messages import InferenceRequest, InferenceResponse, InferenceStatus
@@ -99,16 +99,27 @@ def latency() -> LatencyModel | None:
 
 
 @pytest.fixture
+def llmsim_options() -> dict[str, Any]:
+    return {}  # LlmsimSection fields a test changes
+
+
+@pytest.fixture
+def gateway_options() -> dict[str, Any]:
+    return {}  # GatewaySection fields a test changes
+
+
+@pytest.fixture
 async def stack(settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                latency: LatencyModel | None) -> AsyncIterator[Stack]:
+                latency: LatencyModel | None, gateway_options: dict[str, Any],
+                llmsim_options: dict[str, Any]) -> AsyncIterator[Stack]:
     monkeypatch.setenv(AZURE_KEY_ENV, AZURE_UPSTREAM_KEY)
-    options = {"latency": latency} if latency is not None else {}
+    options = {**llmsim_options, **({"latency": latency} if latency is not None else {})}
     async with llmsim_server(**options) as sim, LlmTap(sim.url) as tap:
         folder = tmp_path / "deployments"
         keys = write_deployments(folder, tap.url)
         write_proxies(folder, tap.url, keys)
         kafka = kafka_for(settings.kafka.bootstrap_servers)
-        async with running_gateway(folder, kafka, tmp_path / "spool") as gateway:
+        async with running_gateway(folder, kafka, tmp_path / "spool", **gateway_options) as gateway:
             assert gateway.deployments.current.failures == {}, gateway.deployments.current.failures
             yield Stack(gateway, keys, tap)
 
@@ -414,3 +425,17 @@ async def test_redaction_and_a_large_image_body(stack: Stack) -> None:
     assert text not in json.dumps(outputs)
     chunks = await stack.tokens(request_id_of(raw))
     assert chunks and all(c.text == "" for c in chunks)
+
+
+@pytest.mark.parametrize("llmsim_options", [{"faults": FaultRates(hang_cap_seconds=3)}])
+@pytest.mark.parametrize("gateway_options", [{"llm_timeout_seconds": 1.0}])
+async def test_an_upstream_that_stalls_mid_stream_ends_the_stream_with_an_error(stack: Stack) -> None:
+    async with stack.client() as client:
+        raw = await client.chat.completions.with_raw_response.create(
+            model="llmsim-chat fault=hang", messages=[{"role": "user", "content": QUESTION}], stream=True)
+        with pytest.raises(openai.APIError) as caught:
+            async for _ in raw.parse():
+                pass
+    assert "llm_timeout" in str(caught.value.body) or "broke off" in caught.value.message
+    _, reply = await stack.events(request_id_of(raw))
+    assert reply.status == InferenceStatus.INFERENCE_STATUS_ERROR and reply.error_type == "llm_timeout"
