@@ -165,7 +165,7 @@ class Exchange:
 
     async def _relay_whole(self, span: Span, answer: aiohttp.ClientResponse) -> web.Response:
         recorder, call = self.recorder, self.call
-        body = await answer.content.read(_ERROR_BODY_LIMIT) if answer.status >= 400 else await answer.read()
+        body = await _bounded_body(answer) if answer.status >= 400 else await answer.read()
         self.first_chunk = time.perf_counter() if call.streaming else None
         headers = answer_headers(call, answer.headers)
         span.set_attribute("http.response.status_code", answer.status)
@@ -252,6 +252,17 @@ class Exchange:
         self.recorder.respond(status, llm_calls=self.llm_calls(accumulator.usage, accumulator.model, finish),
                               outputs=outputs, error_type=error_type, error_message=message,
                               time_to_first_token_ms=self.ttft_ms)
+
+
+async def _bounded_body(answer: aiohttp.ClientResponse) -> bytes:
+    """An error body, whole up to _ERROR_BODY_LIMIT (``content.read(n)`` may stop at any chunk)."""
+    body = bytearray()
+    async for chunk in answer.content.iter_any():
+        body += chunk
+        if len(body) >= _ERROR_BODY_LIMIT:
+            del body[_ERROR_BODY_LIMIT:]
+            break
+    return bytes(body)
 
 
 def _text_limit(call: ProxyCall) -> int:
