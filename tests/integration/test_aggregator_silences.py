@@ -93,6 +93,9 @@ async def test_a_silenced_monitor_is_on_the_topic_marked_silenced_and_not_sent_t
             await service.once(step(stack.base, minute))
         await settle(3)
         during = list(silenced_hook.calls), list(open_hook.calls)
+        # Alertmanager's outbox has both silenced changes: silencing there is Alertmanager's job.
+        mirrored = await stack.sql("SELECT state, version, alert_event_id FROM alertmanager_alerts "
+                                   "WHERE monitor_id = 'rel-avg'")
         # Two hours later: the silence is over.
         await stack.sql("UPDATE monitor_silences SET created_at = now() - interval '3 hours', "
                         "ends_at = now() - interval '1 hour'")
@@ -110,6 +113,9 @@ async def test_a_silenced_monitor_is_on_the_topic_marked_silenced_and_not_sent_t
     for key, body in alerts:
         on_topic.setdefault(key, []).append((body["state"].removeprefix("ALERT_STATE_"), body.get("silenced", False)))
     assert on_topic["rel-avg"] == [("FIRING", True), ("RESOLVED", True), ("FIRING", False), ("RESOLVED", False)]
+    resolved_event = next(b["eventId"] for k, b in alerts if k == "rel-avg" and b.get("silenced")
+                          and b["state"] == "ALERT_STATE_RESOLVED")
+    assert [(r["state"], r["version"], r["alert_event_id"]) for r in mirrored] == [("resolved", 2, resolved_event)]
     assert on_topic["rel-avg-b"] == [("FIRING", False), ("RESOLVED", False), ("FIRING", False), ("RESOLVED", False)]
     # While silenced, nothing reached rel-avg's receiver; rel-avg-b's got both of its changes.
     assert during[0] == []
