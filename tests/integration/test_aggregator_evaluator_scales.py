@@ -10,6 +10,7 @@ import json
 import random
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import aiohttp
@@ -58,24 +59,16 @@ def deployments_with_evaluators(folder: Path) -> Path:
     return folder
 
 
-async def test_custom_scales_averages_pass_rates_histograms_and_a_monitor(fresh_database, tmp_path) -> None:
-    folder = deployments_with_evaluators(tmp_path / "deployments")
-    loaded = load_deployment_folder(folder, check_flow=False)
-    assert not loaded.broken_names, loaded.problems
-    evaluation = loaded.deployments["demo"].evaluation
-    version = {name: evaluation.evaluator(name).version for name in ("helpfulness", "grounded_share", "verdict")}
-    assert all(version.values())
-    settings = monitor_settings(fresh_database, folder, read_key=READ_KEY, admin_key=ADMIN_KEY)
-    rng = random.Random(17)
-    base = minute_base()
+def custom_scale_messages(evaluation: Any, base: datetime, rng: random.Random) -> list:
+    """The scored events the tests below work their figures out from (see the comments)."""
     old, new = base + timedelta(seconds=5), base + timedelta(minutes=1, seconds=5)
 
     def scored(metric: str, start: datetime, value: float, label: str = "", *, at: str | None = None):
         compat = evaluation.evaluator(metric).scale_of(metric).compat_score(value)
         return outcome(start, rng, metric=metric, score=compat, value=value, label=label, evaluator=metric,
-                       version=at or version[metric], prompt_version=None)[0]
+                       version=at or evaluation.evaluator(metric).version, prompt_version=None)[0]
 
-    messages = [
+    return [
         # An older helpfulness version a minute before: kept apart from the current one.
         *(scored("helpfulness", old, v, at="helpfulness-old") for v in (10.0, 10.0)),
         # 0-10, pass at 7: average (9 + 7 + 3 + 2) / 4 = 5.25, pass 2 of 4.
@@ -90,6 +83,18 @@ async def test_custom_scales_averages_pass_rates_histograms_and_a_monitor(fresh_
         scored("grounded_share", new, 1.2),
         scored("verdict", new, 0.7, "partial"),
     ]
+
+
+async def test_custom_scales_averages_pass_rates_histograms_and_a_monitor(fresh_database, tmp_path) -> None:
+    folder = deployments_with_evaluators(tmp_path / "deployments")
+    loaded = load_deployment_folder(folder, check_flow=False)
+    assert not loaded.broken_names, loaded.problems
+    evaluation = loaded.deployments["demo"].evaluation
+    version = {name: evaluation.evaluator(name).version for name in ("helpfulness", "grounded_share", "verdict")}
+    assert all(version.values())
+    settings = monitor_settings(fresh_database, folder, read_key=READ_KEY, admin_key=ADMIN_KEY)
+    base = minute_base()
+    messages = custom_scale_messages(evaluation, base, random.Random(17))
     topics = await create_topics(settings)
     await ensure_topics(settings, [Topics.from_settings(settings).alerts])
     runner = web.AppRunner(create_app(settings))
