@@ -28,7 +28,9 @@ SELECT q.request_start_time, q.request_id, q.deployment, q.variant, q.run_id, q.
        (SELECT coalesce(jsonb_agg(jsonb_build_object(
                    'metric', e.metric, 'outcome', e.outcome, 'score', e.score, 'reason', e.reason,
                    'error_type', e.error_type, 'judge_model', e.judge_model,
-                   'judge_prompt_version', e.judge_prompt_version) ORDER BY e.metric), '[]'::jsonb)::text
+                   'judge_prompt_version', e.judge_prompt_version, 'evaluator', e.evaluator,
+                   'evaluator_version', e.evaluator_version, 'value', e.value, 'label', e.label)
+                   ORDER BY e.metric, e.evaluator_version), '[]'::jsonb)::text
           FROM evaluations e
          WHERE e.request_id = q.request_id AND e.request_start_time = q.request_start_time) AS evaluations,
        (SELECT coalesce(jsonb_agg(jsonb_build_object(

@@ -112,13 +112,21 @@ function firstText(outputs) {
   return values.length ? text(values[0]) : null;
 }
 
+// A score as its evaluator gave it: the label, or the value on its scale (the 1-5 `score` of
+// older rows otherwise); the colour follows the 1-5 score every outcome carries.
+export function shownScore(e) {
+  if (e.label) return e.label;
+  const value = e.value != null ? e.value : e.score;
+  return Number.isInteger(value) ? String(value) : String(Math.round(value * 1000) / 1000);
+}
+
 function scoreClass(e) {
   if (e.outcome !== "scored") return "score-na";
   return e.score >= 4 ? "score-good" : e.score === 3 ? "score-mid" : "score-bad";
 }
 
 function evaluation(e) {
-  const value = e.outcome === "scored" ? String(e.score) : e.outcome === "error" ? "err" : "n/a";
+  const value = e.outcome === "scored" ? shownScore(e) : e.outcome === "error" ? "err" : "n/a";
   return h("div", { class: "score-line", dataset: { metric: e.metric }, title: e.reason || e.error_type || "" },
     h("span", { class: `score ${scoreClass(e)}` }, value), h("span", { class: "score-metric" }, e.metric),
     h("span", { class: "score-reason muted" }, e.reason || e.error_type || ""));
@@ -140,7 +148,7 @@ export function detail(r) {
     h("div", { class: "detail-col" },
       h("h4", {}, "Judges"),
       (r.evaluations || []).length ? h("table", { class: "table compact" }, h("tbody", {}, r.evaluations.map((e) => h("tr", {},
-        h("td", {}, h("span", { class: `score ${scoreClass(e)}` }, e.outcome === "scored" ? String(e.score) : e.outcome)),
+        h("td", {}, h("span", { class: `score ${scoreClass(e)}` }, e.outcome === "scored" ? shownScore(e) : e.outcome)),
         h("td", { class: "strong" }, e.metric),
         h("td", {}, e.reason || e.error_type || "", h("div", { class: "small muted" }, `${e.judge_model || ""} · ${e.judge_prompt_version || ""}`)))))) : h("p", { class: "muted" }, "Not judged yet."),
       (r.feedback || []).length ? [h("h4", {}, "Feedback"), r.feedback.map((f) => h("div", {}, `${f.rating ?? dash} ${f.comment || ""}`))] : null,
