@@ -62,6 +62,9 @@ class StackOptions:
 
     sampling_rate: float = 1.0
     metrics: list[str] = field(default_factory=lambda: ["groundedness", "relevance", "coherence", "fluency"])
+    # The demo's own evaluators (rubric, code, evaluation flow) too; off by default, so a test
+    # counts the outcomes of `metrics` only and pays for no more judge calls than it needs.
+    demo_evaluators: bool = False
     # None keeps the demo deployment's monitors; [] means none.
     monitors: list[dict[str, Any]] | None = None
     # llmsim drift steps, as its settings take them: [{"variant": "variant_1", "level": 0.8, "after_seconds": 5}]
@@ -289,6 +292,8 @@ def _demo_deployment(options: StackOptions, keys: list[dict[str, Any]]) -> dict[
     spec["api_keys"] = keys
     spec["evaluation"]["sampling_rate"] = options.sampling_rate
     spec["evaluation"]["metrics"] = list(options.metrics)
+    if not options.demo_evaluators:
+        spec["evaluation"].pop("evaluators", None)
     if options.monitors is not None:
         spec["monitors"] = options.monitors
     spec.update(options.deployment)
