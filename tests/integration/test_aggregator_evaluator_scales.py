@@ -18,7 +18,9 @@ import pytest
 import yaml
 from aiohttp import web
 
-from services.aggregator.app import create_app
+from services.aggregator.api.quality_metrics import QUALITY
+from services.aggregator.api.settings import ApiSection
+from services.aggregator.app import QUERY_API, create_app
 from services.aggregator.db.pool import create_pool
 from services.aggregator.monitors.service import MonitorService
 from shared.deployments import load_deployment_folder
@@ -31,6 +33,7 @@ from tests.integration.test_aggregator_monitors import (
     write_deployments,
 )
 from tests.support.aggregator import CONSUMED, create_topics, produce, wait_caught_up
+from tests.support.prometheus_text import value
 
 READ_KEY, ADMIN_KEY = "read-" + uuid4().hex, "admin-" + uuid4().hex
 READ = {"Authorization": f"Bearer {READ_KEY}"}
@@ -92,13 +95,16 @@ async def test_custom_scales_averages_pass_rates_histograms_and_a_monitor(fresh_
     evaluation = loaded.deployments["demo"].evaluation
     version = {name: evaluation.evaluator(name).version for name in ("helpfulness", "grounded_share", "verdict")}
     assert all(version.values())
-    settings = monitor_settings(fresh_database, folder, read_key=READ_KEY, admin_key=ADMIN_KEY)
+    api = ApiSection(quality_window_seconds=60, quality_cache_seconds=0)
+    settings = monitor_settings(fresh_database, folder, api=api, read_key=READ_KEY, admin_key=ADMIN_KEY)
     base = minute_base()
     messages = custom_scale_messages(evaluation, base, random.Random(17))
     topics = await create_topics(settings)
     await ensure_topics(settings, [Topics.from_settings(settings).alerts])
-    runner = web.AppRunner(create_app(settings))
+    app = create_app(settings)
+    runner = web.AppRunner(app)
     await runner.setup()
+    app[QUERY_API][QUALITY].clock = lambda: step(base, 2)  # [base + 1m, base + 2m): the current versions
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
@@ -145,6 +151,15 @@ async def test_custom_scales_averages_pass_rates_histograms_and_a_monitor(fresh_
                 refused = await r.json()
                 assert r.status == 400, refused
             assert "threshold" in json.dumps(refused)
+            # The Prometheus quality series: on each metric's scale, under its pass rule.
+            async with http.get(f"{url}/v1/prometheus/quality", headers=READ) as r:
+                scraped = await r.text()
+            where = {"deployment": "demo", "variant": "a"}
+            assert value(scraped, "promptpulse_quality_average_score", **where, metric="helpfulness") == 5.25
+            assert value(scraped, "promptpulse_quality_pass_rate", **where, metric="helpfulness") == 0.5
+            assert value(scraped, "promptpulse_quality_pass_rate", **where, metric="grounded_share") == 0.5
+            assert value(scraped, "promptpulse_quality_pass_rate", **where, metric="verdict") == 0.4
+            assert value(scraped, "promptpulse_quality_samples", **where, metric="verdict") == 5
         letters = {r["detail"].split(",")[0] for r in await pool.fetch("SELECT reason, detail FROM dead_letters")
                    if r["reason"] == "implausible-value"}
         assert letters == {"scored.value is 11.0", "scored.value is 1.2", "scored.value is 0.7"}
