@@ -32,6 +32,7 @@ from shared.deployments.errors import (
     read_yaml_mapping,
 )
 from shared.deployments.lockfile import lock_path, lock_problems, read_lock
+from shared.deployments.prompty_files import PromptyFormatError, is_prompty, prompty_interface
 from shared.deployments.schema import Deployment
 
 FLOW_FILE = "flow.dag.yaml"
@@ -177,6 +178,14 @@ def _flex_problems(shown: str, deployment: Deployment) -> list[Problem] | None:
 
 
 def _flow_problems(shown: str, deployment: Deployment) -> list[Problem]:
+    if deployment.flow is not None and is_prompty(deployment.flow):
+        return _prompty_problems(shown, deployment)
+    own_flow = problems_at(shown, [
+        (("variants", index, "flow"), "only a prompty deployment's variants name their own flow file (a DAG "
+         "flow's variants are its node_variants, a flex flow's their init values)")
+        for index, variant in enumerate(deployment.variants) if variant.flow is not None])
+    if own_flow:
+        return own_flow
     flow_dir = deployment.flow
     assert flow_dir is not None  # the caller checks: only flow deployments have one
     flex = _flex_problems(shown, deployment)
@@ -207,6 +216,40 @@ def _flow_problems(shown: str, deployment: Deployment) -> list[Problem]:
                 (("variants", index, "id"), f"{variant.id!r} is not a variant id of the flow's node_variants "
                  f"(has: {sorted(all_variant_ids) or 'none'})")
             )
+    return [*problems_at(shown, found), *_field_problems(shown, deployment, inputs, outputs)]
+
+
+def _prompty_problems(shown: str, deployment: Deployment) -> list[Problem]:
+    """A prompty deployment: each variant's .prompty file exists and reads; the column mapping and
+    redaction name inputs and outputs of its prompty files (any variant's)."""
+    found: list[tuple[Loc, str]] = []
+    inputs: set[str] = set()
+    outputs: set[str] = set()
+    assert deployment.flow is not None  # the caller read its suffix
+    files: list[tuple[Loc, Path]] = [(("flow",), deployment.flow)]
+    files += [(("variants", i, "flow"), v.flow) for i, v in enumerate(deployment.variants) if v.flow is not None]
+    for loc, path in files:
+        if not is_prompty(path):
+            found.append((loc, f"{display_path(path)} is not a .prompty file, as the deployment's flow is"))
+            continue
+        try:
+            names = prompty_interface(path)
+        except (OSError, PromptyFormatError) as exc:
+            reason = "does not exist" if isinstance(exc, FileNotFoundError) else str(exc)
+            found.append((loc, f"{display_path(path)} {reason}"))
+            continue
+        inputs |= names[0]
+        outputs |= names[1]
+    for index, variant in enumerate(deployment.variants):
+        if variant.nodes is not None:
+            found.append((("variants", index, "nodes"), "a prompty has no nodes: name another .prompty file in flow"))
+    if found:
+        return problems_at(shown, found)
+    return _field_problems(shown, deployment, inputs, outputs)
+
+
+def _field_problems(shown: str, deployment: Deployment, inputs: set[str], outputs: set[str]) -> list[Problem]:
+    found: list[tuple[Loc, str]] = []
     for column in COLUMNS:
         where = deployment.column_mapping.source(column)
         if where is not None:

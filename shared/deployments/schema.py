@@ -37,6 +37,25 @@ from shared.deployments.evaluators import EvaluatorConfig
 from shared.deployments.monitors import Monitor
 
 
+def _relative_to(value: Path | None, info: ValidationInfo) -> Path | None:
+    """A path written in a deployment file, relative to that file's folder."""
+    base = (info.context or {}).get(BASE_DIR)
+    if value is None or base is None or value.is_absolute():
+        return value
+    return (Path(base) / value).resolve()
+
+
+def merge_values(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` merged into ``base``: mappings key by key (recursively), anything else replaced."""
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge_values(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 class Variant(ConfigModel):
     """One traffic variant of the deployment."""
 
@@ -49,13 +68,24 @@ class Variant(ConfigModel):
     )
     init: dict[str, Any] | None = Field(
         None,
-        description="A flex flow's init values for this variant, over the deployment's init (per key).",
+        description="This variant's init values over the deployment's init: a flex flow's per key, a "
+        "prompty's model overrides mappings merged key by key.",
     )
     model: str | None = Field(
         None, min_length=1, max_length=256,
         description="Proxy deployments only: the upstream model (Azure: model deployment) this variant "
         "calls instead of the one the client names. Unset: the client's model.",
     )
+    flow: Path | None = Field(
+        None,
+        description="A deployment-level variant: this variant runs another flow file (a prompty "
+        "deployment's variant names another .prompty file). Unset: the deployment's flow.",
+    )
+
+    @field_validator("flow")
+    @classmethod
+    def _flow_relative_to_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _relative_to(value, info)
 
     def node_selection(self, node_variants: Mapping[str, Iterable[str]]) -> dict[str, str]:
         """Node -> variant id to run, for the flow's ``node_variants`` (node -> its variant ids).
@@ -231,7 +261,8 @@ class Deployment(ConfigModel):
     )
     allow_forced_variant: bool = False
     init: dict[str, Any] | None = Field(
-        None, description="A flex flow's init values: its entry class's __init__ arguments (docs/flows.md)."
+        None, description="A flex flow's init values: its entry class's __init__ arguments (docs/flows.md); "
+        "a prompty's Prompty.load overrides ({model: {configuration: {connection: NAME}, parameters: {...}}})."
     )
     api_keys: list[ApiKeyRecord] = Field(default_factory=list)
     api_keys_file: Path | None = None
@@ -248,10 +279,7 @@ class Deployment(ConfigModel):
     @field_validator("flow", "api_keys_file")
     @classmethod
     def _relative_to_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        base = (info.context or {}).get(BASE_DIR)
-        if value is None or base is None or value.is_absolute():
-            return value
-        return (Path(base) / value).resolve()
+        return _relative_to(value, info)
 
     @property
     def source(self) -> Path | None:
@@ -278,6 +306,17 @@ class Deployment(ConfigModel):
         # A proxy's calls are recorded in fixed fields (docs/proxy.md): the judges read those.
         if self.type == "proxy" and self.column_mapping == ColumnMapping():
             self.column_mapping = PROXY_COLUMNS.model_copy()
+
+    def flow_of(self, variant: Variant) -> Path | None:
+        """The flow file or folder a variant runs: its own ``flow``, else the deployment's."""
+        return variant.flow if variant.flow is not None else self.flow
+
+    def prompty_overrides(self, variant: Variant) -> dict[str, Any] | None:
+        """A prompty variant's Prompty.load overrides: the deployment's init with the variant's
+        merged in key by key at every depth (a variant may change only the parameters)."""
+        if self.init is None and variant.init is None:
+            return None
+        return merge_values(self.init or {}, variant.init or {})
 
     def variant(self, variant_id: str) -> Variant | None:
         return next((v for v in self.variants if v.id == variant_id), None)
