@@ -50,10 +50,12 @@ from shared.deployments import (
     load_api_keys_file,
     load_deployment_folder,
 )
-from shared.flow import Flow, FlowError, FlowExecutor, build_clients, flow_connections, load_flow
+from shared.flow import Flow, FlowError, FlowExecutor, build_clients, flow_connections
 from shared.flow.clients import close_clients
+from shared.flow.deployed import load_deployment_flow
 from shared.flow.flex import FlexFlow
 from shared.flow.flex_executor import FlexExecutor
+from shared.flow.prompty import provide_connections
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +134,7 @@ async def load_registry(
     folder = load_deployment_folder(settings.deployments_dir)
     generation = previous.generation + 1 if previous is not None else 1
     connections = folder.connections
+    provide_connections(connections)  # what flow code's Prompty.load finds a connection name in
     problems: dict[str, list[str]] = {b.name: [str(p) for p in b.problems] for b in folder.broken
                                       if b.name not in folder.deployments}
     files: dict[str, Path | None] = {b.name: b.file for b in folder.broken}
@@ -145,7 +148,7 @@ async def load_registry(
             if deployment.flow is None:  # type: proxy (the schema requires a flow otherwise)
                 proxies[name] = _proxy_runtime(deployment, connections, generation)
             else:
-                flows[name] = load_flow(deployment.flow, connections=connections)
+                flows[name] = load_deployment_flow(deployment, connections)
         except Exception as exc:  # any failure stays this deployment's
             problems[name] = _reason(exc)
     # Only connections some flow uses get a client: a judge-only connection is the processor's.

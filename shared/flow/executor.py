@@ -349,4 +349,5 @@ class _Run:
             duration_ms=(ended - self.started) * 1000,
             time_to_first_token_ms=ttft,
             streamed_output=self.streamed_output,
+            single_output=self.flow.single_output,
         )

@@ -139,6 +139,9 @@ class Flow:
     node_order: tuple[str, ...]
     nodes: Mapping[str, Node]  # nodes without variants
     variants: Mapping[str, NodeVariants] = field(default_factory=dict)
+    # Its one output ``output`` stands for a value, not a mapping (a prompty's answer): prompt
+    # flow's /score answers with the value itself.
+    single_output: bool = False
 
     @property
     def is_chat(self) -> bool:

@@ -58,6 +58,20 @@ def log_metric(key: str, value: Any, variant_id: str | None = None) -> None:
     request (issue 13 decides what they do online), so there is nothing to record yet."""
 
 
+def _add_prompty(core: types.ModuleType, modules: dict[str, types.ModuleType]) -> None:
+    """``promptflow.core.Prompty`` and ``AsyncPrompty`` (prompty/core.py), also where some of
+    prompt flow's examples import them from (``promptflow.core._flow``)."""
+    from shared.flow.prompty.core import AsyncPrompty, Prompty
+
+    core.__path__ = []  # a package too, so its _flow module can be imported
+    flow = types.ModuleType("promptflow.core._flow", "PromptPulse's stand-in: Prompty (prompty/core.py)")
+    for module in (core, flow):
+        module.Prompty = Prompty  # type: ignore[attr-defined]
+        module.AsyncPrompty = AsyncPrompty  # type: ignore[attr-defined]
+    core._flow = flow  # type: ignore[attr-defined]
+    modules[flow.__name__] = flow
+
+
 def _shim_modules() -> dict[str, types.ModuleType]:
     package = types.ModuleType("promptflow", "PromptPulse's stand-in for prompt flow's tool decorator")
     package.__path__ = []  # a package, so "promptflow.core" can be imported from it
@@ -78,6 +92,7 @@ def _shim_modules() -> dict[str, types.ModuleType]:
     package.contracts = contracts  # type: ignore[attr-defined]
     modules = {"promptflow": package, "promptflow.core": core, "promptflow.connections": connections,
                "promptflow.contracts": contracts, "promptflow.contracts.multimedia": multimedia}
+    _add_prompty(core, modules)
     _add_flex_stand_ins(package, core, modules)
     tools = types.ModuleType("promptflow.tools", "PromptPulse's stand-in for promptflow-tools (pf_tools.py)")
     tools.__path__ = []
