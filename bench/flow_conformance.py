@@ -235,12 +235,24 @@ async def _flex(examples: Path) -> list[Row]:
         return await flex_rows(examples, host, port, Row)
 
 
+async def _prompty(examples: Path) -> list[Row]:
+    from bench.prompty_conformance import prompty_rows
+
+    async with _llmsim() as (host, port):
+        return await prompty_rows(examples, host, port, Row)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("examples", type=Path, nargs="?", help="a local copy of prompt flow's examples/flows folder")
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     parser.add_argument("--flex-flows", type=Path, help="a local copy of examples/flex-flows: its own table")
+    parser.add_argument("--prompty", type=Path, help="a local copy of examples/prompty: its own table")
     args = parser.parse_args()
+    if args.prompty is not None:
+        from bench.prompty_conformance import prompty_markdown
+
+        print(prompty_markdown(asyncio.run(_prompty(args.prompty))))
     if args.flex_flows is not None:
         from bench.flex_conformance import flex_markdown
 
