@@ -4,7 +4,8 @@ Routing is by the event type header (the codec's), not by topic, so an event pub
 wrong topic is still stored correctly; spans are recognised by their topic. Token chunks and
 alerts are not the aggregator's to store and are skipped. An event with a number outside its
 plausible range (shared/plausibility.py: a latency of 1e11 ms, 1e12 tokens in one call, a score
-off its scale) is dead-lettered as ``implausible-value``, never stored nor counted.
+off its scale) is dead-lettered as ``implausible-value``, never stored nor counted. An evaluation
+with a ``rejudge_id`` goes to ``rejudge_evaluations``, which feeds no rollup.
 """
 
 from __future__ import annotations
