@@ -20,6 +20,7 @@ import inspect
 import json
 import sys
 import tempfile
+import threading
 import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -157,16 +158,29 @@ async def _check(folder: Path, name: str, connections: dict[str, Any], row: Row)
 
 @asynccontextmanager
 async def _llmsim() -> AsyncIterator[tuple[str, int]]:
-    """llmsim in this process on 127.0.0.1: (host, port)."""
-    app = create_app(LlmsimSection(port=0, seed=7, latency=INSTANT))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    """llmsim in this process on 127.0.0.1, on an event loop of its own thread: (host, port).
+
+    Its own loop because example code may make a blocking call from async code (flex-flows'
+    chat-async-stream calls a sync Prompty inside an async entry, as prompt flow lets it): on the
+    bench's loop, llmsim could then never answer.
+    """
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="llmsim", daemon=True)
+    thread.start()
+
+    async def start() -> web.AppRunner:
+        runner = web.AppRunner(create_app(LlmsimSection(port=0, seed=7, latency=INSTANT)))
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        return runner
+
+    runner = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(start(), loop))
     try:
         yield runner.addresses[0][:2]
     finally:
-        await runner.cleanup()
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(runner.cleanup(), loop))
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
 
 
 async def _main(examples: Path) -> list[Row]:
