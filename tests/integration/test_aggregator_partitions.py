@@ -107,7 +107,7 @@ async def test_partition_creation_waits_for_no_reader_or_writer(fresh_database: 
             "SELECT indexrelid::regclass::text AS name, indisunique FROM pg_index "
             "WHERE indrelid = $1::regclass ORDER BY 1", f"spans_p{day:%Y%m%d}"
         )
-        assert len(indexes) == 2, f"the primary key and spans_request, each once: {indexes}"
+        assert len(indexes) == 3, f"the primary key, spans_request and spans_otlp_ingested, each once: {indexes}"
         assert any(index["indisunique"] for index in indexes)
     finally:
         for conn in (reader, writer, creator):

@@ -34,6 +34,7 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from services.aggregator.otlp.events import request_events
 from shared.events.codec import encode, event_key
@@ -114,15 +115,37 @@ class Assembler:
         *,
         settle_seconds: float,
         keep_days: int,
+        make_producer: Callable[[], AIOKafkaProducer] | None = None,
     ) -> None:
         self._pool = pool
         self._producer = producer
+        self._make_producer = make_producer
         self._topics = topics
         self._rate_of = rate_of
         self._settle = timedelta(seconds=settle_seconds)
         self._keep = timedelta(days=keep_days)
         self._cursor = datetime.now(UTC) - timedelta(hours=1)
+        self._producer_started = False
         self.stats = AssemblerStats()
+
+    async def start_producer(self) -> bool:
+        """Start the producer if it is not yet; False while Kafka is away (the outbox waits)."""
+        if self._producer is None or self._producer_started:
+            return True
+        try:
+            await self._producer.start()
+        except (KafkaError, OSError) as exc:
+            log.warning("OTLP assembly: Kafka unreachable, derived events wait in the outbox: %s", exc)
+            with contextlib.suppress(Exception):
+                await self._producer.stop()  # a failed start leaves a half-open client
+            self._producer = self._make_producer() if self._make_producer is not None else None
+            return False
+        self._producer_started = True
+        return True
+
+    async def stop_producer(self) -> None:
+        if self._producer is not None and self._producer_started:
+            await self._producer.stop()
 
     async def run_pass(self) -> None:
         async with self._pool.acquire() as conn:
@@ -197,7 +220,7 @@ class Assembler:
             )
 
     async def publish(self) -> None:
-        if self._producer is None:
+        if self._producer is None or not self._producer_started:
             return
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
@@ -229,23 +252,27 @@ async def running(
     settings: Any, pool: asyncpg.Pool, rate_of: Callable[[str], float], *, interval: float, settle_seconds: float
 ) -> AsyncIterator[Assembler]:
     """The assembler's loop for the aggregator's lifetime; the producer flushed on leaving."""
-    producer = make_producer(settings, client_id="promptpulse-aggregator-otlp")
-    await producer.start()
+    # Started by the loop, not here: the aggregator comes up without Kafka (the outbox waits).
+    def new_producer() -> AIOKafkaProducer:
+        return make_producer(settings, client_id="promptpulse-aggregator-otlp")
+
     assembler = Assembler(
         pool,
-        producer,
+        new_producer(),
         Topics.from_settings(settings),
         rate_of,
         settle_seconds=settle_seconds,
         keep_days=settings.aggregator.retention_days,
+        make_producer=new_producer,
     )
     stop = asyncio.Event()
 
     async def loop() -> None:
         while not stop.is_set():
             try:
+                await assembler.start_producer()
                 await assembler.run_pass()
-            except (asyncpg.PostgresError, OSError) as exc:
+            except (asyncpg.PostgresError, KafkaError, OSError) as exc:
                 log.warning("OTLP assembly pass failed (retried next pass): %s", exc)
             except Exception:  # a bug must cost one pass, never the aggregator
                 log.exception("OTLP assembly pass failed")
@@ -259,4 +286,4 @@ async def running(
         stop.set()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await producer.stop()
+        await assembler.stop_producer()
