@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any, Literal, TypeVar
 
 from aiohttp import web
@@ -69,7 +71,7 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    n: int = Field(1, ge=1, le=1, description="llmsim answers with one choice")
+    n: int = Field(1, ge=1, le=8, description="choices: the same answer n times (one when streamed)")
     user: str | None = None
     metadata: dict[str, Any] | None = None
     response_format: ResponseFormat | None = None
@@ -142,10 +144,28 @@ def _chat_answer(
     return answer, {"x-llmsim-variant": variant, "x-llmsim-drift-level": f"{level:g}"}
 
 
+# "name": in a JSON object the prompt shows as the reply's shape ({"score": 5, "reason": ...}).
+_EXAMPLE_OBJECT = re.compile(r"\{[^{}]{0,400}\}")
+_EXAMPLE_KEY = re.compile(r'"([A-Za-z_][A-Za-z0-9_]{0,63})"\s*:')
+
+
+def json_keys(texts: Iterable[str]) -> list[str]:
+    """The fields of a JSON answer: those of the last example object in the prompt, else answer."""
+    keys: list[str] = []
+    for text in texts:
+        for example in _EXAMPLE_OBJECT.findall(text):
+            found = _EXAMPLE_KEY.findall(example)
+            if found:
+                keys = list(dict.fromkeys(found))
+    return keys or ["answer"]
+
+
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     try:
         chat = await read_request(request, ChatCompletionRequest)
+        if chat.stream and chat.n > 1:
+            raise BadRequest("n: llmsim streams one choice; ask for several without stream", "n")
         pace = latency.with_header(state.latency, request.headers.get(latency.LATENCY_HEADER))
         forced = _forced_mode(request)
         echo = _flag(request, ECHO_HEADER, state.judge_echo)
@@ -194,7 +214,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         content, drift_headers = _chat_answer(state, request, chat, texts)
         headers.update(drift_headers)
         if wants_json:
-            content = json.dumps({"answer": content})
+            content = json.dumps(dict.fromkeys(json_keys(t for _, t in texts), content))
     limit = chat.max_completion_tokens or chat.max_tokens
     cut = False
     if limit is not None:
@@ -207,6 +227,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         finish_reason="length" if cut else "stop",
         prompt_tokens=tokens.count_prompt_tokens([t for _, t in texts]),
         completion_tokens=tokens.count_tokens(content),
+        choices=chat.n,
     )
     if chat.stream:
         include_usage = bool(chat.stream_options and chat.stream_options.include_usage)

@@ -31,12 +31,14 @@ class Completion:
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
+    choices: int = 1  # ``n``: the same answer this many times (whole answers only)
 
     def usage(self) -> dict[str, int]:
+        completion = self.completion_tokens * self.choices
         return {
             "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "completion_tokens": completion,
+            "total_tokens": self.prompt_tokens + completion,
         }
 
     def as_body(self) -> dict[str, Any]:
@@ -48,11 +50,12 @@ class Completion:
             "system_fingerprint": "llmsim",
             "choices": [
                 {
-                    "index": 0,
+                    "index": index,
                     "message": {"role": "assistant", "content": self.content, "refusal": None},
                     "logprobs": None,
                     "finish_reason": self.finish_reason,
                 }
+                for index in range(self.choices)
             ],
             "usage": self.usage(),
         }

@@ -215,6 +215,24 @@ async def test_chat_asking_for_json_gets_a_json_answer(sim: Sim) -> None:
     assert "refund" in json.loads(response.choices[0].message.content or "")["answer"].lower()
 
 
+async def test_a_json_answer_takes_the_keys_of_the_shape_the_prompt_shows_and_n_repeats_it(sim: Sim) -> None:
+    shaped = [{"role": "system", "content": 'Reply only with {"apology": 0} or {"apology": 1}.'}, *CHAT]
+    response = await sim.client().chat.completions.create(
+        model="llmsim-chat", messages=shaped, response_format={"type": "json_object"}, n=3,  # type: ignore[arg-type]
+    )
+    answers = [json.loads(choice.message.content or "") for choice in response.choices]
+    assert [c.index for c in response.choices] == [0, 1, 2]
+    assert list(answers[0]) == ["apology"] and answers[0] == answers[1] == answers[2]
+    assert "refund" in answers[0]["apology"].lower()
+    one = await sim.client().chat.completions.create(
+        model="llmsim-chat", messages=shaped, response_format={"type": "json_object"},  # type: ignore[arg-type]
+    )
+    assert response.usage is not None and one.usage is not None
+    assert response.usage.completion_tokens == 3 * one.usage.completion_tokens
+    with pytest.raises(openai.BadRequestError, match="n: llmsim streams one choice"):
+        await sim.client().chat.completions.create(model="llmsim-chat", messages=CHAT, n=2, stream=True)  # type: ignore[arg-type]
+
+
 async def test_azure_deployment_path_is_served(sim: Sim) -> None:
     async with AsyncAzureOpenAI(
         azure_endpoint=sim.url, api_key="x", api_version="2024-10-21", max_retries=0
