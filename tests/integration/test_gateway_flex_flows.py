@@ -49,6 +49,10 @@ async def stack(settings: ServiceSettings, tmp_path: Path) -> AsyncIterator[tupl
                   "allow_forced_variant": True},
             chat={"flow": str(FLEX / "chat-async-stream"), "init": {"model_config": MODEL_CONFIG}},
             strict={"flow": str(FLEX / "typed-function" / "flow.flex.yaml")},
+            # Variants that load different prompty files through an init value.
+            standard={"flow": str(FLEX / "chat-prompty"), "init": {"model_config": MODEL_CONFIG},
+                      "variants": [{"id": "friendly"}, {"id": "formal", "init": {"prompty": "formal.prompty"}}],
+                      "allow_forced_variant": True},
         )
         kafka = kafka_for(settings.kafka.bootstrap_servers)
         async with running_gateway(tmp_path / "deployments", kafka, tmp_path / "spool") as gateway:
@@ -208,3 +212,18 @@ async def test_defaults_of_the_signature_apply_and_are_recorded(stack: tuple[Gat
     request, _ = events_by_request(records)[reply["request_id"]]
     assert struct_to_dict(request.inputs) == {"text": "ok", "count": 2, "ratio": 0.5, "tags": None, "options": None,
                                               "strict": False}
+
+
+async def test_variants_may_answer_through_different_prompty_files(stack: tuple[Gateway, Keys, LlmTap]) -> None:
+    gateway, keys, tap = stack
+    for variant in ("friendly", "formal"):
+        headers = {"api-key": keys["standard"], "x-promptpulse-variant": variant}
+        async with gateway.session.post(gateway.score_url("standard"), json={"question": "Hi?"},
+                                        headers=headers) as resp:
+            assert resp.status == 200, await resp.text()
+            reply = await resp.json()
+        assert reply["variant"] == variant and reply["output"]
+        usage = tap.exchanges[-1].usage()
+        assert resp.headers["x-promptpulse-usage"].endswith(f"total={usage['total_tokens']}, calls=1")
+    assert [e.body["messages"][0]["content"].strip() for e in tap.exchanges] == [
+        "Answer in a friendly tone.", "Answer in a formal tone."]
