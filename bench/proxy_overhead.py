@@ -1,0 +1,402 @@
+"""What the OpenAI-compatible proxy (a ``type: proxy`` deployment) adds to an LLM call.
+
+One run, alternating round by round, wrk as the load generator (a C program: a Python client
+saturates before the servers it measures). The modes:
+
+- ``direct``: wrk calls the upstream. The upstream is written here (``--upstream``): a minimal
+  aiohttp server answering ``/v1/chat/completions`` at once (JSON, or SSE: a role chunk, 8
+  content chunks, a finish chunk, the usage chunk when asked, ``[DONE]``), so it is never the
+  bottleneck and any added time is the proxy's;
+- ``bare``: through a bare aiohttp pass-through proxy written here (``--proxy``): reads the body,
+  posts it upstream on one shared ClientSession, relays status, content-type and chunks. No
+  auth, no events: the floor of any aiohttp proxy;
+- ``gw1`` / ``gw2``: through the PromptPulse gateway, a proxy deployment on an
+  ``openai_compatible`` connection to the upstream, events and spans to the real Kafka broker
+  under the bench's own topic prefix; one process (``gw1``) and ``--workers 2`` (``gw2``: a
+  supervisor and two workers on one port).
+
+At 1 client (closed loop; wrk ``-c1``) and 100 clients (``-c100``), JSON and streamed chat
+completions. wrk measures whole responses (a streamed one ends with its last chunk). Figures:
+
+- added p50 and p99 at 1 client: mode's percentile minus direct's (median over rounds);
+- throughput at 100 clients per worker, as a share of the bare proxy's (one process);
+- CPU per request: utime+stime (``/proc/PID/stat``, all threads) of the serving process(es)
+  before/after each run, over the requests wrk completed; for ``gw2`` summed over the workers;
+- RSS per worker (``VmRSS``; ``VmHWM``: the peak) at the end.
+
+The goals are printed pass/fail; nothing is asserted. Usage (needs Kafka on 127.0.0.1:9092,
+wrk on PATH; about 2 minutes): ``.venv/bin/python bench/proxy_overhead.py``. On a shared 2-core
+machine wrk, the upstream and the proxies compete for the same cores: figures are noisy, and
+with 2 workers the machine has no spare core for the second one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from uuid import uuid4
+
+import aiohttp
+import yaml
+from aiohttp import web
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+ROUNDS = 3
+SECONDS = 2
+MODEL = "bench-chat"
+QUESTION = "How does the proxy record a call while it relays the answer?"
+WORDS = ["The", " proxy", " records", " the", " call", " while", " relaying", "."]
+GOAL_ADDED_P50_MS, GOAL_ADDED_P99_MS = 1.0, 5.0
+GOAL_THROUGHPUT_SHARE = 0.60
+GOAL_CPU_FLAT = 1.2  # "flat": CPU/request with 2 workers at most 1.2x that with 1
+GOAL_RSS_MB = 150.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# ---- the upstream (``proxy_overhead.py --upstream PORT``): answers at once, OpenAI-shaped
+
+def run_upstream(port: int) -> None:
+    created = int(time.time())
+
+    def chunk(delta: dict[str, object], finish: str | None = None) -> bytes:
+        return b"data: " + json.dumps({
+            "id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": created, "model": MODEL,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}).encode() + b"\n\n"
+
+    usage = {"prompt_tokens": 14, "completion_tokens": len(WORDS), "total_tokens": 14 + len(WORDS)}
+    whole = json.dumps({
+        "id": "chatcmpl-bench", "object": "chat.completion", "created": created, "model": MODEL,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(WORDS)},
+                     "finish_reason": "stop"}], "usage": usage}).encode()
+    stream = [chunk({"role": "assistant", "content": ""})] + [chunk({"content": w}) for w in WORDS] + [
+        chunk({}, "stop")]
+    usage_chunk = b"data: " + json.dumps({"id": "chatcmpl-bench", "object": "chat.completion.chunk",
+                                         "created": created, "model": MODEL, "choices": [],
+                                         "usage": usage}).encode() + b"\n\n"
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        if not body.get("stream"):
+            return web.Response(body=whole, content_type="application/json")
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for piece in stream:
+            await response.write(piece)
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await response.write(usage_chunk)
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+# ---- the bare pass-through proxy (``proxy_overhead.py --proxy PORT UPSTREAM``)
+
+def run_proxy(port: int, upstream: str) -> None:
+    async def forward(request: web.Request) -> web.StreamResponse:
+        session: aiohttp.ClientSession = request.app["session"]
+        body = await request.read()
+        async with session.post(upstream + request.path_qs, data=body,
+                                headers={"Content-Type": "application/json"}) as up:
+            response = web.StreamResponse(status=up.status, headers={"Content-Type": up.headers["Content-Type"]})
+            await response.prepare(request)
+            async for piece in up.content.iter_any():
+                await response.write(piece)
+            await response.write_eof()
+            return response
+
+    async def session_ctx(app: web.Application):  # type: ignore[no-untyped-def]
+        app["session"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        yield
+        await app["session"].close()
+
+    app = web.Application()
+    app.cleanup_ctx.append(session_ctx)
+    app.router.add_post("/v1/chat/completions", forward)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+# ---- the processes under test
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its direct children (the gateway supervisor's workers)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(entry.name))
+    return [pid, *children]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(current, peak) resident memory in MB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+class Services:
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.urls = {name: f"http://127.0.0.1:{free_port()}" for name in ("direct", "bare", "gw1", "gw2")}
+        self.key = ""
+        self.prefix = f"bench-proxy-{uuid4().hex[:8]}."
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        log = open(self.work / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        self.procs[name] = subprocess.Popen(args, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+
+    def _deployments(self) -> Path:
+        from shared.apikeys import new_api_key_record
+
+        folder = self.work / "deployments"
+        folder.mkdir()
+        (folder / "connections.yaml").write_text(yaml.safe_dump({"connections": {"upstream": {
+            "type": "openai_compatible", "base_url": self.urls["direct"] + "/v1", "api_key": "none"}}}))
+        self.key, record = new_api_key_record("bench")
+        (folder / "bench.yaml").write_text(yaml.safe_dump({
+            "name": "bench", "type": "proxy", "proxy": {"connection": "upstream"},
+            "api_keys": [record.model_dump(mode="json", exclude_none=True)]}))
+        return folder
+
+    def pids(self, mode: str) -> list[int]:
+        pid = self.procs[mode].pid
+        return process_tree(pid) if mode == "gw2" else [pid]
+
+    def workers(self, mode: str) -> list[int]:
+        """The processes that serve requests (gw2: the workers, not the supervisor)."""
+        pids = self.pids(mode)
+        return pids[1:] if mode == "gw2" else pids
+
+    async def start(self) -> None:
+        from shared.settings import KafkaSettings
+        from shared.topics import Topics, ensure_topics
+
+        kafka = KafkaSettings(topic_prefix=self.prefix, partitions=3)
+        topics = Topics.from_settings(kafka)
+        await ensure_topics(kafka, [topics.inference, topics.tokens, topics.feedback, topics.spans])
+        py = sys.executable
+        port = {name: url.rsplit(":", 1)[1] for name, url in self.urls.items()}
+        self._spawn("direct", [py, __file__, "--upstream", port["direct"]], {})
+        self._spawn("bare", [py, __file__, "--proxy", port["bare"], self.urls["direct"]], {})
+        deployments = str(self._deployments())
+        for mode, workers in (("gw1", 1), ("gw2", 2)):
+            self._spawn(mode, [py, "-m", "services.gateway"], {
+                "PROMPTPULSE_DEPLOYMENTS_DIR": deployments,
+                "PROMPTPULSE_KAFKA__TOPIC_PREFIX": self.prefix,
+                "PROMPTPULSE_GATEWAY__PORT": port[mode],
+                "PROMPTPULSE_GATEWAY__WORKERS": str(workers),
+                "PROMPTPULSE_GATEWAY__PUBLISHER__SPOOL_DIR": str(self.work / f"spool-{mode}"),
+                "PROMPTPULSE_GATEWAY__PROVISION_DEMO_KEY": "false"})
+        async with aiohttp.ClientSession() as session:
+            for mode in ("direct", "bare", "gw1", "gw2"):
+                headers = {"Authorization": f"Bearer {self.key}"}
+                for _ in range(300):
+                    try:
+                        async with session.post(self.urls[mode] + "/v1/chat/completions", headers=headers,
+                                                json={"model": MODEL, "messages": []}) as resp:
+                            if resp.status == 200:
+                                break
+                    except aiohttp.ClientError:
+                        pass
+                    await asyncio.sleep(0.1)
+                else:
+                    raise SystemExit(f"{mode} did not come up; see {self.work}")
+        if len(self.workers("gw2")) != 2:
+            raise SystemExit(f"gw2 has workers {self.workers('gw2')}, not 2")
+
+    async def stop(self) -> None:
+        from shared.settings import KafkaSettings
+        from shared.topics import Topics, delete_topics
+
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        topics = Topics.from_settings(KafkaSettings(topic_prefix=self.prefix))
+        await delete_topics(KafkaSettings(), [topics.inference, topics.tokens, topics.feedback, topics.spans])
+
+
+# ---- the load: wrk, a Lua script per body
+
+def lua_script(work: Path, key: str, stream: bool) -> Path:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 40}
+    if stream:
+        body |= {"stream": True, "stream_options": {"include_usage": True}}
+    path = work / f"chat-{'stream' if stream else 'json'}.lua"
+    path.write_text(f"""wrk.method = "POST"
+wrk.body = {json.dumps(json.dumps(body))}
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {key}"
+""")
+    return path
+
+
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def parse_wrk(output: str) -> dict[str, float]:
+    def ms(text: str) -> float:
+        number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+        return float(number) * UNITS[unit]
+
+    found = {f"p{p}": ms(re.search(rf"^\s+{p}%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
+             for p in (50, 99)}
+    found["requests"] = float(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    found["rps"] = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    found["errors"] = float(bad.group(1) if bad else 0) + (sum(map(int, errors.groups())) if errors else 0)
+    return found
+
+
+def run_wrk(url: str, script: Path, clients: int) -> dict[str, float]:
+    out = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{SECONDS}s", "--latency", "-s", str(script),
+                          url + "/v1/chat/completions"], capture_output=True, text=True, timeout=SECONDS + 30)
+    if out.returncode != 0:
+        raise SystemExit(f"wrk failed: {out.stderr}")
+    return parse_wrk(out.stdout)
+
+
+# ---- the run
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+async def main() -> None:
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not on PATH (Debian: apt-get install wrk)")
+    with tempfile.TemporaryDirectory(prefix="pp-proxy-bench-") as tmp:
+        work = Path(tmp)
+        services = Services(work)
+        await services.start()
+        # (clients, kind) -> mode -> list of per-round wrk results, plus CPU seconds per round
+        results: dict[tuple[int, str], dict[str, list[dict[str, float]]]] = {}
+        started = time.monotonic()
+        try:
+            scripts = {kind: lua_script(work, services.key, kind == "stream") for kind in ("json", "stream")}
+            for round_number in range(ROUNDS):
+                for clients in (1, 100):
+                    for kind in ("json", "stream"):
+                        modes = ["direct", "bare", "gw1"] + (["gw2"] if clients > 1 else [])
+                        if round_number % 2:
+                            modes.reverse()
+                        for mode in modes:
+                            pids = services.pids(mode)
+                            before = cpu_seconds(pids)
+                            found = run_wrk(services.urls[mode], scripts[kind], clients)
+                            found["cpu_s"] = cpu_seconds(pids) - before
+                            results.setdefault((clients, kind), {}).setdefault(mode, []).append(found)
+            rss = {mode: [rss_mb(pid) for pid in services.workers(mode)] for mode in ("bare", "gw1", "gw2")}
+        finally:
+            await services.stop()
+        elapsed = time.monotonic() - started
+    report(results, rss, elapsed)
+
+
+def report(results: dict[tuple[int, str], dict[str, list[dict[str, float]]]],
+           rss: dict[str, list[tuple[float, float]]], elapsed: float) -> None:
+    def figure(clients: int, kind: str, mode: str, name: str) -> float:
+        return median([r[name] for r in results[(clients, kind)][mode]])
+
+    def cpu_ms(clients: int, kind: str, mode: str) -> float:
+        rounds = results[(clients, kind)][mode]
+        return 1000 * sum(r["cpu_s"] for r in rounds) / max(1.0, sum(r["requests"] for r in rounds))
+
+    load = os.getloadavg()
+    print(f"\nproxy overhead: {os.cpu_count()} CPUs shared by wrk, the upstream, the bare proxy and two gateways "
+          f"(and other work: load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}); {ROUNDS} alternating "
+          f"rounds of {SECONDS} s per mode; bench took {elapsed:.0f} s. Noisy: compare ratios within this run.")
+    errors = sum(r["errors"] for by_mode in results.values() for rounds in by_mode.values() for r in rounds)
+    if errors:
+        print(f"WARNING: {errors:.0f} non-2xx responses or socket errors during the run")
+    print("\n| chat completions | clients | direct | bare proxy | gateway | gateway, 2 workers |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for clients in (1, 100):
+        for kind in ("json", "stream"):
+            modes = ["direct", "bare", "gw1", "gw2"]
+            for name, label in (("p50", "p50 ms"), ("p99", "p99 ms"), ("rps", "req/s")):
+                cells = [f"{figure(clients, kind, m, name):.2f}" if m in results[(clients, kind)] else "-"
+                         for m in modes]
+                print(f"| {kind} {label} | {clients} | " + " | ".join(cells) + " |")
+            if clients > 1:
+                cells = [f"{cpu_ms(clients, kind, m):.3f}" for m in modes]
+                print(f"| {kind} CPU ms/request | {clients} | " + " | ".join(cells) + " |")
+    print("(direct's CPU is the upstream's; gateway, 2 workers: CPU summed over the workers and supervisor)")
+
+    print("\n| goal | measured | goal | verdict |")
+    print("|---|---:|---:|---|")
+    for kind in ("json", "stream"):
+        direct_p50, direct_p99 = figure(1, kind, "direct", "p50"), figure(1, kind, "direct", "p99")
+        for mode, label in (("bare", "bare proxy"), ("gw1", "gateway")):
+            added50 = figure(1, kind, mode, "p50") - direct_p50
+            added99 = figure(1, kind, mode, "p99") - direct_p99
+            floor = " (the floor, for comparison)" if mode == "bare" else ""
+            print(f"| {kind}: {label} added p50 at 1 client{floor} | {added50:+.2f} ms | <= {GOAL_ADDED_P50_MS:g} ms |"
+                  f" {verdict(added50 <= GOAL_ADDED_P50_MS)} |")
+            print(f"| {kind}: {label} added p99 at 1 client{floor} | {added99:+.2f} ms | <= {GOAL_ADDED_P99_MS:g} ms |"
+                  f" {verdict(added99 <= GOAL_ADDED_P99_MS)} |")
+        bare_rps = figure(100, kind, "bare", "rps")
+        for mode, workers in (("gw1", 1), ("gw2", 2)):
+            share = figure(100, kind, mode, "rps") / workers / bare_rps
+            print(f"| {kind}: throughput per worker, {workers} worker(s), vs the bare proxy at 100 clients | "
+                  f"{100 * share:.0f}% | >= {100 * GOAL_THROUGHPUT_SHARE:.0f}% | "
+                  f"{verdict(share >= GOAL_THROUGHPUT_SHARE)} |")
+        one, two = cpu_ms(100, kind, "gw1"), cpu_ms(100, kind, "gw2")
+        print(f"| {kind}: CPU/request 2 workers vs 1 ({two:.3f} vs {one:.3f} ms; bare proxy "
+              f"{cpu_ms(100, kind, 'bare'):.3f}) | {two / one:.2f}x | <= {GOAL_CPU_FLAT:g}x | "
+              f"{verdict(two / one <= GOAL_CPU_FLAT)} |")
+    for mode, label in (("gw1", "gateway"), ("gw2", "gateway, 2 workers")):
+        for index, (now, peak) in enumerate(rss[mode]):
+            print(f"| RSS {label}, worker {index} (peak {peak:.0f} MB) | {now:.0f} MB | <= {GOAL_RSS_MB:g} MB | "
+                  f"{verdict(max(now, peak) <= GOAL_RSS_MB)} |")
+    print(f"(bare proxy RSS {rss['bare'][0][0]:.0f} MB, peak {rss['bare'][0][1]:.0f} MB)")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--upstream":
+        run_upstream(int(sys.argv[2]))
+    elif len(sys.argv) == 4 and sys.argv[1] == "--proxy":
+        run_proxy(int(sys.argv[2]), sys.argv[3])
+    else:
+        asyncio.run(main())
