@@ -123,4 +123,49 @@ async def test_a_prompty_called_in_a_python_node_is_the_nodes_llm_call(tmp_path:
     assert call.node == "ask" and call.usage_reported
     assert (call.prompt_tokens, call.completion_tokens) == (sent["prompt_tokens"], sent["completion_tokens"])
     spans = {s.name: s for s in exporter.get_finished_spans()}
-    assert spans["chat gpt-4o-mini"].parent.span_id == spans["execute_tool ask"].context.span_id
+    # The call is a span of its own (prompt flow traces Prompty calls), between the node and the LLM call.
+    assert spans["chat gpt-4o-mini"].parent.span_id == spans["Prompty.__call__"].context.span_id
+    assert spans["Prompty.__call__"].parent.span_id == spans["execute_tool ask"].context.span_id
+
+
+ENTRY = """\
+from pathlib import Path
+
+from promptflow.core import AsyncPrompty
+
+
+async def ask(question: str) -> str:
+    prompty = AsyncPrompty.load(source=Path(__file__).parent / "terse.prompty")
+    return await prompty(question=question)
+"""
+
+
+async def test_a_prompty_in_a_flex_flow_is_a_span_over_its_llm_call(tmp_path: Path) -> None:
+    from shared.deployments.connections import Connection
+    from shared.flow.flex_executor import FlexExecutor
+    from shared.flow.prompty import provide_connections
+
+    folder = tmp_path / "flex"
+    folder.mkdir()
+    (folder / "flow.flex.yaml").write_text("entry: flow:ask\n")
+    (folder / "flow.py").write_text(ENTRY)
+    shutil.copy(PROMPTY / "terse.prompty", folder)
+    shutil.copy(PROMPTY / "terse_sample.json", folder)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    async with llmsim_server() as sim, LlmTap(sim.url) as tap:
+        provide_connections({"open_ai_connection": Connection(name="open_ai_connection", type="openai_compatible",
+                                                              base_url=f"{tap.url}/v1", api_key="none")})
+        try:
+            executor = FlexExecutor(load_flow(folder), tracer_provider=provider)
+            result = await executor.run({"question": "Do you ship abroad?"})
+        finally:
+            provide_connections(None)
+    [exchange] = tap.exchanges
+    [call] = result.llm_calls
+    assert call.prompt_tokens == exchange.usage()["prompt_tokens"]
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    prompty_span = spans["AsyncPrompty.__call__"]
+    assert spans["chat gpt-4o-mini"].parent.span_id == prompty_span.context.span_id
+    assert prompty_span.parent.span_id == spans["invoke_workflow flex"].context.span_id

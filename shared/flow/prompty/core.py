@@ -36,6 +36,7 @@ from shared.deployments.connections import (
 )
 from shared.deployments.prompty_files import PROMPTY_SUFFIX
 from shared.flow.errors import FlowInputError
+from shared.flow.pf_tracing import trace
 from shared.flow.prompty.deployment import json_answer
 from shared.flow.prompty.file import (
     ENDPOINT_FIELDS,
@@ -219,6 +220,7 @@ class Prompty:
         prompt = params["prompt"] if api == "completion" else params["messages"]
         return count_prompt_tokens(prompt) + (response_max or 0)
 
+    @trace  # as prompt flow traces it: a span around the call in a flex flow's run, the LLM call's parent
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if args:
             raise TypeError("Prompty can only be called with keyword arguments.")
@@ -261,6 +263,7 @@ def _joined(prompty: PromptyFile, text: str) -> Any:
 class AsyncPrompty(Prompty):
     """:class:`Prompty` called with ``await``; a stream is an async generator of text chunks."""
 
+    @trace
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if args:
             raise TypeError("Prompty can only be called with keyword arguments.")
