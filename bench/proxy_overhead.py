@@ -15,6 +15,8 @@ saturates before the servers it measures). The modes:
   under the bench's own topic prefix; one process (``gw1``) and ``--workers 2`` (``gw2``: a
   supervisor and two workers on one port).
 
+Every path is warmed (1 s at 10 clients) before the measured rounds.
+
 At 1 client (closed loop; wrk ``-c1``) and 100 clients (``-c100``), JSON and streamed chat
 completions. wrk measures whole responses (a streamed one ends with its last chunk). Figures:
 
@@ -285,9 +287,9 @@ def parse_wrk(output: str) -> dict[str, float]:
     return found
 
 
-def run_wrk(url: str, script: Path, clients: int) -> dict[str, float]:
-    out = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{SECONDS}s", "--latency", "-s", str(script),
-                          url + "/v1/chat/completions"], capture_output=True, text=True, timeout=SECONDS + 30)
+def run_wrk(url: str, script: Path, clients: int, seconds: int = SECONDS) -> dict[str, float]:
+    out = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{seconds}s", "--latency", "-s", str(script),
+                          url + "/v1/chat/completions"], capture_output=True, text=True, timeout=seconds + 30)
     if out.returncode != 0:
         raise SystemExit(f"wrk failed: {out.stderr}")
     return parse_wrk(out.stdout)
@@ -315,6 +317,11 @@ async def main() -> None:
         started = time.monotonic()
         try:
             scripts = {kind: lua_script(work, services.key, kind == "stream") for kind in ("json", "stream")}
+            # Warm every path first (connection pools, lazy imports, first spans and events), so the
+            # first measured runs do not pay for it.
+            for mode in ("direct", "bare", "gw1", "gw2"):
+                for kind in ("json", "stream"):
+                    run_wrk(services.urls[mode], scripts[kind], 10, seconds=1)
             for round_number in range(ROUNDS):
                 for clients in (1, 100):
                     for kind in ("json", "stream"):
