@@ -58,6 +58,10 @@ class Topics:
     alerts: str
     deadletter_processor: str
     deadletter_aggregator: str
+    # Re-judging past traffic (docs/evaluation.md): commands from the aggregator's API to the
+    # processor, and the processor's progress (compacted: the latest record per re-judge).
+    rejudge_commands: str
+    rejudge_progress: str
 
     @classmethod
     def from_prefix(cls, prefix: str) -> Topics:
@@ -71,6 +75,8 @@ class Topics:
             "alerts": "alerts",
             "deadletter_processor": "deadletter.processor",
             "deadletter_aggregator": "deadletter.aggregator",
+            "rejudge_commands": "rejudge.commands",
+            "rejudge_progress": "rejudge.progress",
         }
         return cls(**{attr: check_topic_name(prefix + role) for attr, role in names.items()})
 
@@ -81,6 +87,11 @@ class Topics:
 
     def all(self) -> tuple[str, ...]:
         return tuple(getattr(self, f.name) for f in fields(self))
+
+
+# The progress topic keeps the latest record per re-judge forever (compaction, never deletion):
+# it is the durable state an interrupted re-judge resumes from.
+REJUDGE_PROGRESS_CONFIGS = {"cleanup.policy": "compact"}
 
 
 @dataclass

@@ -57,11 +57,15 @@ def _topics(args: argparse.Namespace) -> int:
     import asyncio
 
     from shared.settings import ServiceSettings, load_settings
-    from shared.topics import Topics, ensure_topics
+    from shared.topics import REJUDGE_PROGRESS_CONFIGS, Topics, ensure_topics
 
     settings = load_settings(ServiceSettings)
     topics = Topics.from_settings(settings)
-    result = asyncio.run(ensure_topics(settings, topics.all()))
+    # The re-judge progress topic is compacted (the state re-judges resume from); the others not.
+    progress = asyncio.run(ensure_topics(settings, [topics.rejudge_progress], 1, configs=REJUDGE_PROGRESS_CONFIGS))
+    result = asyncio.run(ensure_topics(settings, [t for t in topics.all() if t != topics.rejudge_progress]))
+    result.created += progress.created
+    result.existing += progress.existing
     print(f"topics: {len(result.created)} created, {len(result.existing)} already there")
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)

@@ -39,6 +39,7 @@ from services.processor.intake import Intake
 from services.processor.observe import collect_metrics, health
 from services.processor.ops import OpsServer, create_ops_app
 from services.processor.publisher import Publisher
+from services.processor.rejudge.agent import RejudgeAgent
 from services.processor.settings import ProcessorSettings
 from services.processor.stall import StallWatch, faust_diagnostics
 from services.processor.stats import ProcessorStats
@@ -99,6 +100,8 @@ class ProcessorService:
         self.runner: JudgeRunner | None = None
         self.ops: OpsServer | None = None
         self.stalls: StallWatch | None = None
+        self.rejudge: RejudgeAgent | None = None
+        self._deployments = deployments
         self._producer: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self._commit_lock = asyncio.Lock()
@@ -172,6 +175,13 @@ class ProcessorService:
         )
         await self.stalls.start()
         await self.faust_app.start()
+        if self.section.rejudge_enabled:
+            self.rejudge = RejudgeAgent(
+                self.settings, self.topics, self.settings.group_id(), self._deployments, self.judging, self.runner,
+                self._producer, self.stats, concurrency=self.section.judge_concurrency,
+                grace_seconds=self.section.request_ttl_seconds,
+            )
+            await self.rejudge.start()
         self._tasks = [
             asyncio.create_task(self._every(self.section.commit_interval_seconds, self.commit), name="commit"),
             asyncio.create_task(self._every(1.0, self._expire), name="expire"),
@@ -190,6 +200,8 @@ class ProcessorService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        if self.rejudge is not None:
+            await self.rejudge.stop()  # a re-judge in flight resumes from its progress record
         try:
             await self.faust_app.stop()  # stops intake, then drains and commits (signal above)
         finally:

@@ -114,6 +114,12 @@ class ProcessorSection(BaseModel):
         description="Longest question, context, answer or ground truth sent to a judge; longer text "
         "is cut (and the cut marked), which bounds the tokens one request can cost.",
     )
+    rejudge_enabled: bool = Field(
+        True,
+        description="Carry out re-judge commands (docs/evaluation.md). One worker of the group runs "
+        "them at a time (the commands topic has one partition), sharing this worker's judge cap "
+        "and budgets, behind live judging.",
+    )
     request_ttl_seconds: float = Field(
         300.0,
         gt=0,

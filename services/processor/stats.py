@@ -35,6 +35,7 @@ class ProcessorStats:
     judge_latency_seconds_sum: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     judge_latency_count: Counter = field(default_factory=Counter)
     publish_retries: int = 0
+    rejudge_published: int = 0  # evaluations published by re-judges (rejudge/agent.py)
     commits: int = 0
     commit_failures: int = 0
 

@@ -113,7 +113,8 @@ def test_topics_follow_the_prefix_and_reject_illegal_names() -> None:
     assert topics.evaluations_retry == "acme.evaluations.retry"
     assert topics.deadletter_processor == "acme.deadletter.processor"
     assert topics.deadletter_aggregator == "acme.deadletter.aggregator"
-    assert len(set(topics.all())) == 9
+    assert topics.rejudge_progress == "acme.rejudge.progress"
+    assert len(set(topics.all())) == 11
     assert Topics.from_settings(ServiceSettings()).spans == "promptpulse.spans"
     with pytest.raises(TopicError, match="TOPIC_PREFIX"):
         Topics.from_prefix("bad prefix/")

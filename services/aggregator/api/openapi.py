@@ -94,6 +94,12 @@ def document(max_page_size: int = ApiSection().max_page_size) -> dict[str, Any]:
         "created_by": {"type": "string", "minLength": 1, "maxLength": silences.MAX_NAME_CHARS,
                        "pattern": _ONE_LINE,
                        "description": "Who sets it, as recorded and listed (the admin key names no one)."}}}
+    rejudge_body = {"type": "object", "required": ["evaluator", "from", "to"], "additionalProperties": False,
+                    "properties": {
+                        "evaluator": {"type": "string", "description": "NAME or NAME@VERSION (the current one)."},
+                        "from": _TIME, "to": _TIME,
+                        "sample": {"type": "integer", "minimum": 1, "maximum": 1_000_000,
+                                   "description": "Judge at most this many requests, chosen by request id."}}}
     paths = {
         "/v1/session": {"post": {
             "summary": "Exchange the read key (bearer, or {\"key\": ...}) for an HttpOnly session cookie.",
@@ -210,6 +216,20 @@ def document(max_page_size: int = ApiSection().max_page_size) -> dict[str, Any]:
             [_DEPLOYMENT, _param("destination", "path", "The destination's name.",
                                  {"type": "string", "pattern": DESTINATION_NAME_PATTERN})],
             "What each attempt got.", admin=True)},
+        "/v1/deployments/{deployment}/rejudges": {
+            "get": _operation("Re-judges of the deployment, newest first, with their progress.", [_DEPLOYMENT, limit],
+                              "Re-judges."),
+            "post": _operation(
+                "Re-judge a past window under an evaluator's current version (docs/evaluation.md): stored, "
+                "then sent to the processor as a command. 400 for an evaluator or version the processor has not "
+                "loaded, from >= to, to in the future, or from older than the inference topic's retention.",
+                [_DEPLOYMENT], "The re-judge, requested.", admin=True, ok_status="202", body=rejudge_body)},
+        "/v1/rejudges/{rejudge_id}": {"get": _operation(
+            "A re-judge's progress and, once outcomes are stored, old version against new on the same requests: "
+            "paired mean difference with its t interval, both pass rates, exact-match rate, Cohen's kappa on "
+            "pass/fail, weighted kappa on the scale, and the requests whose score moved most.",
+            [_param("rejudge_id", "path", "The re-judge's id.", {"type": "string", "minLength": 1, "maxLength": 64})],
+            "The re-judge and its comparison.")},
         "/v1/runs/{run_id}": {"get": _operation(
             "A batch run's progress and per-variant figures.", [_param("run_id", "path", "The run id.", _RUN_ID)],
             "The run.")},

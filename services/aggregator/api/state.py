@@ -13,6 +13,7 @@ from services.aggregator.api.errors import not_found
 from services.aggregator.api.settings import ApiSection
 from services.aggregator.api.stream import MetricsHub
 from services.aggregator.db.pool import DbConnection
+from services.aggregator.rejudge.kafka_side import RejudgeLinks
 from services.aggregator.settings import AggregatorSettings
 from shared.deployments import Deployment
 
@@ -26,6 +27,7 @@ class ApiState:
     auth: Authenticator
     hub: MetricsHub
     responses: Counter = field(default_factory=Counter)  # (route, status) -> count
+    rejudge: RejudgeLinks | None = None  # the re-judge outbox, progress reader and retention check
 
     async def require_deployment(self, conn: DbConnection, name: str) -> Deployment | None:
         """The deployment's file (None if it only appears in the data); 404 if neither knows it."""

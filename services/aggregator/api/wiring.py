@@ -20,6 +20,7 @@ from services.aggregator.api import (
     destination_routes,
     monitor_routes,
     quality_metrics,
+    rejudge_routes,
     routes,
     silence_routes,
 )
@@ -31,6 +32,7 @@ from services.aggregator.api.stream import MetricsHub
 from services.aggregator.api.stream_route import stream_metrics
 from services.aggregator.dashboard.violations import list_violations
 from services.aggregator.db.pool import ssl_option
+from services.aggregator.rejudge.kafka_side import RejudgeLinks
 from services.aggregator.settings import AggregatorSettings
 from shared.deployments import load_deployment_folder
 
@@ -91,12 +93,15 @@ async def serving(api: web.Application, settings: AggregatorSettings, pool: asyn
         auth=Authenticator(read, admin, ttl_seconds=section.session_ttl_seconds, secure=section.cookie_secure,
                            pool=pool),
         hub=hub,
+        rejudge=RejudgeLinks(settings, pool),
     )
     api[API] = state
     await hub.start()
+    await state.rejudge.start()  # type: ignore[union-attr]  # set just above
     try:
         yield state
     finally:
+        await state.rejudge.stop()  # type: ignore[union-attr]
         await hub.stop()
         log.info("shutdown: query API streams ended and its listener closed")
 
@@ -139,6 +144,9 @@ def create_api() -> web.Application:
     router.add_post("/deployments/{deployment}/destinations/{destination}/test",
                     destination_routes.send_test_notification)
     router.add_get("/runs/{run_id}", routes.batch_run)
+    router.add_post("/deployments/{deployment}/rejudges", rejudge_routes.create_rejudge)
+    router.add_get("/deployments/{deployment}/rejudges", rejudge_routes.list_rejudges)
+    router.add_get("/rejudges/{rejudge_id}", rejudge_routes.one_rejudge)
     router.add_get("/stream/metrics", stream_metrics)
     # The dashboard's own data route: under /v1, so the API's keys guard it.
     router.add_get("/deployments/{deployment}/violations", list_violations)

@@ -151,8 +151,17 @@ class JudgeRunner:
 
     async def run(self, job: JudgeJob) -> None:
         """Judge one request, publish its outcomes, then release its offsets."""
+        events = await self.evaluate(job)
+        await self._publish(events)
+        for event in events:
+            self._stats.outcomes[(job.judging.name, event.metric, _outcome_name(event))] += 1
+        self._release(job.holds)
+
+    async def evaluate(self, job: JudgeJob) -> list[Evaluation]:
+        """One event per metric of every evaluator of ``job.judging``, never an exception (the
+        re-judge agent judges through this too, with the one evaluator it re-judges)."""
         try:
-            events = await self._evaluate(job)
+            return await self._evaluate(job)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -160,15 +169,15 @@ class JudgeRunner:
             # missing outcome would not be.
             log.exception("evaluating request %s failed", job.response.meta.request_id)
             meta = job.response.meta
-            events = [
+            return [
                 outcomes.from_outcome(meta, Failed(metric, INTERNAL, "the processor failed to evaluate this request"), e)
                 for e in job.judging.evaluators
                 for metric in e.metrics
             ]
+
+    async def publish(self, events: list[Evaluation]) -> None:
+        """Publish ``events``, retrying while the broker is away; returns once acknowledged."""
         await self._publish(events)
-        for event in events:
-            self._stats.outcomes[(job.judging.name, event.metric, _outcome_name(event))] += 1
-        self._release(job.holds)
 
     async def _publish(self, events: list[Evaluation]) -> None:
         backoff = Backoff(0.2, 10.0, Jitter.PROPORTIONAL)

@@ -5,12 +5,19 @@ concurrency cap (at most ``judge_concurrency`` calls in flight, whatever evaluat
 the ``chat {model}`` span in the judged request's trace with the GenAI usage attributes and a
 ``gen_ai.evaluation.result`` event per metric, the call counters, and the spending of the
 deployment's token budget.
+
+The cap serves live judging first: a call made under :data:`REJUDGE_PRIORITY` (the re-judge
+agent sets it for its tasks) gets a free place only when no live call waits for one, so
+re-judging past traffic fills what live judging leaves of the cap and never delays it more than
+the calls already in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -30,6 +37,54 @@ from services.processor.stats import ProcessorStats
 from shared.events.messages import EventMeta
 
 T = TypeVar("T")
+
+LIVE, REJUDGE = 0, 1
+# The priority of the judge calls made in the current task (tasks inherit it).
+REJUDGE_PRIORITY: contextvars.ContextVar[int] = contextvars.ContextVar("judge_priority", default=LIVE)
+
+
+class PrioritySlots:
+    """A semaphore whose waiters are served by priority (LIVE before REJUDGE), each in order."""
+
+    def __init__(self, places: int) -> None:
+        self._free = places
+        self._waiting: tuple[deque[asyncio.Future[None]], ...] = (deque(), deque())
+
+    def waiting(self, priority: int) -> int:
+        return sum(1 for future in self._waiting[priority] if not future.done())
+
+    async def acquire(self, priority: int) -> None:
+        if self._free > 0 and not any(self._waiting):
+            self._free -= 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting[priority].append(future)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # handed a place just as it was cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiting[priority].remove(future)
+            raise
+
+    def release(self) -> None:
+        for queue in self._waiting:
+            while queue:
+                future = queue.popleft()
+                if not future.done():
+                    future.set_result(None)  # the place goes straight to the waiter
+                    return
+        self._free += 1
+
+    @contextlib.asynccontextmanager
+    async def place(self) -> AsyncIterator[None]:
+        await self.acquire(REJUDGE_PRIORITY.get())
+        try:
+            yield
+        finally:
+            self.release()
 
 
 @dataclass(frozen=True)
@@ -58,7 +113,7 @@ class JudgeCalls:
         self._section = section
         self._stats = stats
         self._tracer = tracer or trace.get_tracer("promptpulse.processor")
-        self._slots = asyncio.Semaphore(section.judge_concurrency)
+        self._slots = PrioritySlots(section.judge_concurrency)
         self.calls_in_flight = 0
 
     async def call(
@@ -78,7 +133,7 @@ class JudgeCalls:
         ``parent`` is the request's trace context; ``results`` turns the parsed reply into the
         span's evaluation-result events.
         """
-        async with self._slots:
+        async with self._slots.place():
             self.calls_in_flight += 1
             try:
                 with self._tracer.start_as_current_span(
@@ -115,7 +170,7 @@ class JudgeCalls:
     async def slot(self) -> AsyncIterator[None]:
         """A place under the cap for a judge call made elsewhere (an evaluation flow's llm nodes
         call the endpoint through the flow runtime); count it with :meth:`count_call`."""
-        async with self._slots:
+        async with self._slots.place():
             self.calls_in_flight += 1
             try:
                 yield
@@ -165,4 +220,4 @@ def _record_usage(span: trace.Span, cost: CallCost) -> None:
     span.set_attribute("promptpulse.judge.latency_ms", cost.latency_ms)
 
 
-__all__ = ["JudgeCalls", "JudgeTarget", "SpanResult"]
+__all__ = ["LIVE", "REJUDGE", "REJUDGE_PRIORITY", "JudgeCalls", "JudgeTarget", "PrioritySlots", "SpanResult"]

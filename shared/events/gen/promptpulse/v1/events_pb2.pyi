@@ -268,3 +268,41 @@ class Alert(_message.Message):
     pass_score: int
     silenced: bool
     def __init__(self, event_id: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., monitor_id: _Optional[str] = ..., deployment: _Optional[str] = ..., variant: _Optional[str] = ..., metric: _Optional[str] = ..., statistic: _Optional[_Union[AlertStatistic, str]] = ..., state: _Optional[_Union[AlertState, str]] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., value: _Optional[float] = ..., threshold: _Optional[float] = ..., sample_count: _Optional[int] = ..., confidence_low: _Optional[float] = ..., confidence_high: _Optional[float] = ..., message: _Optional[str] = ..., pass_score: _Optional[int] = ..., silenced: _Optional[bool] = ...) -> None: ...
+
+class RejudgeCommand(_message.Message):
+    __slots__ = ("rejudge_id", "requested_at", "deployment", "evaluator", "evaluator_version", "window_start", "window_end", "sample")
+    REJUDGE_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_AT_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    EVALUATOR_FIELD_NUMBER: _ClassVar[int]
+    EVALUATOR_VERSION_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_START_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_END_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    rejudge_id: str
+    requested_at: _timestamp_pb2.Timestamp
+    deployment: str
+    evaluator: str
+    evaluator_version: str
+    window_start: _timestamp_pb2.Timestamp
+    window_end: _timestamp_pb2.Timestamp
+    sample: int
+    def __init__(self, rejudge_id: _Optional[str] = ..., requested_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deployment: _Optional[str] = ..., evaluator: _Optional[str] = ..., evaluator_version: _Optional[str] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sample: _Optional[int] = ...) -> None: ...
+
+class RejudgeProgress(_message.Message):
+    __slots__ = ("rejudge_id", "updated_at", "status", "total", "judged", "published", "message")
+    REJUDGE_ID_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    JUDGED_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    rejudge_id: str
+    updated_at: _timestamp_pb2.Timestamp
+    status: str
+    total: int
+    judged: int
+    published: int
+    message: str
+    def __init__(self, rejudge_id: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[str] = ..., total: _Optional[int] = ..., judged: _Optional[int] = ..., published: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
