@@ -33,7 +33,7 @@ def encode_rejudge(message: RejudgeCommand | RejudgeProgress) -> EncodedEvent:
 
 def decode_rejudge(value: bytes | None, headers: Headers, expected: type[M]) -> M:
     """The command or progress record in a Kafka record; EventDecodeError when it is not one."""
-    name = event_type(list(headers) if headers is not None else None)
+    name = event_type(headers)
     if _TYPES.get(name or "") is not expected:
         raise EventDecodeError("unknown-event-type", f"expected {expected.__name__}, got {name!r}")
     if not value:

@@ -33,7 +33,13 @@ from shared.events.messages import Evaluation, InferenceRequest
 from shared.settings import KafkaSettings
 from shared.topics import Topics, delete_topics, ensure_topics
 from tests.integration.test_aggregator_monitors import monitor_settings
-from tests.integration.test_processor_harness import QA, Producer, response_event, stage, write_deployments
+from tests.integration.test_processor_harness import (
+    QA,
+    Producer,
+    response_event,
+    stage,
+    write_deployments,
+)
 from tests.integration.test_processor_rejudge import ANSWER, V1, V2, spec, version
 from tests.support.aggregator import Message, produce, rollup_snapshot, uuid7_at, wait_caught_up
 

@@ -118,6 +118,7 @@ async def create_rejudge(request: web.Request) -> web.Response:
                VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *""",
             rejudge_id, deployment, evaluator, version, start, end, sample,
         )
+    assert row is not None  # INSERT ... RETURNING gives the row
     if state.rejudge is not None:
         state.rejudge.kick()
     return json_response(_view(row), status=202, headers={"Location": f"/v1/rejudges/{rejudge_id}"})

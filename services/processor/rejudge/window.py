@@ -116,7 +116,7 @@ def _take(record, deployment, start, end, requests, responses, window) -> None: 
     except EventDecodeError:
         window.undecodable += 1  # the live intake dead-letters it; here it is only counted
         return
-    if event.meta.deployment != deployment:
+    if not isinstance(event, InferenceRequest | InferenceResponse) or event.meta.deployment != deployment:
         return
     if isinstance(event, InferenceRequest):
         started = event.meta.request_start_time.ToDatetime(tzinfo=start.tzinfo)
