@@ -45,7 +45,7 @@ STATISTICS = {"average": (1.0, 5.0), "pass_rate": (0.0, 1.0)}
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("eval", help="bulk-test variants on a dataset through the live pipeline",
                             description="Batch evaluation runs.")
-    actions = parser.add_subparsers(dest="action", required=True, metavar="{run}")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="{run,rejudge,rejudge-show}")
     run = actions.add_parser(
         "run", help="send a dataset through each variant as one batch run and compare their scores",
         description="Send every row of --data through the gateway once per variant as one batch run, wait "
@@ -66,6 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_gateway_options(run)
     add_api_options(run)
     run.set_defaults(func=main)
+    from services.cli import rejudge  # re-judging past traffic: its own module
+
+    rejudge.register_actions(actions)
 
 
 # -- pure parts -------------------------------------------------------------------------------

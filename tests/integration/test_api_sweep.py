@@ -30,6 +30,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -252,12 +253,21 @@ async def test_aggregator_answers_every_generated_request_without_a_server_error
     stack: LiveStack, known: Known,
 ) -> None:
     auth = {"readKey": {"bearer": stack.read_key}, "adminKey": {"bearer": stack.admin_key}}
+    # A re-judge of a past window, for the routes that read one.
+    now = datetime.now(UTC)
+    rejudge = {"evaluator": "relevance", "from": (now - timedelta(minutes=10)).isoformat(),
+               "to": (now - timedelta(minutes=1)).isoformat()}
+    created = await asyncio.to_thread(requests.post, f"{stack.aggregator.url}/v1/deployments/demo/rejudges",
+                                      json=rejudge, headers={"Authorization": f"Bearer {stack.admin_key}"}, timeout=10)
+    assert created.status_code == 202, created.text
     existing = {"deployment": "demo", "trace_id": known.trace_id, "run_id": known.run_id,
                 "request_id": known.request_id, "destination": SWEEP_DESTINATION,
-                "monitor_id": "demo-relevance-variant_0"}
+                "monitor_id": "demo-relevance-variant_0", "rejudge_id": created.json()["id"]}
 
     def fixed(operation: Any) -> dict[str, Any] | None:
         names = {p.name for p in operation.path_parameters}
+        if operation.path == "/v1/deployments/{deployment}/rejudges" and operation.method.upper() == "POST":
+            return {"path_parameters": {"deployment": "demo"}, "body": rejudge}
         if names:
             return {"path_parameters": {name: existing[name] for name in names}}
         if operation.path == "/v1/stream/metrics":
@@ -276,6 +286,8 @@ async def test_aggregator_answers_every_generated_request_without_a_server_error
         "GET /v1/alerts", "GET /v1/destinations", "GET /v1/deliveries",
         "POST /v1/deployments/{deployment}/destinations/{destination}/test",
         "GET /v1/runs/{run_id}", "GET /v1/stream/metrics", "GET /healthz", "GET /readyz", "GET /metrics",
+        "POST /v1/deployments/{deployment}/rejudges", "GET /v1/deployments/{deployment}/rejudges",
+        "GET /v1/rejudges/{rejudge_id}",
     })
     await assert_all_healthy(stack)
 

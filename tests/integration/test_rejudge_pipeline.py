@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -43,9 +45,24 @@ from tests.integration.test_processor_harness import (
 from tests.integration.test_processor_rejudge import ANSWER, V1, V2, spec, version
 from tests.support.aggregator import Message, produce, rollup_snapshot, uuid7_at, wait_caught_up
 
+REPO = Path(__file__).resolve().parents[2]
 READ_KEY, ADMIN_KEY = "read-" + uuid4().hex, "admin-" + uuid4().hex
 READ = {"Authorization": f"Bearer {READ_KEY}"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+def cli_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTPULSE_")}
+    return env | {"PROMPTPULSE_API_READ_KEY": READ_KEY, "PROMPTPULSE_API_ADMIN_KEY": ADMIN_KEY}
+
+
+async def run_cli(*args: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli", *args, cwd=REPO, env=cli_env(), stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    return out.decode()
 
 
 def iso(moment: datetime) -> str:
@@ -196,9 +213,12 @@ async def test_a_window_rejudged_end_to_end_once_per_version_live_rollups_unchan
             assert [r["error"]["field"] for r in refusals] == ["evaluator", "evaluator", "from", "from"]
             assert "versions it has loaded" in refusals[0]["error"]["message"]
             assert "retention" in refusals[3]["error"]["message"] or "keeps records" in refusals[3]["error"]["message"]
-            view = await api.call("POST", "/v1/deployments/shop/rejudges", 202,
-                                  {"evaluator": "cites_context", "from": iso(start), "to": iso(end)})
-            assert view["version"] == new
+            # Through the CLI: it prints the id, follows progress until done, then the comparison.
+            cli = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "services.cli", "eval", "rejudge", "shop", "--from", iso(start), "--to",
+                iso(end), "--evaluator", "cites_context", "--api-url", api.url, "--timeout", "120",
+                cwd=REPO, env=cli_env(), stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
             # The events' records are stamped now, minutes after their requests' start times: the
             # re-judge reads on for records up to request_ttl_seconds past the window's end.
             async with st.processor(request_ttl_seconds=3600), Producer(st.kafka) as producer:
@@ -209,7 +229,16 @@ async def test_a_window_rejudged_end_to_end_once_per_version_live_rollups_unchan
                     request = InferenceRequest(meta=meta, inputs=dict_to_struct(QA))
                     later += [request, response_event(request, {"answer": ANSWER})]
                 await producer.send(st.topics.inference, later)
-                done = await api.done(view["id"], len(ids))
+                out, err = await asyncio.wait_for(cli.communicate(), 150)
+                stdout = out.decode()
+                assert cli.returncode == 0, err.decode()
+                rejudge_id = stdout.splitlines()[0]
+                assert f"{rejudge_id}: done, {len(ids)} of {len(ids)} requests judged" in err.decode()
+                assert f"cites_context: {old} → {new}" in stdout and "weighted kappa" in stdout
+                done = await api.done(rejudge_id, len(ids))
+                assert done["version"] == new
+                shown = await run_cli("eval", "rejudge-show", rejudge_id, "--json", "--api-url", api.url)
+                assert json.loads(shown)["comparison"] == done["comparison"]
                 await asyncio.sleep(2)
                 await wait_caught_up(settings)
         after = await rollup_snapshot(fresh_database)

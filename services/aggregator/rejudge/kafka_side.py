@@ -151,7 +151,12 @@ class RejudgeLinks:
                 consumer = make_consumer(self._settings, group_id=None, client_id="promptpulse-aggregator-rejudge",
                                          enable_auto_commit=False, auto_offset_reset="earliest")
                 await consumer.start()
-                partitions = consumer.partitions_for_topic(self.topics.rejudge_progress) or {0}
+                partitions = consumer.partitions_for_topic(self.topics.rejudge_progress)
+                while not partitions:  # a group-less consumer knows no topic until metadata is refreshed
+                    await consumer._client.force_metadata_update()  # aiokafka has no public call for this
+                    partitions = consumer.partitions_for_topic(self.topics.rejudge_progress)
+                    if not partitions:
+                        await asyncio.sleep(0.2)
                 consumer.assign([TopicPartition(self.topics.rejudge_progress, p) for p in sorted(partitions)])
                 while True:
                     batches = await consumer.getmany(timeout_ms=1000, max_records=500)
