@@ -49,8 +49,10 @@ VERSION_CHARS = 12
 _JINJA = SandboxedEnvironment()
 
 EvaluatorKind = Literal["builtin", "rubric", "code", "flow", "flex", "prompty"]
-# Kinds the schema accepts today; issue 17 adds flex and prompty.
-AVAILABLE_KINDS = frozenset({"builtin", "rubric", "code", "flow"})
+# Kinds the schema accepts today; issue 17 adds prompty.
+AVAILABLE_KINDS = frozenset({"builtin", "rubric", "code", "flow", "flex"})
+# Kinds whose metrics are `<name>.<output>` (a flex flow's only when `outputs` lists them).
+OUTPUT_KINDS = frozenset({"flow", "flex"})
 DEFAULT_CODE_TIMEOUT_SECONDS = 5.0
 MAX_FLOW_FILES = 500
 MAX_EVALUATOR_FILE_BYTES = 5_000_000
@@ -112,9 +114,11 @@ class EvaluatorConfig(ConfigModel):
     # code
     code: str | None = Field(None, pattern=r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
     timeout_seconds: Number | None = Field(None, gt=0, le=600)
-    # flow
+    # flow, flex
     flow: Path | None = None
     outputs: dict[Annotated[str, Field(pattern=FIELD_NAME_PATTERN)], FlowOutput] | None = None
+    # flex: the entry class's __init__ values (model configurations name a connection)
+    init: dict[str, Any] | None = None
 
     _base_dir: Path | None = PrivateAttr(None)
     _version: str = PrivateAttr("")
@@ -173,7 +177,7 @@ class EvaluatorConfig(ConfigModel):
         and 0-1 for code (a flow's is per output, see scale_of)."""
         if self.scale is not None:
             return self.scale
-        return FLOAT_SCALE if self.kind in ("code", "flow") else BUILTIN_SCALE
+        return FLOAT_SCALE if self.kind in ("code", "flow", "flex") else BUILTIN_SCALE
 
     @property
     def effective_pass(self) -> PassRule:
@@ -184,8 +188,9 @@ class EvaluatorConfig(ConfigModel):
         return float(self.timeout_seconds or DEFAULT_CODE_TIMEOUT_SECONDS)
 
     def metrics(self) -> list[str]:
-        """The metrics this evaluator emits: its name, or ``<name>.<output>`` for a flow."""
-        if self.kind == "flow":
+        """The metrics this evaluator emits: its name, or ``<name>.<output>`` for a flow (and
+        for a flex flow whose ``outputs`` name the fields of the mapping its entry returns)."""
+        if self.kind == "flow" or (self.kind == "flex" and self.outputs):
             return [f"{self.name}.{output}" for output in self.flow_outputs()]
         return [self.name]
 
@@ -193,7 +198,7 @@ class EvaluatorConfig(ConfigModel):
         """A flow evaluator's outputs: those listed under ``outputs``, else the flow's own."""
         if self.outputs:
             return list(self.outputs)
-        if self.flow is None:
+        if self.flow is None or self.kind != "flow":
             return []
         from shared.deployments.loader import read_flow_interface  # loader imports this module
 
@@ -205,7 +210,7 @@ class EvaluatorConfig(ConfigModel):
 
     def scale_of(self, metric: str) -> Scale:
         """The scale of one of this evaluator's metrics."""
-        if self.kind == "flow":
+        if self.kind in OUTPUT_KINDS:
             output = self.outputs.get(metric.partition(".")[2]) if self.outputs else None
             if output is not None and output.scale is not None:
                 return output.scale
@@ -213,8 +218,8 @@ class EvaluatorConfig(ConfigModel):
         return self.effective_scale
 
     def pass_rule_of(self, metric: str) -> PassRule:
-        if self.kind == "flow":
-            output = self.outputs.get(metric.partition(".")[2]) if self.outputs else None
+        if self.kind in OUTPUT_KINDS and self.outputs:
+            output = self.outputs.get(metric.partition(".")[2])
             if output is not None and output.pass_ is not None:
                 return output.pass_
             return self.pass_ or default_pass_rule(self.scale_of(metric))
@@ -263,7 +268,7 @@ class EvaluatorConfig(ConfigModel):
                 return None
             content["code"] = hashlib.sha256(data).hexdigest()
             content["function"] = self.code_function
-        elif self.kind == "flow" and self.flow is not None:
+        elif self.kind in OUTPUT_KINDS and self.flow is not None:
             files = self._flow_files(self.flow)
             if files is None:
                 return None
@@ -271,6 +276,9 @@ class EvaluatorConfig(ConfigModel):
             if self.outputs:
                 content["outputs"] = {k: v.model_dump(mode="json", exclude_none=True, by_alias=True)
                                       for k, v in self.outputs.items()}
+            if self.init:
+                # What the entry is built with changes what it scores (a threshold, the judge model).
+                content["init"] = self.init
         return content
 
     def _read_variables(self, loc: Loc) -> None:
@@ -323,9 +331,10 @@ class EvaluatorConfig(ConfigModel):
             "rubric": {"prompt", "prompt_file", "judge", "columns", "scale", "pass_", "label"},
             "code": {"code", "timeout_seconds", "columns", "scale", "pass_", "label"},
             "flow": {"flow", "outputs", "timeout_seconds", "columns", "scale", "pass_", "label"},
+            "flex": {"flow", "init", "outputs", "timeout_seconds", "columns", "scale", "pass_", "label"},
         }[kind]
         for field in ("label", "scale", "prompt", "prompt_file", "judge", "code", "timeout_seconds",
-                      "flow", "outputs", "pass_"):
+                      "flow", "outputs", "init", "pass_"):
             value = getattr(self, field)
             if value is not None and field not in allowed:
                 found.append(((field.rstrip("_"),), f"does not apply to kind {kind}"))
@@ -339,9 +348,14 @@ class EvaluatorConfig(ConfigModel):
             found.append((("code",), "required: '<file>.py:<function>', relative to the deployment file"))
         if kind == "flow" and self.flow is None:
             found.append((("flow",), "required: the evaluation flow's folder"))
+        if kind == "flex" and self.flow is None:
+            found.append((("flow",), "required: the flex evaluation flow's folder (with flow.flex.yaml)"))
+        elif kind == "flex" and self.flow is not None and self.flow.is_dir() and not (self.flow / "flow.flex.yaml").is_file():
+            found.append((("flow",), f"{self.flow} has no flow.flex.yaml (a flow.dag.yaml folder is kind: flow)"))
         if kind == "builtin" and self.scale is not None:
             found.append((("scale",), "built-in metrics are scored 1 to 5"))
-        if self.pass_ is not None and kind != "flow":
+        per_output = kind == "flow" or (kind == "flex" and bool(self.outputs))
+        if self.pass_ is not None and not per_output:
             found += [(("pass", *loc), msg) for loc, msg in self.pass_.scale_problems(self.effective_scale)]
         for name, output in (self.outputs or {}).items():
             scale = output.scale or self.effective_scale
@@ -362,6 +376,7 @@ __all__ = [
     "FLOAT_SCALE",
     "EVALUATOR_NAME_PATTERN",
     "METRIC_NAME_PATTERN",
+    "OUTPUT_KINDS",
     "EvaluatorConfig",
     "EvaluatorKind",
     "FlowOutput",

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from services.processor.evaluation.context import BuildContext
 from services.processor.evaluation.kinds.code import build_code_evaluator
+from services.processor.evaluation.kinds.flex import build_flex_evaluator
 from services.processor.evaluation.kinds.flow import build_flow_evaluator
 from services.processor.evaluation.kinds.rubric import build_rubric_evaluator
 from services.processor.evaluation.protocol import Evaluator
@@ -22,6 +23,7 @@ KINDS: dict[str, KindFactory] = {
     "rubric": build_rubric_evaluator,
     "code": build_code_evaluator,
     "flow": build_flow_evaluator,
+    "flex": build_flex_evaluator,
 }
 
 __all__ = ["KINDS", "KindFactory"]

@@ -69,8 +69,8 @@ def bind_request(sources: tuple[InputSource, ...], request: RequestFields) -> tu
 
 
 def _convert(source: InputSource, value: Any) -> Any:
-    if source.type == "image":
-        return value  # the runtime checks an image itself
+    if source.type in ("image", "any"):
+        return value  # the runtime checks an image itself; a flex entry's untyped parameter takes any value
     if source.type == "string" and isinstance(value, list | dict):
         return column_text(value) or json.dumps(value)
     try:
