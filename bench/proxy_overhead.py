@@ -5,8 +5,9 @@ saturates before the servers it measures). The modes:
 
 - ``direct``: wrk calls the upstream. The upstream is written here (``--upstream``): a minimal
   aiohttp server answering ``/v1/chat/completions`` at once (JSON, or SSE: a role chunk, 8
-  content chunks, a finish chunk, the usage chunk when asked, ``[DONE]``), so it is never the
-  bottleneck and any added time is the proxy's;
+  content chunks, a finish chunk, the usage chunk when asked, ``[DONE]``) and ``/v1/responses``
+  (JSON, or typed events: created, in_progress, 8 text deltas, done, completed), so it is never
+  the bottleneck and any added time is the proxy's;
 - ``bare``: through a bare aiohttp pass-through proxy written here (``--proxy``): reads the body,
   posts it upstream on one shared ClientSession, relays status, content-type and chunks. No
   auth, no events: the floor of any aiohttp proxy;
@@ -18,7 +19,7 @@ saturates before the servers it measures). The modes:
 Every path is warmed (1 s at 10 clients) before the measured rounds.
 
 At 1 client (closed loop; wrk ``-c1``) and 100 clients (``-c100``), JSON and streamed chat
-completions. wrk measures whole responses (a streamed one ends with its last chunk). Figures:
+completions; the Responses API (JSON and streamed) at 1 client only, to keep the run short. wrk measures whole responses (a streamed one ends with its last chunk). Figures:
 
 - added p50 and p99 at 1 client: mode's percentile minus direct's (median over rounds);
 - throughput at 100 clients per worker, as a share of the bare proxy's (one process);
@@ -93,6 +94,35 @@ def run_upstream(port: int) -> None:
                                          "created": created, "model": MODEL, "choices": [],
                                          "usage": usage}).encode() + b"\n\n"
 
+    text = "".join(WORDS)
+    responses_usage = {"input_tokens": 14, "output_tokens": len(WORDS), "total_tokens": 14 + len(WORDS)}
+    message = {"type": "message", "id": "msg_bench", "status": "completed", "role": "assistant",
+               "content": [{"type": "output_text", "text": text, "annotations": []}]}
+    response_object = {"id": "resp_bench", "object": "response", "created_at": created, "status": "completed",
+                       "model": MODEL, "output": [message], "usage": responses_usage}
+
+    def typed(kind: str, **fields: object) -> bytes:
+        return f"event: {kind}\ndata: ".encode() + json.dumps({"type": kind, **fields}).encode() + b"\n\n"
+
+    in_progress = {**response_object, "status": "in_progress", "output": [], "usage": None}
+    response_whole = json.dumps(response_object).encode()
+    response_stream = [typed("response.created", response=in_progress),
+                       typed("response.in_progress", response=in_progress)] + [
+        typed("response.output_text.delta", item_id="msg_bench", output_index=0, content_index=0, delta=w)
+        for w in WORDS] + [typed("response.output_text.done", item_id="msg_bench", output_index=0,
+                                 content_index=0, text=text),
+                           typed("response.completed", response=response_object)]
+
+    async def responses(request: web.Request) -> web.StreamResponse:
+        if not (await request.json()).get("stream"):
+            return web.Response(body=response_whole, content_type="application/json")
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for piece in response_stream:
+            await response.write(piece)
+        await response.write_eof()
+        return response
+
     async def chat(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         if not body.get("stream"):
@@ -109,6 +139,7 @@ def run_upstream(port: int) -> None:
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/responses", responses)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
@@ -135,6 +166,7 @@ def run_proxy(port: int, upstream: str) -> None:
     app = web.Application()
     app.cleanup_ctx.append(session_ctx)
     app.router.add_post("/v1/chat/completions", forward)
+    app.router.add_post("/v1/responses", forward)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
@@ -256,11 +288,23 @@ class Services:
 
 # ---- the load: wrk, a Lua script per body
 
-def lua_script(work: Path, key: str, stream: bool) -> Path:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 40}
-    if stream:
-        body |= {"stream": True, "stream_options": {"include_usage": True}}
-    path = work / f"chat-{'stream' if stream else 'json'}.lua"
+# kind -> (path, streamed): chat completions at 1 and 100 clients, the Responses API at 1 client.
+KINDS = {"json": ("/v1/chat/completions", False), "stream": ("/v1/chat/completions", True),
+         "responses json": ("/v1/responses", False), "responses stream": ("/v1/responses", True)}
+CHAT_KINDS = ("json", "stream")
+
+
+def lua_script(work: Path, key: str, kind: str) -> Path:
+    path_, stream = KINDS[kind]
+    if path_ == "/v1/responses":
+        body: dict[str, object] = {"model": MODEL, "input": QUESTION, "max_output_tokens": 40}
+        if stream:
+            body["stream"] = True
+    else:
+        body = {"model": MODEL, "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 40}
+        if stream:
+            body |= {"stream": True, "stream_options": {"include_usage": True}}
+    path = work / f"{kind.replace(' ', '-')}.lua"
     path.write_text(f"""wrk.method = "POST"
 wrk.body = {json.dumps(json.dumps(body))}
 wrk.headers["Content-Type"] = "application/json"
@@ -288,8 +332,9 @@ def parse_wrk(output: str) -> dict[str, float]:
 
 
 def run_wrk(url: str, script: Path, clients: int, seconds: int = SECONDS) -> dict[str, float]:
-    out = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{seconds}s", "--latency", "-s", str(script),
-                          url + "/v1/chat/completions"], capture_output=True, text=True, timeout=seconds + 30)
+    """``url``: the server and the route (its Lua script's body is for that route)."""
+    out = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+                         capture_output=True, text=True, timeout=seconds + 30)
     if out.returncode != 0:
         raise SystemExit(f"wrk failed: {out.stderr}")
     return parse_wrk(out.stdout)
@@ -316,22 +361,22 @@ async def main() -> None:
         results: dict[tuple[int, str], dict[str, list[dict[str, float]]]] = {}
         started = time.monotonic()
         try:
-            scripts = {kind: lua_script(work, services.key, kind == "stream") for kind in ("json", "stream")}
+            scripts = {kind: lua_script(work, services.key, kind) for kind in KINDS}
             # Warm every path first (connection pools, lazy imports, first spans and events), so the
             # first measured runs do not pay for it.
             for mode in ("direct", "bare", "gw1", "gw2"):
-                for kind in ("json", "stream"):
-                    run_wrk(services.urls[mode], scripts[kind], 10, seconds=1)
+                for kind in KINDS if mode != "gw2" else CHAT_KINDS:
+                    run_wrk(services.urls[mode] + KINDS[kind][0], scripts[kind], 10, seconds=1)
             for round_number in range(ROUNDS):
                 for clients in (1, 100):
-                    for kind in ("json", "stream"):
+                    for kind in KINDS if clients == 1 else CHAT_KINDS:
                         modes = ["direct", "bare", "gw1"] + (["gw2"] if clients > 1 else [])
                         if round_number % 2:
                             modes.reverse()
                         for mode in modes:
                             pids = services.pids(mode)
                             before = cpu_seconds(pids)
-                            found = run_wrk(services.urls[mode], scripts[kind], clients)
+                            found = run_wrk(services.urls[mode] + KINDS[kind][0], scripts[kind], clients)
                             found["cpu_s"] = cpu_seconds(pids) - before
                             results.setdefault((clients, kind), {}).setdefault(mode, []).append(found)
             rss = {mode: [rss_mb(pid) for pid in services.workers(mode)] for mode in ("bare", "gw1", "gw2")}
@@ -357,10 +402,10 @@ def report(results: dict[tuple[int, str], dict[str, list[dict[str, float]]]],
     errors = sum(r["errors"] for by_mode in results.values() for rounds in by_mode.values() for r in rounds)
     if errors:
         print(f"WARNING: {errors:.0f} non-2xx responses or socket errors during the run")
-    print("\n| chat completions | clients | direct | bare proxy | gateway | gateway, 2 workers |")
+    print("\n| call | clients | direct | bare proxy | gateway | gateway, 2 workers |")
     print("|---|---:|---:|---:|---:|---:|")
     for clients in (1, 100):
-        for kind in ("json", "stream"):
+        for kind in KINDS if clients == 1 else CHAT_KINDS:
             modes = ["direct", "bare", "gw1", "gw2"]
             for name, label in (("p50", "p50 ms"), ("p99", "p99 ms"), ("rps", "req/s")):
                 cells = [f"{figure(clients, kind, m, name):.2f}" if m in results[(clients, kind)] else "-"
@@ -373,7 +418,7 @@ def report(results: dict[tuple[int, str], dict[str, list[dict[str, float]]]],
 
     print("\n| goal | measured | goal | verdict |")
     print("|---|---:|---:|---|")
-    for kind in ("json", "stream"):
+    for kind in KINDS:
         direct_p50, direct_p99 = figure(1, kind, "direct", "p50"), figure(1, kind, "direct", "p99")
         for mode, label in (("bare", "bare proxy"), ("gw1", "gateway")):
             added50 = figure(1, kind, mode, "p50") - direct_p50
@@ -383,6 +428,8 @@ def report(results: dict[tuple[int, str], dict[str, list[dict[str, float]]]],
                   f" {verdict(added50 <= GOAL_ADDED_P50_MS)} |")
             print(f"| {kind}: {label} added p99 at 1 client{floor} | {added99:+.2f} ms | <= {GOAL_ADDED_P99_MS:g} ms |"
                   f" {verdict(added99 <= GOAL_ADDED_P99_MS)} |")
+        if kind not in CHAT_KINDS:
+            continue
         bare_rps = figure(100, kind, "bare", "rps")
         for mode, workers in (("gw1", 1), ("gw2", 2)):
             share = figure(100, kind, mode, "rps") / workers / bare_rps
