@@ -49,10 +49,9 @@ VERSION_CHARS = 12
 _JINJA = SandboxedEnvironment()
 
 EvaluatorKind = Literal["builtin", "rubric", "code", "flow", "flex", "prompty"]
-# Kinds the schema accepts today; issue 17 adds prompty.
-AVAILABLE_KINDS = frozenset({"builtin", "rubric", "code", "flow", "flex"})
-# Kinds whose metrics are `<name>.<output>` (a flex flow's only when `outputs` lists them).
-OUTPUT_KINDS = frozenset({"flow", "flex"})
+AVAILABLE_KINDS = frozenset({"builtin", "rubric", "code", "flow", "flex", "prompty"})
+# Kinds whose metrics are `<name>.<output>` (flex and prompty only when `outputs` lists them).
+OUTPUT_KINDS = frozenset({"flow", "flex", "prompty"})
 DEFAULT_CODE_TIMEOUT_SECONDS = 5.0
 MAX_FLOW_FILES = 500
 MAX_EVALUATOR_FILE_BYTES = 5_000_000
@@ -119,6 +118,8 @@ class EvaluatorConfig(ConfigModel):
     outputs: dict[Annotated[str, Field(pattern=FIELD_NAME_PATTERN)], FlowOutput] | None = None
     # flex: the entry class's __init__ values (model configurations name a connection)
     init: dict[str, Any] | None = None
+    # prompty: a .prompty file (its JSON answer's fields are metrics when `outputs` lists them)
+    prompty: Path | None = None
 
     _base_dir: Path | None = PrivateAttr(None)
     _version: str = PrivateAttr("")
@@ -126,7 +127,7 @@ class EvaluatorConfig(ConfigModel):
     _prompt_variables: frozenset[str] = PrivateAttr(frozenset())
     _content_problems: list[tuple[Loc, str]] = PrivateAttr(default_factory=list)
 
-    @field_validator("prompt_file", "flow")
+    @field_validator("prompt_file", "flow", "prompty")
     @classmethod
     def _relative_to_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         base = (info.context or {}).get(BASE_DIR)
@@ -190,7 +191,7 @@ class EvaluatorConfig(ConfigModel):
     def metrics(self) -> list[str]:
         """The metrics this evaluator emits: its name, or ``<name>.<output>`` for a flow (and
         for a flex flow whose ``outputs`` name the fields of the mapping its entry returns)."""
-        if self.kind == "flow" or (self.kind == "flex" and self.outputs):
+        if self.kind == "flow" or (self.kind in OUTPUT_KINDS and self.outputs):
             return [f"{self.name}.{output}" for output in self.flow_outputs()]
         return [self.name]
 
@@ -268,6 +269,14 @@ class EvaluatorConfig(ConfigModel):
                 return None
             content["code"] = hashlib.sha256(data).hexdigest()
             content["function"] = self.code_function
+        elif self.kind == "prompty" and self.prompty is not None:
+            data = self._read(self.prompty, ("prompty",))
+            if data is None:
+                return None
+            content["prompty"] = hashlib.sha256(data).hexdigest()
+            if self.outputs:
+                content["outputs"] = {k: v.model_dump(mode="json", exclude_none=True, by_alias=True)
+                                      for k, v in self.outputs.items()}
         elif self.kind in OUTPUT_KINDS and self.flow is not None:
             files = self._flow_files(self.flow)
             if files is None:
@@ -332,9 +341,10 @@ class EvaluatorConfig(ConfigModel):
             "code": {"code", "timeout_seconds", "columns", "scale", "pass_", "label"},
             "flow": {"flow", "outputs", "timeout_seconds", "columns", "scale", "pass_", "label"},
             "flex": {"flow", "init", "outputs", "timeout_seconds", "columns", "scale", "pass_", "label"},
+            "prompty": {"prompty", "outputs", "timeout_seconds", "columns", "scale", "pass_", "label"},
         }[kind]
         for field in ("label", "scale", "prompt", "prompt_file", "judge", "code", "timeout_seconds",
-                      "flow", "outputs", "init", "pass_"):
+                      "flow", "outputs", "init", "prompty", "pass_"):
             value = getattr(self, field)
             if value is not None and field not in allowed:
                 found.append(((field.rstrip("_"),), f"does not apply to kind {kind}"))
@@ -354,7 +364,11 @@ class EvaluatorConfig(ConfigModel):
             found.append((("flow",), f"{self.flow} has no flow.flex.yaml (a flow.dag.yaml folder is kind: flow)"))
         if kind == "builtin" and self.scale is not None:
             found.append((("scale",), "built-in metrics are scored 1 to 5"))
-        per_output = kind == "flow" or (kind == "flex" and bool(self.outputs))
+        per_output = kind == "flow" or (kind in OUTPUT_KINDS and bool(self.outputs))
+        if kind == "prompty" and self.prompty is None:
+            found.append((("prompty",), "required: the .prompty file, relative to the deployment file"))
+        elif kind == "prompty" and self.prompty is not None and self.prompty.suffix != ".prompty":
+            found.append((("prompty",), f"{self.prompty.name} is not a .prompty file"))
         if self.pass_ is not None and not per_output:
             found += [(("pass", *loc), msg) for loc, msg in self.pass_.scale_problems(self.effective_scale)]
         for name, output in (self.outputs or {}).items():

@@ -103,7 +103,7 @@ def test_compatible_scores_place_each_scale_on_one_to_five() -> None:
     ({"name": "groundedness", "kind": "builtin", "columns": {"a": "inputs.question"}}, "evaluation.evaluators[0].columns",
      "read the deployment's column_mapping"),
     ({**RUBRIC, "name": "relevance"}, "evaluation.evaluators[0].name", "relevance is listed twice"),
-    ({**RUBRIC, "kind": "prompty"}, "evaluation.evaluators[0].kind", "not available yet"),
+    ({**RUBRIC, "kind": "prompty"}, "evaluation.evaluators[0].prompt", "does not apply to kind prompty"),
     ({**RUBRIC, "prompt": "{{ answer }} {{ tone }}"}, "evaluation.evaluators[0].prompt",
      "reads tone, which neither columns nor column_mapping maps"),
     ({**RUBRIC, "prompt": "{{ answer "}, "evaluation.evaluators[0].prompt", "is not a valid Jinja2 template"),

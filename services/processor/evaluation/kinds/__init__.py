@@ -13,6 +13,7 @@ from services.processor.evaluation.context import BuildContext
 from services.processor.evaluation.kinds.code import build_code_evaluator
 from services.processor.evaluation.kinds.flex import build_flex_evaluator
 from services.processor.evaluation.kinds.flow import build_flow_evaluator
+from services.processor.evaluation.kinds.prompty import build_prompty_evaluator
 from services.processor.evaluation.kinds.rubric import build_rubric_evaluator
 from services.processor.evaluation.protocol import Evaluator
 from shared.deployments import EvaluatorConfig
@@ -24,6 +25,7 @@ KINDS: dict[str, KindFactory] = {
     "code": build_code_evaluator,
     "flow": build_flow_evaluator,
     "flex": build_flex_evaluator,
+    "prompty": build_prompty_evaluator,
 }
 
 __all__ = ["KINDS", "KindFactory"]

@@ -143,7 +143,7 @@ class FlowEvaluator:
             return self._failed(INTERNAL, f"the evaluation flow cannot run: {exc}")
         calls = result.llm_calls
         usage = self._spend(calls)
-        return self._outcomes(result.outputs, usage)
+        return self._outcomes(result.outputs, usage, inputs)
 
     async def _run(self, inputs: dict[str, Any], request: RequestFields) -> Any:
         # The flow's spans (workflow, nodes, LLM calls) go in the judged request's own trace.
@@ -153,7 +153,9 @@ class FlowEvaluator:
         finally:
             otel_context.detach(token)
 
-    def _outcomes(self, outputs: Mapping[str, Any], cost: CallCost | None) -> list[Outcome]:
+    def _outcomes(self, outputs: Mapping[str, Any], cost: CallCost | None,
+                  inputs: Mapping[str, Any] | None = None) -> list[Outcome]:
+        # ``inputs``: the run's inputs, for a subclass whose parser sets judged texts aside (prompty).
         found: list[Outcome] = []
         for metric, output in self._outputs.items():
             try:

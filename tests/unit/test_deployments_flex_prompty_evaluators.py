@@ -1,5 +1,6 @@
-"""``kind: flex`` in the deployment file: metrics, scales, checks and a version that follows
-every file of the flex flow's folder and its init (docs/evaluation.md, "Flex evaluation flow")."""
+"""``kind: flex`` and ``kind: prompty`` in the deployment file: metrics, scales, checks and a
+version that follows every file of the flex flow's folder and its init, or the .prompty file
+(docs/evaluation.md, "Flex evaluation flow", "Prompty evaluator")."""
 
 from __future__ import annotations
 
@@ -73,3 +74,33 @@ def test_the_version_follows_every_file_of_the_folder_and_the_init(tmp_path: Pat
     assert added not in (first, edited)
     rebuilt = loaded(tmp_path, {**quality(folder), "init": {**INIT, "max_words": 10}}).version
     assert rebuilt not in (first, edited, added)
+
+
+PROMPTY = Path(__file__).resolve().parents[1] / "fixtures" / "prompty" / "eval_basic_json.prompty"
+
+
+def test_a_prompty_evaluator_is_judged_on_1_to_5_and_versioned_by_its_file(tmp_path: Path) -> None:
+    copy = tmp_path / "evaluators" / "basic.prompty"
+    copy.parent.mkdir()
+    shutil.copy2(PROMPTY, copy)
+    whole = loaded(tmp_path, {"name": "basic", "kind": "prompty", "prompty": "evaluators/basic.prompty"})
+    assert whole.metrics() == ["basic"] and (whole.effective_scale.low, whole.effective_scale.high) == (1, 5)
+    assert whole.prompty == copy.resolve()
+    fields = loaded(tmp_path, {"name": "basic", "kind": "prompty", "prompty": str(copy), "outputs": {"score": {}}})
+    assert fields.metrics() == ["basic.score"] and fields.version != whole.version
+    copy.write_text(copy.read_text().replace("temperature: 0.1", "temperature: 0.2"))
+    assert loaded(tmp_path, {"name": "basic", "kind": "prompty", "prompty": str(copy)}).version != whole.version
+
+
+@pytest.mark.parametrize(("evaluator", "where", "message"), [
+    ({"name": "q", "kind": "prompty"}, "evaluators[0].prompty", "required"),
+    ({"name": "q", "kind": "prompty", "prompty": "x.py"}, "evaluators[0].prompty", "is not a .prompty file"),
+    ({"name": "q", "kind": "prompty", "prompty": "missing.prompty"}, "evaluators[0].prompty", "cannot read"),
+    ({"name": "q", "kind": "prompty", "prompty": str(PROMPTY), "init": {}}, "evaluators[0].init", "does not apply"),
+])
+def test_bad_prompty_evaluators_name_the_field(tmp_path: Path, evaluator: dict[str, Any], where: str,
+                                               message: str) -> None:
+    (tmp_path / "x.py").write_text("")
+    with pytest.raises(DeploymentConfigError) as caught:
+        load_deployment(write(tmp_path, [evaluator], metrics=[]))
+    assert where in str(caught.value) and message in str(caught.value), str(caught.value)
