@@ -1,10 +1,11 @@
 // The page's shell: sign-in, the hash router (#/ deployments, #/d/NAME?range=1h monitoring view,
-// #/r/ID one request), the top bar. Views are in deployments.js, monitor.js and request.js.
+// #/r/ID one request, #/rejudges/NAME and #/rejudge/ID re-judges), the top bar. Views are in deployments.js, monitor.js and request.js.
 
 import { ApiError, signIn, signOut } from "./api.js";
 import { deploymentsView } from "./deployments.js";
 import { h } from "./format.js";
 import { MonitorView } from "./monitor.js";
+import { rejudgeListView, rejudgeView } from "./rejudge.js";
 import { findBox, requestView } from "./request.js";
 
 const main = document.getElementById("main");
@@ -37,6 +38,10 @@ async function route() {
       await current.open();
     } else if (parts[0] === "r" && parts[1]) {
       current = await requestView(main, parts[1], shell);
+    } else if (parts[0] === "rejudges" && parts[1]) {
+      current = await rejudgeListView(main, parts[1], shell);
+    } else if (parts[0] === "rejudge" && parts[1]) {
+      current = await rejudgeView(main, parts[1], shell);
     } else {
       current = await deploymentsView(main, shell);
     }
