@@ -42,6 +42,7 @@ from shared.topics import REJUDGE_PROGRESS_CONFIGS, Topics, ensure_topics
 log = logging.getLogger(__name__)
 
 _PROGRESS_EVERY_SECONDS = 1.0
+_RETRY_SECONDS = 2.0
 
 
 class RejudgeFailed(Exception):
@@ -124,7 +125,15 @@ class RejudgeAgent:
                         work = asyncio.create_task(self._carry_out(record.value, record.headers))
                         while not work.done():
                             await consumer.getmany(timeout_ms=500)
-                        work.result()
+                        if work.exception() is not None:
+                            # Broker away mid-way, or a bug: the command stays uncommitted and is
+                            # read again after a pause; the re-judge resumes from its progress.
+                            log.error("re-judge command at offset %d stopped; retrying it", record.offset,
+                                      exc_info=work.exception())
+                            consumer.seek(tp, record.offset)
+                            consumer.resume(tp)
+                            await asyncio.sleep(_RETRY_SECONDS)
+                            break
                         await consumer.commit({tp: record.offset + 1})
                         consumer.resume(tp)
         finally:
