@@ -10,6 +10,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+import yaml
+
 from services.llmsim.judge import JudgeRequest, judge
 from shared.events.messages import EvaluationErrorType
 from tests.integration.test_processor_flow_evaluators import (
@@ -172,3 +175,41 @@ async def test_the_entrys_own_openai_calls_wait_for_the_judge_slot(tmp_path: Pat
     # Whichever call hung was retried after its 504, in the slot again: all three are scored.
     assert {metric: e.WhichOneof("outcome") for (_, metric), e in found.items()} == {
         "relevance": "scored", "quality.groundedness": "scored", "quality.concise": "scored"}
+
+
+async def test_a_checklist_flex_flow_calling_a_prompty_scores_each_statement(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As prompt flow's eval-checklist: a class built with an AzureOpenAIModelConfiguration, each
+    # statement judged by Prompty.load(..., model={"configuration": model_config}) (sync, in the
+    # entry's worker thread), the returned mapping's values being the prompty's JSON verdicts.
+    monkeypatch.setenv("PP_TEST_CHECKLIST_KEY", "test-key")
+    checklist = {
+        "name": "checklist",
+        "kind": "flex",
+        "flow": str(FIXTURES / "eval_checklist"),
+        "init": {"model_config": {"connection": "azure-sim", "azure_deployment": "gpt-4o-mini"}},
+        "columns": {"answer": "${run.outputs.answer}", "statements": "${data.statements}"},
+        "outputs": {"refunds": {"scale": "1-5"}, "office": {"scale": "1-5"}},
+    }
+    statements = {"refunds": "How long are refunds accepted?", "office": "Where is the office?"}
+    async with stage(tmp_path, {"shop": {}}) as st:
+        connections = yaml.safe_load((st.deployments_dir / "connections.yaml").read_text())
+        connections["connections"]["azure-sim"] = {"type": "azure_openai", "azure_endpoint": st.sim.url,
+                                                   "api_version": "2024-10-21", "api_key_env": "PP_TEST_CHECKLIST_KEY"}
+        (st.deployments_dir / "connections.yaml").write_text(yaml.safe_dump(connections))
+        versions = {e.name: e.version for e in with_evaluators(st, [checklist]).all_evaluators()}
+        async with st.processor() as service, Producer(st.kafka) as producer:
+            request = request_event("r-1", "shop", {**QA, "statements": statements})
+            await producer.send(st.topics.inference, [request, response_event(request, {"answer": ANSWER})])
+            found = {e.metric: e for e in await read_evaluations(st.kafka, st.topics, 2)}
+            judge_prompt_tokens = service.stats.judge_prompt_tokens["shop"]
+    assert set(found) == {"checklist.refunds", "checklist.office"}
+    for statement, event in (("refunds", found["checklist.refunds"]), ("office", found["checklist.office"])):
+        verdict = judge(JudgeRequest(metric="relevance", answer=ANSWER, question=statements[statement],
+                                     context="", ground_truth=""))
+        assert event.WhichOneof("outcome") == "scored", event
+        assert (event.scored.value, event.scored.reason) == (float(verdict.score), verdict.reason)
+        assert (event.evaluator, event.evaluator_version) == ("checklist", versions["checklist"])
+    # Two prompty calls, both counted as judge calls and split over the two outcomes.
+    assert judge_prompt_tokens == sum(e.judge.prompt_tokens for e in found.values()) > 0
