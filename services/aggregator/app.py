@@ -6,8 +6,9 @@ in tests/integration/test_aggregator_shutdown.py checks it). The HTTP listener s
 requests first (aiohttp), then:
 
 1. the query API's streams end and its LISTEN connection closes;
-2. stop intake: the stall watch, then the ingest, which stops fetching and lets the batch in
-   flight commit (its offsets in the same transaction);
+2. stop intake: the stall watch, the OTLP assembly (its pass in flight ends, its producer is
+   flushed), then the ingest, which stops fetching and lets the batch in flight commit (its
+   offsets in the same transaction);
 3. monitor evaluation finishes its pass in flight; the alerts producer is flushed and closed,
    the webhooks' session closed;
 4. retention stops; the pool closes; telemetry is flushed last by the caller (__main__).

@@ -63,6 +63,7 @@ async def test_shutdown_stops_intake_drains_flushes_then_closes(agg, caplog: pyt
         await asyncio.sleep(0.5)  # room for a wrong order to show: nothing may close while the batch waits
         assert _steps(caplog) == ["shutdown: query API streams ended and its listener closed",
                                   "shutdown: stall watch stopped",
+                                  "shutdown: OTLP assembly stopped",
                                   "shutdown: intake stopped"]
         assert ingestor.stats.records == 0  # the batch is still waiting for the lock
         await tx.rollback()
@@ -78,6 +79,7 @@ async def test_shutdown_stops_intake_drains_flushes_then_closes(agg, caplog: pyt
     assert steps == [
         "shutdown: query API streams ended and its listener closed",
         "shutdown: stall watch stopped",
+        "shutdown: OTLP assembly stopped",
         "shutdown: intake stopped",
         "shutdown: ingest drained",
         "shutdown: monitor evaluation stopped",

@@ -19,9 +19,10 @@ import json
 import os
 from collections.abc import Sequence
 
-# Message contents on spans, in the current GenAI conventions (set before the SDKs load).
-os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "gen_ai_latest_experimental")
-os.environ.setdefault("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "SPAN_ONLY")
+# Message contents on spans, in the current GenAI conventions (set before the SDKs load; set,
+# not defaulted: a test process may carry "false" from the flow runtime, which forces it off).
+os.environ["OTEL_SEMCONV_STABILITY_OPT_IN"] = "gen_ai_latest_experimental"
+os.environ["OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"] = "SPAN_ONLY"
 
 import openai  # noqa: E402
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # noqa: E402
