@@ -31,7 +31,7 @@ from tests.support.live_stack import StackOptions, live_stack
 pytestmark = pytest.mark.integration
 
 RATE = 8.0
-SLOW_JUDGE_MS = 400
+SLOW_JUDGE_MS = 1500  # the re-judge then takes several seconds: room to kill it part-way
 
 
 def in_minute(snapshot: dict[str, list[tuple]], start: datetime, end: datetime) -> dict[str, list[tuple]]:
@@ -41,7 +41,10 @@ def in_minute(snapshot: dict[str, list[tuple]], start: datetime, end: datetime) 
 
 @pytest.mark.timeout(300)
 async def test_processor_killed_mid_rejudge_resumes_missing_0_duplicated_0(tmp_path: Path) -> None:
-    options = StackOptions(sampling_rate=0.5, metrics=["relevance"], monitors=[])
+    # A small judge cap, so that with the slowed judge the re-judge of even a short window takes
+    # several rounds: room to kill it part-way (live calls, served first, take some of the cap).
+    options = StackOptions(sampling_rate=0.5, metrics=["relevance"], monitors=[],
+                           env={"processor": {"PROMPTPULSE_PROCESSOR__JUDGE_CONCURRENCY": "8"}})
     async with live_stack(tmp_path, options) as stack:
         ledger = Ledger()
         async with RssSampler(stack) as rss:
@@ -71,7 +74,7 @@ async def test_processor_killed_mid_rejudge_resumes_missing_0_duplicated_0(tmp_p
                 async def midway() -> dict | None:
                     view = await stack.api(rejudge)
                     judged = view["progress"]["judged"]
-                    return view if view["status"] == "running" and 0 < judged < len(window) // 2 else None
+                    return view if view["status"] == "running" and 0 < judged < len(window) * 3 // 4 else None
 
                 at_kill = await stack.wait_for(midway, 90, "the re-judge part-way")
                 assert await stack.processor.kill() == -9
