@@ -199,6 +199,21 @@ def _flattened(
     return messages
 
 
+def _older_messages(
+    span: IngestedSpan, event_name: str, key: str, role: str, openinference: str
+) -> list[Message]:
+    """One side of a conversation in the older namings: the ``event_name`` span event's ``key``
+    (a JSON list of messages, or one text), else flattened ``key.N.*``, else OpenInference's
+    flattened ``openinference.N.message.*``."""
+    for event in span.events:
+        if event.name == event_name and key in event.attributes:
+            value = _json(event.attributes[key])
+            return _from_current(value, role) if isinstance(value, list) else [Message(role, str(value))]
+    return _flattened(span.attributes, key, "role", "content") or _flattened(
+        span.attributes, openinference, "message.role", "message.content"
+    )
+
+
 def input_messages(span: IngestedSpan) -> list[Message]:
     attrs = span.attributes
     if "gen_ai.input.messages" in attrs:
@@ -220,20 +235,9 @@ def input_messages(span: IngestedSpan) -> list[Message]:
     ]
     if per_message:
         return per_message
-    for event in span.events:
-        if event.name == "gen_ai.content.prompt" and "gen_ai.prompt" in event.attributes:
-            value = _json(event.attributes["gen_ai.prompt"])
-            return (
-                _from_current(value, "user")
-                if isinstance(value, list)
-                else [Message("user", str(value))]
-            )
-    flat = _flattened(attrs, "gen_ai.prompt", "role", "content")
-    if flat:
-        return flat
-    flat = _flattened(attrs, "llm.input_messages", "message.role", "message.content")
-    if flat:
-        return flat
+    older = _older_messages(span, "gen_ai.content.prompt", "gen_ai.prompt", "user", "llm.input_messages")
+    if older:
+        return older
     value = attrs.get("input.value")
     if isinstance(value, str) and value:
         parsed = _json(value)
@@ -259,20 +263,11 @@ def output_messages(span: IngestedSpan) -> list[Message]:
                 choices.append(Message("assistant", content if isinstance(content, str) else ""))
     if choices:
         return choices
-    for event in span.events:
-        if event.name == "gen_ai.content.completion" and "gen_ai.completion" in event.attributes:
-            value = _json(event.attributes["gen_ai.completion"])
-            return (
-                _from_current(value, "assistant")
-                if isinstance(value, list)
-                else [Message("assistant", str(value))]
-            )
-    flat = _flattened(attrs, "gen_ai.completion", "role", "content")
-    if flat:
-        return flat
-    flat = _flattened(attrs, "llm.output_messages", "message.role", "message.content")
-    if flat:
-        return flat
+    older = _older_messages(
+        span, "gen_ai.content.completion", "gen_ai.completion", "assistant", "llm.output_messages"
+    )
+    if older:
+        return older
     value = attrs.get("output.value")
     if isinstance(value, str) and value:
         return [Message("assistant", value)]
