@@ -40,17 +40,15 @@ from services.processor.evaluation.kinds.flow.evaluator import (
     INTERNAL,
     RATE_LIMITED,
     TIMEOUT,
-    UNPARSEABLE,
     _cost,
     _with_usage,
 )
-from services.processor.evaluation.kinds.flow.outputs import OutputError, on_scale, read_output
+from services.processor.evaluation.kinds.flow.outputs import outcome_of
 from services.processor.evaluation.protocol import (
     Failed,
     NotApplicable,
     Outcome,
     RequestFields,
-    Scored,
 )
 from shared.deployments import Connection, EvaluatorConfig, Scale
 from shared.events.messages import EvaluationErrorType
@@ -123,22 +121,11 @@ class FlexEvaluator:
     def _outcomes(self, whole: Any, fields: Mapping[str, Any], cost: CallCost | None) -> list[Outcome]:
         found: list[Outcome] = []
         for metric, field in self._fields.items():
-            what = "the returned value" if field is None else f"field {field!r}"
-            try:
-                reading = read_output(whole if field is None else fields.get(field))
-            except OutputError as exc:
-                hint = " (list its fields under outputs: to score each)" if field is None and isinstance(whole, dict) else ""
-                found.append(Failed(metric, UNPARSEABLE, f"{what} is {exc}{hint}"))
-                continue
-            if reading is None:
-                found.append(NotApplicable(metric, f"the flex evaluation flow gave no {field or 'score'} for this request"))
-                continue
-            try:
-                value, label = on_scale(reading, self._scales[metric])
-            except ValueError as exc:
-                found.append(Failed(metric, UNPARSEABLE, f"{what}: {exc}"))
-                continue
-            found.append(Scored(metric, value, reading.reason, label or reading.label or ""))
+            hint = " (list its fields under outputs: to score each)" if field is None and isinstance(whole, dict) else ""
+            found.append(outcome_of(
+                metric, whole if field is None else fields.get(field), self._scales[metric],
+                what="the returned value" if field is None else f"field {field!r}", hint=hint,
+                missing=f"the flex evaluation flow gave no {field or 'score'} for this request"))
         return _with_usage(found, cost, self.version)
 
     def _failed(self, error_type: EvaluationErrorType, message: str, cost: CallCost | None = None) -> list[Outcome]:

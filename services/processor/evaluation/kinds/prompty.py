@@ -34,8 +34,8 @@ from services.processor.evaluation.kinds.flow.evaluator import (
     _flow_clients,
     _with_usage,
 )
-from services.processor.evaluation.kinds.flow.outputs import OutputError, on_scale, read_output
-from services.processor.evaluation.protocol import Failed, NotApplicable, Outcome, Scored
+from services.processor.evaluation.kinds.flow.outputs import outcome_of
+from services.processor.evaluation.protocol import Failed, Outcome, Scored
 from shared.deployments import EvaluatorConfig
 from shared.flow import FlowError, FlowExecutor
 from shared.flow.prompty import load_prompty, load_prompty_flow
@@ -71,20 +71,8 @@ class PromptyEvaluator(FlowEvaluator):
                     continue
                 found.append(Scored(metric, verdict.value, verdict.reason, verdict.label))
                 continue
-            try:
-                reading = read_output(answer)
-            except OutputError as exc:
-                found.append(Failed(metric, UNPARSEABLE, f"the prompty's {field or 'answer'} is {exc}"))
-                continue
-            if reading is None:
-                found.append(NotApplicable(metric, f"the prompty gave no {field or 'answer'} for this request"))
-                continue
-            try:
-                value, label = on_scale(reading, scale)
-            except ValueError as exc:
-                found.append(Failed(metric, UNPARSEABLE, f"the prompty's {field or 'answer'}: {exc}"))
-                continue
-            found.append(Scored(metric, value, reading.reason, label or reading.label or ""))
+            found.append(outcome_of(metric, answer, scale, what=f"the prompty's {field or 'answer'}",
+                                    missing=f"the prompty gave no {field or 'answer'} for this request"))
         return _with_usage(found, cost, self.version)
 
 

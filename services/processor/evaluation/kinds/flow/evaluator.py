@@ -39,7 +39,7 @@ from services.processor.evaluation.kinds.flow.binding import (
     bind_request,
     input_sources,
 )
-from services.processor.evaluation.kinds.flow.outputs import OutputError, on_scale, read_output
+from services.processor.evaluation.kinds.flow.outputs import outcome_of
 from services.processor.evaluation.outcomes import token_shares
 from services.processor.evaluation.protocol import (
     Failed,
@@ -158,20 +158,8 @@ class FlowEvaluator:
         # ``inputs``: the run's inputs, for a subclass whose parser sets judged texts aside (prompty).
         found: list[Outcome] = []
         for metric, output in self._outputs.items():
-            try:
-                reading = read_output(outputs.get(output))
-            except OutputError as exc:
-                found.append(Failed(metric, UNPARSEABLE, f"output {output!r} is {exc}"))
-                continue
-            if reading is None:
-                found.append(NotApplicable(metric, f"the evaluation flow gave no {output} for this request"))
-                continue
-            try:
-                value, label = on_scale(reading, self._scales[metric])
-            except ValueError as exc:
-                found.append(Failed(metric, UNPARSEABLE, f"output {output!r}: {exc}"))
-                continue
-            found.append(Scored(metric, value, reading.reason, label or reading.label or ""))
+            found.append(outcome_of(metric, outputs.get(output), self._scales[metric], what=f"output {output!r}",
+                                    missing=f"the evaluation flow gave no {output} for this request"))
         return _with_usage(found, cost, self.version)
 
     def _failed(self, error_type: EvaluationErrorType, message: str, cost: CallCost | None = None) -> list[Outcome]:

@@ -19,7 +19,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from services.processor.evaluation.protocol import Failed, NotApplicable, Outcome, Scored
 from shared.deployments import Scale
+from shared.events.messages import EvaluationErrorType
 
 # A whole string that is one number: "4", "-0.5", "+4.", ".5", "1e3" (not "4/5", not "4 stars").
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
@@ -146,3 +148,23 @@ def on_scale(reading: Reading, scale: Scale) -> tuple[float, str]:
         raise ValueError(f"{_quote(reading.label)} is not a number; the scale is {scale.describe()} "
                          "(a label output needs a labels scale: outputs.<name>.scale.labels)")
     return scale.check(reading.value), ""
+
+
+_UNPARSEABLE = EvaluationErrorType.EVALUATION_ERROR_TYPE_UNPARSEABLE
+
+
+def outcome_of(metric: str, value: Any, scale: Scale, *, what: str, missing: str, hint: str = "") -> Outcome:
+    """The outcome of one output read as a score on ``scale``: scored, not applicable (``missing``
+    says why) or unparseable (naming ``what`` the output was). Shared by the flow, flex and
+    prompty kinds, whose outputs come in the same shapes."""
+    try:
+        reading = read_output(value)
+    except OutputError as exc:
+        return Failed(metric, _UNPARSEABLE, f"{what} is {exc}{hint}")
+    if reading is None:
+        return NotApplicable(metric, missing)
+    try:
+        number, label = on_scale(reading, scale)
+    except ValueError as exc:
+        return Failed(metric, _UNPARSEABLE, f"{what}: {exc}")
+    return Scored(metric, number, reading.reason, label or reading.label or "")
