@@ -168,10 +168,13 @@ class Assembler:
         )
         for row in pending:
             settled = now - row["last_ingested"] >= self._settle
-            await self._assemble_trace(conn, row["trace_id"], row["deployment"], settled=settled)
+            await self._assemble_trace(conn, row["trace_id"], row["deployment"], settled=settled,
+                                       seen_until=row["last_ingested"])
         await conn.execute("DELETE FROM otlp_requests WHERE derived_at < $1", now - self._keep)
 
-    async def _assemble_trace(self, conn: Any, trace_id: str, deployment: str, *, settled: bool) -> None:
+    async def _assemble_trace(
+        self, conn: Any, trace_id: str, deployment: str, *, settled: bool, seen_until: datetime
+    ) -> None:
         rows = await conn.fetch(_TRACE_SPANS, trace_id, deployment)
         spans = [span_from_row(trace_id, row) for row in rows]
         roots = find_roots(spans, settled=settled)
@@ -212,11 +215,11 @@ class Assembler:
                     list(request.span_ids),
                     known or request.request_id,
                 )
-        if settled and not roots.undecided:
+        if not roots.undecided:
+            # Every root decided: nothing to wait for, so the trace is not read again each pass.
+            # A span stored later brings it back (step 1 of a later pass looks back 30 s).
             await conn.execute(
-                "DELETE FROM otlp_pending WHERE trace_id = $1 AND last_ingested <= now() - $2::interval",
-                trace_id,
-                self._settle,
+                "DELETE FROM otlp_pending WHERE trace_id = $1 AND last_ingested <= $2", trace_id, seen_until
             )
 
     async def publish(self) -> None:
