@@ -43,7 +43,14 @@ from tests.integration.test_processor_harness import (
     write_deployments,
 )
 from tests.integration.test_processor_rejudge import ANSWER, V1, V2, spec, version
-from tests.support.aggregator import Message, produce, rollup_snapshot, uuid7_at, wait_caught_up
+from tests.support.aggregator import (
+    Message,
+    produce,
+    rollup_snapshot,
+    uuid7_at,
+    wait_caught_up,
+    wait_for,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 READ_KEY, ADMIN_KEY = "read-" + uuid4().hex, "admin-" + uuid4().hex
@@ -239,7 +246,19 @@ async def test_a_window_rejudged_end_to_end_once_per_version_live_rollups_unchan
                 assert done["version"] == new
                 shown = await run_cli("eval", "rejudge-show", rejudge_id, "--json", "--api-url", api.url)
                 assert json.loads(shown)["comparison"] == done["comparison"]
-                await asyncio.sleep(2)
+
+                async def live_judged() -> bool:
+                    conn = await asyncpg.connect(fresh_database)
+                    try:
+                        return bool(await conn.fetchval(
+                            "SELECT count(*) FROM evaluations WHERE evaluator_version = $1 AND request_id LIKE 'live-%'",
+                            new))
+                    finally:
+                        await conn.close()
+
+                # Live outcomes may land after the re-judge's last one (both share the judge):
+                # wait for them while the processor still runs, rather than race it.
+                await wait_for(live_judged, 60, "live traffic judged")
                 await wait_caught_up(settings)
         after = await rollup_snapshot(fresh_database)
         conn = await asyncpg.connect(fresh_database)
