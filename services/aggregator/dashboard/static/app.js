@@ -1,6 +1,8 @@
 // The page's shell: sign-in, the hash router (#/ deployments, #/d/NAME?range=1h monitoring view,
-// #/r/ID one request, #/rejudges/NAME and #/rejudge/ID re-judges), the top bar. Views are in deployments.js, monitor.js and request.js.
+// #/r/ID one request, #/rejudges/NAME and #/rejudge/ID re-judges, #/agreement/NAME judges against
+// people), the top bar. Views are in deployments.js, monitor.js, request.js, rejudge.js and agreement.js.
 
+import { agreementView } from "./agreement.js";
 import { ApiError, signIn, signOut } from "./api.js";
 import { deploymentsView } from "./deployments.js";
 import { h } from "./format.js";
@@ -42,6 +44,8 @@ async function route() {
       current = await rejudgeListView(main, parts[1], shell);
     } else if (parts[0] === "rejudge" && parts[1]) {
       current = await rejudgeView(main, parts[1], shell);
+    } else if (parts[0] === "agreement" && parts[1]) {
+      current = await agreementView(main, parts[1], params, shell);
     } else {
       current = await deploymentsView(main, shell);
     }

@@ -450,7 +450,11 @@ export class MonitorView {
       }))));
     const grid = this.slot("quality-grid", () => h("div", { class: "grid-2" }));
     keep(grid, ...metrics.map((metric) => this.qualityPanel(metric)));
-    keep(this.sections.quality, head, summary, grid);
+    const name = encodeURIComponent(this.name);
+    const links = this.slot("quality-links", () => h("p", { class: "small" },
+      h("a", { href: `#/agreement/${name}`, id: "agreement-link" }, "Judges against people"), " · ",
+      h("a", { href: `#/rejudges/${name}` }, "Re-judges")));
+    keep(this.sections.quality, head, summary, links, grid);
   }
 
   qualityPanel(metric) {
