@@ -10,6 +10,13 @@ parents is known up to the process's own root (a span without parent, or whose p
 another process). Until then the span is *undecided*; the assembler keeps it and decides
 again when more spans come, or decides with what it has once the trace has been quiet long
 enough (``settled``).
+
+A call that went through PromptPulse's own proxy is already a request (the proxy counted it):
+its server span continues the application's trace, so its parent is the application's span that
+made the HTTP call. Such *counted calls* are passed in; a root GenAI call with one below it is
+no new request, and an agent's usage leaves them out (docs/otlp.md, "Calls through the proxy").
+While an HTTP client span below a root has no child yet, the proxy's span may still be on its
+way, so the root waits (at most until the trace settles).
 """
 
 from __future__ import annotations
@@ -23,6 +30,38 @@ from shared.otlp_ingest.conventions import REQUEST_OPERATIONS, Message
 from shared.otlp_ingest.decode import IngestedSpan
 from shared.otlp_ingest.ids import derived_request_id
 
+# OTLP's SpanKind.SPAN_KIND_CLIENT: an outgoing call (an HTTP client span, an LLM call).
+SPAN_KIND_CLIENT = 3
+
+
+@dataclass(frozen=True)
+class CountedCall:
+    """A request PromptPulse counted itself, entered below a span of the application.
+
+    ``parent_span_id`` is the parent of the gateway's server span: the application's span that
+    made the call (an HTTP client instrumentation's span, which injected the traceparent)."""
+
+    request_id: str
+    parent_span_id: str
+    start_ns: int
+
+
+def _is_http_client(span: IngestedSpan) -> bool:
+    attrs = span.attributes
+    return span.kind == SPAN_KIND_CLIENT and ("http.request.method" in attrs or "http.method" in attrs)
+
+
+def _open_http_call(
+    family: Sequence[IngestedSpan], parents: set[str], counted: Sequence[CountedCall]
+) -> bool:
+    """Whether an HTTP call below the root has no child yet: it may have gone through the proxy,
+    whose spans come on their own schedule."""
+    called = {call.parent_span_id for call in counted}
+    return any(
+        _is_http_client(span) and span.span_id not in parents and span.span_id not in called
+        for span in family
+    )
+
 
 @dataclass(frozen=True)
 class Roots:
@@ -30,8 +69,14 @@ class Roots:
     undecided: list[IngestedSpan]
 
 
-def find_roots(spans: Sequence[IngestedSpan], *, settled: bool = False) -> Roots:
+def find_roots(
+    spans: Sequence[IngestedSpan],
+    *,
+    settled: bool = False,
+    counted: Sequence[CountedCall] = (),
+) -> Roots:
     by_id = {span.span_id: span for span in spans}
+    parents = {span.parent_span_id for span in spans}
     decided: list[IngestedSpan] = []
     undecided: list[IngestedSpan] = []
     for span in spans:
@@ -55,6 +100,8 @@ def find_roots(spans: Sequence[IngestedSpan], *, settled: bool = False) -> Roots
             current = parent
         if not outermost:
             continue
+        if complete and not settled and _open_http_call(descendants(span, spans), parents, counted):
+            complete = False
         (decided if complete or settled else undecided).append(span)
     decided.sort(key=lambda span: (span.start_ns, span.span_id))
     return Roots(decided, undecided)
@@ -102,10 +149,37 @@ class DerivedRequest:
     inputs: dict[str, Any]
     outputs: dict[str, Any]
     span_ids: tuple[str, ...] = field(default=())
+    # Requests of the proxy below this root: their usage is theirs, not this request's.
+    proxied_request_ids: tuple[str, ...] = field(default=())
 
     @property
     def latency_ms(self) -> float:
         return (self.end_ns - self.start_ns) / 1e6
+
+
+def proxied_calls(
+    root: IngestedSpan, spans: Sequence[IngestedSpan], counted: Sequence[CountedCall]
+) -> list[CountedCall]:
+    """The counted calls entered below ``root`` (its own span included), oldest first."""
+    if not counted:
+        return []
+    family = {span.span_id for span in descendants(root, spans)}
+    return sorted(
+        (call for call in counted if call.parent_span_id in family),
+        key=lambda call: (call.start_ns, call.request_id),
+    )
+
+
+def _above_counted(spans: Sequence[IngestedSpan], counted: Sequence[CountedCall]) -> set[str]:
+    """Ids of the spans that have a counted call below them (or made it)."""
+    by_id = {span.span_id: span for span in spans}
+    marked: set[str] = set()
+    for call in counted:
+        current = by_id.get(call.parent_span_id)
+        while current is not None and current.span_id not in marked:
+            marked.add(current.span_id)
+            current = by_id.get(current.parent_span_id)
+    return marked
 
 
 def _messages_json(messages: Sequence[Message]) -> list[dict[str, Any]]:
@@ -119,10 +193,19 @@ def _messages_json(messages: Sequence[Message]) -> list[dict[str, Any]]:
 
 
 def derive(
-    root: IngestedSpan, spans: Sequence[IngestedSpan], *, sampling_rate: float = 0.0
+    root: IngestedSpan,
+    spans: Sequence[IngestedSpan],
+    *,
+    sampling_rate: float = 0.0,
+    counted: Sequence[CountedCall] = (),
 ) -> DerivedRequest:
-    """The request a root span describes, reading its calls from the spans below it."""
+    """The request a root span describes, reading its calls from the spans below it.
+
+    Calls that went through the proxy (``counted``) are left out of its usage: the proxy's
+    requests count them."""
     family = descendants(root, spans)
+    proxied = proxied_calls(root, spans, counted)
+    through_proxy = _above_counted(family, proxied)
     operation = conventions.operation(root) or "chat"
 
     def call_of(span: IngestedSpan) -> Call | None:
@@ -136,16 +219,19 @@ def derive(
     below = [
         call
         for span in family
-        if span is not root and conventions.operation(span) in conventions.CALL_OPERATIONS
+        if span is not root
+        and conventions.operation(span) in conventions.CALL_OPERATIONS
+        and span.span_id not in through_proxy
         for call in [call_of(span)]
         if call is not None
     ]
-    own = call_of(root)
+    own = call_of(root) if root.span_id not in through_proxy else None
     if operation in conventions.CALL_OPERATIONS:
         calls = ([own] if own else []) + below
     else:
-        # An agent span may total its calls' usage itself: counted once, from the calls if known.
-        calls = below or ([own] if own else [])
+        # An agent span may total its calls' usage itself: counted once, from the calls if known
+        # (and never when some went through the proxy: its total holds theirs).
+        calls = below or ([own] if own and not proxied else [])
     model = conventions.model(root) or next((call.model for call in calls if call.model), "")
 
     inputs_seen = conventions.input_messages(root)
@@ -200,4 +286,5 @@ def derive(
         inputs=inputs,
         outputs=outputs if not root.error else {},
         span_ids=tuple(span.span_id for span in family),
+        proxied_request_ids=tuple(call.request_id for call in proxied),
     )

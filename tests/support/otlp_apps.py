@@ -19,7 +19,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 
 class App:
@@ -196,3 +196,23 @@ def _chat_usage(prompt: int, completion: int, *, tool: bool = False) -> dict[str
         "gen_ai.usage.output_tokens": completion,
         "gen_ai.output.messages": json.dumps([output]),
     }
+
+
+def http_call(app: App, url: str = "http://gateway:8080/v1/chat/completions") -> Any:
+    """The span an HTTP client instrumentation (httpx's) records around a request: it injects the
+    traceparent, so a PromptPulse proxy's server span becomes its child. Returns the span."""
+    with app.tracer.start_as_current_span("POST", kind=SpanKind.CLIENT) as span:
+        span.set_attributes({"http.request.method": "POST", "url.full": url, "http.response.status_code": 200})
+    return span
+
+
+def proxied_chat(app: App, *, prompt: int = 21, completion: int = 7) -> tuple[Any, Any]:
+    """An openai-v2 style chat span whose HTTP call went to the proxy: (chat span, HTTP span)."""
+    with app.tracer.start_as_current_span("chat gpt-4o-mini", kind=SpanKind.CLIENT) as chat:
+        chat.set_attributes(_chat_usage(prompt, completion))
+        chat.set_attribute(
+            "gen_ai.input.messages",
+            json.dumps([{"role": "user", "parts": [{"type": "text", "content": QUESTION}]}]),
+        )
+        http = http_call(app)
+    return chat, http

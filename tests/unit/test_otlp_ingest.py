@@ -5,7 +5,7 @@ import json
 import pytest
 
 from shared.otlp_ingest.decode import BadExport, parse_export, spans_of
-from shared.otlp_ingest.genai import derive, find_roots
+from shared.otlp_ingest.genai import CountedCall, derive, find_roots, proxied_calls
 from tests.support.otlp_apps import (
     ANSWER,
     CONTEXT,
@@ -18,6 +18,7 @@ from tests.support.otlp_apps import (
     flattened_chat,
     openinference_chat,
     prompt_events_chat,
+    proxied_chat,
 )
 
 PROTOBUF = "application/x-protobuf"
@@ -141,6 +142,74 @@ def test_the_same_export_twice_derives_the_same_request_ids():
     request_id = derive(root, spans).request_id
     assert request_id[14] == "7"
     assert int(request_id.replace("-", "")[:12], 16) == root.start_ns // 1_000_000
+
+
+def hex_id(span):
+    return format(span.context.span_id, "016x")
+
+
+def counted_below(span, request_id="proxy-req-1", start_ns=1):
+    """The proxy's server span as the assembler reads it: a request hanging below ``span``."""
+    return CountedCall(request_id, hex_id(span), start_ns)
+
+
+def test_a_chat_whose_http_call_has_no_child_yet_waits_for_the_proxy_s_span():
+    app = App()
+    _chat, http = proxied_chat(app)
+    spans = ingest(app.spans())
+    early = find_roots(spans)
+    # complete (no parent) but its HTTP call may have gone through the proxy: not decided yet
+    assert early.decided == [] and [s.name for s in early.undecided] == ["chat gpt-4o-mini"]
+    linked = find_roots(spans, counted=[counted_below(http)])
+    [root] = linked.decided
+    assert [c.request_id for c in proxied_calls(root, spans, [counted_below(http)])] == ["proxy-req-1"]
+    assert derive(root, spans, counted=[counted_below(http)]).proxied_request_ids == ("proxy-req-1",)
+    # the proxy's spans never came (the call went elsewhere): decided once settled, not proxied
+    [alone] = find_roots(spans, settled=True).decided
+    assert derive(alone, spans).proxied_request_ids == ()
+    assert derive(alone, spans).calls[0].prompt_tokens == 21
+
+
+def test_an_http_call_answered_by_a_span_of_the_app_s_own_does_not_wait():
+    app = App()
+    with app.tracer.start_as_current_span("chat gpt-4o-mini") as chat:
+        chat.set_attributes({"gen_ai.operation.name": "chat"})
+        with app.tracer.start_as_current_span("POST") as http:
+            http.set_attributes({"http.request.method": "POST"})  # kind INTERNAL: not a client call
+    assert len(find_roots(ingest(app.spans())).decided) == 1
+    other = App()  # a chat without HTTP spans never waits
+    current_chat(other)
+    assert len(find_roots(ingest(other.spans())).decided) == 1
+
+
+def test_an_agent_s_usage_leaves_out_the_calls_that_went_through_the_proxy():
+    app = App()
+    with app.tracer.start_as_current_span("invoke_agent ParcelAgent") as agent:
+        agent.set_attributes(
+            {
+                "gen_ai.operation.name": "invoke_agent",
+                "gen_ai.usage.input_tokens": 1000,  # its own total holds the proxied calls' too
+                "gen_ai.usage.output_tokens": 100,
+            }
+        )
+        _first, first_http = proxied_chat(app, prompt=40, completion=8)
+        _second, second_http = proxied_chat(app, prompt=30, completion=12)
+        with app.tracer.start_as_current_span("chat gpt-4o-mini") as direct:  # not through the proxy
+            direct.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 5,
+                                   "gen_ai.usage.output_tokens": 2})
+    spans = ingest(app.spans())
+    counted = [counted_below(first_http, "p1", 1), counted_below(second_http, "p2", 2)]
+    [root] = find_roots(spans, counted=counted).decided
+    request = derive(root, spans, counted=counted)
+    assert request.operation == "invoke_agent"
+    assert request.proxied_request_ids == ("p1", "p2")
+    assert [(c.prompt_tokens, c.completion_tokens) for c in request.calls] == [(5, 2)]
+    # every call through the proxy: no usage at all, not the agent's own total
+    only_proxied = [s for s in spans if s.span_id != hex_id(direct)]
+    assert derive(root, only_proxied, counted=counted).calls == ()
+    # without the proxy's spans, the same tree counts all three calls
+    settled = derive(find_roots(spans, settled=True).decided[0], spans)
+    assert sum(c.prompt_tokens for c in settled.calls) == 75
 
 
 def test_a_tool_call_only_answer_records_the_calls_without_an_answer():

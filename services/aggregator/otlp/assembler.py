@@ -16,6 +16,12 @@ whole trace is at hand. One pass, every ``interval`` seconds, by one replica at 
 4. the outbox goes to the inference topic, where the processor samples and judges the request
    and the ingest counts it like a gateway's.
 
+A call the application made through PromptPulse's proxy is a request already: the gateway's
+server span of it is stored in the same trace, its parent the application's span that made the
+call. A root ``chat`` with such a call below it becomes no request; its spans are tied to the
+proxy's request instead (the last one: retries are calls of their own). An agent root is a
+request whose usage leaves those calls out (shared/otlp_ingest/genai.py).
+
 The events' ids are derived from the root span, so a crash between Kafka's acknowledgement and
 the outbox's mark sends an event again that consumers drop by id.
 """
@@ -39,14 +45,16 @@ from aiokafka.errors import KafkaError
 from services.aggregator.otlp.events import request_events
 from shared.events.codec import encode, event_key
 from shared.kafka import make_producer
+from shared.otlp_ingest import conventions
 from shared.otlp_ingest.decode import STATUS_ERROR, IngestedSpan, SpanEvent
-from shared.otlp_ingest.genai import derive, find_roots
+from shared.otlp_ingest.genai import CountedCall, derive, find_roots
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
 
 LOCK = 0x6F746C70  # "otlp": one assembler at a time across replicas
 _STATUS = {"unset": 0, "ok": 1, "error": STATUS_ERROR}
+_KINDS = {"unspecified": 0, "internal": 1, "server": 2, "client": 3, "producer": 4, "consumer": 5}
 # Stored spans are looked at again this far back: a slow ingest transaction commits spans whose
 # ingested_at (its start time) is older than a pass that already ran.
 _LOOKBACK = timedelta(seconds=30)
@@ -69,6 +77,15 @@ FROM spans
 WHERE trace_id = $1 AND attributes ? 'promptpulse.ingest' AND deployment = $2
 """
 
+# Requests PromptPulse's gateway counted itself in this trace: the server span of each (our own
+# span, not one received over OTLP) and the application's span it hangs below.
+_COUNTED_CALLS = """
+SELECT request_id, parent_span_id, start_time
+FROM spans
+WHERE trace_id = $1 AND kind = 'server' AND request_id IS NOT NULL AND parent_span_id IS NOT NULL
+  AND NOT attributes ? 'promptpulse.ingest'
+"""
+
 
 def _nanos(moment: datetime) -> int:
     delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
@@ -87,7 +104,7 @@ def span_from_row(trace_id: str, row: asyncpg.Record) -> IngestedSpan:
         parent_span_id=row["parent_span_id"] or "",
         parent_is_remote=None,  # not stored: a missing parent waits for the trace to settle
         name=row["name"],
-        kind=0,
+        kind=_KINDS.get(row["kind"], 0),
         start_ns=_nanos(row["start_time"]),
         end_ns=_nanos(row["end_time"]),
         status_code=_STATUS.get(row["status_code"], 0),
@@ -102,6 +119,7 @@ def span_from_row(trace_id: str, row: asyncpg.Record) -> IngestedSpan:
 class AssemblerStats:
     passes: int = 0
     derived: int = 0
+    linked: int = 0  # root calls that went through the proxy: its request, no new one
     published: int = 0
 
 
@@ -177,10 +195,14 @@ class Assembler:
     ) -> None:
         rows = await conn.fetch(_TRACE_SPANS, trace_id, deployment)
         spans = [span_from_row(trace_id, row) for row in rows]
-        roots = find_roots(spans, settled=settled)
+        counted = [
+            CountedCall(row["request_id"], row["parent_span_id"], _nanos(row["start_time"]))
+            for row in await conn.fetch(_COUNTED_CALLS, trace_id)
+        ]
+        roots = find_roots(spans, settled=settled, counted=counted)
         rate = self._rate_of(deployment)
         for root in roots.decided:
-            request = derive(root, spans, sampling_rate=rate)
+            request = derive(root, spans, sampling_rate=rate, counted=counted)
             variant = str(root.attributes.get("promptpulse.variant", ""))
             async with conn.transaction():
                 known = await conn.fetchval(
@@ -188,7 +210,12 @@ class Assembler:
                     trace_id,
                     root.span_id,
                 )
-                if known is None:
+                is_call = request.operation in conventions.CALL_OPERATIONS
+                if known is None and is_call and request.proxied_request_ids:
+                    # The call itself went through the proxy: the proxy's request is its count.
+                    known = request.proxied_request_ids[-1]
+                    self.stats.linked += 1
+                elif known is None:
                     for event in request_events(request, deployment, variant):
                         encoded = encode(event)
                         await conn.execute(

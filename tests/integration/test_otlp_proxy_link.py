@@ -1,0 +1,146 @@
+"""The OTLP assembler over real PostgreSQL: a call that went through the proxy and is exported by
+the application is counted once, whichever of the two span sets is stored first.
+
+Spans are stored as the aggregator stores them (decode_spans rows), the application's as the
+gateway's OTLP route re-cuts them (restamp) and the proxy's server span as the gateway's own
+tracer makes it (a child of the application's HTTP span, stamped with its request id).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, set_span_in_context
+
+from services.aggregator.db.migrate import migrate
+from services.aggregator.ingest.spans import decode_spans
+from services.aggregator.otlp.assembler import Assembler
+from services.aggregator.retention import ensure_partitions
+from services.gateway.otlp.restamp import per_trace_records
+from shared.topics import Topics
+from tests.support.otlp_apps import App, export_bytes, proxied_chat
+
+pytestmark = pytest.mark.integration
+
+DEPLOYMENT = "assistant"
+_COLUMNS = (
+    "start_time, trace_id, span_id, parent_span_id, name, kind, end_time, duration_ms, status_code, status_message,"
+    " service_name, scope_name, attributes, events, resource, request_id, deployment"
+)
+
+
+@pytest.fixture
+async def pool(fresh_database: str) -> AsyncIterator[asyncpg.Pool]:
+    await migrate(fresh_database)
+    async with asyncpg.create_pool(fresh_database, min_size=1, max_size=2) as pool:
+        today = datetime.now(UTC).date()
+        await ensure_partitions(pool, today - timedelta(days=1), today + timedelta(days=1))
+        yield pool
+
+
+async def store(pool: asyncpg.Pool, value: bytes) -> None:
+    rows = decode_spans(value)
+    placeholders = ", ".join(f"${i}" for i in range(1, 18))
+    await pool.executemany(f"INSERT INTO spans ({_COLUMNS}) VALUES ({placeholders})", rows)
+
+
+async def store_app_export(pool: asyncpg.Pool, app: App) -> None:
+    """The application's spans, as POST /v1/traces publishes them for the deployment."""
+    records = per_trace_records(
+        ExportTraceServiceRequest.FromString(export_bytes(app.spans())),
+        deployment=DEPLOYMENT,
+        variant_of=lambda resource: "",
+        keeps_texts=lambda trace_id: True,
+        max_record_bytes=1 << 20,
+    )
+    for record in records:
+        await store(pool, record.value)
+
+
+def proxy_server_span(http_span, request_id: str) -> bytes:
+    """The gateway's server span of a proxied call: it continued the app's HTTP span's context."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("services.gateway")
+    with tracer.start_as_current_span(
+        "POST /v1/chat/completions", context=set_span_in_context(http_span), kind=SpanKind.SERVER
+    ) as server:
+        server.set_attributes({"promptpulse.request_id": request_id, "promptpulse.deployment": DEPLOYMENT})
+        with tracer.start_as_current_span("chat gpt-4o-mini", kind=SpanKind.CLIENT) as client:
+            client.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 21,
+                                   "gen_ai.usage.output_tokens": 7})
+    return export_bytes(exporter.get_finished_spans())
+
+
+def assembler(pool: asyncpg.Pool, settle_seconds: float) -> Assembler:
+    # no producer: derived events stay in the outbox, which is what is checked
+    return Assembler(pool, None, Topics.from_prefix("it-otlp-link."), lambda deployment: 1.0,
+                     settle_seconds=settle_seconds, keep_days=3)
+
+
+async def derived(pool: asyncpg.Pool, trace_id: str) -> list[str]:
+    rows = await pool.fetch("SELECT request_id FROM otlp_requests WHERE trace_id = $1", trace_id)
+    return [row["request_id"] for row in rows]
+
+
+async def app_span_requests(pool: asyncpg.Pool, trace_id: str) -> set[str | None]:
+    rows = await pool.fetch(
+        "SELECT request_id FROM spans WHERE trace_id = $1 AND attributes ? 'promptpulse.ingest'", trace_id
+    )
+    return {row["request_id"] for row in rows}
+
+
+async def test_the_app_s_export_first_waits_for_the_proxy_s_span_then_is_no_second_request(pool) -> None:
+    app = App(service="parcel-support")
+    _chat, http = proxied_chat(app)
+    trace_id = format(http.context.trace_id, "032x")
+    proxy_request = str(uuid.uuid4())
+    await store_app_export(pool, app)
+    waiting = assembler(pool, settle_seconds=3600)
+    await waiting.run_pass()
+    assert await derived(pool, trace_id) == []  # complete, but its HTTP call has no child yet
+    assert await app_span_requests(pool, trace_id) == {None}
+    await store(pool, proxy_server_span(http, proxy_request))
+    await waiting.run_pass()
+    assert await derived(pool, trace_id) == [] and waiting.stats.derived == 0
+    assert waiting.stats.linked == 1
+    assert await app_span_requests(pool, trace_id) == {proxy_request}  # shown under the proxy's request
+    pending = await pool.fetchval("SELECT count(*) FROM otlp_pending WHERE trace_id = $1", trace_id)
+    assert pending == 0  # decided: not read again every pass
+
+
+async def test_the_proxy_s_span_first_links_at_once(pool) -> None:
+    app = App(service="parcel-support")
+    _chat, http = proxied_chat(app)
+    trace_id = format(http.context.trace_id, "032x")
+    proxy_request = str(uuid.uuid4())
+    await store(pool, proxy_server_span(http, proxy_request))
+    await store_app_export(pool, app)
+    await assembler(pool, settle_seconds=3600).run_pass()
+    assert await derived(pool, trace_id) == []
+    assert await app_span_requests(pool, trace_id) == {proxy_request}
+
+
+async def test_an_http_call_that_never_reached_the_proxy_is_counted_once_the_trace_settles(pool) -> None:
+    app = App(service="parcel-support")
+    _chat, http = proxied_chat(app)  # its HTTP call went to the LLM directly: no span of ours comes
+    trace_id = format(http.context.trace_id, "032x")
+    await store_app_export(pool, app)
+    await assembler(pool, settle_seconds=3600).run_pass()
+    assert await derived(pool, trace_id) == []
+    settled = assembler(pool, settle_seconds=0)
+    await settled.run_pass()
+    [request_id] = await derived(pool, trace_id)
+    assert settled.stats.derived == 1
+    assert await app_span_requests(pool, trace_id) == {request_id}
+    # the outbox holds its request and response events, once
+    assert await pool.fetchval("SELECT count(*) FROM otlp_outbox") == 2
