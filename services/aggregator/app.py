@@ -49,9 +49,10 @@ from services.aggregator.monitors.service import running as monitors_running
 from services.aggregator.otlp.assembler import running as otlp_running
 from services.aggregator.retention import PartitionCache, retention_loop
 from services.aggregator.rollups.scales import scale_lookup
+from services.aggregator.rollups.version_scales import record_versions
 from services.aggregator.settings import AggregatorSettings
 from shared import gctuning
-from shared.deployments import DeploymentConfigError, load_deployment_folder
+from shared.deployments import Deployment, DeploymentConfigError, load_deployment_folder
 from shared.plausibility import Plausibility
 from shared.topics import TopicError, ensure_topics
 
@@ -92,15 +93,19 @@ def sampling_policy(settings: AggregatorSettings) -> SamplingPolicy:
     return SamplingPolicy(rates | dict.fromkeys(folder.broken_names, 0.0), settings.aggregator.default_sampling_rate)
 
 
+def loaded_deployments(settings: AggregatorSettings) -> dict[str, Deployment]:
+    """The deployments that load from the folder ({} when it does not load at all)."""
+    try:
+        return load_deployment_folder(settings.deployments_dir, check_flow=False).deployments
+    except DeploymentConfigError:
+        return {}
+
+
 def evaluator_plausibility(settings: AggregatorSettings) -> Plausibility:
     """The plausibility checks with each loaded evaluator's scale: a value off its metric's
     scale is dead-lettered as implausible-value (rollups/scales.py). A folder that does not load
     leaves only the built-in and unknown-scale checks."""
-    try:
-        deployments = load_deployment_folder(settings.deployments_dir, check_flow=False).deployments
-    except DeploymentConfigError:
-        deployments = {}
-    return Plausibility(settings.plausibility, scale_of=scale_lookup(deployments))
+    return Plausibility(settings.plausibility, scale_of=scale_lookup(loaded_deployments(settings)))
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -119,6 +124,11 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
             [prices[m].completion_per_1k for m in models],
             [prices[m].currency for m in models],
         )
+    # Each evaluator version the files describe keeps the scale it was first seen with, so its
+    # figures are read on it after the file's scale changes (rollups/version_scales.py).
+    async with pool.acquire() as conn:
+        if recorded := await record_versions(conn, loaded_deployments(settings)):
+            log.info("recorded the scale of %d new evaluator versions", recorded)
     app[POOL] = pool
     try:
         yield

@@ -4,8 +4,9 @@ Feedback may carry a person's score per metric (``labels``, on the metric's own 
 each (metric, evaluator version) the requests that have both a judge's score and a person's
 label form pairs (the latest label per request and metric counts, as a person may correct
 themselves); with at least ``min_labels`` pairs the judge's agreement with people is reported:
-quadratic weighted kappa over the metric's scale, the exact-match rate, and the mean difference
-(judge minus person) with its t interval. Re-judged outcomes count for their version too, so a
+quadratic weighted kappa over the version's own scale (as recorded for it:
+rollups/version_scales.py), the exact-match rate, and the mean difference (judge minus person)
+with its t interval. Re-judged outcomes count for their version too, so a
 new judge version can be checked against people before it goes live.
 """
 
@@ -103,4 +104,5 @@ async def read_agreement(
 
 
 def render_all(agreements: list[Agreement], scales: ScaleBook, min_labels: int, level: float) -> list[dict[str, Any]]:
-    return [item.render(scales.of(item.metric), min_labels, level) for item in agreements]
+    # Each version on its own scale: its categories for weighted kappa (version_scales.py).
+    return [item.render(scales.of(item.metric, item.evaluator_version), min_labels, level) for item in agreements]

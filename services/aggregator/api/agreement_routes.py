@@ -11,6 +11,7 @@ from services.aggregator.api.errors import bad_parameter, json_response
 from services.aggregator.api.params import Query, checked
 from services.aggregator.api.state import API
 from services.aggregator.rollups.scales import ScaleBook
+from services.aggregator.rollups.version_scales import read_versions
 
 _LEVEL = 0.95
 
@@ -33,7 +34,7 @@ async def deployment_agreement(request: web.Request) -> web.Response:
     async with state.pool.acquire() as conn:
         await state.require_deployment(conn, deployment)
         agreements = await read_agreement(conn, deployment, start, end, metric)
-    scales = ScaleBook(state.deployments.get(deployment))
+        scales = ScaleBook(state.deployments.get(deployment), recorded=await read_versions(conn, deployment))
     return json_response({
         "deployment": deployment,
         "from": start.isoformat(),

@@ -16,6 +16,7 @@ from typing import Any
 from services.aggregator.api.figures import Breakdown
 from services.aggregator.db.pool import DbConnection
 from services.aggregator.rollups.scales import ScaleBook
+from services.aggregator.rollups.version_scales import read_versions
 
 # Every query takes the same six parameters ($4 is the step); asyncpg wants each one used, so
 # the queries without a step say "$4::interval IS NOT NULL".
@@ -152,6 +153,8 @@ async def read_breakdown(conn: DbConnection, scope: Scope, scales: ScaleBook | N
     """Every figure of the scope. Raises NoSuchVersion when ``version`` is not in the range."""
     args = scope.args()
     chosen, seen = choose_versions(await conn.fetch(_VERSIONS, *args), version)
+    # Each metric's figures on the scale of the version they count (version_scales.py).
+    scales = (scales or ScaleBook()).reading(await read_versions(conn, scope.deployment), chosen)
     breakdown = Breakdown(scales, chosen)
     breakdown.versions_seen = seen
     for sql, add in (

@@ -45,6 +45,7 @@ from services.aggregator.rollups.scales import (
     configured_metrics,
     metric_scale,
 )
+from services.aggregator.rollups.version_scales import read_every_version
 from shared.deployments import Deployment, Monitor
 from shared.deployments.base import DEFAULT_SCORE_THRESHOLD
 from shared.prometheus import CONTENT_TYPE, Families
@@ -129,6 +130,7 @@ async def read_quality(state: ApiState, now: datetime) -> QualityReading:
         monitor_rows = await conn.fetch(_MONITORS_SQL)
         quality_rows = await conn.fetch(_QUALITY_SQL, start, end)
         value_rows = await conn.fetch(_VALUES_SQL, start, end)
+        recorded = await read_every_version(conn)
     monitors = []
     for row in monitor_rows:
         try:
@@ -145,7 +147,9 @@ async def read_quality(state: ApiState, now: datetime) -> QualityReading:
     for row in value_rows:
         if row["evaluator_version"] in ("", latest.get((row["deployment"], row["metric"]))):
             quality.setdefault(bound.key(row["deployment"], row["variant"], row["metric"]), Quality()).add_values(row)
-    scales = {key: metric_scale(state.deployments.get(key[0]), key[2]) for key in quality}
+    # Each series on the scale of the version it counts, as recorded for it (version_scales.py).
+    scales = {key: recorded.get((key[0], key[2], latest.get((key[0], key[2]), "")))
+              or metric_scale(state.deployments.get(key[0]), key[2]) for key in quality}
     return QualityReading(start, end, quality, monitors, scales)
 
 

@@ -39,7 +39,8 @@ from services.aggregator.monitors.statistics import (
     next_state,
 )
 from services.aggregator.monitors.store import StoredMonitor, load_monitors
-from services.aggregator.rollups.scales import metric_scale
+from services.aggregator.rollups.scales import ScaleBook
+from services.aggregator.rollups.version_scales import read_versions
 from shared.deployments import Destination, Monitor
 
 log = logging.getLogger(__name__)
@@ -187,10 +188,11 @@ class Evaluator:
             return 0
         state = state_row["state"] if state_row else OK
         changed_at = state_row["changed_at"] if state_row else None
+        scales = ScaleBook(self.deployments.get(deployment), recorded=await read_versions(conn, deployment)
+                           if monitor.statistic in ("average", "pass_rate") else None)
         for end in ends:
             start = end - window
-            scale = metric_scale(self.deployments.get(deployment), monitor.metric or "")
-            figures = await window_figures(conn, deployment, monitor, start, end, scale)
+            figures = await window_figures(conn, deployment, monitor, start, end, scales)
             measured = estimate(monitor, figures, monitor.window, self._section.confidence_level)
             enough = measured.value is not None and measured.sample_count >= monitor.min_samples
             violated = is_violated(monitor, measured)

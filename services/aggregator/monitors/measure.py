@@ -2,7 +2,7 @@
 
 A window ``[start, end)`` is the sum of its minutes; production traffic only (``run_id = ''``),
 so batch runs never move a monitor (nor do re-judged outcomes, which feed no rollup). Quality
-statistics read the metric's latest evaluator version in the window, on its scale. A variant monitor reads its variant's rows, a deployment
+statistics read the metric's latest evaluator version in the window, on that version's scale. A variant monitor reads its variant's rows, a deployment
 monitor all of them. Percentiles come from the merged log-bucket histograms.
 """
 
@@ -13,7 +13,7 @@ from datetime import datetime
 from services.aggregator.db.pool import DbConnection
 from services.aggregator.monitors.statistics import WindowFigures
 from services.aggregator.rollups.read import histogram
-from services.aggregator.rollups.scales import BUILTIN_SCALE, MetricScale
+from services.aggregator.rollups.scales import ScaleBook
 from shared.deployments import Monitor
 
 # One evaluator version per window: the latest in it (as the query API's default), with the
@@ -53,9 +53,10 @@ GROUP BY model ORDER BY model
 
 
 async def quality_figures(
-    conn: DbConnection, deployment: str, monitor: Monitor, start: datetime, end: datetime, scale: MetricScale
+    conn: DbConnection, deployment: str, monitor: Monitor, start: datetime, end: datetime, scales: ScaleBook
 ) -> WindowFigures:
-    """Average and pass-rate sums of the monitor's metric: on its scale, under its pass rule."""
+    """Average and pass-rate sums of the monitor's metric: on the scale of the version measured,
+    under its pass rule (as recorded for that version, rollups/version_scales.py)."""
     rows = await conn.fetch(_QUALITY_SQL, deployment, start, end, monitor.metric, monitor.variant)
     versioned = [r for r in rows if r["evaluator_version"]]
     latest = max(versioned, key=lambda r: (r["last_minute"], r["evaluations"], r["evaluator_version"]), default=None)
@@ -63,7 +64,7 @@ async def quality_figures(
     counted = [r for r in rows if r["evaluator_version"] in ("", version)]
     values = {(r["value_milli"], r["label"]): r["count"]
               for r in await conn.fetch(_VALUES_SQL, deployment, start, end, monitor.metric, monitor.variant, version)}
-    scale = scale.with_pass_score(monitor.effective_score_threshold)
+    scale = scales.of(monitor.metric or "", version).with_pass_score(monitor.effective_score_threshold)
     passed = scale.passed(values)
     return WindowFigures(
         scored=sum(r["scored"] for r in counted),
@@ -79,12 +80,12 @@ async def quality_figures(
 
 async def window_figures(
     conn: DbConnection, deployment: str, monitor: Monitor, start: datetime, end: datetime,
-    scale: MetricScale = BUILTIN_SCALE,
+    scales: ScaleBook | None = None,
 ) -> WindowFigures:
-    """The sums the monitor's statistic needs over ``[start, end)`` (``scale``: the metric's)."""
+    """The sums the monitor's statistic needs over ``[start, end)`` (``scales``: the deployment's)."""
     variant = monitor.variant
     if monitor.statistic in ("average", "pass_rate"):
-        return await quality_figures(conn, deployment, monitor, start, end, scale)
+        return await quality_figures(conn, deployment, monitor, start, end, scales or ScaleBook())
     operations = await conn.fetchrow(_OPERATIONS_SQL, deployment, start, end, variant)
     assert operations is not None  # aggregates without GROUP BY: always one row
     figures = {"responses": operations["responses"], "errors": operations["errors"]}

@@ -5,7 +5,10 @@ the deployment's requests that started in the window, whichever re-judge stored 
 Old: per metric, the live outcomes (``evaluations``) of the same requests under the other
 version of that evaluator with the most scored outcomes in the window. Only requests scored
 under both count (a pair); not-applicable and errors are counted apart. The statistics are
-agreement/stats.py's; pass or fail follows the metric's pass rule in the deployment file.
+agreement/stats.py's; pass or fail follows each version's own pass rule, as recorded for it
+(rollups/version_scales.py; the deployment file's current rule for a version with no record).
+Weighted kappa counts over one scale's categories, so it is left out when the two versions'
+scales differ (the mean difference and the pass rates still compare them).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from services.aggregator.agreement.stats import (
 )
 from services.aggregator.db.pool import DbConnection
 from services.aggregator.rollups.scales import MetricScale, ScaleBook, value_milli
+from services.aggregator.rollups.version_scales import read_versions
 
 MOST_MOVED = 10
 _LEVEL = 0.95
@@ -62,14 +66,21 @@ def passes(scale: MetricScale, value: float, label: str) -> bool | None:
     return None if passed is None else passed == 1
 
 
+def same_scale(first: MetricScale, second: MetricScale) -> bool:
+    """Whether two versions score on one scale (their pass rules may differ)."""
+    return (first.kind, first.low, first.high, first.labels) == (second.kind, second.low, second.high, second.labels)
+
+
 def compare_metric(metric: str, scale: MetricScale, pairs: Sequence[Pair],
-                   labels: dict[str, tuple[str, str]]) -> dict[str, Any]:
-    """The figures of one metric from its pairs (``labels``: request id -> (old label, new))."""
+                   labels: dict[str, tuple[str, str]], old_scale: MetricScale | None = None) -> dict[str, Any]:
+    """The figures of one metric from its pairs (``labels``: request id -> (old label, new));
+    ``scale`` is the new version's, ``old_scale`` the old one's (default: the same)."""
+    old_scale = old_scale or scale
     difference = mean_difference(pairs, _LEVEL)
-    old_pass = [passes(scale, p.first, labels.get(p.request_id, ("", ""))[0]) for p in pairs]
+    old_pass = [passes(old_scale, p.first, labels.get(p.request_id, ("", ""))[0]) for p in pairs]
     new_pass = [passes(scale, p.second, labels.get(p.request_id, ("", ""))[1]) for p in pairs]
     decided = None not in old_pass and None not in new_pass
-    levels = categories(scale)
+    levels = categories(scale) if same_scale(scale, old_scale) else []
     return {
         "metric": metric,
         "pairs": len(pairs),
@@ -105,7 +116,7 @@ async def compare(conn: DbConnection, row: Any, deployment_file: Any | None) -> 
     old_versions: dict[str, str] = {}
     for r in await conn.fetch(_OLD_VERSIONS, deployment, metrics, version, start, end):
         old_versions.setdefault(r["metric"], r["evaluator_version"])
-    book = ScaleBook(deployment_file)
+    book = ScaleBook(deployment_file, recorded=await read_versions(conn, deployment))
     out = []
     for metric in metrics:
         new = by_metric.get(metric, {})
@@ -120,7 +131,8 @@ async def compare(conn: DbConnection, row: Any, deployment_file: Any | None) -> 
                 pairs.append(Pair(r["request_id"], r["value"], value))
                 labels[r["request_id"]] = (r["label"], label)
         pairs.sort(key=lambda p: p.request_id)
-        figures = compare_metric(metric, book.of(metric), pairs, labels)
+        figures = compare_metric(metric, book.of(metric, version), pairs, labels,
+                                 book.of(metric, old_version) if old_version is not None else None)
         out.append({"old_version": old_version, "new_version": version, "new_outcomes": counts[metric], **figures})
     return {"metrics": out}
 

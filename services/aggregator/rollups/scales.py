@@ -9,10 +9,12 @@ width 0.001. Pass or fail is decided when figures are read, from the pass rule i
 - ``at least t``: the bins from ``ceil(t * 1000)`` up, exact for any t with three decimals;
 - ``labels [a, b]``: the scores whose label (or, without one, whose number's label) is listed.
 
-The scale and pass rule come from the deployment file's evaluator for the metric (the same for
-every version of it: a version's own scale is not recorded); the five built-in metrics are 1-5
-with "at least 3" unless the query names another pass score. A metric no loaded deployment file
-describes is read as every metric was before evaluators (pass at the pass score), unclamped.
+A version's scale and pass rule are the ones recorded for it when an aggregator first loaded it
+(migration 0015, version_scales.py): a changed scale is a new version, and the older version's
+figures stay on its own scale. A version with no record is read with the deployment file's
+current evaluator for the metric; the five built-in metrics are 1-5 with "at least 3" unless
+the query names another pass score. A metric no loaded deployment file describes is read as
+every metric was before evaluators (pass at the pass score), unclamped.
 """
 
 from __future__ import annotations
@@ -141,6 +143,28 @@ class MetricScale:
                     or sorted(self.pass_labels)}
         return None if self.at_least is None else {"at_least": self.at_least}
 
+    def record(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(scale, pass rule) as migration 0015 stores them; labels as pairs, in file order."""
+        scale: dict[str, Any] = {"type": self.kind, "min": self.low, "max": self.high}
+        if self.kind == "labels":
+            scale["labels"] = [[name, number] for name, number in self.labels]
+        rule: dict[str, Any] = ({"labels": sorted(self.pass_labels)} if self.pass_labels
+                                else {"at_least": self.at_least})
+        return scale, rule
+
+    @classmethod
+    def from_record(cls, scale: Mapping[str, Any], rule: Mapping[str, Any], builtin: bool) -> MetricScale:
+        at_least = rule.get("at_least")
+        return cls(
+            kind=str(scale["type"]),
+            low=None if scale.get("min") is None else float(scale["min"]),
+            high=None if scale.get("max") is None else float(scale["max"]),
+            labels=tuple((str(name), float(number)) for name, number in scale.get("labels") or ()),
+            at_least=None if at_least is None else float(at_least),
+            pass_labels=frozenset(str(name).lower() for name in rule.get("labels") or ()),
+            builtin=builtin,
+        )
+
     def check_threshold(self, statistic: str, threshold: float) -> str | None:
         """Why ``threshold`` cannot be a monitor's threshold for ``statistic`` on this scale."""
         if statistic == "average" and self.low is not None and self.high is not None:
@@ -191,21 +215,39 @@ def configured_metrics(deployment: Any | None) -> list[str]:
     return list(names()) if names is not None else list(evaluation.metrics)
 
 
+VersionScales = Mapping[tuple[str, str], MetricScale]  # (metric, evaluator version) -> its scale
+
+
 class ScaleBook:
-    """Scales of one deployment's metrics, with the query's pass score for the built-in ones."""
+    """Scales of one deployment's metrics, with the query's pass score for the built-in ones.
+
+    ``recorded``: each version's own scale (version_scales.py); ``versions``: the version whose
+    figures each metric shows (a Breakdown's choice), used when ``of`` is not told one.
+    """
 
     def __init__(self, deployment: Any | None = None, pass_score: int = DEFAULT_SCORE_THRESHOLD,
-                 overrides: Mapping[str, MetricScale] | None = None) -> None:
+                 overrides: Mapping[str, MetricScale] | None = None, recorded: VersionScales | None = None,
+                 versions: Mapping[str, str] | None = None) -> None:
         self._deployment = deployment
         self._pass_score = pass_score
         self._overrides = dict(overrides or {})
-        self._cache: dict[str, MetricScale] = {}
+        self._recorded = dict(recorded or {})
+        self._versions = dict(versions or {})
+        self._cache: dict[tuple[str, str], MetricScale] = {}
 
-    def of(self, metric: str) -> MetricScale:
-        found = self._cache.get(metric)
+    def reading(self, recorded: VersionScales, versions: Mapping[str, str] | None = None) -> ScaleBook:
+        """This book with the versions' recorded scales, showing ``versions`` by default."""
+        return ScaleBook(self._deployment, self._pass_score, self._overrides, {**self._recorded, **recorded},
+                         self._versions if versions is None else versions)
+
+    def of(self, metric: str, version: str | None = None) -> MetricScale:
+        """The scale of ``version`` of ``metric`` (default: the version shown): as recorded for
+        it, else the deployment file's current one."""
+        key = (metric, self._versions.get(metric, "") if version is None else version)
+        found = self._cache.get(key)
         if found is None:
-            found = self._overrides.get(metric) or metric_scale(self._deployment, metric)
-            found = self._cache[metric] = found.with_pass_score(self._pass_score)
+            found = self._recorded.get(key) or self._overrides.get(metric) or metric_scale(self._deployment, metric)
+            found = self._cache[key] = found.with_pass_score(self._pass_score)
         return found
 
 
