@@ -1,0 +1,96 @@
+"""The event builders' fast paths give exactly what the library calls they replace would."""
+
+from __future__ import annotations
+
+import collections
+import enum
+import random
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from google.protobuf.struct_pb2 import Struct
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from shared.events.builders import _checked, dict_to_struct, new_event_id, now_timestamp, timestamp
+from shared.events.errors import InvalidEventError
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+VALUES: list[dict[str, Any]] = [
+    {},
+    {"empty_object": {}, "empty_list": []},
+    {"a": [[], {}, None, True, False, 0, -1, 2**53, -(2**53), 1.5, -0.0, "é", "x" * 1000, "日本"]},
+    {"tuple": (1, "two", (3.0,))},
+    {"deep": {"b": {"c": {"d": [1, {"e": "f", "g": [None]}]}}}},
+    collections.OrderedDict(a=1, b=collections.OrderedDict(c=[2])),  # not plain types: the checking pass
+    {"enum": Level.HIGH, "mixed": [Level.HIGH, {"x": 1}]},
+]
+
+
+def reference_struct(value: dict[str, Any]) -> bytes:
+    struct = Struct()
+    struct.update(_checked(value, "$"))
+    return struct.SerializeToString(deterministic=True)
+
+
+@pytest.mark.parametrize("value", VALUES)
+def test_dict_to_struct_bytes_equal_struct_update(value: dict[str, Any]) -> None:
+    assert dict_to_struct(value).SerializeToString(deterministic=True) == reference_struct(value)
+
+
+def test_empty_containers_stay_present() -> None:
+    struct = dict_to_struct({"o": {}, "l": []})
+    assert struct.fields["o"].WhichOneof("kind") == "struct_value"
+    assert struct.fields["l"].WhichOneof("kind") == "list_value"
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ({"a": 2**60}, "not a JSON object: $.a: integer 1152921504606846976 does not fit a double exactly"),
+    ({"a": [1, {"b": float("nan")}]}, "not a JSON object: $.a[1].b: nan is not a JSON number"),
+    ({1: 2}, "not a JSON object: $: key 1 is not a string"),
+    ({"a": {2: 1}}, "not a JSON object: $.a: key 2 is not a string"),
+    ({"a": object()}, "not a JSON object: $.a: object is not a JSON value"),
+    # Every value is checked before any is stored: the integer is named, not the surrogate.
+    ({"a": "\ud800", "b": 2**60}, "not a JSON object: $.b: integer 1152921504606846976 does not fit a double exactly"),
+])
+def test_dict_to_struct_errors_name_the_first_offending_path(value: dict[Any, Any], message: str) -> None:
+    with pytest.raises(InvalidEventError) as caught:
+        dict_to_struct(value)
+    assert str(caught.value) == message
+
+
+def test_timestamp_equals_from_datetime() -> None:
+    draw = random.Random(7)
+    for _ in range(5000):
+        zone = timezone(timedelta(minutes=draw.randint(-1439, 1439)))
+        moment = (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=draw.randint(-10**16, 10**17))).astimezone(zone)
+        expected = Timestamp()
+        expected.FromDatetime(moment)
+        assert timestamp(moment) == expected, moment
+
+
+def test_timestamp_beyond_year_9999_still_refused() -> None:
+    with pytest.raises(OverflowError):
+        timestamp(datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5))))
+
+
+def test_now_timestamp_is_now_to_the_microsecond() -> None:
+    before = datetime.now(UTC)
+    stamp = now_timestamp()
+    after = datetime.now(UTC)
+    assert stamp.nanos % 1000 == 0
+    assert before - timedelta(milliseconds=1) <= stamp.ToDatetime(tzinfo=UTC) <= after
+
+
+def test_new_event_id_is_a_uuid7_in_canonical_text() -> None:
+    for _ in range(1000):
+        text = new_event_id()
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 7
+        assert parsed.variant == uuid.RFC_4122
