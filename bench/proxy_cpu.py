@@ -1,0 +1,226 @@
+"""Gateway CPU per proxied request, this tree against a baseline commit, in one alternating run.
+
+Wall-clock figures on a shared machine are noise; the CPU time the serving process spends per
+request (utime+stime of all its threads, span export and Kafka producer included) hardly
+depends on what else runs. This starts bench/proxy_overhead.py's instant upstream and bare
+proxy, a gateway from this tree (``new``) and, with ``--baseline REF``, one from that commit
+(``old``, checked out into a temporary folder), both with the same proxy deployment, events
+and spans to the real broker; then, round by round in alternating order, drives each with
+wrk (``--clients``, JSON and streamed chat completions) and prints CPU ms per request, the
+median over rounds, and new/old and new/bare ratios.
+
+``--profile SECONDS`` instead records the ``new`` gateway under load with py-spy (must be on
+PATH or in the venv) into ``--out`` (a speedscope or flamegraph file by its extension).
+
+Usage (needs Kafka on 127.0.0.1:9092 and wrk; about 1 minute with the defaults)::
+
+    .venv/bin/python bench/proxy_cpu.py --baseline main
+    .venv/bin/python bench/proxy_cpu.py --profile 20 --out /tmp/gw.svg
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from uuid import uuid4
+
+import aiohttp
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(BENCH))
+
+import proxy_overhead as po  # noqa: E402 - the bench's upstream, bare proxy, wrk helpers
+
+
+def checkout(ref: str, into: Path) -> Path:
+    """The tree of ``ref`` as plain files (git archive: no worktree to clean up)."""
+    into.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+class Gateways:
+    def __init__(self, work: Path, trees: dict[str, Path]) -> None:
+        self.work = work
+        self.trees = trees
+        self.urls = {name: f"http://127.0.0.1:{po.free_port()}" for name in ("direct", "bare", *trees)}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.prefix = f"bench-cpu-{uuid4().hex[:8]}."
+        self.key = ""
+
+    def _spawn(self, name: str, args: list[str], cwd: Path, env: dict[str, str]) -> None:
+        log = open(self.work / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        self.procs[name] = subprocess.Popen(args, cwd=cwd, env={**os.environ, **env}, stdout=log,
+                                            stderr=subprocess.STDOUT)
+
+    async def start(self) -> None:
+        from shared.settings import KafkaSettings
+        from shared.topics import Topics, ensure_topics
+
+        kafka = KafkaSettings(topic_prefix=self.prefix, partitions=3)
+        topics = Topics.from_settings(kafka)
+        await ensure_topics(kafka, [topics.inference, topics.tokens, topics.feedback, topics.spans])
+        py, port = sys.executable, {name: url.rsplit(":", 1)[1] for name, url in self.urls.items()}
+        self._spawn("direct", [py, str(BENCH / "proxy_overhead.py"), "--upstream", port["direct"]], REPO, {})
+        self._spawn("bare", [py, str(BENCH / "proxy_overhead.py"), "--proxy", port["bare"], self.urls["direct"]],
+                    REPO, {})
+        services = po.Services(self.work)
+        services.urls = self.urls
+        deployments = str(services._deployments())
+        self.key = services.key
+        for name, tree in self.trees.items():
+            # cwd and PYTHONPATH first: that tree's packages win over the venv's editable install.
+            command = [py, "-m", "services.gateway"]
+            if name == "new" and os.environ.get("PP_GATEWAY_WRAPPER"):  # e.g. a cProfile wrapper
+                command = [py, os.environ["PP_GATEWAY_WRAPPER"]]
+            self._spawn(name, command, tree, {
+                "PYTHONPATH": str(tree),
+                "PROMPTPULSE_DEPLOYMENTS_DIR": deployments,
+                "PROMPTPULSE_KAFKA__TOPIC_PREFIX": self.prefix,
+                "PROMPTPULSE_GATEWAY__PORT": port[name],
+                "PROMPTPULSE_GATEWAY__PUBLISHER__SPOOL_DIR": str(self.work / f"spool-{name}"),
+                "PROMPTPULSE_GATEWAY__PROVISION_DEMO_KEY": "false"})
+        async with aiohttp.ClientSession() as session:
+            for name, url in self.urls.items():
+                for _ in range(300):
+                    try:
+                        async with session.post(url + "/v1/chat/completions",
+                                                headers={"Authorization": f"Bearer {self.key}"},
+                                                json={"model": po.MODEL, "messages": []}) as resp:
+                            if resp.status == 200:
+                                break
+                    except aiohttp.ClientError:
+                        pass
+                    await asyncio.sleep(0.1)
+                else:
+                    raise SystemExit(f"{name} did not come up; see {self.work}/{name}.log")
+
+    async def stop(self) -> None:
+        from shared.settings import KafkaSettings
+        from shared.topics import Topics, delete_topics
+
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        topics = Topics.from_settings(KafkaSettings(topic_prefix=self.prefix))
+        await delete_topics(KafkaSettings(), [topics.inference, topics.tokens, topics.feedback, topics.spans])
+
+
+def thread_cpu(pid: int) -> float:
+    """CPU seconds of the process's main thread (its event loop)."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def system_cpu(pid: int) -> float:
+    """CPU seconds the process spent in the kernel (all threads)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[12]) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(gateways: Gateways, modes: list[str], kinds: list[str], args: argparse.Namespace) -> None:
+    scripts = {kind: po.lua_script(gateways.work, gateways.key, kind) for kind in kinds}
+    for mode in modes:  # warm: pools, lazy imports, first spans and events
+        for kind in kinds:
+            po.run_wrk(gateways.urls[mode] + po.KINDS[kind][0], scripts[kind], args.clients, seconds=1)
+    cpu: dict[tuple[str, str], list[float]] = {}
+    main: dict[tuple[str, str], list[float]] = {}  # the event loop's thread alone
+    system: dict[tuple[str, str], list[float]] = {}  # in the kernel (syscalls: sockets, epoll)
+    for round_number in range(args.rounds):
+        for kind in kinds:
+            # new and old swap places every round and never run twice in a row (a process that
+            # has just run finds the caches warm), each following bare as often as the other.
+            order = modes if round_number % 2 == 0 else [modes[0], *reversed(modes[1:])]
+            for mode in order:
+                pid = gateways.procs[mode].pid
+                before, main_before, system_before = po.cpu_seconds([pid]), thread_cpu(pid), system_cpu(pid)
+                found = po.run_wrk(gateways.urls[mode] + po.KINDS[kind][0], scripts[kind], args.clients,
+                                   seconds=args.seconds)
+                if found["errors"]:
+                    print(f"WARNING: {mode} {kind}: {found['errors']:.0f} errors", file=sys.stderr)
+                cpu.setdefault((mode, kind), []).append(1000 * (po.cpu_seconds([pid]) - before) / found["requests"])
+                system.setdefault((mode, kind), []).append(1000 * (system_cpu(pid) - system_before) / found["requests"])
+                main.setdefault((mode, kind), []).append(1000 * (thread_cpu(pid) - main_before) / found["requests"])
+    load = os.getloadavg()
+    print(f"\ngateway CPU per proxied request, {args.rounds} alternating rounds of {args.seconds} s at "
+          f"{args.clients} clients (load average {load[0]:.2f}); median over rounds, ms")
+    print("| call | " + " | ".join(modes) + (" | new/old" if "old" in modes else "") + " | new/bare |")
+    print("|---|" + "---:|" * (len(modes) + ("old" in modes) + 1))
+    for kind in kinds:
+        med = {mode: statistics.median(cpu[(mode, kind)]) for mode in modes}
+        cells = [f"{med[m]:.3f}" for m in modes]
+        if "old" in modes:
+            # Paired per round (the two ran seconds apart), then the median: steadier than a
+            # ratio of medians when the machine's load drifts.
+            ratios = sorted(n / o for n, o in zip(cpu[("new", kind)], cpu[("old", kind)], strict=True))
+            cells.append(f"{statistics.median(ratios):.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f})")
+        cells.append(f"{med['new'] / med['bare']:.2f}")
+        print(f"| {kind} | " + " | ".join(cells) + " |")
+    print("of which in the kernel (stime: socket syscalls, epoll):")
+    for kind in kinds:
+        print(f"| {kind} | " + " | ".join(f"{statistics.median(system[(m, kind)]):.3f}" for m in modes) + " |")
+    print("of which the event loop's thread (the rest: span export, Kafka client threads):")
+    for kind in kinds:
+        print(f"| {kind} | " + " | ".join(f"{statistics.median(main[(m, kind)]):.3f}" for m in modes) + " |")
+
+
+def profile(gateways: Gateways, args: argparse.Namespace) -> None:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    script = po.lua_script(gateways.work, gateways.key, args.kind)
+    url = gateways.urls["new"] + po.KINDS[args.kind][0]
+    po.run_wrk(url, script, args.clients, seconds=1)
+    fmt = "speedscope" if args.out.endswith(".json") else ("raw" if args.out.endswith(".txt") else "flamegraph")
+    recorder = subprocess.Popen([spy, "record", "--pid", str(gateways.procs["new"].pid), "--duration",
+                                 str(args.profile), "--rate", "500", "--format", fmt, "--output", args.out,
+                                 *(["--native"] if args.native else []), "--gil", "--nonblocking"])
+    time.sleep(1)
+    po.run_wrk(url, script, args.clients, seconds=args.profile)
+    recorder.wait(timeout=120)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--baseline", help="a git ref to compare with (its gateway runs as 'old')")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--seconds", type=int, default=2)
+    parser.add_argument("--clients", type=int, default=10)
+    parser.add_argument("--kinds", default="json,stream", help="of " + ", ".join(po.KINDS))
+    parser.add_argument("--profile", type=int, default=0, help="py-spy the new gateway for this many seconds")
+    parser.add_argument("--kind", default="json", help="the call --profile drives")
+    parser.add_argument("--native", action="store_true", help="py-spy --native")
+    parser.add_argument("--out", default="/tmp/gateway-profile.txt")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not on PATH (Debian: apt-get install wrk)")
+    with tempfile.TemporaryDirectory(prefix="pp-proxy-cpu-") as tmp:
+        work = Path(tmp)
+        trees = {"new": REPO}
+        if args.baseline:
+            trees["old"] = checkout(args.baseline, work / "baseline")
+        gateways = Gateways(work, trees)
+        try:
+            await gateways.start()
+            if args.profile:
+                profile(gateways, args)
+            else:
+                measure(gateways, ["bare", *trees], args.kinds.split(","), args)
+        finally:
+            await gateways.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
