@@ -196,7 +196,9 @@ def spans_of(export: ExportTraceServiceRequest) -> list[IngestedSpan]:
     return out
 
 
-def _span(message: SpanMessage, resource: dict[str, Any], scope: str) -> IngestedSpan:
+def checked_ids(message: SpanMessage) -> tuple[str, str, str]:
+    """The span's trace, span and parent ids in hex, once its ids and times pass the checks
+    every accepted span must (BadExport naming the first that does not)."""
     trace_id = _hex_id(message.trace_id, 16, "traceId")
     span_id = _hex_id(message.span_id, 8, "spanId")
     parent = _hex_id(message.parent_span_id, 8, "parentSpanId", empty_ok=True)
@@ -204,6 +206,28 @@ def _span(message: SpanMessage, resource: dict[str, Any], scope: str) -> Ingeste
         raise BadExport(f"span {span_id} ends before it starts")
     if message.start_time_unix_nano == 0:
         raise BadExport(f"span {span_id} has no start time")
+    return trace_id, span_id, parent
+
+
+def check_depth(value: AnyValue, depth: int = 0, strings: list[str] | None = None) -> None:
+    """BadExport if ``value`` nests deeper than :data:`MAX_DEPTH` (what :func:`any_value` refuses);
+    its strings are appended to ``strings`` on the way, when given."""
+    if depth > MAX_DEPTH:
+        raise BadExport(f"an attribute value is nested deeper than {MAX_DEPTH} levels")
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        if strings is not None:
+            strings.append(value.string_value)
+    elif kind == "array_value":
+        for item in value.array_value.values:
+            check_depth(item, depth + 1, strings)
+    elif kind == "kvlist_value":
+        for pair in value.kvlist_value.values:
+            check_depth(pair.value, depth + 1, strings)
+
+
+def _span(message: SpanMessage, resource: dict[str, Any], scope: str) -> IngestedSpan:
+    trace_id, span_id, parent = checked_ids(message)
     remote: bool | None = None
     if message.flags & _REMOTE_KNOWN:
         remote = bool(message.flags & _REMOTE)

@@ -31,6 +31,7 @@ from tests.support.gateway_stack import (
     write_deployments,
 )
 from tests.support.otlp_apps import (
+    ANSWER,
     QUESTION,
     App,
     agent_tree,
@@ -51,6 +52,11 @@ async def stack(settings: ServiceSettings, tmp_path: Path) -> AsyncIterator[tupl
         demo={"evaluation": {"metrics": ["relevance"], "sampling_rate": 1.0,
                              "judge": {"connection": "llmsim", "model": "judge"}},
               "column_mapping": {"question": "inputs.question", "answer": "outputs.answer"}},
+        # sampled too, and it redacts one input field: the spans' input texts
+        redacted={"evaluation": {"metrics": ["fluency"], "sampling_rate": 1.0,
+                                 "judge": {"connection": "llmsim", "model": "judge"}},
+                  "column_mapping": {"answer": "outputs.answer"},
+                  "redaction": {"inputs": ["context"], "outputs": []}},
     )
     kafka = kafka_for(settings.kafka.bootstrap_servers)
     async with running_gateway(tmp_path / "deployments", kafka, tmp_path / "spool") as gateway:
@@ -117,6 +123,43 @@ async def test_unsampled_traces_lose_their_texts_and_json_bodies_are_accepted(st
     assert attrs["gen_ai.usage.input_tokens"] == 21  # counts stay
     for text in ("gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions"):
         assert text not in attrs
+
+
+async def test_a_deployment_s_named_field_redaction_applies_to_the_spans_it_receives(stack):
+    gateway, keys = stack
+    app = App()
+    current_chat(app)
+    agent_tree(app)
+    result = await asyncio.to_thread(exporter(gateway, keys["redacted"]).export, app.spans())
+    assert result is SpanExportResult.SUCCESS
+    await gateway.publisher.wait_delivered()
+    spans = stored_spans(await read_topic(gateway.settings.kafka, gateway.topics.spans, 2))
+    assert len(spans) == 5
+    chat = next(attrs for name, attrs, _ in spans if name == "chat gpt-4o-mini" and "gen_ai.input.messages" in attrs)
+    # the input side (where the context and the question are) is redacted, the answer is not
+    assert chat["gen_ai.input.messages"] == "[REDACTED]"
+    assert chat["gen_ai.system_instructions"] == "[REDACTED]"
+    assert ANSWER in chat["gen_ai.output.messages"]
+    assert chat["gen_ai.usage.input_tokens"] == 21
+    assert QUESTION not in json.dumps([attrs for _, attrs, _ in spans])
+
+
+async def test_a_bad_span_inside_well_formed_protobuf_is_a_400_and_nothing_is_published(stack):
+    gateway, keys = stack
+    app = App()
+    agent_tree(app)
+    export = ExportTraceServiceRequest.FromString(export_bytes(app.spans()))
+    export.resource_spans[0].scope_spans[0].spans[-1].trace_id = bytes(16)  # the last span only
+    async with gateway.session.post(f"{gateway.url}/v1/traces", data=export.SerializeToString(),
+                                    headers={"api-key": keys["demo"], "content-type": "application/x-protobuf"}) as resp:
+        assert resp.status == 400
+        assert "traceId" in (await resp.json())["error"]["message"]
+    current_chat(app)  # a good export after it: the only record on the topic
+    result = await asyncio.to_thread(exporter(gateway, keys["demo"]).export, app.spans()[-1:])
+    assert result is SpanExportResult.SUCCESS
+    await gateway.publisher.wait_delivered()
+    records = await read_topic(gateway.settings.kafka, gateway.topics.spans, 1)
+    assert [name for name, _, _ in stored_spans(records)] == ["chat gpt-4o-mini"]
 
 
 @pytest.mark.parametrize(

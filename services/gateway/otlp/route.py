@@ -5,7 +5,8 @@ http://gateway:8080/v1/traces``, ``OTEL_EXPORTER_OTLP_TRACES_HEADERS=authorizati
 the key decides the deployment, as for ``/score``. Protobuf and JSON bodies are accepted, gzip
 or not. The spans go to the spans topic, one record per trace (services/gateway/otlp/restamp.py);
 the aggregator stores them in the deployment's traces and derives the requests they describe
-(docs/otlp.md). The route itself is not traced: its own spans would land in the same topic as
+(docs/otlp.md), under the deployment's redaction (a named field redacts the texts of its side
+of the conversation, shared/otlp_ingest/texts.py). The route itself is not traced: its own spans would land in the same topic as
 what it receives, and a busy exporter would double the span volume.
 
 Answers: 200 with an empty ``ExportTraceServiceResponse`` in the body's encoding; 400 naming
@@ -22,12 +23,13 @@ from aiohttp import web
 
 from services.gateway.appkeys import METRICS, PUBLISHER, SETTINGS
 from services.gateway.events import EventTooLarge, PublisherError, PublisherFull
-from services.gateway.otlp.restamp import per_trace_records
+from services.gateway.otlp.restamp import TextRedaction, per_trace_records
 from services.gateway.routes.common import authorize_any_by_key
 from services.gateway.routes.errors import ApiError
 from services.gateway.runtime import Runtime
-from shared.otlp_ingest.decode import JSON, PROTOBUF, BadExport, parse_export, spans_of
+from shared.otlp_ingest.decode import JSON, PROTOBUF, BadExport, parse_export
 from shared.otlp_ingest.ids import trace_sampled
+from shared.otlp_ingest.texts import INPUT_FIELDS, OUTPUT_FIELDS
 
 PATH = "/v1/traces"
 VARIANT_ATTRIBUTE = "promptpulse.variant"
@@ -77,9 +79,9 @@ async def traces(request: web.Request) -> web.Response:
     body = await _read_limited(request, settings.otlp_max_body_bytes)
     try:
         export = parse_export(body, media)
-        count = len(spans_of(export))  # validates every id and time before anything is published
     except BadExport as exc:
         raise ApiError(400, "invalid_otlp", str(exc)) from None
+    count = sum(len(scope.spans) for resource in export.resource_spans for scope in resource.scope_spans)
     if count > settings.otlp_max_spans:
         raise ApiError(
             413,
@@ -89,13 +91,22 @@ async def traces(request: web.Request) -> web.Response:
     evaluation = runtime.deployment.evaluation
     rate = evaluation.sampling_rate if evaluation is not None else 0.0
     publisher = request.app[PUBLISHER]
-    records = per_trace_records(
-        export,
-        deployment=runtime.name,
-        variant_of=_variant_chooser(runtime),
-        keeps_texts=lambda trace_id: trace_sampled(trace_id, rate),
-        max_record_bytes=publisher.max_record_bytes,
-    )
+    try:
+        # One walk over the spans: checks every id, time and value (nothing is published before
+        # the whole export passed), and cuts it into the records.
+        records = per_trace_records(
+            export,
+            deployment=runtime.name,
+            variant_of=_variant_chooser(runtime),
+            keeps_texts=lambda trace_id: trace_sampled(trace_id, rate),
+            max_record_bytes=publisher.max_record_bytes,
+            redaction=TextRedaction(
+                inputs=bool(runtime.redacted_inputs & INPUT_FIELDS),
+                outputs=bool(runtime.redacted_outputs & OUTPUT_FIELDS),
+            ),
+        )
+    except BadExport as exc:
+        raise ApiError(400, "invalid_otlp", str(exc)) from None
     metrics = request.app[METRICS]
     try:
         for record in records:
