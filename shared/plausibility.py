@@ -111,12 +111,12 @@ class UnknownScale:
 
 UNKNOWN_SCALE = UnknownScale()
 
-ScaleOf = Callable[[str, str], ValueScale]
+ScaleOf = Callable[[str, str, str], ValueScale]  # (deployment, metric, evaluator version) -> scale
 
 
-def builtin_scale(deployment: str, metric: str) -> ScoreScale:
+def builtin_scale(deployment: str, metric: str, version: str) -> ScoreScale:
     """Every metric's scale today; an evaluator with a scale of its own passes a ``ScaleOf`` that
-    looks it up by (deployment, metric)."""
+    looks it up by (deployment, metric, evaluator version): one version has one scale."""
     return BUILTIN_SCORE_SCALE
 
 
@@ -157,7 +157,7 @@ class Plausibility:
     def _evaluation(self, event: Evaluation) -> None:
         if event.WhichOneof("outcome") == "scored":
             scored, metric = event.scored, event.metric
-            scale = self._scale_of(event.meta.deployment, metric)
+            scale = self._scale_of(event.meta.deployment, metric, event.evaluator_version)
             if scored.HasField("value"):
                 BUILTIN_SCORE_SCALE.check(scored.score, "scored.score", metric)
                 scale.check(scored.value, "scored.value", metric)

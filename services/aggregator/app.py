@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import web
 from aiokafka.errors import KafkaError
@@ -48,8 +48,8 @@ from services.aggregator.ingest.stall import IntakeWatch
 from services.aggregator.monitors.service import running as monitors_running
 from services.aggregator.otlp.assembler import running as otlp_running
 from services.aggregator.retention import PartitionCache, retention_loop
-from services.aggregator.rollups.scales import scale_lookup
-from services.aggregator.rollups.version_scales import record_versions
+from services.aggregator.rollups.scales import MetricScale, scale_lookup
+from services.aggregator.rollups.version_scales import read_every_version, record_versions
 from services.aggregator.settings import AggregatorSettings
 from shared import gctuning
 from shared.deployments import Deployment, DeploymentConfigError, load_deployment_folder
@@ -101,11 +101,13 @@ def loaded_deployments(settings: AggregatorSettings) -> dict[str, Deployment]:
         return {}
 
 
-def evaluator_plausibility(settings: AggregatorSettings) -> Plausibility:
-    """The plausibility checks with each loaded evaluator's scale: a value off its metric's
-    scale is dead-lettered as implausible-value (rollups/scales.py). A folder that does not load
-    leaves only the built-in and unknown-scale checks."""
-    return Plausibility(settings.plausibility, scale_of=scale_lookup(loaded_deployments(settings)))
+def evaluator_plausibility(settings: AggregatorSettings,
+                           recorded: Mapping[tuple[str, str, str], MetricScale] | None = None) -> Plausibility:
+    """The plausibility checks with each evaluator version's scale (the loaded files', and
+    ``recorded`` for older versions): a value off its version's scale is dead-lettered as
+    implausible-value (rollups/scales.py). A folder that does not load leaves only the built-in
+    and unknown-scale checks."""
+    return Plausibility(settings.plausibility, scale_of=scale_lookup(loaded_deployments(settings), recorded))
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -159,8 +161,10 @@ async def _retention(app: web.Application) -> AsyncIterator[None]:
 
 async def _ingestion(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    async with app[POOL].acquire() as conn:
+        recorded = await read_every_version(conn)
     ingestor = Ingestor(settings, app[POOL], sampling_policy(settings), partitions=app[PARTITIONS],
-                        plausibility=evaluator_plausibility(settings))
+                        plausibility=evaluator_plausibility(settings, recorded))
     try:
         await ensure_topics(settings, ingestor.topics)
     except (TopicError, KafkaError, OSError) as exc:  # no permission, broker away: not fatal here

@@ -107,6 +107,7 @@ async def get(http: aiohttp.ClientSession, url: str) -> Any:
 
 async def test_each_version_is_read_on_its_own_scale(fresh_database: str, tmp_path: Path) -> None:
     folder = tmp_path / "deployments"
+    new = write_file(tmp_path / "next", "0-10", 7)  # the version the file will move to
     old = write_file(folder, "1-5", 3)
     base = minute_base()
     rng = random.Random(23)
@@ -125,16 +126,18 @@ async def test_each_version_is_read_on_its_own_scale(fresh_database: str, tmp_pa
                     messages.append(message)
                     feedback.append(labelled(request_id, base + timedelta(seconds=5), PEOPLE[score]))
                     pairs.append(Pair(request_id, PEOPLE[score], score))
-            await produce(settings, messages + feedback)
+            # A processor already on the next file judges before this aggregator has loaded it:
+            # a 9 of the 0-10 version is stored, not dead-lettered as off the loaded 1-5.
+            early = scored(base + timedelta(minutes=2, seconds=5), rng, new, "a", 9.0)[0]
+            await produce(settings, messages + feedback + [early])
             await wait_caught_up(settings)
         # The file moves the rubric to 0-10: a new version, judged by the next aggregator.
-        new = write_file(folder, "0-10", 7)
-        assert new != old
+        assert write_file(folder, "0-10", 7) == new != old
         async with aggregator(settings, step(base, 1)) as url, aiohttp.ClientSession() as http:
             await produce(settings, [scored(base + timedelta(minutes=1, seconds=5), rng, new, variant, score)[0]
                                      for variant, scores in NEW_SCORES.items() for score in scores])
             await wait_caught_up(settings)
-            window = f"from={iso(base)}&to={iso(base + timedelta(minutes=3))}"
+            window = f"from={iso(base)}&to={iso(base + timedelta(minutes=2))}"
             metrics = f"{url}/v1/deployments/demo/metrics?{window}"
             current = (await get(http, metrics))["overview"]["quality"]["helpfulness"]
             older = (await get(http, f"{metrics}&version={old}"))["overview"]["quality"]["helpfulness"]
@@ -155,6 +158,8 @@ async def test_each_version_is_read_on_its_own_scale(fresh_database: str, tmp_pa
             recorded = {r["evaluator_version"]: r["scale"] for r in await pool.fetch(
                 "SELECT evaluator_version, scale::text AS scale FROM evaluator_version_scales "
                 "WHERE metric = 'helpfulness'")}
+            stored = await pool.fetchval("SELECT count(*) FROM evaluations WHERE evaluator_version = $1", new)
+            letters = await pool.fetch("SELECT reason, detail FROM dead_letters")
         finally:
             await service.close()
             await pool.close()
@@ -189,6 +194,7 @@ async def test_each_version_is_read_on_its_own_scale(fresh_database: str, tmp_pa
     assert [(w["evaluator_version"], w["value"], w["violated"]) for w in windows] == [
         (old, 0.5, False), (new, 0.5, False)]
     assert set(recorded) == {old, new}  # each version's scale, recorded when an aggregator loaded it
+    assert stored == 5 and [dict(r) for r in letters] == []
 
 
 def iso(moment: datetime) -> str:

@@ -84,7 +84,7 @@ def test_the_judgement_calls_are_settings(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_an_evaluator_brings_its_own_scale() -> None:
-    def scale_of(deployment: str, metric: str) -> ScoreScale:
+    def scale_of(deployment: str, metric: str, version: str) -> ScoreScale:
         return ScoreScale(0, 100) if (deployment, metric) == ("demo", "percent_correct") else ScoreScale(1, 5)
 
     plausibility = Plausibility(PlausibilitySettings(), scale_of=scale_of)

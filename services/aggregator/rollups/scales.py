@@ -266,23 +266,49 @@ def plausible_scale(scale: MetricScale) -> ValueScale:
     return UNKNOWN_VALUE
 
 
-def scale_lookup(deployments: Mapping[str, Any]) -> ScaleOf:
-    """``Plausibility(scale_of=...)`` for the loaded deployments. A metric they do not describe
-    keeps the 1-5 check for events without a value (as before evaluators) and only a finite,
-    bounded value otherwise (its file may simply not be loaded by this aggregator)."""
-    cache: dict[tuple[str, str], ValueScale] = {}
+def scale_lookup(deployments: Mapping[str, Any],
+                 recorded: Mapping[tuple[str, str, str], MetricScale] | None = None) -> ScaleOf:
+    """``Plausibility(scale_of=...)`` for the loaded deployments and the versions recorded
+    (version_scales.py). A value is checked on its own version's scale: the loaded file's when
+    the event names that version (or none, as events before evaluators), the recorded one of an
+    older version, 1-5 for a built-in metric. A version neither describes (a newer file this
+    aggregator has not loaded yet, as in a rollout) and a metric no loaded file describes keep
+    the 1-5 check for events without a value (as before evaluators) and only a finite, bounded
+    value otherwise: checking them on another version's scale would dead-letter good scores."""
+    versions = {(deployment, metric): version for deployment, metric, version, _ in loaded_versions(deployments)}
+    recorded = dict(recorded or {})
+    cache: dict[tuple[str, str, str], ValueScale] = {}
 
-    def scale_of(deployment: str, metric: str) -> ValueScale:
-        key = (deployment, metric)
+    def scale_of(deployment: str, metric: str, version: str) -> ValueScale:
+        key = (deployment, metric, version)
         found = cache.get(key)
         if found is None:
             scale = metric_scale(deployments.get(deployment), metric)
+            if version and version != versions.get((deployment, metric)) and not scale.builtin:
+                scale = recorded.get(key, UNKNOWN_SCALE)
             found = plausible_scale(scale) if scale.known else _UnknownOrBuiltin()
             if len(cache) < 10_000:  # bounded whatever names the events carry
                 cache[key] = found
         return found
 
     return scale_of
+
+
+def loaded_versions(deployments: Mapping[str, Any]) -> list[tuple[str, str, str, MetricScale]]:
+    """(deployment, metric, version, scale) of every evaluator version the loaded files describe."""
+    found = []
+    for name, deployment in sorted(deployments.items()):
+        evaluation = getattr(deployment, "evaluation", None)
+        if evaluation is None:
+            continue
+        for evaluator in evaluation.all_evaluators():
+            if not evaluator.version:
+                continue
+            for metric in evaluator.metrics():
+                scale = metric_scale(deployment, metric)
+                if scale.known:
+                    found.append((name, metric, evaluator.version, scale))
+    return found
 
 
 class _UnknownOrBuiltin:

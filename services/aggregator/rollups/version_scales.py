@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from services.aggregator.db.pool import DbConnection
-from services.aggregator.rollups.scales import MetricScale, metric_scale
+from services.aggregator.rollups.scales import MetricScale, loaded_versions
 
 _RECORD_SQL = """
 INSERT INTO evaluator_version_scales (deployment, metric, evaluator_version, scale, pass_rule, builtin)
@@ -29,23 +29,6 @@ _READ_SQL = """
 SELECT deployment, metric, evaluator_version, scale::text AS scale, pass_rule::text AS pass_rule, builtin
 FROM evaluator_version_scales WHERE $1::text IS NULL OR deployment = $1
 """
-
-
-def loaded_versions(deployments: Mapping[str, Any]) -> list[tuple[str, str, str, MetricScale]]:
-    """(deployment, metric, version, scale) of every evaluator version the loaded files describe."""
-    found = []
-    for name, deployment in sorted(deployments.items()):
-        evaluation = getattr(deployment, "evaluation", None)
-        if evaluation is None:
-            continue
-        for evaluator in evaluation.all_evaluators():
-            if not evaluator.version:
-                continue
-            for metric in evaluator.metrics():
-                scale = metric_scale(deployment, metric)
-                if scale.known:
-                    found.append((name, metric, evaluator.version, scale))
-    return found
 
 
 async def record_versions(conn: DbConnection, deployments: Mapping[str, Any]) -> int:
