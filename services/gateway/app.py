@@ -2,10 +2,10 @@
 
 Resources live in cleanup contexts, opened in this order and closed in reverse, so shutdown
 goes: stop taking requests and drain those in flight (aiohttp, before any cleanup), stop the
-reload watchers, flush the event publisher (to Kafka, or to the spool), close the LLM clients,
-flush telemetry last so the spans of all that work are exported too.
+reload watchers, flush the event publisher (to Kafka, or to the spool), close the LLM clients
+and then their one HTTP session, flush telemetry last so the spans of all that work are exported too.
 
-    telemetry -> deployments (flows, executors, openai clients) -> event publisher -> reloads
+    telemetry -> LLM session -> deployments (flows, executors, LLM endpoints) -> event publisher -> reloads
 
 Serve it with :func:`start_gateway` (tests, bench) or :func:`run_gateway` (the CLI): both turn
 on aiohttp's handler cancellation, which is how a client that disconnects mid-stream cancels
@@ -22,7 +22,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -58,6 +57,7 @@ from shared.plausibility import Plausibility
 from shared.prometheus import PROMETHEUS
 from shared.telemetry import setup_telemetry, shutdown_telemetry
 from shared.topics import Topics
+from shared.upstream import upstream_session
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,8 @@ def create_app(
     app[RATE_LIMITER] = RateLimiter()
     app[PLAUSIBILITY] = Plausibility(settings.plausibility)
     app.cleanup_ctx.append(_telemetry(tracer_provider))
+    app.cleanup_ctx.append(_llm_session)
     app.cleanup_ctx.append(_deployments)
-    app.cleanup_ctx.append(_proxy_session)
     app.cleanup_ctx.append(_publisher)
     app.cleanup_ctx.append(_reloads(handle_sighup))
     app.on_response_prepare.append(add_response_headers)
@@ -177,7 +177,8 @@ async def _deployments(app: web.Application) -> AsyncIterator[None]:
         runtimes: list[Runtime] = [*registry.deployments.values(), *registry.proxies.values()]
         limiter.forget_except({(rt.name, key.id) for rt in runtimes for key in rt.deployment.api_keys})
 
-    deployments = Deployments(settings, tracer_provider=app[TRACER_PROVIDER], on_reload=forget_revoked)
+    deployments = Deployments(settings, tracer_provider=app[TRACER_PROVIDER], on_reload=forget_revoked,
+                              session=app[PROXY_SESSION])
     await deployments.load()
     app[DEPLOYMENTS] = deployments
     log.info("deployments loaded", extra={"deployments": deployments.current.serving,
@@ -188,11 +189,10 @@ async def _deployments(app: web.Application) -> AsyncIterator[None]:
         await deployments.close()
 
 
-async def _proxy_session(app: web.Application) -> AsyncIterator[None]:
-    # One pool for every proxy deployment's upstream; timeouts are set per call (relay.py), and
-    # no cookies are kept between callers. A compressed answer is decoded (the relay reads it).
-    session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(),
-                                    connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300))
+async def _llm_session(app: web.Application) -> AsyncIterator[None]:
+    # One pool for every LLM call of the process, proxy deployments' and flows' alike; opened
+    # before the deployments that call through it and closed after them.
+    session = upstream_session()
     app[PROXY_SESSION] = session
     try:
         yield

@@ -27,7 +27,8 @@ TRACER_PROVIDER = web.AppKey("tracer_provider", TracerProvider)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 PLAUSIBILITY = web.AppKey("plausibility", Plausibility)
-# The proxy's one client session for every upstream (routes/proxy/relay.py).
+# The one client session for every LLM call: proxy deployments' upstreams (routes/proxy/relay.py)
+# and flows' llm nodes (shared/flow/llm_http.py).
 PROXY_SESSION = web.AppKey("proxy_session", aiohttp.ClientSession)
 
 

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 from opentelemetry.trace import TracerProvider
 
 from services.gateway.runtime import (
@@ -43,7 +44,6 @@ from services.gateway.runtime import (
     key_file_state,
 )
 from services.gateway.settings import GatewaySettings
-from services.gateway.upstream import build_upstream
 from shared.deployments import (
     Deployment,
     DeploymentConfigError,
@@ -56,6 +56,7 @@ from shared.flow.deployed import load_deployment_flow
 from shared.flow.flex import FlexFlow
 from shared.flow.flex_executor import FlexExecutor
 from shared.flow.prompty import provide_connections
+from shared.upstream import build_upstream
 
 log = logging.getLogger(__name__)
 
@@ -121,12 +122,13 @@ async def load_registry(
     *,
     previous: Registry | None = None,
     tracer_provider: TracerProvider | None = None,
+    session: aiohttp.ClientSession | None = None,
 ) -> tuple[Registry, list[Any]]:
     """A new registry, and the previous one's clients no runtime uses any more (close them later).
 
     Each deployment loads on its own: one that does not is recorded in ``failures`` (and, if it
     served before, keeps serving its previous runtime). Raises DeploymentConfigError only when
-    the deployments folder does not exist.
+    the deployments folder does not exist. ``session``: the pool the flows' LLM endpoints share.
     """
     # Packages installed since the last load (`promptpulse flows install`) must be found: the
     # import system caches directory listings.
@@ -166,9 +168,8 @@ async def load_registry(
                 clients[name] = old_clients[name]
                 continue
             try:
-                built = build_clients(
-                    connections, [name], timeout=section.llm_timeout_seconds, max_retries=section.llm_max_retries
-                )
+                built = build_clients(connections, [name], session=session, timeout=section.llm_timeout_seconds,
+                                      max_retries=section.llm_max_retries)
             except Exception as exc:  # a connection key variable unset: costs the flows that use it
                 broken_connections[name] = f"connection {name!r}: {_reason(exc)[0]}"
                 continue
@@ -261,8 +262,10 @@ class Deployments:
         *,
         tracer_provider: TracerProvider | None = None,
         on_reload: Callable[[Registry], None] | None = None,
+        session: aiohttp.ClientSession | None = None,
     ) -> None:
         self._settings = settings
+        self._session = session
         self._tracer_provider = tracer_provider
         self._on_reload = on_reload
         self._current: Registry | None = None
@@ -298,7 +301,8 @@ class Deployments:
 
         Raises DeploymentConfigError only when the deployments folder does not exist.
         """
-        registry, _ = await load_registry(self._settings, tracer_provider=self._tracer_provider)
+        registry, _ = await load_registry(self._settings, tracer_provider=self._tracer_provider,
+                                          session=self._session)
         self._install(registry)
         self._report(registry, "start-up")
         return registry
@@ -309,7 +313,7 @@ class Deployments:
         async with self._lock:
             try:
                 registry, retired = await load_registry(
-                    self._settings, previous=self._current, tracer_provider=self._tracer_provider
+                    self._settings, previous=self._current, tracer_provider=self._tracer_provider, session=self._session
                 )
             except Exception as exc:  # the folder is gone: keep what works, tell the operator
                 self.reloads_failed += 1

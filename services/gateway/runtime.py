@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from services.gateway.upstream import Upstream
 from shared.deployments import Connection, Deployment, Variant
 from shared.flow import Flow, FlowExecutor
 from shared.flow.flex_executor import FlexExecutor
+from shared.upstream import Upstream
 
 KeyFileState = tuple[int, int] | None  # (mtime_ns, size), None when the file does not exist
 

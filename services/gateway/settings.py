@@ -59,14 +59,15 @@ class GatewaySection(BaseModel):
         "and the client gets 504 (or an error event on a stream already started).",
     )
     llm_timeout_seconds: float = Field(
-        60.0, gt=0, le=3600, description="Timeout of one LLM HTTP call (the openai client's timeout)."
+        60.0, gt=0, le=3600, description="Seconds to connect to the LLM and between two reads of its answer, per try."
     )
     llm_max_retries: int = Field(
         0,
         ge=0,
         le=10,
-        description="Retries of a failed LLM call by the openai client. 0: a failure reaches the "
-        "client at once as a 502, and retry policy stays with the caller.",
+        description="Retries of a flow's failed LLM call (429, 408, 409, 5xx, timeout, broken "
+        "connection; Retry-After honoured up to 120 s). 0: a failure reaches the client at once as a "
+        "502, and retry policy stays with the caller.",
     )
     default_rate_limit_per_minute: int | None = Field(
         None,

@@ -3,7 +3,7 @@
 - :func:`load_flow` reads and validates a flow folder (raises :class:`FlowError`).
 - :class:`FlowExecutor` runs it: :meth:`FlowExecutor.run` to completion, or
   :meth:`FlowExecutor.stream` for the chat output's text deltas as the LLM writes them.
-- :func:`build_clients` makes the ``openai`` clients for the flow's connections.
+- :func:`build_clients` makes the LLM endpoints (plain aiohttp) for the flow's connections.
 
 What of prompt flow's format is supported is listed in docs/flows.md.
 """

@@ -2,7 +2,7 @@
 
 Typical use (the endpoint builds one executor per deployment at start-up)::
 
-    executor = FlowExecutor(load_flow(folder), clients={"llmsim": AsyncOpenAI(...)})
+    executor = FlowExecutor(load_flow(folder), clients=build_clients(connections, ["llmsim"]))
     result = await executor.run({"question": "..."}, variant="variant_1")
     async with executor.stream(inputs, variant=variant) as stream:   # input errors raise here
         async for delta in stream:
@@ -42,8 +42,10 @@ from shared.flow.streaming import END, FlowStream, streaming_target
 class FlowExecutor:
     """Runs one flow many times concurrently; holds nothing per run.
 
-    ``clients`` maps each connection name the flow's llm nodes use to an ``openai.AsyncOpenAI``
-    (or ``AsyncAzureOpenAI``) client; the executor never builds clients or sees their keys.
+    ``clients`` maps each connection name the flow's llm nodes use to the client they call: an
+    LLM endpoint from :func:`build_clients` (what the gateway and the processor use), or an
+    ``openai.AsyncOpenAI`` / ``AsyncAzureOpenAI`` client; the executor never builds clients or
+    sees their keys.
     ``connections`` (name -> connections.yaml entry) serve Python nodes' connection parameters:
     each such node gets a prompt flow connection object, its secrets read from the environment
     here, once (pf_connections.py).

@@ -1,4 +1,8 @@
-"""LLM nodes: their request parameters, and one chat completion through the official ``openai`` client.
+"""LLM nodes: their request parameters, and one model call through the connection's endpoint.
+
+The gateway and the processor hand llm nodes an :class:`~shared.flow.llm_http.LlmEndpoint` (plain
+aiohttp, the proxy's path too); an ``openai`` client handed in directly (library use, tests that
+record its transport) is called with its ``client.post``, anything else through ``create()``.
 
 An llm node's ``inputs`` mix model parameters (``deployment_name``, ``model``, ``temperature``,
 ``max_tokens``...) with template variables, as prompt flow's LLM tool does; prompt flow's YAML
@@ -21,6 +25,7 @@ from opentelemetry.trace import SpanKind
 
 from shared.flow import telemetry
 from shared.flow.errors import LlmCallError
+from shared.flow.llm_http import LlmEndpoint
 from shared.flow.references import Reference
 from shared.flow.result import LlmCall
 
@@ -137,6 +142,8 @@ def convert_literals(params: Mapping[str, Any], api: str = "chat") -> tuple[dict
 
 
 def is_azure(client: Any) -> bool:
+    if isinstance(client, LlmEndpoint):
+        return client.is_azure
     try:
         from openai import AsyncAzureOpenAI
     except ImportError:  # pragma: no cover - openai is a dependency
@@ -257,7 +264,10 @@ async def model_call(
 
 
 async def _whole(api: Api, client: Any, request: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    if _is_openai_client(client):
+    if isinstance(client, LlmEndpoint):
+        body, headers = _body_and_headers(request)
+        data = await client.post(api.path, body, headers=headers)
+    elif _is_openai_client(client):
         body, options = _post_arguments(request)
         data = await client.post(api.path, body=body, cast_to=object, options=options)
     else:
@@ -283,7 +293,11 @@ async def _streamed(
 ) -> tuple[str, dict[str, Any]]:
     parts: list[str] = []
     request = {**request, "stream": True, "stream_options": {"include_usage": True}}
-    if _is_openai_client(client):
+    if isinstance(client, LlmEndpoint):
+        body, headers = _body_and_headers(request)
+        stream = await client.post(api.path, body, stream=True, headers=headers)
+        as_dict = _dict
+    elif _is_openai_client(client):
         body, options = _post_arguments(request)
         stream = await client.post(
             api.path, body=body, cast_to=object, options=options, stream=True, stream_cls=_stream_class()
@@ -322,12 +336,12 @@ async def _streamed(
                             "ttfc_ms": ttfc_ms}
 
 
-# The fast path. ``chat.completions.create`` runs every request through openai's TypedDict
-# transforms and every response (each streamed chunk too) through pydantic model construction:
-# most of the CPU an LLM call costs the gateway (bench/llm_call_path.py). ``client.post`` is the
-# package's own documented way to call an endpoint with a plain body and read plain JSON: the
-# same transport, auth, retries, status-error mapping, Azure deployment URLs and api-version,
-# and (through ``AsyncStream``) the same SSE parsing and in-stream error handling.
+# ``chat.completions.create`` runs every request through openai's TypedDict transforms and every
+# response (each streamed chunk too) through pydantic model construction: most of the CPU an LLM
+# call cost the gateway. Every path here reads plain JSON instead; the gateway's, LlmEndpoint,
+# skips the openai client altogether (bench/llm_call_path.py). An openai client handed in is
+# called with ``client.post``, the package's documented way to send a plain body and read plain
+# JSON (same transport, auth, retries, Azure URLs and SSE parsing as ``create()``).
 @dataclass(frozen=True)
 class Api:
     """One OpenAI endpoint an llm node can call: its span operation, path and answer's shape."""
@@ -366,10 +380,14 @@ def _stream_class() -> Any:
     return AsyncStream[object]  # object: the stream yields each event's JSON as it came
 
 
-def _post_arguments(request: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _body_and_headers(request: dict[str, Any]) -> tuple[dict[str, Any], Mapping[str, str] | None]:
     body = dict(request)
+    return body, body.pop("extra_headers", None)
+
+
+def _post_arguments(request: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    body, headers = _body_and_headers(request)
     options: dict[str, Any] = {"security": _SECURITY}
-    headers = body.pop("extra_headers", None)
     if headers:
         options["headers"] = headers
     return body, options

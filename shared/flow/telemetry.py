@@ -69,12 +69,15 @@ def request_attributes(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def server_attributes(client: Any) -> dict[str, Any]:
-    url = getattr(client, "base_url", None)
-    host = getattr(url, "host", None)
+    server = getattr(client, "server", None)  # an LlmEndpoint's (host, port)
+    if isinstance(server, tuple):
+        host, port = server
+    else:  # an openai client's base URL
+        url = getattr(client, "base_url", None)
+        host, port = getattr(url, "host", None), getattr(url, "port", None)
     if not host:
         return {}
     attributes: dict[str, Any] = {SERVER_ADDRESS: host}
-    port = getattr(url, "port", None)
     if isinstance(port, int):
         attributes[SERVER_PORT] = port
     return attributes

@@ -8,8 +8,8 @@ from typing import Any
 
 from services.gateway.routes.proxy.mapping import read_answer, recorded_inputs, recorded_outputs
 from services.gateway.routes.proxy.streams import EventSplitter, StreamAccumulator
-from services.gateway.upstream import CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES
 from shared.deployments.schema import Proxy
+from shared.upstream import CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES
 
 SYSTEM_PROXY = Proxy(connection="c")
 

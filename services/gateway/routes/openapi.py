@@ -29,9 +29,9 @@ from services.gateway.routes.common import (
 )
 from services.gateway.routes.errors import json_response
 from services.gateway.routes.variants import node_variant_names
-from services.gateway.upstream import CHAT, COMPLETIONS, EMBEDDINGS, OPERATIONS, RESPONSES
 from shared.flow import Flow
 from shared.flow.model import MISSING
+from shared.upstream import CHAT, COMPLETIONS, EMBEDDINGS, OPERATIONS, RESPONSES
 
 _JSON_TYPES = {"string": "string", "int": "integer", "double": "number", "bool": "boolean", "list": "array",
                "object": "object"}

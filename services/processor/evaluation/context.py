@@ -13,12 +13,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
+
 from services.processor.evaluation.judge.budget import TokenBudget
 from services.processor.evaluation.judge.calls import JudgeCalls, JudgeTarget
 from services.processor.evaluation.judge.client import JudgeClient
 from services.processor.settings import ProcessorSection
 from services.processor.stats import ProcessorStats
 from shared.deployments import Connection, Deployment, EvaluatorConfig
+from shared.upstream import upstream_session
 
 
 class EvaluatorUnavailable(Exception):
@@ -33,8 +36,15 @@ class EvaluationResources:
 
     clients: dict[str, JudgeClient] = field(default_factory=dict)
     openai_clients: list[Any] = field(default_factory=list)
+    # The pool evaluation flows' llm nodes share (shared/flow/llm_http.py), opened on first use.
+    llm_session: aiohttp.ClientSession | None = None
     closers: list[Callable[[], Any]] = field(default_factory=list)
     code_pool: ThreadPoolExecutor | None = None
+
+    def shared_llm_session(self) -> aiohttp.ClientSession:
+        if self.llm_session is None:
+            self.llm_session = upstream_session()
+        return self.llm_session
 
     def code_threads(self, size: int) -> ThreadPoolExecutor:
         if self.code_pool is None:
@@ -51,6 +61,9 @@ class EvaluationResources:
             if hasattr(result, "__await__"):
                 await result
         self.closers.clear()
+        if self.llm_session is not None:  # after the endpoints that call through it
+            await self.llm_session.close()
+            self.llm_session = None
         if self.code_pool is not None:
             # A hung code evaluator's thread cannot be stopped: do not wait for it.
             self.code_pool.shutdown(wait=False, cancel_futures=True)

@@ -34,9 +34,9 @@ from services.gateway.routes.proxy.relay import Exchange
 from services.gateway.routes.recording import InferenceRecorder
 from services.gateway.routes.score import publish_request, reserve_room
 from services.gateway.tracing import trace_header
-from services.gateway.upstream import CHAT, COMPLETIONS, EMBEDDINGS, OPERATIONS, RESPONSES
 from shared.events.builders import new_event_id
 from shared.events.errors import InvalidEventError
+from shared.upstream import CHAT, COMPLETIONS, EMBEDDINGS, OPERATIONS, RESPONSES
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 AZURE_DEPLOYMENT_OPERATIONS = (CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES)

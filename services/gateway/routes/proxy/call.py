@@ -21,9 +21,9 @@ from services.gateway.routes.common import VARIANT_HEADER, authorize_proxy
 from services.gateway.routes.errors import ApiError
 from services.gateway.routes.variants import choose_variant
 from services.gateway.runtime import ProxyRuntime
-from services.gateway.upstream import CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES
 from shared.deployments import Variant
 from shared.jsontext import has_lone_surrogate
+from shared.upstream import CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES
 
 # The span's gen_ai.operation.name and the usage record's node, per operation.
 OPERATION_NAMES = {RESPONSES: "responses", CHAT: "chat", COMPLETIONS: "text_completion", EMBEDDINGS: "embeddings"}

@@ -22,8 +22,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.gateway.upstream import CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES
 from shared.deployments.schema import NO_CONTEXT, SYSTEM_MESSAGE, Proxy
+from shared.upstream import CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES
 
 
 def as_dict(value: Any) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from services.gateway.routes.proxy.mapping import (
     response_choice,
     usage_of,
 )
-from services.gateway.upstream import COMPLETIONS, RESPONSES
+from shared.upstream import COMPLETIONS, RESPONSES
 
 _FINAL_RESPONSE_EVENTS = {"response.completed", "response.incomplete", "response.failed"}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -18,6 +18,7 @@ import openai
 from services.processor.evaluation.judge.breaker import CircuitBreaker
 from services.processor.evaluation.judge.verdict import UnparseableVerdict
 from shared.events.messages import EvaluationErrorType
+from shared.flow.llm_http import CONNECTION_ERROR, TIMEOUT_ERROR, LlmHttpError
 from shared.logs import redact
 from shared.retry import Backoff, Jitter, retry_after_seconds
 
@@ -82,37 +83,47 @@ class _Failure:
 
 
 def classify(exc: BaseException) -> _Failure:
-    """What a failed attempt means: error type, whether to retry, what it says about health."""
+    """What a failed attempt means: error type, whether to retry, what it says about health.
+    The openai client's errors, and the flow runtime's (an evaluation flow's llm nodes call
+    through shared/flow/llm_http.py), which carry the same names and statuses."""
+    if isinstance(exc, LlmHttpError):
+        if exc.status_code is not None:
+            return _status_failure(exc.status_code, exc.headers)
+        if exc.error_type == TIMEOUT_ERROR:
+            return _Failure(TIMEOUT, "the judge did not answer in time", True, "failure")
+        if exc.error_type == CONNECTION_ERROR:
+            return _Failure(ENDPOINT_ERROR, "cannot reach the judge endpoint", True, "failure")
     if isinstance(exc, openai.APITimeoutError | TimeoutError):
         return _Failure(TIMEOUT, "the judge did not answer in time", True, "failure")
-    if isinstance(exc, openai.RateLimitError):
-        headers = getattr(getattr(exc, "response", None), "headers", None)
-        return _Failure(
-            RATE_LIMITED, "the judge endpoint rate-limited the call (HTTP 429)", True, "neutral",
-            retry_after_seconds(headers),
-        )
     if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        if status in (401, 403, 404):
-            # Wrong key, no access, unknown model or deployment: retrying cannot help.
-            return _Failure(
-                CONFIGURATION,
-                f"the judge endpoint refused the call (HTTP {status}): check the judge connection and model",
-                False, "neutral",
-            )
-        if status == 408:
-            return _Failure(TIMEOUT, "the judge endpoint timed out (HTTP 408)", True, "failure")
-        if status >= 500:
-            return _Failure(ENDPOINT_ERROR, f"the judge endpoint failed (HTTP {status})", True, "failure")
-        return _Failure(
-            ENDPOINT_ERROR, f"the judge endpoint rejected the call (HTTP {status})", status == 409, "neutral"
-        )
+        return _status_failure(exc.status_code, getattr(getattr(exc, "response", None), "headers", None))
     if isinstance(exc, openai.APIConnectionError):
         return _Failure(ENDPOINT_ERROR, "cannot reach the judge endpoint", True, "failure")
     # A 200 whose body is not a completion (cut JSON, wrong shape) and anything else the client
     # raises: the endpoint is misbehaving, and another attempt may get a good answer.
+    name = exc.error_type if isinstance(exc, LlmHttpError) else type(exc).__name__
+    return _Failure(ENDPOINT_ERROR, f"the judge endpoint sent an unusable response ({name})", True, "failure")
+
+
+def _status_failure(status: int, headers: Mapping[str, str] | None) -> _Failure:
+    if status == 429:
+        return _Failure(
+            RATE_LIMITED, "the judge endpoint rate-limited the call (HTTP 429)", True, "neutral",
+            retry_after_seconds(headers),
+        )
+    if status in (401, 403, 404):
+        # Wrong key, no access, unknown model or deployment: retrying cannot help.
+        return _Failure(
+            CONFIGURATION,
+            f"the judge endpoint refused the call (HTTP {status}): check the judge connection and model",
+            False, "neutral",
+        )
+    if status == 408:
+        return _Failure(TIMEOUT, "the judge endpoint timed out (HTTP 408)", True, "failure")
+    if status >= 500:
+        return _Failure(ENDPOINT_ERROR, f"the judge endpoint failed (HTTP {status})", True, "failure")
     return _Failure(
-        ENDPOINT_ERROR, f"the judge endpoint sent an unusable response ({type(exc).__name__})", True, "failure"
+        ENDPOINT_ERROR, f"the judge endpoint rejected the call (HTTP {status})", status == 409, "neutral"
     )
 
 

@@ -258,14 +258,15 @@ def _connections(flow: Flow, context: BuildContext) -> dict[str, Connection]:
 
 
 def _flow_clients(flow: Flow, connections: Mapping[str, Connection], context: BuildContext) -> dict[str, Any]:
-    """One ``openai`` client per connection the flow's llm nodes name, each call in a judge slot."""
+    """One LLM endpoint per connection the flow's llm nodes name, each call in a judge slot."""
     section = context.section
     names = sorted(flow_connections(flow))
     try:
-        # openai's own retries (backoff, Retry-After) stand in for the judge client's; the
-        # aiohttp transport, as the gateway's flows use (docs/flows.md, "Transport").
+        # The endpoint's own retries (backoff, Retry-After) stand in for the judge client's; the
+        # flow runtime's aiohttp path, as the gateway's flows use (docs/flows.md, "LLM calls").
         clients = build_clients(
-            connections, names, max_retries=section.judge_max_attempts - 1, timeout=section.judge_timeout_seconds
+            connections, names, session=context.resources.shared_llm_session(),
+            max_retries=section.judge_max_attempts - 1, timeout=section.judge_timeout_seconds,
         )
     except Exception as exc:  # ConnectionKeyMissingError names the variable, never a key
         raise EvaluatorUnavailable(f"the evaluation flow's connections: {exc}") from None
@@ -281,8 +282,9 @@ def gated(client: Any, gate: Gate, breaker: CircuitBreaker | None = None) -> Any
     """``client`` whose every request waits for ``gate`` (a judge slot) first, then for the
     connection's circuit breaker, and tells the breaker how the endpoint answered.
 
-    The flow runtime's llm nodes send through ``client.post`` (shared/flow/llm.py); this
-    client is the evaluator's own, so nothing else goes through the gate twice. A streamed
+    The flow runtime's llm nodes send every request, retries included, through the endpoint's
+    ``post`` (shared/flow/llm_http.py; an ``openai`` client's ``post`` likewise); this client is
+    the evaluator's own, so nothing else goes through the gate twice. A streamed
     response would free its slot once its headers arrive: evaluation flows are never streamed.
     The order (slot, then breaker) is the judge client's, so the two never wait on each other.
     """
