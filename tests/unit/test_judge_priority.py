@@ -1,10 +1,20 @@
-"""The judge cap serves live judging before re-judging (PrioritySlots in judge/calls.py)."""
+"""The judge cap serves live judging before re-judging (PrioritySlots in judge/calls.py), and how
+full it was is measured exactly (JudgeCalls.occupied_seconds)."""
 
 from __future__ import annotations
 
 import asyncio
 
-from services.processor.evaluation.judge.calls import LIVE, REJUDGE, REJUDGE_PRIORITY, PrioritySlots
+from services.processor.evaluation.judge import calls
+from services.processor.evaluation.judge.calls import (
+    LIVE,
+    REJUDGE,
+    REJUDGE_PRIORITY,
+    JudgeCalls,
+    PrioritySlots,
+)
+from services.processor.settings import ProcessorSection
+from services.processor.stats import ProcessorStats
 
 
 async def test_a_freed_place_goes_to_a_live_waiter_before_earlier_rejudge_waiters() -> None:
@@ -48,3 +58,20 @@ async def test_a_cancelled_waiter_gives_its_place_on_and_the_priority_follows_th
 
 async def _read_priority() -> int:
     return REJUDGE_PRIORITY.get()
+
+
+async def test_the_time_integral_of_calls_in_flight_is_exact_between_changes(monkeypatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(calls.time, "monotonic", lambda: clock[0])
+    judge_calls = JudgeCalls(ProcessorSection(judge_concurrency=4), ProcessorStats())
+    first, second = judge_calls.slot(), judge_calls.slot()
+    await first.__aenter__()
+    clock[0] += 2.0  # one call for 2 s
+    await second.__aenter__()
+    clock[0] += 0.5  # two calls for 0.5 s
+    await first.__aexit__(None, None, None)
+    clock[0] += 1.0  # one call for 1 s, read while it is still in flight
+    assert judge_calls.occupied_seconds == 2.0 + 2 * 0.5 + 1.0
+    await second.__aexit__(None, None, None)
+    clock[0] += 5.0  # none in flight
+    assert judge_calls.occupied_seconds == 4.0 and judge_calls.calls_in_flight == 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -49,19 +50,27 @@ class PrioritySlots:
     def __init__(self, places: int) -> None:
         self._free = places
         self._waiting: tuple[deque[asyncio.Future[None]], ...] = (deque(), deque())
+        # Per priority: places taken and the seconds spent waiting for them (bench/rejudge.py
+        # reads how long live calls waited beside a re-judge).
+        self.taken = [0, 0]
+        self.waited_seconds = [0.0, 0.0]
 
     def waiting(self, priority: int) -> int:
         return sum(1 for future in self._waiting[priority] if not future.done())
 
     async def acquire(self, priority: int) -> None:
+        self.taken[priority] += 1
         if self._free > 0 and not any(self._waiting):
             self._free -= 1
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting[priority].append(future)
+        began = time.monotonic()
         try:
             await future
+            self.waited_seconds[priority] += time.monotonic() - began
         except asyncio.CancelledError:
+            self.taken[priority] -= 1
             if future.done() and not future.cancelled():
                 self.release()  # handed a place just as it was cancelled: pass it on
             else:
@@ -113,8 +122,24 @@ class JudgeCalls:
         self._section = section
         self._stats = stats
         self._tracer = tracer or trace.get_tracer("promptpulse.processor")
-        self._slots = PrioritySlots(section.judge_concurrency)
+        self.slots = PrioritySlots(section.judge_concurrency)
         self.calls_in_flight = 0
+        # The time integral of calls_in_flight: over an interval, its change divided by the
+        # interval is the mean number of calls in flight (exact, not sampled), and divided by
+        # the calls made in it, the mean time a call holds its place (Little's law).
+        self._occupied_seconds = 0.0
+        self._occupied_at = time.monotonic()
+
+    @property
+    def occupied_seconds(self) -> float:
+        self._occupancy_changes(0)
+        return self._occupied_seconds
+
+    def _occupancy_changes(self, by: int) -> None:
+        now = time.monotonic()
+        self._occupied_seconds += self.calls_in_flight * (now - self._occupied_at)
+        self._occupied_at = now
+        self.calls_in_flight += by
 
     async def call(
         self,
@@ -133,8 +158,8 @@ class JudgeCalls:
         ``parent`` is the request's trace context; ``results`` turns the parsed reply into the
         span's evaluation-result events.
         """
-        async with self._slots.place():
-            self.calls_in_flight += 1
+        async with self.slots.place():
+            self._occupancy_changes(+1)
             try:
                 with self._tracer.start_as_current_span(
                     f"chat {target.model}",
@@ -164,18 +189,18 @@ class JudgeCalls:
                         )
                     return reply
             finally:
-                self.calls_in_flight -= 1
+                self._occupancy_changes(-1)
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """A place under the cap for a judge call made elsewhere (an evaluation flow's llm nodes
         call the endpoint through the flow runtime); count it with :meth:`count_call`."""
-        async with self._slots.place():
-            self.calls_in_flight += 1
+        async with self.slots.place():
+            self._occupancy_changes(+1)
             try:
                 yield
             finally:
-                self.calls_in_flight -= 1
+                self._occupancy_changes(-1)
 
     def count_call(self, target: JudgeTarget, cost: CallCost, *, ok: bool) -> None:
         """A judge call made in a :meth:`slot`: counted and spent like the calls made here."""
