@@ -178,9 +178,8 @@ class ProcessorService:
         if self.section.rejudge_enabled:
             self.rejudge = RejudgeAgent(
                 self.settings, self.topics, self.settings.group_id(), self._deployments, self.judging, self.runner,
-                # Twice the cap in flight: a request whose call is done waits for the broker's
-                # acknowledgement while another takes its place under the cap (bench/rejudge.py).
-                self._producer, self.stats, concurrency=2 * self.section.judge_concurrency,
+                # One worker per place under the cap (rejudge/workers.py, bench/rejudge.py).
+                self._producer, self.stats, concurrency=self.section.judge_concurrency,
                 grace_seconds=self.section.request_ttl_seconds,
             )
             await self.rejudge.start()

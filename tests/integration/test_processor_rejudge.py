@@ -15,17 +15,21 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from services.llmsim.settings import LatencyModel
 from services.processor.rejudge.window import Window, WindowRequest, chosen
 from shared.deployments import load_deployment
+from shared.events.messages import InferenceRequest
 from shared.events.rejudge import RejudgeCommand, RejudgeProgress, decode_rejudge, encode_rejudge
 from tests.integration.test_processor_harness import (
     QA,
     Producer,
+    Stage,
     evaluations,
     read_topic,
     request_event,
     response_event,
     stage,
+    wait_for,
     write_deployments,
 )
 
@@ -64,6 +68,17 @@ async def send_command(producer: Producer, topic: str, message: RejudgeCommand) 
     record = encode_rejudge(message)
     await producer._producer.send_and_wait(topic, value=record.value, key=message.rejudge_id.encode(),
                                            headers=record.headers)
+
+
+async def past_window(st: Stage, ids: list[str]) -> tuple[list[InferenceRequest], datetime, datetime]:
+    """The requests ``ids`` with their responses on the inference topic, and a window around them."""
+    start = datetime.now(UTC) - timedelta(seconds=1)
+    async with Producer(st.kafka) as producer:
+        requests = [request_event(request_id, "shop", QA) for request_id in ids]
+        await producer.send(st.topics.inference,
+                            [e for r in requests for e in (r, response_event(r, {"answer": ANSWER}))])
+    await asyncio.sleep(0.05)
+    return requests, start, datetime.now(UTC)
 
 
 async def test_a_window_is_rejudged_once_under_the_new_version_while_live_traffic_is_judged(tmp_path: Path) -> None:
@@ -113,13 +128,7 @@ async def test_a_sampled_rejudge_takes_the_first_of_its_order_and_a_wrong_versio
     async with stage(tmp_path, spec(V1)) as st:
         current = version(st.deployments_dir)
         ids = [f"s-{i:02d}" for i in range(8)]
-        start = datetime.now(UTC) - timedelta(seconds=1)
-        async with Producer(st.kafka) as producer:
-            requests = [request_event(request_id, "shop", QA) for request_id in ids]
-            await producer.send(st.topics.inference,
-                                [e for r in requests for e in (r, response_event(r, {"answer": ANSWER}))])
-        await asyncio.sleep(0.05)
-        end = datetime.now(UTC)
+        requests, start, end = await past_window(st, ids)
         window = Window(requests=[WindowRequest(r, response_event(r, {}), None) for r in requests])
         expected = {item.request.meta.request_id for item in chosen(window, 3)}
         async with st.processor(rejudge_enabled=True), Producer(st.kafka) as producer:
@@ -136,3 +145,19 @@ async def test_a_sampled_rejudge_takes_the_first_of_its_order_and_a_wrong_versio
             progress[message.rejudge_id] = message
         assert progress["rj-wrong"].status == "failed" and "versions it has loaded" in progress["rj-wrong"].message
         assert progress["rj-3"].status == "done" and progress["rj-3"].total == 3
+
+
+async def test_stopping_the_processor_mid_rejudge_stops_the_rejudge_with_it(tmp_path: Path) -> None:
+    slow = LatencyModel(ttft_ms=400, tokens_per_second=1_000_000, jitter=0)
+    async with stage(tmp_path, spec(V1), latency=slow) as st:
+        current = version(st.deployments_dir)
+        ids = [f"t-{i:02d}" for i in range(20)]
+        _, start, end = await past_window(st, ids)
+        async with st.processor(judge_concurrency=2) as service, Producer(st.kafka) as producer:
+            await send_command(producer, st.topics.rejudge_commands, command("rj-stop", current, start, end))
+            await wait_for(lambda: service.stats.rejudge_published >= 1, 60, "the re-judge under way")
+        # Stopped part-way (20 requests, 2 at a time, 0.4 s each): nothing of the re-judge runs on
+        # after the processor has stopped; its command, uncommitted, resumes in the next one.
+        assert service.stats.rejudge_published < len(ids)
+        left = [task.get_name() for task in asyncio.all_tasks() if task.get_name().startswith("rejudge-")]
+        assert left == []

@@ -12,8 +12,9 @@ died are judged again, and their outcomes repeat an event already on the topic: 
 aggregator stores the first one per (request, metric, evaluator version) and drops the repeat.
 
 Each request is judged through the evaluation pipeline (JudgeRunner.evaluate) with the one
-evaluator re-judged, in tasks running at REJUDGE priority on the shared judge cap, after
-waiting while the deployment's token budget is spent (live judging skips instead).
+evaluator re-judged, by workers (workers.py, one per place of the judge cap) running at REJUDGE
+priority on the shared cap, after waiting while the deployment's token budget is spent (live
+judging skips instead).
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -31,6 +31,7 @@ from services.processor.evaluation.pipeline import JudgeJob, JudgeRunner
 from services.processor.evaluation.protocol import Evaluator
 from services.processor.evaluation.setup import DeploymentEvaluation
 from services.processor.rejudge.window import WindowRequest, chosen, read_window, topic_partitions
+from services.processor.rejudge.workers import WindowJudging
 from services.processor.stats import ProcessorStats
 from shared.deployments import Deployment
 from shared.events.errors import EventDecodeError
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 
 _PROGRESS_EVERY_SECONDS = 1.0
 _RETRY_SECONDS = 2.0
+# Outcomes a worker may have awaiting the broker's acknowledgement before it waits (workers.py).
+_UNACKNOWLEDGED_PER_WORKER = 4
 
 
 class RejudgeFailed(Exception):
@@ -122,9 +125,14 @@ class RejudgeAgent:
                         # Keep polling while it runs (a re-judge can outlast max_poll_interval),
                         # with the partition paused so nothing else is fetched meanwhile.
                         consumer.pause(tp)
-                        work = asyncio.create_task(self._carry_out(record.value, record.headers))
-                        while not work.done():
-                            await consumer.getmany(timeout_ms=500)
+                        work = asyncio.create_task(self._carry_out(record.value, record.headers), name="rejudge-command")
+                        try:
+                            while not work.done():
+                                await consumer.getmany(timeout_ms=500)
+                        finally:
+                            # Stopped meanwhile: the re-judge stops with the agent (its command,
+                            # uncommitted, is read again and resumes from its progress).
+                            work.cancel()
                         if work.exception() is not None:
                             # Broker away mid-way, or a bug: the command stays uncommitted and is
                             # read again after a pause; the re-judge resumes from its progress.
@@ -192,52 +200,27 @@ class RejudgeAgent:
                                    judged=min(judged, len(todo)), published=published)
         await self._report(progress)
         REJUDGE_PRIORITY.set(REJUDGE)  # this task and those it starts wait behind live judge calls
-        done = [False] * len(todo)
-        prefix = progress.judged
-        counts = {"published": published}
-        places = asyncio.Semaphore(self._concurrency)
-        last_report = time.monotonic()
 
-        async def one(index: int, item: WindowRequest) -> None:
-            try:
-                # The budget frees up with the clock (budget.py), not on an event to wait for.
-                while judging.budget.exhausted():  # noqa: ASYNC110  # live judging skips; a re-judge waits
-                    await asyncio.sleep(1.0)
-                events = await self._judge(judging, metrics, item, command.rejudge_id)
-                await self._runner.publish(events)
-                counts["published"] += len(events)
-                self._stats.rejudge_published += len(events)
-                done[index] = True
-            finally:
-                places.release()
+        async def judge(index: int) -> list[Evaluation]:
+            # The budget frees up with the clock (budget.py), not on an event to wait for.
+            while judging.budget.exhausted():  # noqa: ASYNC110  # live judging skips; a re-judge waits
+                await asyncio.sleep(1.0)
+            return await self._judge(judging, metrics, todo[index], command.rejudge_id)
 
-        tasks: set[asyncio.Task[None]] = set()
+        async def publish(events: Sequence[Evaluation]) -> None:
+            await self._runner.publish(list(events))
+            self._stats.rejudge_published += len(events)
 
-        async def report_if_due() -> None:
-            nonlocal prefix, last_report
-            while prefix < len(todo) and done[prefix]:
-                prefix += 1
-            if time.monotonic() - last_report >= _PROGRESS_EVERY_SECONDS:
-                last_report = time.monotonic()
-                await self._report(running(progress, prefix, counts["published"]))
+        async def report(work: WindowJudging) -> None:
+            await self._report(running(progress, work.prefix, published + work.published))
 
-        try:
-            for index in range(prefix, len(todo)):
-                await places.acquire()
-                task = asyncio.create_task(one(index, todo[index]))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-                await report_if_due()
-            while tasks:
-                await asyncio.wait(set(tasks), timeout=_PROGRESS_EVERY_SECONDS)
-                await report_if_due()
-        finally:
-            for task in tasks:
-                task.cancel()
+        work = WindowJudging(len(todo), progress.judged, judge, publish, workers=self._concurrency,
+                             unacknowledged=_UNACKNOWLEDGED_PER_WORKER * self._concurrency)
+        await work.run(report, _PROGRESS_EVERY_SECONDS)
+        published += work.published
         await self._report(RejudgeProgress(rejudge_id=command.rejudge_id, status="done", total=len(todo),
-                                           judged=len(todo), published=counts["published"]))
-        log.info("re-judge %s done: %d requests, %d outcomes published", command.rejudge_id, len(todo),
-                 counts["published"])
+                                           judged=len(todo), published=published))
+        log.info("re-judge %s done: %d requests, %d outcomes published", command.rejudge_id, len(todo), published)
 
     async def _judge(self, judging: DeploymentEvaluation, metrics: set[str], item: WindowRequest,
                      rejudge_id: str) -> list[Evaluation]:
