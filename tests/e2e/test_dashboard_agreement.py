@@ -99,8 +99,9 @@ async def test_agreement_view_shows_the_api_figures_and_the_not_enough_state(tmp
             await page.click("#agreement-link", timeout=30_000)
             await page.wait_for_selector("#agreement tbody tr")
             default_rows = await shown(page)
-            # ... then with the minimum at 5: relevance has enough labels, coherence not.
-            await page.goto(f"{stack.aggregator.url}/dashboard/#/agreement/demo?min_labels={MIN_LABELS}")
+            # ... then with the minimum set to 5 in the view: relevance has enough labels, coherence not.
+            await page.fill("#agreement-min", str(MIN_LABELS))
+            await page.press("#agreement-min", "Tab")  # the change event
             await page.wait_for_selector(f"#agreement[data-min-labels='{MIN_LABELS}'] tbody tr")
             rows = await shown(page)
     assert errors == []

@@ -172,6 +172,9 @@ async def test_each_version_is_read_on_its_own_scale(fresh_database: str, tmp_pa
     assert current["pass_rule"] == {"at_least": 7.0}
     assert current["scores"] == {str(v): {9: 1, 7: 1, 3: 1, 2: 1}.get(v, 0) for v in range(11)}
     assert current["pass_rate"] == 0.5
+    # Every version seen in the range, each with its own scale and rule.
+    assert {v["version"]: (v["scale"]["max"], v["pass_rule"]) for v in current["versions"]} == {
+        new: (10.0, {"at_least": 7.0}), old: (5.0, {"at_least": 3.0})}
     # The old version on its own 1-5, pass at 3 (the current file would give 0..10 and 0.0).
     assert older["version"] == old
     assert older["scale"] == {"type": "integer", "min": 1.0, "max": 5.0}

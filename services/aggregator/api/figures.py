@@ -236,10 +236,15 @@ class Breakdown:
         self.versions_seen: dict[str, list[dict]] = {}  # metric -> versions in the range, latest first
 
     def describe_versions(self, quality: dict[str, Any]) -> None:
-        """Add to each metric's rendered figures the version they count and the versions seen."""
+        """Add to each metric's rendered figures the version they count and the versions seen,
+        each with its own scale and pass rule (rollups/version_scales.py)."""
         for metric, figures in quality.items():
             figures["version"] = (self.versions or {}).get(metric)
-            figures["versions"] = self.versions_seen.get(metric, [])
+            figures["versions"] = [
+                {**seen, "scale": (scale := self.scales.of(metric, seen["version"])).describe(),
+                 "pass_rule": scale.pass_rule()}
+                for seen in self.versions_seen.get(metric, [])
+            ]
 
     def _targets(self, step: datetime, variant: str) -> list[Figures]:
         return [self.cells[(step, variant)], self.cells[(step, None)], self.cells[(None, variant)],

@@ -49,11 +49,24 @@ export async function agreementView(root, deployment, params, shell) {
     min_labels: params.get("min_labels"), metric: params.get("metric"),
   }));
   const rows = doc.agreement.map((a) => row(a, doc.min_labels));
+  // The range and the minimum are the hash's parameters: changing one reloads the view.
+  const minimum = h("input", { type: "number", id: "agreement-min", min: 2, max: 100000, value: doc.min_labels, style: "width: 7em" });
+  const range = h("select", { id: "agreement-days" },
+    ...[1, 7, 30, 90].map((d) => h("option", { value: d, selected: d === days }, `last ${d} d`)));
+  const reload = () => {
+    const next = new URLSearchParams(params);
+    next.set("days", range.value);
+    if (Number(minimum.value) >= 2) next.set("min_labels", minimum.value);
+    location.hash = `#/agreement/${encodeURIComponent(deployment)}?${next}`;
+  };
+  minimum.addEventListener("change", reload);
+  range.addEventListener("change", reload);
   const heads = ["metric", "evaluator version", "labelled requests", "weighted kappa", "exact match",
     "judge − person (mean)", `${Math.round(doc.level * 100)}% interval`];
   root.replaceChildren(h("section", { class: "panel", id: "agreement", dataset: { minLabels: String(doc.min_labels) } },
     h("div", { class: "panel-head" }, h("h2", {}, `${deployment}: judges against people`),
-      h("div", { class: "muted small" }, `${dateTime(doc.from)} – ${dateTime(doc.to)} · figures from ${doc.min_labels} labelled requests per version`)),
+      h("div", { class: "muted small" }, `${dateTime(doc.from)} – ${dateTime(doc.to)} · figures from ${doc.min_labels} labelled requests per version`),
+      h("div", { class: "panel-tools" }, range, h("label", { for: "agreement-min", class: "small muted" }, "minimum labelled"), minimum)),
     h("p", { class: "small muted" },
       "Requests with both a judge's score and a person's label (feedback labels, promptpulse annotate). " +
       "Weighted kappa: quadratic, over the metric's scale (1 = full agreement, 0 = chance). " +
