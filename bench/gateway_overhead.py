@@ -5,8 +5,9 @@ stream's tokens arrive one by one as a real model's do, only faster), the
 gateway (one process, a one-node flow on llmsim, events to the real Kafka broker, spans to the
 spans topic as in production), a bare aiohttp pass-through proxy (no flow, no events, no auth),
 an "openai pass-through" (the same aiohttp handler, but making the call with the openai client
-as the gateway does: ``client.post`` on openai's aiohttp transport; the floor of any gateway
-that calls its LLM through the openai package), and this load generator. Each phase alternates
+as the gateway's flows did until they switched to plain aiohttp (shared/flow/llm_http.py):
+``client.post`` on openai's aiohttp transport; the floor of any gateway that calls its LLM
+through the openai package), and this load generator. Each phase alternates
 its modes round by round to spread machine noise.
 
 1. Throughput: 100 clients in a closed loop, no pause: llmsim direct, bare proxy, openai
@@ -22,7 +23,8 @@ its modes round by round to spread machine noise.
    of one more aiohttp hop).
 
 Added = gateway minus direct, per percentile. Prints a table; asserts nothing. Usage:
-``.venv/bin/python bench/gateway_overhead.py`` (needs Kafka on 127.0.0.1:9092; ~4 minutes).
+``.venv/bin/python bench/gateway_overhead.py`` (needs Kafka on 127.0.0.1:9092; ~4 minutes;
+``PP_BENCH_ROUNDS=1`` for a quick look in under 2).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from aiohttp import web
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-ROUNDS = 3
+ROUNDS = int(os.environ.get("PP_BENCH_ROUNDS", "3"))
 SECONDS = 2.5
 QUESTION = "How does the gateway record a request while it runs the flow?"
 FLOW = """\

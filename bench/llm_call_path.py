@@ -1,12 +1,14 @@
-"""CPU per LLM call in the flow runtime: openai's parsed models (the old way) vs the runtime's path.
+"""CPU per LLM call in the flow runtime: the ``openai`` client's ways against the runtime's own path.
 
-"old": ``client.chat.completions.create`` read through the pydantic models it returns (what
-shared/flow/llm.py did before); "new": the runtime's own ``_whole`` / ``_streamed``
-(``client.post`` with plain JSON, same openai client); "aiohttp": the same request with plain
-aiohttp, the floor of any Python client. One openai client on openai's aiohttp transport, as the
-gateway builds it. llmsim runs in its own process with instant answers (40 tokens), so this
-process's CPU time (``time.process_time``) is the client-side cost. Rounds alternate the ways to
-spread machine noise. Usage: ``.venv/bin/python bench/llm_call_path.py`` (~1 minute).
+"models": ``client.chat.completions.create`` read through the pydantic models it returns (what
+shared/flow/llm.py did first); "client.post": the runtime's ``_whole`` / ``_streamed`` given an
+openai client (``client.post`` with plain JSON, openai's aiohttp transport, as the gateway built it
+until the switch); "endpoint": the same functions given the LlmEndpoint the gateway builds now
+(shared/flow/llm_http.py: plain aiohttp, retries armed, one shared session); "aiohttp": a bare
+aiohttp request and line split, the floor of any Python client. llmsim runs in its own process
+with instant answers (40 tokens), so this process's CPU time (``time.process_time``) is the
+client-side cost. Rounds alternate the ways to spread machine noise; ratios compare ways measured
+in the same run. Usage: ``.venv/bin/python bench/llm_call_path.py`` (about 1.5 minutes).
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ import openai
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from shared.deployments import Connection  # noqa: E402
 from shared.flow import llm  # noqa: E402
+from shared.flow.clients import build_clients  # noqa: E402
+from shared.upstream import upstream_session  # noqa: E402
 
 ROUNDS = 5
 CALLS = 60
@@ -87,18 +92,25 @@ async def aiohttp_stream(session: aiohttp.ClientSession, url: str) -> str:
 
 async def main(url: str) -> None:
     client = openai.AsyncOpenAI(base_url=url, api_key="none", http_client=openai.DefaultAioHttpClient(), max_retries=2)
-    session = aiohttp.ClientSession()
+    session = upstream_session()
+    connection = Connection(name="sim", type="openai_compatible", base_url=url, api_key="none")
+    [endpoint] = build_clients({"sim": connection}, ["sim"], session=session, max_retries=2, timeout=60.0).values()
     ways = {
-        ("whole", "old"): lambda: old_whole(client),
-        ("whole", "new"): lambda: new_whole(client),
+        ("whole", "models"): lambda: old_whole(client),
+        ("whole", "client.post"): lambda: new_whole(client),
+        ("whole", "endpoint"): lambda: new_whole(endpoint),
         ("whole", "aiohttp"): lambda: aiohttp_whole(session, url),
-        ("stream", "old"): lambda: old_stream(client),
-        ("stream", "new"): lambda: new_stream(client),
+        ("stream", "models"): lambda: old_stream(client),
+        ("stream", "client.post"): lambda: new_stream(client),
+        ("stream", "endpoint"): lambda: new_stream(endpoint),
         ("stream", "aiohttp"): lambda: aiohttp_stream(session, url),
     }
-    # Same answer both ways, else the comparison means nothing.
-    assert (await old_whole(client))[0] == (await new_whole(client))[0] == await aiohttp_whole(session, url)
-    assert (await old_stream(client))[0] == (await new_stream(client))[0] == await aiohttp_stream(session, url)
+    # Same answer every way, else the comparison means nothing.
+    wholes = {(await old_whole(client))[0], (await new_whole(client))[0], (await new_whole(endpoint))[0],
+              await aiohttp_whole(session, url)}
+    streams = {(await old_stream(client))[0], (await new_stream(client))[0], (await new_stream(endpoint))[0],
+               await aiohttp_stream(session, url)}
+    assert len(wholes) == 1 and len(streams) == 1, (wholes, streams)
     cpu: dict[tuple[str, str], list[float]] = {key: [] for key in ways}
     for rnd in range(ROUNDS):
         order = list(ways.items()) if rnd % 2 == 0 else list(reversed(ways.items()))
@@ -110,12 +122,15 @@ async def main(url: str) -> None:
                 await call()
             cpu[key].append((time.process_time() - started) * 1000 / CALLS)
     await client.close()
+    await endpoint.close()
     await session.close()
-    print(f"openai {openai.__version__}; {ROUNDS} alternating rounds x {CALLS} calls; CPU ms per call (median)")
-    print(f"{'mode':7} {'old (models)':>13} {'new':>8} {'aiohttp':>8} {'old / new':>10}")
+    names = ("models", "client.post", "endpoint", "aiohttp")
+    print(f"openai {openai.__version__}, aiohttp {aiohttp.__version__}; {ROUNDS} alternating rounds x {CALLS} calls; "
+          f"CPU ms per call (median)")
+    print(f"{'mode':7} " + " ".join(f"{n:>11}" for n in names) + f" {'post/endpoint':>14}")
     for mode in ("whole", "stream"):
-        old, new, bare = (statistics.median(cpu[(mode, way)]) for way in ("old", "new", "aiohttp"))
-        print(f"{mode:7} {old:13.2f} {new:8.2f} {bare:8.2f} {old / new:9.1f}x")
+        figures = [statistics.median(cpu[(mode, way)]) for way in names]
+        print(f"{mode:7} " + " ".join(f"{f:11.2f}" for f in figures) + f" {figures[1] / figures[2]:13.1f}x")
     print("(stream = one call of 40 streamed tokens plus the usage chunk)")
 
 
