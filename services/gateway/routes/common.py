@@ -155,8 +155,7 @@ async def read_json(request: web.Request) -> tuple[Any, int]:
         raise ApiError(400, "invalid_json", "the body is nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         # The body is read as JSON whatever its declared type; a wrong type is named as the likely cause.
-        sent_as = "" if _declared_json(request) else f" (sent as {request.content_type}; send application/json)"
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON{sent_as}: {exc}") from None
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON{sent_as(request)}: {exc}") from None
     if has_lone_surrogate(body):
         # "\ud800" is valid JSON syntax but no character: no event (protobuf) could carry it.
         raise ApiError(400, "invalid_json", "the body is not valid JSON text: a string holds a lone UTF-16 "
@@ -165,9 +164,13 @@ async def read_json(request: web.Request) -> tuple[Any, int]:
 
 
 
-def _declared_json(request: web.Request) -> bool:
+def sent_as(request: web.Request) -> str:
+    """Bodies are read as JSON whatever their declared type; when one is not JSON, a declared
+    type other than JSON is named as the likely cause (a form post, a plain-text body)."""
     kind = request.content_type  # application/octet-stream when the header is missing
-    return "Content-Type" not in request.headers or kind == "application/json" or kind.endswith("+json")
+    if "Content-Type" not in request.headers or kind == "application/json" or kind.endswith("+json"):
+        return ""
+    return f" (sent as {kind}; send application/json)"
 
 
 def single_header(request: web.Request, name: str) -> str | None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.gateway.routes.common import VARIANT_HEADER, authorize_proxy
+from services.gateway.routes.common import VARIANT_HEADER, authorize_proxy, sent_as
 from services.gateway.routes.errors import ApiError
 from services.gateway.routes.variants import choose_variant
 from services.gateway.runtime import ProxyRuntime
@@ -65,7 +65,8 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse_body(raw: bytes) -> dict[str, Any]:
+def parse_body(raw: bytes, sent_as: str = "") -> dict[str, Any]:
+    """The body as a JSON object (400 otherwise); ``sent_as``: common.sent_as, for the message."""
     if not raw.strip():
         raise ApiError(400, "invalid_json", "the body is empty: send a JSON object")
     try:
@@ -73,7 +74,7 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     except RecursionError:
         raise ApiError(400, "invalid_json", "the body is nested too deeply") from None
     except ValueError as exc:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON{sent_as}: {exc}") from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", f"the body must be a JSON object, not {type(body).__name__}")
     if has_lone_surrogate(body):
@@ -87,7 +88,7 @@ async def accept_call(request: web.Request, operation: str, path_model: str | No
     proxy = runtime.deployment.proxy
     assert proxy is not None  # a proxy runtime's deployment has its proxy section
     raw = await read_body(request, proxy.max_body_bytes)
-    body = parse_body(raw)
+    body = parse_body(raw, sent_as(request))
     variant = choose_variant(request, runtime, (VARIANT_HEADER,))
     client_model = path_model if path_model is not None else body.get("model")
     if not isinstance(client_model, str) or not client_model.strip():
