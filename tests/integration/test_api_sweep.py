@@ -39,6 +39,7 @@ import pytest
 import pytest_asyncio
 import requests
 import schemathesis
+import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -54,6 +55,7 @@ from services.aggregator.api.auth import SESSION_BODY_BYTES
 from services.aggregator.api.body import MAX_BODY_BYTES
 from services.aggregator.api.params import encode_cursor
 from services.gateway.settings import GatewaySection
+from shared.apikeys import new_api_key_record
 from tests.support.live_stack import LiveStack, StackOptions, live_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
@@ -63,9 +65,12 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
 GATEWAY_EXAMPLES = 40  # per operation and mode
 AGGREGATOR_EXAMPLES = 25
+PROXY_EXAMPLES = 15  # 13 routes: each call goes through to llmsim
 KNOWN_DATA_EXAMPLES = 15  # aggregator operations again, on data that exists
 CALL_TIMEOUT = 20.0  # seconds; a streamed answer is read until its end or max-stream-events
 RUN_ID = "sweep-run-1"
+PROXY = "sweep-proxy"
+PROXY_BODY_LIMIT = 1 << 20  # the proxy deployment's own limit (proxy.max_body_bytes)
 SWEEP_DESTINATION = "sweep-hook"
 # aiohttp refuses these in its HTTP parser, before any middleware: plain text, status 400.
 _PARSER_REFUSAL = "bytes when reading"
@@ -83,13 +88,27 @@ class Known:
     request_id: str
 
 
+@pytest.fixture(scope="module")
+def proxy_key() -> tuple[str, dict[str, Any]]:
+    """The proxy deployment's key and its record (written into the deployment)."""
+    key, record = new_api_key_record(PROXY)
+    return key, record.model_dump(mode="json", exclude_none=True)
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LiveStack]:
+async def stack(tmp_path_factory: pytest.TempPathFactory, proxy_key: tuple[str, dict[str, Any]]) -> AsyncIterator[LiveStack]:
+    # Beside the demo flow, a proxy deployment in front of llmsim, so the gateway's document
+    # lists (and the sweep reaches) the OpenAI-compatible routes (docs/proxy.md).
+    proxy = {"name": PROXY, "type": "proxy", "proxy": {"connection": "llmsim", "max_body_bytes": PROXY_BODY_LIMIT},
+             "variants": [{"id": "main", "weight": 1}], "api_keys": [proxy_key[1]],
+             "evaluation": {"metrics": ["relevance"], "sampling_rate": 0.0,
+                            "judge": {"connection": "llmsim", "model": "llmsim-judge"}}}
     async with live_stack(tmp_path_factory.mktemp("sweep"), StackOptions(sampling_rate=0.1, deployment={
         # A destination whose variables are unset: its test route answers 200 (not delivered) with
         # no network call. Its name is the sweep's known path parameter.
         "destinations": [{"name": SWEEP_DESTINATION, "kind": "webhook", "url_env": "PP_SWEEP_UNSET_URL",
-                          "secret_env": "PP_SWEEP_UNSET_SECRET"}]})) as running:
+                          "secret_env": "PP_SWEEP_UNSET_SECRET"}]},
+        files={f"{PROXY}.yaml": yaml.safe_dump(proxy)})) as running:
         yield running
 
 
@@ -209,11 +228,14 @@ def load_schema(url: str, auth: dict[str, dict[str, str]]) -> Any:
 
 
 def sweep_service(url: str, auth: dict[str, dict[str, str]], examples: int,
-                  fixed: Callable[[Any], dict[str, Any] | None] = lambda _: None) -> Sweep:
+                  fixed: Callable[[Any], dict[str, Any] | None] = lambda _: None,
+                  select: Callable[[Any], bool] = lambda _: True) -> Sweep:
     schema = load_schema(url, auth)
     sweep = Sweep()
     for result in schema.get_all_operations():
         operation = result.ok()
+        if not select(operation):
+            continue
         for mode in MODES:
             run_operation(sweep, url, operation, mode, examples)
         known = fixed(operation)
@@ -228,13 +250,19 @@ def _assert_clean(sweep: Sweep, expected_operations: set[str]) -> None:
     assert sweep.without_2xx() == [], {op: dict(sweep.statuses[op]) for op in sweep.without_2xx()}
 
 
+def is_proxy_route(operation: Any) -> bool:
+    """The OpenAI-compatible routes, which take a proxy deployment's key (the demo's gets 401)."""
+    return operation.definition.raw.get("operationId", "").startswith("proxy_")
+
+
 @pytest.mark.timeout(240)
 async def test_gateway_answers_every_generated_request_without_a_server_error(stack: LiveStack) -> None:
     auth = {"bearer": {"bearer": stack.demo_key}, "apiKey": {"api_key": stack.demo_key}}
-    sweep = await asyncio.to_thread(sweep_service, stack.gateway.url, auth, GATEWAY_EXAMPLES)
+    sweep = await asyncio.to_thread(sweep_service, stack.gateway.url, auth, GATEWAY_EXAMPLES,
+                                    select=lambda operation: not is_proxy_route(operation))
 
     _assert_clean(sweep, {"POST /v1/deployments/demo/score", "POST /v1/deployments/demo/feedback",
-                          "GET /healthz", "GET /readyz", "GET /metrics"})
+                          "POST /score", "POST /v1/traces", "GET /healthz", "GET /readyz", "GET /metrics"})
     score = sweep.statuses["POST /v1/deployments/demo/score"]
     assert score[400] > 0, dict(score)  # the negative cases did reach the checks
     # Which parts negative generation mutates follows the document (40 derandomized examples):
@@ -243,6 +271,34 @@ async def test_gateway_answers_every_generated_request_without_a_server_error(st
     url = f"{stack.gateway.url}/v1/deployments/demo/score"
     for headers in ({}, {"api-key": "pp_wrong"}, {"Authorization": "Bearer pp_wrong"}):
         refused = await asyncio.to_thread(requests.post, url, json={"question": "q"}, headers=headers, timeout=10)
+        assert refused.status_code == 401, (headers, refused.text)
+        assert error_problem(refused) is None, refused.text
+    await assert_all_healthy(stack)
+
+
+PROXY_OPERATIONS = {f"POST {prefix}{operation}" for operation in ("responses", "chat/completions", "completions",
+                                                                  "embeddings")
+                    for prefix in ("/v1/", "/openai/v1/", "/openai/deployments/{model_deployment}/")}
+PROXY_OPERATIONS.add("POST /openai/responses")
+
+
+@pytest.mark.timeout(300)
+async def test_proxy_routes_answer_every_generated_request_without_a_server_error(
+    stack: LiveStack, proxy_key: tuple[str, dict[str, Any]],
+) -> None:
+    # With the proxy deployment's key; llmsim is the upstream, so a body it refuses comes back
+    # as its own 4xx (OpenAI's error shape), which the checks hold to the same rules.
+    key = proxy_key[0]
+    auth = {"bearer": {"bearer": key}, "apiKey": {"api_key": key}}
+    sweep = await asyncio.to_thread(sweep_service, stack.gateway.url, auth, PROXY_EXAMPLES, select=is_proxy_route)
+
+    _assert_clean(sweep, PROXY_OPERATIONS)
+    assert set(sweep.statuses) == PROXY_OPERATIONS, sorted(sweep.statuses)
+    chat = sweep.statuses["POST /v1/chat/completions"]
+    assert chat[400] > 0, dict(chat)  # the negative cases did reach the checks
+    for headers in ({}, {"api-key": stack.demo_key}, {"Authorization": "Bearer pp_wrong"}):  # a flow's key too
+        refused = await asyncio.to_thread(requests.post, f"{stack.gateway.url}/v1/chat/completions",
+                                          json={"model": "m", "messages": []}, headers=headers, timeout=10)
         assert refused.status_code == 401, (headers, refused.text)
         assert error_problem(refused) is None, refused.text
     await assert_all_healthy(stack)
@@ -501,4 +557,43 @@ async def test_times_at_the_edges_are_400_naming_the_parameter(stack: LiveStack)
         answer = await send(url, b"", read, "GET")
         assert answer.status == 400, (url, answer)
         assert answer.error["field"] == "cursor", (url, answer)
+    await assert_all_healthy(stack)
+
+
+@pytest.mark.timeout(120)
+async def test_proxy_bodies_a_route_cannot_take_are_4xx_naming_the_problem(
+    stack: LiveStack, proxy_key: tuple[str, dict[str, Any]],
+) -> None:
+    # The proxy reads bodies itself (its own limit, no flow inputs): the same rules as the score routes.
+    headers = {"Authorization": f"Bearer {proxy_key[0]}", "Content-Type": "application/json"}
+    for url in (f"{stack.gateway.url}/v1/chat/completions",
+                f"{stack.gateway.url}/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-10-21"):
+        big = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * PROXY_BODY_LIMIT}]}).encode()
+        answer = await send(url, big, headers)
+        assert answer.status == 413, (url, answer)
+        assert answer.error["type"] == "body_too_large" and "proxy.max_body_bytes" in answer.error["message"], answer
+
+        async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: the limit holds while reading
+            yield b'{"model": "m", "messages": [{"role": "user", "content": "'
+            for _ in range(20):
+                yield b"y" * 65536
+            yield b'"}]}'
+
+        answer = await send(url, chunked(), headers)
+        assert answer.status == 413 and answer.error["type"] == "body_too_large", (url, answer)
+        cases = [(b"[" * 100_000, "nested too deeply"), (b'{"a":' * 50_000, "nested too deeply"),
+                 (b'{"model": "\xff\xfe"}', "utf-8"),
+                 (b'{"model": "m", "messages": [{"role": "user", "content": "\\ud800"}]}', "surrogate"),
+                 (b'["model", "m"]', "JSON object"), (b"", "empty")]
+        if "/deployments/" not in url:  # an Azure deployment route names the model in its path
+            cases.append((b'{"messages": []}', "model"))
+        for raw, mentioned in cases:
+            answer = await send(url, raw, headers)
+            assert 400 <= answer.status < 500, (url, raw[:60], answer)
+            assert mentioned in answer.error["message"], (url, raw[:60], answer)
+        for content_type, raw in (("application/x-www-form-urlencoded", b"model=m&messages=hi"),
+                                  ("text/plain", b"What is sampled?")):
+            answer = await send(url, raw, {**headers, "Content-Type": content_type})
+            assert answer.status == 400, (url, content_type, answer)
+            assert f"sent as {content_type}" in answer.error["message"], (url, answer)
     await assert_all_healthy(stack)

@@ -274,6 +274,15 @@ _PROXY_SUMMARIES = {
     EMBEDDINGS: "OpenAI embeddings",
 }
 
+# A minimal body the OpenAI API answers with 200, per operation (model added outside Azure paths):
+# what the proxy passes through is the upstream's to check, so the schema requires no more.
+_PROXY_EXAMPLES: dict[str, dict[str, Any]] = {
+    RESPONSES: {"input": "What does PromptPulse watch?"},
+    CHAT: {"messages": [{"role": "user", "content": "What does PromptPulse watch?"}]},
+    COMPLETIONS: {"prompt": "PromptPulse watches"},
+    EMBEDDINGS: {"input": "PromptPulse"},
+}
+
 
 def _proxy_operation(operation: str, path: str, azure_path: bool) -> dict[str, Any]:
     """One OpenAI-compatible route of the proxy deployments (docs/proxy.md): the body passes
@@ -281,23 +290,30 @@ def _proxy_operation(operation: str, path: str, azure_path: bool) -> dict[str, A
     name = path.strip("/").replace("/", "_").replace("{", "").replace("}", "")
     body: dict[str, Any] = {"type": "object", "description": "The OpenAI API's request body, passed through "
                             "(any field); the proxy reads model, stream and what it records."}
+    example = dict(_PROXY_EXAMPLES[operation])
     if not azure_path:
         body["required"] = ["model"]
         body["properties"] = {"model": {"type": "string", "minLength": 1}}
+        example = {"model": "gpt-4o-mini", **example}
+    examples = {"json": {"summary": "The whole answer as JSON", "value": example}}
+    if operation != EMBEDDINGS:
+        examples["streamed"] = {"summary": "The answer as server-sent events", "value": {**example, "stream": True}}
     parameters: list[dict[str, Any]] = [
         {"name": VARIANT_HEADER, "in": "header", "required": False, "schema": {"type": "string"},
          "description": "Force a variant (deployments with allow_forced_variant)."}]
     if azure_path:
         parameters.append({"name": "model_deployment", "in": "path", "required": True,
-                           "schema": {"type": "string", "minLength": 1}, "description": "The upstream model deployment."})
+                           "schema": {"type": "string", "minLength": 1}, "example": "gpt-4o-mini",
+                           "description": "The upstream model deployment."})
     if path.startswith("/openai/") and not path.startswith("/openai/v1/"):
         parameters.append({"name": "api-version", "in": "query", "required": False, "schema": {"type": "string"},
+                           "example": "2024-10-21",
                            "description": "Accepted; the connection's own api_version goes upstream."})
     return {
         "operationId": f"proxy_{name}",
         "summary": f"{_PROXY_SUMMARIES[operation]} through a proxy deployment (the key decides which)",
         "parameters": parameters,
-        "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+        "requestBody": {"required": True, "content": {"application/json": {"schema": body, "examples": examples}}},
         "responses": {
             "200": {"description": "The upstream's answer, as it sent it (JSON, or a stream of its events).",
                     "content": {"application/json": {"schema": {"type": "object"}},
