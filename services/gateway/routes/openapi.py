@@ -258,7 +258,8 @@ def _otlp_operation() -> dict[str, Any]:
             "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
             "application/json": {"schema": {
                 "type": "object", "description": "An ExportTraceServiceRequest in OTLP JSON (hex ids).",
-                "properties": {"resourceSpans": {"type": "array", "items": {"type": "object"}}},
+                # proto3's JSON mapping reads null as the field's default (an empty list), as the route does.
+                "properties": {"resourceSpans": {"type": ["array", "null"], "items": {"type": "object"}}},
             }},
         }},
         "responses": {"200": {"description": "Accepted: an empty ExportTraceServiceResponse."}} | {
