@@ -7,20 +7,24 @@ request, keyed by request id), it measures:
 2. a faust agent that does nothing with each event: faust's own per-event cost;
 3. the processor's sample-and-join path (10% sampling; the judge is an in-process stub that
    answers at once, so judging costs no HTTP and the figure is the stream path's), and beside
-   it the same at 0% sampling (routing only), which splits the cost between reading every
-   event and judging one request in ten;
+   it the same at 0% sampling (3a, routing only), which splits the cost between reading every
+   event and judging one request in ten, and the same with a (synchronous) code evaluator next
+   to the built-in judge (3b: the evaluation pipeline with a code evaluator present);
 4. the processor with a judge that takes 1 s (llmsim in its own process) at 10% sampling: judge
    calls in flight against the concurrency cap, and judge throughput against Little's law
    (cap / latency);
 
-and the process's resident memory after each phase. Goals, not asserts: (3) at >= 80% of (2);
-(4) within 10% of cap / latency.
+and the process's resident memory after each phase. Goals, not asserts: (3) and (3b) at >= 80%
+of (2); (4) within 10% of cap / latency.
 
 Phases 2 and 3 run ``--rounds`` times, interleaved, and the best run of each is reported (with
-every run listed): on a shared machine other load only ever slows a run down.
+every run listed): on a shared machine other load only ever slows a run down. Each phase also
+reports the process's CPU time per event (every thread, from its first event until its last
+outcome is published): on a busy machine the ratio of those is the steadier figure.
 
-Usage: ``python bench/processor_throughput.py [--events 60000] [--partitions 6] [--rounds 2]``. Needs Kafka on
-127.0.0.1:9092. It prints; it does not assert.
+Usage: ``python bench/processor_throughput.py [--events 60000] [--partitions 6] [--rounds 2]``
+(about 3 minutes on a quiet 2-core machine), or ``--short`` (20,000 events, one round) to check
+that it runs. Needs Kafka on 127.0.0.1:9092. It prints; it does not assert.
 """
 
 from __future__ import annotations
@@ -66,6 +70,12 @@ def rss_mb() -> float:
     with open("/proc/self/statm") as statm:
         pages = int(statm.read().split()[1])
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def cpu_seconds() -> float:
+    """CPU time of the whole process (every thread: faust's consumer thread, code evaluator threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def peak_rss_mb() -> float:
@@ -139,7 +149,8 @@ async def raw_consumer(kafka: KafkaSettings, topic: str, total: int, partitions:
         await consumer.stop()
 
 
-async def faust_noop(kafka: KafkaSettings, topic: str, total: int) -> float:
+async def faust_noop(kafka: KafkaSettings, topic: str, total: int) -> tuple[float, float]:
+    """(events/s, process CPU µs per event) of a faust agent that does nothing with each event."""
     group = f"bench-noop-{uuid.uuid4().hex[:8]}"
     datadir = tempfile.mkdtemp(prefix="bench-faust-")
     app = faust.App(
@@ -147,16 +158,18 @@ async def faust_noop(kafka: KafkaSettings, topic: str, total: int) -> float:
         topic_replication_factor=1, consumer_auto_offset_reset="earliest", autodiscover=False,
     )
     source = app.topic(topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", acks=False)
-    state = SimpleNamespace(seen=0, first=0.0, last=0.0)
+    state = SimpleNamespace(seen=0, first=0.0, last=0.0, cpu_first=0.0, cpu_last=0.0)
     done = asyncio.Event()
 
     async def nothing(stream: Any) -> None:
         async for _event in stream.events():
             if not state.seen:
                 state.first = time.perf_counter()
+                state.cpu_first = cpu_seconds()
             state.seen += 1
             if state.seen == total:
                 state.last = time.perf_counter()
+                state.cpu_last = cpu_seconds()
                 done.set()
 
     app.agent(source, name=f"{group}.noop")(nothing)
@@ -167,7 +180,7 @@ async def faust_noop(kafka: KafkaSettings, topic: str, total: int) -> float:
         await app.stop()
         await delete_topics(kafka, [f"{group}-__assignor-__leader"])
         shutil.rmtree(datadir, ignore_errors=True)
-    return (total - 1) / (state.last - state.first)
+    return (total - 1) / (state.last - state.first), 1e6 * (state.cpu_last - state.cpu_first) / (total - 1)
 
 
 class InstantJudge:
@@ -186,8 +199,24 @@ class InstantJudge:
         pass
 
 
-def write_deployments(folder: Path, judge_url: str, rate: float = SAMPLING_RATE) -> None:
+# Phase 3b's code evaluator: synchronous, so it runs in the code evaluators' thread pool, as a
+# user's would; cheap, so the figure is the pipeline's cost of a code evaluator, not its own.
+CODE_EVALUATOR = '''
+def answer_words(answer):
+    words = len((answer or "").split())
+    return {"score": 1.0 if words >= 3 else words / 3, "reason": f"{words} words"}
+'''
+
+
+def write_deployments(folder: Path, judge_url: str, rate: float = SAMPLING_RATE, code: bool = False) -> None:
     folder.mkdir(parents=True, exist_ok=True)
+    evaluators = []
+    if code:
+        (folder / "bench_checks.py").write_text(CODE_EVALUATOR)
+        evaluators = [{
+            "name": "answer_words", "kind": "code", "code": "bench_checks.py:answer_words",
+            "columns": {"answer": "outputs.answer"}, "scale": "float", "timeout_seconds": 5,
+        }]
     (folder / "connections.yaml").write_text(
         yaml.safe_dump({"connections": {"judge": {"type": "openai_compatible", "base_url": judge_url, "api_key": "none"}}})
     )
@@ -199,6 +228,7 @@ def write_deployments(folder: Path, judge_url: str, rate: float = SAMPLING_RATE)
                 "evaluation": {
                     "metrics": ["relevance"], "sampling_rate": rate,
                     "judge": {"connection": "judge", "model": "llmsim-judge", "token_budget_per_hour": None},
+                    **({"evaluators": evaluators} if evaluators else {}),
                 },
             }
         )
@@ -215,7 +245,9 @@ def processor_settings(prefix: str, folder: Path, group: str, **section: Any) ->
     )
 
 
-async def processor_path(prefix: str, folder: Path, total: int) -> tuple[float, int]:
+async def processor_path(prefix: str, folder: Path, total: int) -> tuple[float, float, int]:
+    """(events/s, process CPU µs per event, requests judged) of the processor on the topic; the
+    CPU figure runs until every judged request's outcomes are published."""
     settings = processor_settings(prefix, folder, f"bench-proc-{uuid.uuid4().hex[:8]}")
     service = ProcessorService(
         settings,
@@ -224,16 +256,18 @@ async def processor_path(prefix: str, folder: Path, total: int) -> tuple[float, 
         make_judge_client=lambda connection: InstantJudge(),
     )
     async with service:
-        first = last = 0.0
+        first = last = cpu_first = 0.0
         while service.stats.events < total:
             if service.stats.events and not first:
                 first = time.perf_counter()
+                cpu_first = cpu_seconds()
             await asyncio.sleep(0.02)
         last = time.perf_counter()
         await service.runner.drain(60)
+        cpu = cpu_seconds() - cpu_first
         judged = service.stats.judge_triggers
     await delete_topics(settings, [f"{settings.group_id()}-__assignor-__leader"])
-    return total / (last - first), judged
+    return total / (last - first), 1e6 * cpu / total, judged
 
 
 def free_port() -> int:
@@ -317,7 +351,11 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--window", type=float, default=15.0, help="seconds measured in phase 4")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved runs of phases 2-3 (best is kept)")
+    parser.add_argument("--short", action="store_true",
+                        help="a quick check that every phase runs: 20,000 events, one round, a 5 s phase 4")
     args = parser.parse_args()
+    if args.short:
+        args.events, args.rounds, args.window = 20_000, 1, 5.0
     # Phase 4 stops with work queued on purpose; the processor's warning about it is expected.
     logging.getLogger("services.processor").setLevel(logging.ERROR)
     requests = args.events // 2
@@ -338,25 +376,42 @@ async def main() -> None:
         print(f"1. raw aiokafka consumer       {raw:>9,.0f} events/s   RSS {rss_mb():.0f} MB")
         write_deployments(folder / "routing", "http://127.0.0.1:9/v1", rate=0.0)
         write_deployments(folder / "instant", "http://127.0.0.1:9/v1")  # never called: stub judge
+        write_deployments(folder / "code", "http://127.0.0.1:9/v1", code=True)
         # Interleaved rounds, best of each: other load on the machine only ever slows a run
-        # down, so the best run is the closest to the code's own cost.
-        runs: dict[str, list[float]] = {"noop": [], "routing": [], "path": []}
-        judged = 0
+        # down, so the best run is the closest to the code's own cost. CPU per event (the whole
+        # process's, every thread) is the steadier figure on a shared machine: the lowest is kept.
+        phases = ("noop", "routing", "path", "code")
+        runs: dict[str, list[float]] = {k: [] for k in phases}
+        cpu: dict[str, list[float]] = {k: [] for k in phases}
+        judged: dict[str, int] = {}
         for _ in range(args.rounds):
-            runs["noop"].append(await faust_noop(kafka, topics.inference, total))
-            runs["routing"].append((await processor_path(prefix, folder / "routing", total))[0])
-            rate, judged = await processor_path(prefix, folder / "instant", total)
-            runs["path"].append(rate)
-        noop, routing, path = (max(runs[k]) for k in ("noop", "routing", "path"))
+            rate, per_event = await faust_noop(kafka, topics.inference, total)
+            runs["noop"].append(rate)
+            cpu["noop"].append(per_event)
+            for key, deployments in (("routing", "routing"), ("path", "instant"), ("code", "code")):
+                rate, per_event, judged[key] = await processor_path(prefix, folder / deployments, total)
+                runs[key].append(rate)
+                cpu[key].append(per_event)
+        best = {k: max(runs[k]) for k in phases}
+        least = {k: min(cpu[k]) for k in phases}
+        noop = best["noop"]
 
         def spread(key: str) -> str:
             return ", ".join(f"{v:,.0f}" for v in runs[key])
 
-        print(f"2. faust agent, doing nothing  {noop:>9,.0f} events/s   ({noop / raw:.1%} of raw; runs: {spread('noop')})")
-        print(f"3a. processor, 0% sampled      {routing:>9,.0f} events/s   ({routing / noop:.1%} of the do-nothing"
-              f" agent; routing every event; runs: {spread('routing')})")
-        print(f"3. processor sample-and-join   {path:>9,.0f} events/s   ({path / noop:.1%} of the do-nothing"
-              f" agent, goal >= 80%; {judged:,} requests judged per run; runs: {spread('path')})")
+        def cpu_note(key: str) -> str:
+            return (f"CPU {least[key]:.1f} µs/event, {least['noop'] / least[key]:.1%} of the do-nothing agent's rate"
+                    f" by CPU; runs: {', '.join(f'{v:.1f}' for v in cpu[key])} µs")
+
+        print(f"2. faust agent, doing nothing  {noop:>9,.0f} events/s   ({noop / raw:.1%} of raw; runs: {spread('noop')});"
+              f" CPU {least['noop']:.1f} µs/event (runs: {', '.join(f'{v:.1f}' for v in cpu['noop'])})")
+        print(f"3a. processor, 0% sampled      {best['routing']:>9,.0f} events/s   ({best['routing'] / noop:.1%} of the"
+              f" do-nothing agent; routing every event; runs: {spread('routing')}); {cpu_note('routing')}")
+        print(f"3. processor sample-and-join   {best['path']:>9,.0f} events/s   ({best['path'] / noop:.1%} of the do-nothing"
+              f" agent, goal >= 80%; {judged['path']:,} requests judged per run; runs: {spread('path')}); {cpu_note('path')}")
+        print(f"3b. + a code evaluator         {best['code']:>9,.0f} events/s   ({best['code'] / noop:.1%} of the do-nothing"
+              f" agent, goal >= 80%; the built-in judge and a code evaluator on {judged['code']:,} requests per run;"
+              f" runs: {spread('code')}); {cpu_note('code')}")
         print(f"  RSS {rss_mb():.0f} MB")
 
         async with slow_llmsim(args.judge_seconds) as url:

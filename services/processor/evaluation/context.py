@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 
+from services.processor.evaluation.code_threads import CodeThreads
 from services.processor.evaluation.judge.budget import TokenBudget
 from services.processor.evaluation.judge.calls import JudgeCalls, JudgeTarget
 from services.processor.evaluation.judge.client import JudgeClient
@@ -40,16 +41,18 @@ class EvaluationResources:
     llm_session: aiohttp.ClientSession | None = None
     closers: list[Callable[[], Any]] = field(default_factory=list)
     code_pool: ThreadPoolExecutor | None = None
+    code_calls: CodeThreads | None = None
 
     def shared_llm_session(self) -> aiohttp.ClientSession:
         if self.llm_session is None:
             self.llm_session = upstream_session()
         return self.llm_session
 
-    def code_threads(self, size: int) -> ThreadPoolExecutor:
-        if self.code_pool is None:
+    def code_threads(self, size: int) -> CodeThreads:
+        if self.code_calls is None:
             self.code_pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="code-evaluator")
-        return self.code_pool
+            self.code_calls = CodeThreads(self.code_pool, size)
+        return self.code_calls
 
     async def close(self) -> None:
         for client in self.openai_clients:
@@ -68,6 +71,7 @@ class EvaluationResources:
             # A hung code evaluator's thread cannot be stopped: do not wait for it.
             self.code_pool.shutdown(wait=False, cancel_futures=True)
             self.code_pool = None
+            self.code_calls = None
 
 
 @dataclass

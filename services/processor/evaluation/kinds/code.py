@@ -13,7 +13,7 @@ It returns one of (checked against the evaluator's scale):
 - a dict with ``score`` (or ``value``) and/or ``label``, and optionally ``reason``;
 - None: the metric does not apply to this request (the reason: "the evaluator returned None").
 
-A synchronous function runs in a bounded thread pool, never on the event loop; an ``async def``
+A synchronous function runs in a bounded thread pool (evaluation/code_threads.py), never on the event loop; an ``async def``
 runs on the loop. Either way ``timeout_seconds`` bounds it: past it the outcome is a TIMEOUT
 error and the pipeline goes on (a hung thread keeps its pool slot until it returns). An
 exception is an INTERNAL error carrying its class and message; a result off the scale or of
@@ -27,9 +27,9 @@ import functools
 import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from services.processor.evaluation.code_threads import CodeThreads
 from services.processor.evaluation.context import BuildContext, EvaluatorUnavailable
 from services.processor.evaluation.protocol import (
     Failed,
@@ -122,7 +122,7 @@ class CodeEvaluator:
 
     def __init__(
         self, config: EvaluatorConfig, function: Callable[..., Any], inputs: dict[str, str],
-        pool: ThreadPoolExecutor,
+        threads: CodeThreads,
     ) -> None:
         self.name, self.version = config.name, config.version
         self.metrics = (config.name,)
@@ -130,7 +130,7 @@ class CodeEvaluator:
         self._function = function
         self._is_async = inspect.iscoroutinefunction(function)
         self._inputs = inputs
-        self._pool = pool
+        self._threads = threads
         self.timeout = config.timeout
 
     def scale(self, metric: str) -> Scale:
@@ -146,8 +146,11 @@ class CodeEvaluator:
                 result = await asyncio.wait_for(self._function(**kwargs), self.timeout)
             else:
                 call = functools.partial(self._function, **kwargs)
-                loop = asyncio.get_running_loop()
-                result = await asyncio.wait_for(loop.run_in_executor(self._pool, call), self.timeout)
+                try:
+                    result = await asyncio.wait_for(self._threads.run(call), self.timeout)
+                except TimeoutError:
+                    self._threads.unstick()
+                    raise
         except TimeoutError:
             return [Failed(self.name, TIMEOUT, f"the code evaluator did not return within {self.timeout:g}s")]
         except asyncio.CancelledError:
@@ -202,8 +205,8 @@ def build_code_evaluator(config: EvaluatorConfig, context: BuildContext) -> Code
     if not callable(function):
         raise EvaluatorUnavailable(f"{path.name} has no function {name!r}")
     inputs = _inputs_of(function, context.columns(config))
-    pool = context.resources.code_threads(context.section.code_evaluator_threads)
-    return CodeEvaluator(config, function, inputs, pool)
+    threads = context.resources.code_threads(context.section.code_evaluator_threads)
+    return CodeEvaluator(config, function, inputs, threads)
 
 
 __all__ = ["KIND", "BadResult", "CodeEvaluator", "build_code_evaluator", "read_result"]

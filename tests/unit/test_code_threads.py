@@ -1,0 +1,115 @@
+"""CodeThreads: code evaluators' synchronous calls in worker threads, handed over in batches."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from services.processor.evaluation.code_threads import STUCK_SECONDS, CodeThreads
+
+
+class CountingPool(ThreadPoolExecutor):
+    """A pool that counts hand-overs (each ``submit`` is a thread wake-up)."""
+
+    def __init__(self, threads: int) -> None:
+        super().__init__(max_workers=threads)
+        self.submits = 0
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        self.submits += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+@pytest.fixture
+def pool() -> Any:
+    pool = CountingPool(4)
+    yield pool
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def test_results_reach_their_callers_with_fewer_handovers_than_calls(pool: CountingPool) -> None:
+    threads = CodeThreads(pool, 4)
+    main = threading.get_ident()
+    ran_on: set[int] = set()
+
+    def square(n: int) -> int:
+        ran_on.add(threading.get_ident())
+        return n * n
+
+    # Calls made in one loop iteration, as judge workers starting jobs together make them.
+    futures = [threads.run(lambda n=n: square(n)) for n in range(200)]
+    results = await asyncio.wait_for(asyncio.gather(*futures), 10)
+    assert results == [n * n for n in range(200)]
+    assert main not in ran_on  # never on the event loop's thread
+    assert pool.submits < 20  # run_in_executor would hand over 200 times
+
+
+async def test_an_exception_is_the_callers(pool: CountingPool) -> None:
+    threads = CodeThreads(pool, 4)
+
+    def broken() -> None:
+        raise KeyError("nope")
+
+    with pytest.raises(KeyError, match="nope"):
+        await asyncio.wait_for(threads.run(broken), 5)
+    assert await asyncio.wait_for(threads.run(lambda: "after"), 5) == "after"
+
+
+async def test_a_call_that_timed_out_before_it_started_never_runs() -> None:
+    pool = ThreadPoolExecutor(max_workers=1)
+    threads = CodeThreads(pool, 1)
+    release = threading.Event()
+    ran: list[str] = []
+    try:
+        hung = threads.run(lambda: release.wait(10))
+        late = threads.run(lambda: ran.append("late"))
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(late, 0.1)  # its only thread is busy: it never started
+        release.set()
+        await asyncio.wait_for(hung, 5)
+        await asyncio.wait_for(threads.run(lambda: None), 5)  # the queue has been drained past it
+        assert ran == []
+    finally:
+        release.set()
+        pool.shutdown(wait=True)
+
+
+async def test_a_hung_call_does_not_hold_up_the_calls_behind_it(pool: CountingPool) -> None:
+    threads = CodeThreads(pool, 4)
+    release = threading.Event()
+    try:
+        hung = threads.run(lambda: release.wait(10))
+        await asyncio.sleep(STUCK_SECONDS * 2)  # the draining thread is now stuck in it
+        started = time.monotonic()
+        # Another thread takes the queue (as run_in_executor would use another pool thread).
+        assert await asyncio.wait_for(threads.run(lambda: "done"), 2) == "done"
+        assert not hung.done()
+        assert time.monotonic() - started < 2
+    finally:
+        release.set()
+
+
+async def test_calls_from_two_event_loops_go_back_to_their_own() -> None:
+    pool = ThreadPoolExecutor(max_workers=2)
+    threads = CodeThreads(pool, 2)
+
+    def in_other_loop() -> Any:
+        async def call() -> Any:
+            return await asyncio.wait_for(threads.run(lambda: "other"), 5)
+
+        return asyncio.run(call())
+
+    try:
+        other = threading.Thread(target=lambda: results.append(in_other_loop()))
+        results: list[Any] = []
+        other.start()
+        mine = await asyncio.wait_for(threads.run(lambda: "mine"), 5)
+        await asyncio.to_thread(other.join, 5)
+        assert (mine, results) == ("mine", ["other"])
+    finally:
+        pool.shutdown(wait=True)
