@@ -10,6 +10,7 @@ of 2**64, is compared with the rate. Raising the rate keeps every request sample
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from hashlib import blake2b
 
 # Changing the personalisation re-samples every request ever made, so it is versioned; a new
@@ -41,3 +42,17 @@ def is_sampled(request_id: str, rate: float) -> bool:
     # int < float compares exactly in Python, so rate 1.0 admits even the point 2**64 - 1
     # (dividing by 2**64 in floating point would round that point up to 1.0 and miss it).
     return sample_point(request_id) < rate * _SPACE
+
+
+def sampler(rate: float) -> Callable[[bytes], bool]:
+    """:func:`is_sampled` at a fixed ``rate`` for a request id given as its UTF-8 bytes (a Kafka
+    record's key): the processor asks this once per event, so the rate is checked once, here,
+    and the id is hashed as it came, without a round trip through str."""
+    _check_rate(rate)
+    threshold = rate * _SPACE
+
+    def sampled(request_id: bytes) -> bool:
+        digest = blake2b(request_id, digest_size=8, person=_PERSON).digest()
+        return int.from_bytes(digest, "big") < threshold
+
+    return sampled

@@ -80,7 +80,7 @@ class Intake:
                 self._unknown_deployments.add(route.deployment)
                 log.info("deployment %r has no evaluation section here; its events are skipped", route.deployment)
             return None
-        if not is_sampled(route.request_id, judging.sampling_rate):
+        if not judging.sampled(key):  # type: ignore[arg-type]  # a readable route has a UTF-8 key
             run_id = peek_run_id(value)
             if run_id == "":
                 stats.unsampled += 1

@@ -91,16 +91,19 @@ def _varint(data: bytes, at: int) -> tuple[int, int]:
 def peek_run_id(value: Any) -> str | None:
     """The batch-run id in a request event's EventMeta ("" when none), or None when the record
     does not start with an EventMeta that parses (the caller then decodes it fully)."""
-    if not isinstance(value, bytes | bytearray | memoryview) or len(value) < 2:
-        return None
-    data = bytes(value)
-    if data[0] != _META_TAG:
-        return None
-    try:
-        length, start = _varint(data, 1)
-        end = start + length
-        if end > len(data):
+    if type(value) is not bytes:  # what faust hands over; the isinstance below is the slow way
+        if not isinstance(value, bytearray | memoryview):
             return None
-        return EventMeta.FromString(data[start:end]).run_id
+        value = bytes(value)
+    if len(value) < 2 or value[0] != _META_TAG:
+        return None
+    length, start = value[1], 2
+    try:
+        if length & 0x80:  # a meta of 128 bytes or more: a longer varint
+            length, start = _varint(value, 1)
+        end = start + length
+        if end > len(value):
+            return None
+        return EventMeta.FromString(value[start:end]).run_id
     except Exception:  # DecodeError, or a backend's own error type: fall back to a full decode
         return None

@@ -85,3 +85,17 @@ def test_non_string_request_id_is_a_type_error(request_id):
 def test_odd_text_ids_are_fine():
     assert isinstance(is_sampled("\ud800 lone surrogate", 0.5), bool)
     assert isinstance(is_sampled("ünïcødé-🙂", 0.5), bool)
+
+
+@pytest.mark.parametrize("rate", [0, 0.0, 0.1, 0.5, 0.999, 1, 1.0])
+def test_sampler_of_key_bytes_decides_as_is_sampled(rate):
+    # The processor's per-event form must never disagree with the aggregator's.
+    sampled = sampling.sampler(rate)
+    ids = [f"req-{n}" for n in range(3000)] + ["ünïcødé-🙂", "", "x" * 300]
+    assert [sampled(i.encode()) for i in ids] == [is_sampled(i, rate) for i in ids]
+
+
+@pytest.mark.parametrize("rate", [-0.01, 1.01, math.nan, "0.1", None, True])
+def test_sampler_checks_its_rate_once_up_front(rate):
+    with pytest.raises(ValueError, match="sampling rate"):
+        sampling.sampler(rate)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from services.processor.evaluation.context import (
@@ -31,6 +31,7 @@ from services.processor.evaluation.protocol import Evaluator, UnavailableEvaluat
 from services.processor.settings import ProcessorSection
 from services.processor.stats import ProcessorStats
 from shared.deployments import Connection, Deployment, create_openai_client
+from shared.sampling import sampler
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,11 @@ class DeploymentEvaluation:
     budget: TokenBudget
     judge: JudgeClient  # the deployment's evaluation.judge (its breaker state shows in /health)
     evaluators: tuple[Evaluator, ...]
+    # is_sampled at sampling_rate, for the request id as its key bytes (the per-event check).
+    sampled: Callable[[bytes], bool] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.sampled = sampler(self.sampling_rate)
 
     @property
     def metrics(self) -> tuple[str, ...]:
