@@ -7,6 +7,7 @@ the offsets of the judged events be released for committing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
@@ -53,7 +54,16 @@ class Publisher:
                     headers=record.headers,
                 )
             )
-        await asyncio.gather(*deliveries)
+        # One after the other rather than gather: the broker acknowledges a batch at once, so
+        # this waits as long, without gather's wrapper future and callbacks per record.
+        try:
+            for delivery in deliveries:
+                await delivery
+        except BaseException:
+            for delivery in deliveries:  # the caller retries them all: their errors are seen
+                if isinstance(delivery, asyncio.Future):
+                    delivery.add_done_callback(_seen)
+            raise
 
     async def dead_letter(
         self,
@@ -89,3 +99,9 @@ class Publisher:
             self.deadletter_topic, value=value_bytes, key=key_bytes, headers=kept
         )
         await delivery
+
+
+def _seen(delivery: asyncio.Future[Any]) -> None:
+    """Retrieve a failed delivery's error, so asyncio does not log it as never retrieved."""
+    with contextlib.suppress(asyncio.CancelledError):
+        delivery.exception()
