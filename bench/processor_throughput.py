@@ -315,9 +315,11 @@ async def slow_judge(prefix: str, folder: Path, seconds: float, window: float, c
     samples: list[int] = []
     async with service:
         stats = service.stats
-        # Warm up until the cap is reached (the queue holds the rest: back-pressure).
+        # Warm up until the cap is (nearly) reached (the queue holds the rest: back-pressure).
+        # Not "reached": calls finishing and starting keep the count a little under it, and
+        # waiting for the exact cap could outlast a short topic's judging.
         for _ in range(1200):  # up to a minute
-            if service.runner.calls_in_flight >= cap:
+            if service.runner.calls_in_flight >= 0.9 * cap:
                 break
             await asyncio.sleep(0.05)
         await asyncio.sleep(seconds)
