@@ -130,7 +130,8 @@ class Snapshot:
     latency_sum: float  # seconds the judge took to answer, as the judge client measured it
     latency_count: int
     cpu_seconds: float  # this process's: the processor, plus the bench's light live producer
-    taken: tuple[int, ...]  # places taken under the cap, live and re-judge (PrioritySlots)
+    free_seconds: float  # the time integral of free places: none of them asked for (PrioritySlots)
+    taken: tuple[int, ...]  # places taken under the cap, live and re-judge
     waited_seconds: tuple[float, ...]  # time spent waiting for them
 
     @classmethod
@@ -139,7 +140,7 @@ class Snapshot:
         return cls(time.perf_counter(), sum(stats.judge_calls.values()), stats.rejudge_published,
                    service.judge_calls.occupied_seconds, sum(stats.judge_latency_seconds_sum.values()),
                    sum(stats.judge_latency_count.values()), usage.ru_utime + usage.ru_stime,
-                   tuple(slots.taken), tuple(slots.waited_seconds))
+                   slots.free_seconds, tuple(slots.taken), tuple(slots.waited_seconds))
 
     def waited_ms(self, before: Snapshot, priority: int) -> float:
         taken = self.taken[priority] - before.taken[priority]
@@ -165,6 +166,10 @@ def report(args: argparse.Namespace, progress: RejudgeProgress, before: Snapshot
     print(f"waiting for a place under the cap: live calls {after.waited_ms(before, LIVE):.1f} ms on average "
           f"(live first), re-judge calls {after.waited_ms(before, REJUDGE):.1f} ms")
     print(f"occupancy (time-averaged judge calls in flight / cap): {occupancy:.2f}")
+    free = (after.free_seconds - before.free_seconds) / elapsed / args.cap
+    print(f"  the cap's idle {1 - occupancy:.3f}: {free:.3f} free with no call asking for a place (e.g. the "
+          f"window's last calls), {1 - occupancy - free:.3f} handed to a waiting call the event loop had not "
+          f"run yet")
     print(f"throughput / (cap / nominal latency {args.latency:g} s): {rate / (args.cap / args.latency):.2f}")
     print(f"throughput / (cap / measured latency {answered:.3f} s): {measured:.2f}   goal >= 0.90: "
           f"{'met' if measured >= 0.9 else 'NOT met'}")

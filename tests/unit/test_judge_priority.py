@@ -75,3 +75,21 @@ async def test_the_time_integral_of_calls_in_flight_is_exact_between_changes(mon
     await second.__aexit__(None, None, None)
     clock[0] += 5.0  # none in flight
     assert judge_calls.occupied_seconds == 4.0 and judge_calls.calls_in_flight == 0
+
+
+async def test_the_free_places_integral_counts_only_places_nobody_asked_for(monkeypatch) -> None:
+    clock = [10.0]
+    monkeypatch.setattr(calls.time, "monotonic", lambda: clock[0])
+    slots = PrioritySlots(2)
+    clock[0] += 1.0  # two free for 1 s
+    await slots.acquire(REJUDGE)
+    await slots.acquire(REJUDGE)
+    waiter = asyncio.create_task(slots.acquire(REJUDGE))
+    await asyncio.sleep(0)
+    clock[0] += 3.0  # none free
+    slots.release()  # handed straight to the waiter: never free
+    clock[0] += 1.0
+    await waiter
+    slots.release()
+    clock[0] += 0.5  # one free for 0.5 s
+    assert slots.free_seconds == 2 * 1.0 + 0.5

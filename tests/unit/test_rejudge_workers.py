@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from services.processor.evaluation.judge.calls import REJUDGE, PrioritySlots
+from services.processor.evaluation.judge.calls import LIVE, REJUDGE, REJUDGE_PRIORITY, PrioritySlots
 from services.processor.rejudge.workers import WindowJudging
 
 
@@ -83,23 +83,24 @@ async def test_outcomes_awaiting_the_broker_are_bounded() -> None:
 
 async def test_a_worker_takes_its_place_again_without_waiting_for_the_event_loop() -> None:
     """With as many workers as places, a place a worker releases is its own again in the same
-    step of the event loop: while the re-judge has work, no step sees a place idle. (With more
-    workers than places, as with a task per request waiting in line, a released place goes to a
-    waiter that runs only on a later step, and every other step sees a place idle.)"""
+    step of the event loop: while the re-judge has work, no step sees a place idle."""
     assert set(await places_held_per_step(places=2, workers=2)) == {2}
 
 
-async def places_held_per_step(places: int, workers: int) -> list[int]:
-    """The judge calls in flight at each step of the event loop while a re-judge has work left."""
+async def places_held_per_step(places: int, workers: int, live: int = 0) -> list[int]:
+    """The places held at each step of the event loop while a re-judge has work left, with
+    ``live`` places held by live calls throughout."""
     slots, holding, seen = PrioritySlots(places), [0], []
+    for _ in range(live):
+        await slots.acquire(LIVE)
+    holding[0] = live
     work: WindowJudging
 
     async def judge(index: int) -> list[int]:
-        await slots.acquire(REJUDGE)
-        holding[0] += 1
-        await asyncio.sleep(0)  # the judge answering
-        holding[0] -= 1
-        slots.release()
+        async with slots.place():
+            holding[0] += 1
+            await asyncio.sleep(0)  # the judge answering
+            holding[0] -= 1
         return [index]
 
     async def publish(events: list[int]) -> None:
@@ -111,9 +112,13 @@ async def places_held_per_step(places: int, workers: int) -> list[int]:
                 seen.append(holding[0] if work._next < work.total else places)
             await asyncio.sleep(0)
 
+    async def rejudge() -> None:
+        REJUDGE_PRIORITY.set(REJUDGE)  # as the re-judge agent does; the workers inherit it
+        await work.run(never_report, 60)
+
     work = WindowJudging(40, 0, judge, publish, workers=workers, unacknowledged=100)
     watcher = asyncio.create_task(watch())
-    await asyncio.wait_for(work.run(never_report, 60), 5)
+    await asyncio.wait_for(rejudge(), 5)
     watcher.cancel()
     assert work.prefix == 40 and len(seen) > 10
     return seen

@@ -54,6 +54,22 @@ class PrioritySlots:
         # reads how long live calls waited beside a re-judge).
         self.taken = [0, 0]
         self.waited_seconds = [0.0, 0.0]
+        # The time integral of free places. A place is free only while no call waits for one
+        # (release hands it straight to a waiter), so this is the cap left idle for want of
+        # calls; the rest of the idle cap is places handed to waiters the loop has not run yet.
+        self._free_seconds = 0.0
+        self._free_at = time.monotonic()
+
+    @property
+    def free_seconds(self) -> float:
+        self._free_changes(0)
+        return self._free_seconds
+
+    def _free_changes(self, by: int) -> None:
+        now = time.monotonic()
+        self._free_seconds += self._free * (now - self._free_at)
+        self._free_at = now
+        self._free += by
 
     def waiting(self, priority: int) -> int:
         return sum(1 for future in self._waiting[priority] if not future.done())
@@ -61,7 +77,7 @@ class PrioritySlots:
     async def acquire(self, priority: int) -> None:
         self.taken[priority] += 1
         if self._free > 0 and not any(self._waiting):
-            self._free -= 1
+            self._free_changes(-1)
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting[priority].append(future)
@@ -85,7 +101,7 @@ class PrioritySlots:
                 if not future.done():
                     future.set_result(None)  # the place goes straight to the waiter
                     return
-        self._free += 1
+        self._free_changes(+1)
 
     @contextlib.asynccontextmanager
     async def place(self) -> AsyncIterator[None]:
