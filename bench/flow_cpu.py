@@ -1,0 +1,197 @@
+"""Gateway CPU per flow request, this tree against a baseline commit, in one alternating run.
+
+bench/proxy_cpu.py's method for a ``type: flow`` deployment: bench/proxy_overhead.py's instant
+upstream (8-word answers, JSON and SSE), a gateway from this tree (``new``) and one from
+``--baseline REF`` (``old``, from ``git archive``), both serving the same one-llm-node flow on that
+upstream with events and spans to the real broker; wrk drives ``POST
+/v1/deployments/bench/score`` (JSON, and ``?stream=true``) on each in alternating order, round by
+round. Printed: CPU ms per request of each gateway process (utime+stime of all its threads),
+median over rounds, and new/old paired per round. It measures what the flows' LLM call path
+costs the gateway, e.g. ``--baseline 1ad8e18`` (flows on the openai client's ``client.post``)
+against plain aiohttp (shared/flow/llm_http.py).
+
+Usage (needs Kafka on 127.0.0.1:9092 and wrk; about 1.5 minutes with the defaults)::
+
+    .venv/bin/python bench/flow_cpu.py --baseline 1ad8e18
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from uuid import uuid4
+
+import aiohttp
+import yaml
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(BENCH))
+
+import proxy_overhead as po  # noqa: E402 - the instant upstream, wrk helpers
+from proxy_cpu import checkout  # noqa: E402
+
+FLOW = """\
+inputs:
+  question: {type: string}
+outputs:
+  answer: {type: string, reference: "${answer.output}"}
+nodes:
+- name: answer
+  type: llm
+  source: {type: code, path: answer.jinja2}
+  inputs: {model: bench-chat, max_tokens: 40, question: "${inputs.question}"}
+  connection: upstream
+  api: chat
+"""
+KINDS = {"json": "/v1/deployments/bench/score", "stream": "/v1/deployments/bench/score?stream=true"}
+
+
+class Gateways:
+    def __init__(self, work: Path, trees: dict[str, Path]) -> None:
+        self.work = work
+        self.trees = trees
+        self.urls = {name: f"http://127.0.0.1:{po.free_port()}" for name in ("upstream", *trees)}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.prefix = f"bench-flow-{uuid4().hex[:8]}."
+        self.key = ""
+
+    def _spawn(self, name: str, args: list[str], cwd: Path, env: dict[str, str]) -> None:
+        log = open(self.work / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        self.procs[name] = subprocess.Popen(args, cwd=cwd, env={**os.environ, **env}, stdout=log,
+                                            stderr=subprocess.STDOUT)
+
+    def _deployments(self) -> Path:
+        from shared.apikeys import new_api_key_record
+
+        flow = self.work / "flow"
+        flow.mkdir()
+        (flow / "flow.dag.yaml").write_text(FLOW)
+        (flow / "answer.jinja2").write_text("# user:\n{{question}}\n")
+        folder = self.work / "deployments"
+        folder.mkdir()
+        (folder / "connections.yaml").write_text(yaml.safe_dump({"connections": {"upstream": {
+            "type": "openai_compatible", "base_url": self.urls["upstream"] + "/v1", "api_key": "none"}}}))
+        self.key, record = new_api_key_record("bench")
+        (folder / "bench.yaml").write_text(yaml.safe_dump({
+            "name": "bench", "flow": str(flow), "api_keys": [record.model_dump(mode="json", exclude_none=True)]}))
+        return folder
+
+    async def start(self) -> None:
+        from shared.settings import KafkaSettings
+        from shared.topics import Topics, ensure_topics
+
+        kafka = KafkaSettings(topic_prefix=self.prefix, partitions=3)
+        topics = Topics.from_settings(kafka)
+        await ensure_topics(kafka, [topics.inference, topics.tokens, topics.feedback, topics.spans])
+        py, port = sys.executable, {name: url.rsplit(":", 1)[1] for name, url in self.urls.items()}
+        self._spawn("upstream", [py, str(BENCH / "proxy_overhead.py"), "--upstream", port["upstream"]], REPO, {})
+        deployments = str(self._deployments())
+        for name, tree in self.trees.items():
+            # cwd and PYTHONPATH first: that tree's packages win over the venv's editable install.
+            self._spawn(name, [py, "-m", "services.gateway"], tree, {
+                "PYTHONPATH": str(tree),
+                "PROMPTPULSE_DEPLOYMENTS_DIR": deployments,
+                "PROMPTPULSE_KAFKA__TOPIC_PREFIX": self.prefix,
+                "PROMPTPULSE_GATEWAY__PORT": port[name],
+                "PROMPTPULSE_GATEWAY__PUBLISHER__SPOOL_DIR": str(self.work / f"spool-{name}"),
+                "PROMPTPULSE_GATEWAY__PROVISION_DEMO_KEY": "false"})
+        async with aiohttp.ClientSession() as session:
+            for name in self.trees:
+                for _ in range(300):
+                    try:
+                        async with session.post(self.urls[name] + KINDS["json"], json={"question": "up?"},
+                                                headers={"Authorization": f"Bearer {self.key}"}) as resp:
+                            if resp.status == 200:
+                                break
+                    except aiohttp.ClientError:
+                        pass
+                    await asyncio.sleep(0.1)
+                else:
+                    raise SystemExit(f"{name} did not come up; see {self.work}/{name}.log")
+
+    async def stop(self) -> None:
+        from shared.settings import KafkaSettings
+        from shared.topics import Topics, delete_topics
+
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        topics = Topics.from_settings(KafkaSettings(topic_prefix=self.prefix))
+        await delete_topics(KafkaSettings(), [topics.inference, topics.tokens, topics.feedback, topics.spans])
+
+
+def lua_script(work: Path, key: str) -> Path:
+    path = work / "score.lua"
+    path.write_text(f"""wrk.method = "POST"
+wrk.body = {json.dumps(json.dumps({"question": po.QUESTION}))}
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {key}"
+""")
+    return path
+
+
+def measure(gateways: Gateways, args: argparse.Namespace) -> None:
+    modes = list(gateways.trees)
+    script = lua_script(gateways.work, gateways.key)
+    for mode in modes:  # warm: pools, lazy imports, first spans and events
+        for kind in KINDS:
+            po.run_wrk(gateways.urls[mode] + KINDS[kind], script, args.clients, seconds=1)
+    cpu: dict[tuple[str, str], list[float]] = {}
+    for round_number in range(args.rounds):
+        for kind in KINDS:
+            order = modes if round_number % 2 == 0 else list(reversed(modes))
+            for mode in order:
+                pid = gateways.procs[mode].pid
+                before = po.cpu_seconds([pid])
+                found = po.run_wrk(gateways.urls[mode] + KINDS[kind], script, args.clients, seconds=args.seconds)
+                if found["errors"]:
+                    print(f"WARNING: {mode} {kind}: {found['errors']:.0f} errors", file=sys.stderr)
+                cpu.setdefault((mode, kind), []).append(1000 * (po.cpu_seconds([pid]) - before) / found["requests"])
+    load = os.getloadavg()
+    print(f"\ngateway CPU per flow request (one llm node), {args.rounds} alternating rounds of {args.seconds} s "
+          f"at {args.clients} clients (load average {load[0]:.2f}); median over rounds, ms")
+    print("| call | " + " | ".join(modes) + (" | new/old (range) |" if "old" in modes else " |"))
+    print("|---|" + "---:|" * (len(modes) + ("old" in modes)))
+    for kind in KINDS:
+        cells = [f"{statistics.median(cpu[(mode, kind)]):.3f}" for mode in modes]
+        if "old" in modes:
+            ratios = sorted(n / o for n, o in zip(cpu[("new", kind)], cpu[("old", kind)], strict=True))
+            cells.append(f"{statistics.median(ratios):.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f})")
+        print(f"| {kind} | " + " | ".join(cells) + " |")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--baseline", help="a git ref to compare with (its gateway runs as 'old')")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--seconds", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=10)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-flow-cpu-") as tmp:
+        work = Path(tmp)
+        trees = {"new": REPO}
+        if args.baseline:
+            trees["old"] = checkout(args.baseline, work / "old-tree")
+        gateways = Gateways(work, trees)
+        try:
+            await gateways.start()
+            measure(gateways, args)
+        finally:
+            await gateways.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
