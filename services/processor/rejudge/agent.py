@@ -130,9 +130,11 @@ class RejudgeAgent:
                             while not work.done():
                                 await consumer.getmany(timeout_ms=500)
                         finally:
-                            # Stopped meanwhile: the re-judge stops with the agent (its command,
-                            # uncommitted, is read again and resumes from its progress).
-                            work.cancel()
+                            if not work.done():
+                                # Stopped meanwhile: the re-judge stops with the agent (its command,
+                                # uncommitted, is read again and resumes from its progress).
+                                work.cancel()
+                                await asyncio.wait([work])
                         if work.exception() is not None:
                             # Broker away mid-way, or a bug: the command stays uncommitted and is
                             # read again after a pause; the re-judge resumes from its progress.
