@@ -16,12 +16,16 @@ chat.parsed.json.
 
 Failures, flow path against the openai client on scripted answers: a 429 with ``Retry-After`` is
 retried after the wait it asks for (one longer than 120 s is not retried), a 500 fails with the
-same error type, status and message, an ``error`` event inside a stream likewise.
+same error type, status and message, an ``error`` event inside a stream likewise, and so do a
+timeout and a connection lost mid-stream; a refused connection is the one difference (see the
+test).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -75,6 +79,8 @@ class Scripted:
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = "application/json"
+    delay: float = 0.0  # seconds before answering
+    cut: bool = False  # send the body as a stream, then drop the connection before its end
 
 
 @dataclass
@@ -92,6 +98,14 @@ class RecordingUpstream:
                                       {k.lower(): v for k, v in request.headers.items()}, body, time.monotonic()))
         if self.script:
             scripted = self.script.pop(0)
+            await asyncio.sleep(scripted.delay)
+            if scripted.cut:
+                response = web.StreamResponse(headers={"Content-Type": scripted.content_type})
+                await response.prepare(request)
+                await response.write(scripted.body)
+                assert request.transport is not None
+                request.transport.abort()
+                return response
             return web.Response(status=scripted.status, body=scripted.body, headers=scripted.headers,
                                 content_type=scripted.content_type)
         if not json.loads(body).get("stream"):
@@ -178,30 +192,34 @@ async def proxy_call(upstream: RecordingUpstream, settings: ServiceSettings, tmp
 FLOW_PATHS = ("endpoint", "openai")  # the gateway's LlmEndpoint, and the openai client flows used before
 
 
-def flow_client(kind: str, upstream: RecordingUpstream, path: str, max_retries: int = 0) -> Any:
-    connection = Connection.model_validate({"name": "golden", **connection_spec(kind, upstream.url)})
+def flow_client(kind: str, upstream: RecordingUpstream, path: str, max_retries: int = 0, timeout: float = 30.0,
+                url: str | None = None) -> Any:
+    connection = Connection.model_validate({"name": "golden", **connection_spec(kind, url or upstream.url)})
     environ = {KEY_ENV: UPSTREAM_KEY}
     if path == "openai":
-        return create_openai_client(connection, environ, max_retries=max_retries,
+        return create_openai_client(connection, environ, max_retries=max_retries, timeout=timeout,
                                     http_client=openai.DefaultAioHttpClient())
-    [client] = build_clients({"golden": connection}, ["golden"], environ=environ, max_retries=max_retries).values()
+    if path == "openai-httpx":  # the client on its default transport
+        return create_openai_client(connection, environ, max_retries=max_retries, timeout=timeout)
+    [client] = build_clients({"golden": connection}, ["golden"], environ=environ, max_retries=max_retries,
+                             timeout=timeout).values()
     assert isinstance(client, LlmEndpoint)  # what the gateway and the processor build for llm nodes
     return client
 
 
 async def flow_call(upstream: RecordingUpstream, kind: str, stream: bool, path: str = "endpoint",
-                    max_retries: int = 0) -> tuple[Captured, dict[str, Any]]:
+                    max_retries: int = 0, **client: Any) -> tuple[Captured, dict[str, Any]]:
     """What a flow's llm node call sent upstream (the last request), and what it parsed."""
-    client = flow_client(kind, upstream, path, max_retries)
+    llm_client = flow_client(kind, upstream, path, max_retries, **client)
     request = fixture("chat.request.json")
     try:
         text, call = await llm.chat_completion(
-            node="answer", client=client, model=fixture(f"{kind}.json")["model"],
+            node="answer", client=llm_client, model=fixture(f"{kind}.json")["model"],
             messages=request["messages"], params={"max_tokens": request["max_tokens"],
                                                   "temperature": request["temperature"]},
             tracer=trace.get_tracer("golden"), stream=stream)
     finally:
-        await client.close()
+        await llm_client.close()
     return upstream.requests[-1], {"answer": text, "model": call.model, "prompt_tokens": call.prompt_tokens,
                                    "completion_tokens": call.completion_tokens, "total_tokens": call.total_tokens}
 
@@ -234,12 +252,12 @@ SERVER_ERROR = json.dumps({"error": {"message": "The server had an error while p
 
 
 async def failure_of(upstream: RecordingUpstream, kind: str, stream: bool, path: str, script: list[Scripted],
-                     max_retries: int = 0) -> tuple[str, int | None, str, int]:
+                     max_retries: int = 0, **client: Any) -> tuple[str, int | None, str, int]:
     """(error type, status, message, requests sent) of a flow llm call the upstream fails."""
     upstream.requests.clear()
     upstream.script = list(script)
     with pytest.raises(LlmCallError) as caught:
-        await flow_call(upstream, kind, stream, path, max_retries)
+        await flow_call(upstream, kind, stream, path, max_retries, **client)
     error = caught.value
     assert error.node == "answer"
     return error.error_type, error.status_code, error.message, len(upstream.requests)
@@ -299,3 +317,37 @@ async def test_an_error_event_inside_a_stream_fails_the_same_way_on_both_paths(u
     script = [Scripted(200, events, content_type="text/event-stream")]
     found = {path: await failure_of(upstream, "openai", True, path, script) for path in FLOW_PATHS}
     assert found["endpoint"] == found["openai"] == ("APIError", None, "The model produced invalid content.", 1)
+
+
+CHUNK = (b'data: {"id":"c","object":"chat.completion.chunk","model":"m","choices":[{"index":0,'
+         b'"delta":{"content":"Par"},"finish_reason":null}]}\n\n')
+
+
+async def test_timeouts_and_lost_connections_fail_the_same_way_on_both_paths(upstream: RecordingUpstream) -> None:
+    with socket.socket() as free:  # a port nothing listens on
+        free.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{free.getsockname()[1]}"
+    cases = {
+        "no answer within the timeout": ([Scripted(200, b"{}", delay=2.0)], False, {"timeout": 0.3}),
+        "no stream within the timeout": ([Scripted(200, CHUNK, delay=2.0)], True, {"timeout": 0.3}),
+        "connection dropped mid-stream": ([Scripted(200, CHUNK, content_type="text/event-stream", cut=True)], True,
+                                          {}),
+        "connection refused": ([], False, {"url": closed}),
+    }
+    expected = {
+        "no answer within the timeout": ("APITimeoutError", None, "Request timed out."),
+        "no stream within the timeout": ("APITimeoutError", None, "Request timed out."),
+        "connection dropped mid-stream": ("APIConnectionError", None, "Connection error."),
+        "connection refused": ("APIConnectionError", None, "Connection error."),
+    }
+    for case, (script, stream, client) in cases.items():
+        found = {path: (await failure_of(upstream, "openai", stream, path, script, **client))[:3]
+                 for path in (*FLOW_PATHS, "openai-httpx")}
+        assert found["endpoint"] == found["openai-httpx"] == expected[case], (case, found)
+        if case == "connection refused":
+            # openai's vendored aiohttp transport maps every aiohttp ClientConnectionError to
+            # httpx's ConnectTimeout, so flows used to record a refused connection as a timeout;
+            # the endpoint names it as the client's own transport and the proxy (llm_unreachable) do.
+            assert found["openai"] == ("APITimeoutError", None, "Request timed out."), found
+        else:
+            assert found["endpoint"] == found["openai"], (case, found)
