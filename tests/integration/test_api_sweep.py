@@ -66,6 +66,7 @@ MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
 GATEWAY_EXAMPLES = 40  # per operation and mode
 AGGREGATOR_EXAMPLES = 25
 PROXY_EXAMPLES = 15  # 13 routes: each call goes through to llmsim
+PROXY_KNOWN_EXAMPLES = 5  # per documented example body
 KNOWN_DATA_EXAMPLES = 15  # aggregator operations again, on data that exists
 CALL_TIMEOUT = 20.0  # seconds; a streamed answer is read until its end or max-stream-events
 RUN_ID = "sweep-run-1"
@@ -100,7 +101,9 @@ async def stack(tmp_path_factory: pytest.TempPathFactory, proxy_key: tuple[str, 
     # Beside the demo flow, a proxy deployment in front of llmsim, so the gateway's document
     # lists (and the sweep reaches) the OpenAI-compatible routes (docs/proxy.md).
     proxy = {"name": PROXY, "type": "proxy", "proxy": {"connection": "llmsim", "max_body_bytes": PROXY_BODY_LIMIT},
-             "variants": [{"id": "main", "weight": 1}], "api_keys": [proxy_key[1]],
+             # Forced variants allowed, one on another model: the variant header is swept too.
+             "variants": [{"id": "main", "weight": 1}, {"id": "next", "weight": 1, "model": "llmsim-next"}],
+             "allow_forced_variant": True, "api_keys": [proxy_key[1]],
              "evaluation": {"metrics": ["relevance"], "sampling_rate": 0.0,
                             "judge": {"connection": "llmsim", "model": "llmsim-judge"}}}
     async with live_stack(tmp_path_factory.mktemp("sweep"), StackOptions(sampling_rate=0.1, deployment={
@@ -228,8 +231,9 @@ def load_schema(url: str, auth: dict[str, dict[str, str]]) -> Any:
 
 
 def sweep_service(url: str, auth: dict[str, dict[str, str]], examples: int,
-                  fixed: Callable[[Any], dict[str, Any] | None] = lambda _: None,
-                  select: Callable[[Any], bool] = lambda _: True) -> Sweep:
+                  fixed: Callable[[Any], dict[str, Any] | list[dict[str, Any]] | None] = lambda _: None,
+                  select: Callable[[Any], bool] = lambda _: True, known_examples: int = KNOWN_DATA_EXAMPLES) -> Sweep:
+    """Each selected operation in both modes, then a positive pass per set of ``fixed`` parts."""
     schema = load_schema(url, auth)
     sweep = Sweep()
     for result in schema.get_all_operations():
@@ -239,8 +243,8 @@ def sweep_service(url: str, auth: dict[str, dict[str, str]], examples: int,
         for mode in MODES:
             run_operation(sweep, url, operation, mode, examples)
         known = fixed(operation)
-        if known is not None:
-            run_operation(sweep, url, operation, GenerationMode.POSITIVE, KNOWN_DATA_EXAMPLES, **known)
+        for parts in [known] if isinstance(known, dict) else known or []:
+            run_operation(sweep, url, operation, GenerationMode.POSITIVE, known_examples, **parts)
     return sweep
 
 
@@ -290,10 +294,22 @@ async def test_proxy_routes_answer_every_generated_request_without_a_server_erro
     # as its own 4xx (OpenAI's error shape), which the checks hold to the same rules.
     key = proxy_key[0]
     auth = {"bearer": {"bearer": key}, "apiKey": {"api_key": key}}
-    sweep = await asyncio.to_thread(sweep_service, stack.gateway.url, auth, PROXY_EXAMPLES, select=is_proxy_route)
+
+    def documented_bodies(operation: Any) -> list[dict[str, Any]]:
+        # Generated bodies rarely hold what the upstream needs (messages, input): the document's
+        # example bodies (JSON and streamed) are sent too, with the other parts generated.
+        examples = operation.definition.raw["requestBody"]["content"]["application/json"]["examples"]
+        path = {"path_parameters": {"model_deployment": "llmsim-chat"}} if operation.path_parameters else {}
+        return [{"body": example["value"], **path} for example in examples.values()]
+
+    sweep = await asyncio.to_thread(sweep_service, stack.gateway.url, auth, PROXY_EXAMPLES, documented_bodies,
+                                    is_proxy_route, PROXY_KNOWN_EXAMPLES)
 
     _assert_clean(sweep, PROXY_OPERATIONS)
     assert set(sweep.statuses) == PROXY_OPERATIONS, sorted(sweep.statuses)
+    for label, counts in sweep.statuses.items():  # each documented body answered (JSON, and streamed)
+        answered = sum(n for status, n in counts.items() if 200 <= status < 300)
+        assert answered >= (1 if label.endswith("embeddings") else 2), (label, dict(counts))
     chat = sweep.statuses["POST /v1/chat/completions"]
     assert chat[400] > 0, dict(chat)  # the negative cases did reach the checks
     for headers in ({}, {"api-key": stack.demo_key}, {"Authorization": "Bearer pp_wrong"}):  # a flow's key too

@@ -285,7 +285,7 @@ _PROXY_EXAMPLES: dict[str, dict[str, Any]] = {
 }
 
 
-def _proxy_operation(operation: str, path: str, azure_path: bool) -> dict[str, Any]:
+def _proxy_operation(operation: str, path: str, azure_path: bool, variant: dict[str, Any]) -> dict[str, Any]:
     """One OpenAI-compatible route of the proxy deployments (docs/proxy.md): the body passes
     through, so only what the proxy itself reads is described."""
     name = path.strip("/").replace("/", "_").replace("{", "").replace("}", "")
@@ -300,8 +300,9 @@ def _proxy_operation(operation: str, path: str, azure_path: bool) -> dict[str, A
     if operation != EMBEDDINGS:
         examples["streamed"] = {"summary": "The answer as server-sent events", "value": {**example, "stream": True}}
     parameters: list[dict[str, Any]] = [
-        {"name": VARIANT_HEADER, "in": "header", "required": False, "schema": {"type": "string"},
-         "description": "Force a variant (deployments with allow_forced_variant)."}]
+        {"name": VARIANT_HEADER, "in": "header", "required": False, "schema": variant,
+         "description": "Force a variant of the key's deployment (only where allow_forced_variant: 403 "
+                        "otherwise; listed: those of any proxy deployment that allows it)."}]
     if azure_path:
         parameters.append({"name": "model_deployment", "in": "path", "required": True,
                            "schema": {"type": "string", "minLength": 1}, "example": "gpt-4o-mini",
@@ -326,14 +327,18 @@ def _proxy_operation(operation: str, path: str, azure_path: bool) -> dict[str, A
     }
 
 
-def _proxy_paths() -> dict[str, Any]:
+def _proxy_paths(registry: Registry) -> dict[str, Any]:
+    # Which ids are valid depends on the key's deployment, as for /score.
+    forced = sorted({name for rt in registry.proxies.values() if rt.deployment.allow_forced_variant
+                     for name in rt.variants})
+    variant: dict[str, Any] = {"type": "string", "enum": forced} if forced else {"type": "string"}
     paths: dict[str, Any] = {}
     for operation in OPERATIONS:
         for path in (f"/v1/{operation}", f"/openai/v1/{operation}"):
-            paths[path] = {"post": _proxy_operation(operation, path, azure_path=False)}
+            paths[path] = {"post": _proxy_operation(operation, path, False, variant)}
         azure = f"/openai/deployments/{{model_deployment}}/{operation}"
-        paths[azure] = {"post": _proxy_operation(operation, azure, azure_path=True)}
-    paths["/openai/responses"] = {"post": _proxy_operation(RESPONSES, "/openai/responses", azure_path=False)}
+        paths[azure] = {"post": _proxy_operation(operation, azure, True, variant)}
+    paths["/openai/responses"] = {"post": _proxy_operation(RESPONSES, "/openai/responses", False, variant)}
     return paths
 
 
@@ -346,7 +351,7 @@ def openapi_document(registry: Registry) -> dict[str, Any]:
     paths["/score"] = {"post": _pf_score_operation(registry)}
     paths["/v1/traces"] = {"post": _otlp_operation()}
     if registry.proxies:  # only a gateway with proxy deployments answers them with more than 401
-        paths.update(_proxy_paths())
+        paths.update(_proxy_paths(registry))
     plain = {"200": {"description": "OK"}}
     # Open to anyone (probes, scrapers): no key.
     paths["/healthz"] = {"get": {"summary": "The process is serving", "security": [], "responses": plain}}
