@@ -58,6 +58,7 @@ class Gateways:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.prefix = f"bench-cpu-{uuid4().hex[:8]}."
         self.key = ""
+        self.new_env: dict[str, str] = {}  # --new-env: e.g. OTEL_TRACES_SAMPLER=always_off to price spans
 
     def _spawn(self, name: str, args: list[str], cwd: Path, env: dict[str, str]) -> None:
         log = open(self.work / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
@@ -90,7 +91,8 @@ class Gateways:
                 "PROMPTPULSE_KAFKA__TOPIC_PREFIX": self.prefix,
                 "PROMPTPULSE_GATEWAY__PORT": port[name],
                 "PROMPTPULSE_GATEWAY__PUBLISHER__SPOOL_DIR": str(self.work / f"spool-{name}"),
-                "PROMPTPULSE_GATEWAY__PROVISION_DEMO_KEY": "false"})
+                "PROMPTPULSE_GATEWAY__PROVISION_DEMO_KEY": "false",
+                **(self.new_env if name == "new" else {})})
         async with aiohttp.ClientSession() as session:
             for name, url in self.urls.items():
                 for _ in range(300):
@@ -199,6 +201,8 @@ async def main() -> None:
     parser.add_argument("--seconds", type=int, default=2)
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--kinds", default="json,stream", help="of " + ", ".join(po.KINDS))
+    parser.add_argument("--new-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for the new gateway only (what does X cost?)")
     parser.add_argument("--profile", type=int, default=0, help="py-spy the new gateway for this many seconds")
     parser.add_argument("--kind", default="json", help="the call --profile drives")
     parser.add_argument("--native", action="store_true", help="py-spy --native")
@@ -212,6 +216,7 @@ async def main() -> None:
         if args.baseline:
             trees["old"] = checkout(args.baseline, work / "baseline")
         gateways = Gateways(work, trees)
+        gateways.new_env = dict(item.split("=", 1) for item in args.new_env)
         try:
             await gateways.start()
             if args.profile:

@@ -172,9 +172,16 @@ class EventPipeline:
                 return None
             self._wake.clear()
             await self._wake.wait()
+        max_events, max_bytes = self._section.batch_max_events, self._section.batch_max_bytes
+        linger = self._section.batch_linger_ms / 1000
+        if (linger > 0 and self._accepting and not self.spooling and len(self.queue) < max_events
+                and self.queued_bytes < max_bytes):
+            # Let a batch gather (settings.batch_linger_ms): the per-batch work (our delivery,
+            # aiokafka's produce request and acks) is most of an event's cost when batches are
+            # small. close() stops accepting first, so a lingering sender adds at most this wait.
+            await asyncio.sleep(linger)
         batch: list[QueuedEvent] = []
         size = 0
-        max_events, max_bytes = self._section.batch_max_events, self._section.batch_max_bytes
         while self.queue and len(batch) < max_events and (not batch or size + self.queue[0].size <= max_bytes):
             item = self.queue.popleft()
             batch.append(item)

@@ -71,6 +71,15 @@ class PublisherSection(BaseModel):
     batch_max_bytes: int = Field(
         4 * MIB, ge=64 * KIB, description="Most bytes handed to the producer (or spooled) at once."
     )
+    batch_linger_ms: float = Field(
+        20.0,
+        ge=0,
+        le=1000,
+        description="In direct mode, how long the sender lets events gather after the first one "
+        "before handing them to the producer. Each batch costs the gateway the same CPU whatever "
+        "its size, so fewer, larger batches leave more for requests; events reach Kafka this much "
+        "later (no request waits for them). 0 sends whatever is queued at once.",
+    )
     retry_initial_seconds: float = Field(
         0.5, gt=0, le=60, description="First wait before retrying the broker while spooling."
     )
