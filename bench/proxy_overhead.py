@@ -28,7 +28,8 @@ completions; the Responses API (JSON and streamed) at 1 client only, to keep the
 - RSS per worker (``VmRSS``; ``VmHWM``: the peak) at the end.
 
 The goals are printed pass/fail; nothing is asserted. Usage (needs Kafka on 127.0.0.1:9092,
-wrk on PATH; about 2 minutes): ``.venv/bin/python bench/proxy_overhead.py``. On a shared 2-core
+wrk on PATH; about 2.5 minutes): ``.venv/bin/python bench/proxy_overhead.py``; ``--quick`` runs
+one round of 1 s per mode (about 40 s) to check that every path works, its figures rougher still. On a shared 2-core
 machine wrk, the upstream and the proxies compete for the same cores: figures are noisy, and
 with 2 workers the machine has no spare core for the second one.
 """
@@ -331,8 +332,9 @@ def parse_wrk(output: str) -> dict[str, float]:
     return found
 
 
-def run_wrk(url: str, script: Path, clients: int, seconds: int = SECONDS) -> dict[str, float]:
+def run_wrk(url: str, script: Path, clients: int, seconds: int | None = None) -> dict[str, float]:
     """``url``: the server and the route (its Lua script's body is for that route)."""
+    seconds = SECONDS if seconds is None else seconds
     out = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{seconds}s", "--latency", "-s", str(script), url],
                          capture_output=True, text=True, timeout=seconds + 30)
     if out.returncode != 0:
@@ -453,4 +455,6 @@ if __name__ == "__main__":
     elif len(sys.argv) == 4 and sys.argv[1] == "--proxy":
         run_proxy(int(sys.argv[2]), sys.argv[3])
     else:
+        if "--quick" in sys.argv[1:]:  # a check that every path runs: 1 round of 1 s (~40 s)
+            ROUNDS, SECONDS = 1, 1
         asyncio.run(main())
