@@ -36,7 +36,7 @@ class EvaluationResources:
     and whatever else the kinds opened; closed when the processor stops."""
 
     clients: dict[str, JudgeClient] = field(default_factory=dict)
-    openai_clients: list[Any] = field(default_factory=list)
+    llm_clients: list[Any] = field(default_factory=list)  # judges' openai clients, evaluation flows' endpoints
     # The pool evaluation flows' llm nodes share (shared/flow/llm_http.py), opened on first use.
     llm_session: aiohttp.ClientSession | None = None
     closers: list[Callable[[], Any]] = field(default_factory=list)
@@ -55,7 +55,7 @@ class EvaluationResources:
         return self.code_calls
 
     async def close(self) -> None:
-        for client in self.openai_clients:
+        for client in self.llm_clients:
             close = getattr(client, "close", None)
             if close is not None:
                 await close()

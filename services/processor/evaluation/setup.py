@@ -80,7 +80,7 @@ class _Clients:
         except Exception as exc:  # ConnectionKeyMissingError names the variable, never a key
             self._broken[name] = f"judge connection {name!r}: {exc}"
             raise EvaluatorUnavailable(self._broken[name]) from None
-        self._resources.openai_clients.append(openai_client)
+        self._resources.llm_clients.append(openai_client)
         section = self._section
         client = JudgeClient(
             openai_client,

@@ -270,7 +270,7 @@ def _flow_clients(flow: Flow, connections: Mapping[str, Connection], context: Bu
         )
     except Exception as exc:  # ConnectionKeyMissingError names the variable, never a key
         raise EvaluatorUnavailable(f"the evaluation flow's connections: {exc}") from None
-    context.resources.openai_clients.extend(clients.values())
+    context.resources.llm_clients.extend(clients.values())
     for name, client in clients.items():
         # The breaker of the connection actually called, shared with its judge calls.
         breaker = context.judge_client(connections[name].name).breaker
