@@ -133,6 +133,11 @@ class LlmEndpoint:
     def server(self) -> tuple[str, int | None]:
         return self.upstream.server
 
+    @property
+    def session(self) -> aiohttp.ClientSession | None:
+        """The pool calls go through (None: the endpoint's own, not opened yet)."""
+        return self._session
+
     async def post(self, path: str, body: Mapping[str, Any], *, stream: bool = False,
                    headers: Mapping[str, str] | None = None) -> Any:
         """One call of ``path`` (``/chat/completions``, ``/completions``, ``/embeddings``) with its
