@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from jinja2 import TemplateSyntaxError
 
-from shared.flow import llm, package_tools
+from shared.flow import llm_params, package_tools
 from shared.flow.errors import FlowError, FlowProblem
 from shared.flow.graph import find_cycle
 from shared.flow.includes import FIELD as INCLUDES_FIELD
@@ -436,8 +436,8 @@ class _FlowLoader:
             self.problem(name, f"{prefix}connection", f"{connection!r} is not a known connection (known: {known})")
         elif self._connection_type(connection) == "custom":
             self.problem(name, f"{prefix}connection", f"{connection!r} is a custom connection, not an LLM endpoint")
-        raw_params, variables = llm.split_inputs(inputs)
-        params, bad = llm.convert_literals(raw_params, api if api == "completion" else "chat")
+        raw_params, variables = llm_params.split_inputs(inputs)
+        params, bad = llm_params.convert_literals(raw_params, api if api == "completion" else "chat")
         for key, reason in bad.items():
             self.problem(name, f"{prefix}inputs.{key}", reason)
         model = params.pop("model", None)

@@ -14,7 +14,7 @@ from typing import Any
 from jinja2 import TemplateError
 from opentelemetry import trace
 
-from shared.flow import llm, telemetry
+from shared.flow import llm, llm_params, telemetry
 from shared.flow.errors import NodeExecutionError
 from shared.flow.model import Node
 from shared.flow.node_output import capture_node_output
@@ -125,10 +125,10 @@ async def run_llm(
     converted: dict[str, Any] = {}
     for key, value in params.items():
         try:
-            result = llm.convert_param(key, None if value is BYPASSED else value, node.llm.api if node.llm else "chat")
-        except llm.ParamError as exc:
+            result = llm_params.convert_param(key, None if value is BYPASSED else value, node.llm.api if node.llm else "chat")
+        except llm_params.ParamError as exc:
             raise NodeExecutionError(node.name, "InvalidParameter", str(exc), field=key) from None
-        if result is not llm.OMIT:
+        if result is not llm_params.OMIT:
             converted[key] = result
     model = llm.choose_model(client, converted.pop("model", None), converted.pop("deployment_name", None))
     if not model:

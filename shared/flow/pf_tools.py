@@ -3,7 +3,7 @@
 
 They do what prompt flow's do with PromptPulse's own parts: the prompt is rendered and parsed by
 template.py (role lines in values escaped, images as ``image_url`` parts), parameters converted
-by llm.py's rules, and the call is made with the official ``openai`` client built from the
+by llm_params.py's rules, and the call is made with the official ``openai`` client built from the
 connection object the node received, so python_llm.py sees it as the node's LLM call (span,
 usage). They run inside a Python node, synchronously, like prompt flow's.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.flow import llm
+from shared.flow import llm_params
 from shared.flow.template import compile_template, parse_chat, render_chat, render_prompt
 
 _PARAMS = ("temperature", "top_p", "stop", "max_tokens", "presence_penalty", "frequency_penalty", "logit_bias",
@@ -35,8 +35,8 @@ def _split(kwargs: dict[str, Any], names: tuple[str, ...], api: str) -> tuple[di
     variables: dict[str, Any] = {}
     for key, value in kwargs.items():
         if key in names:
-            converted = llm.convert_param(key, value, api)
-            if converted is not llm.OMIT:
+            converted = llm_params.convert_param(key, value, api)
+            if converted is not llm_params.OMIT:
                 params[key] = converted
         else:
             variables[key] = value

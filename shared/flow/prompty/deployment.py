@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from shared.flow import llm
+from shared.flow import llm_params
 from shared.flow.errors import FlowError, FlowProblem
 from shared.flow.model import (
     Flow,
@@ -158,7 +158,7 @@ def _llm_node(
         field = "azure_deployment" if model.is_azure else "model"
         shown = f" ({model_name} is unset)" if model_name else ""
         problem(f"model.configuration.{field}", f"names no model to call{shown}")
-    params, bad = llm.convert_literals(model.parameters, model.api)
+    params, bad = llm_params.convert_literals(model.parameters, model.api)
     for key, reason in bad.items():
         problem(f"model.parameters.{key}", reason)
     if prompty.template is None or len(problems) > before:
