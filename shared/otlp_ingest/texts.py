@@ -25,38 +25,6 @@ OUTPUT: Side = "output"
 INPUT_FIELDS = frozenset({"question", "context", "messages", "request"})
 OUTPUT_FIELDS = frozenset({"answer", "tool_calls", "choices"})
 
-TEXT_ATTRIBUTES = frozenset(
-    {
-        "gen_ai.input.messages",
-        "gen_ai.output.messages",
-        "gen_ai.system_instructions",
-        "gen_ai.tool.call.arguments",
-        "gen_ai.tool.call.result",
-        "gen_ai.tool.definitions",
-        "input.value",
-        "output.value",
-    }
-)
-# Flattened messages: gen_ai.prompt.0.content, llm.input_messages.1.message.content, ...
-TEXT_PREFIXES = (
-    "gen_ai.prompt.",
-    "gen_ai.completion.",
-    "llm.input_messages.",
-    "llm.output_messages.",
-)
-TEXT_EVENTS = frozenset(
-    {
-        "gen_ai.system.message",
-        "gen_ai.user.message",
-        "gen_ai.assistant.message",
-        "gen_ai.tool.message",
-        "gen_ai.choice",
-        "gen_ai.content.prompt",
-        "gen_ai.content.completion",
-    }
-)
-
-
 _ATTRIBUTE_SIDES: dict[str, Side] = {
     "gen_ai.input.messages": INPUT,
     "gen_ai.system_instructions": INPUT,
@@ -66,12 +34,14 @@ _ATTRIBUTE_SIDES: dict[str, Side] = {
     "gen_ai.tool.call.arguments": OUTPUT,  # what the model asked the tool
     "output.value": OUTPUT,
 }  # gen_ai.tool.definitions: the application's own tool schemas, no conversation
+# Flattened messages: gen_ai.prompt.0.content, llm.input_messages.1.message.content, ...
 _PREFIX_SIDES: tuple[tuple[str, Side], ...] = (
     ("gen_ai.prompt.", INPUT),
     ("llm.input_messages.", INPUT),
     ("gen_ai.completion.", OUTPUT),
     ("llm.output_messages.", OUTPUT),
 )
+_TEXT_PREFIXES = tuple(prefix for prefix, _ in _PREFIX_SIDES)
 EVENT_SIDES: dict[str, Side] = {
     "gen_ai.system.message": INPUT,
     "gen_ai.user.message": INPUT,
@@ -86,17 +56,8 @@ EVENT_SIDES: dict[str, Side] = {
 def text_side(key: str) -> Side | None:
     """The side whose text the attribute ``key`` holds, None for anything else."""
     side = _ATTRIBUTE_SIDES.get(key)
-    if side is not None or not key.startswith(TEXT_PREFIXES):
+    if side is not None or not key.startswith(_TEXT_PREFIXES):
         return side
     if not key.endswith(("content", "arguments", ".text")):
-        return None
+        return None  # roles, indexes and token counts are not texts; contents and tool arguments are
     return next(side for prefix, side in _PREFIX_SIDES if key.startswith(prefix))
-
-
-def is_text_attribute(key: str) -> bool:
-    if key in TEXT_ATTRIBUTES:
-        return True
-    if key.startswith(TEXT_PREFIXES):
-        # roles, indexes and token counts are not texts; contents and tool arguments are
-        return key.endswith(("content", "arguments", ".text"))
-    return False
