@@ -151,11 +151,13 @@ class Evaluator:
             }
             stored = await load_monitors(conn)
             budget = self._section.max_windows_per_tick
+            scales: dict[str, ScaleBook] = {}  # per deployment: read once a tick, not per monitor
             for entry in stored:
                 if budget <= 0:
                     result.pending_monitors += 1
                     continue
-                budget -= await self._evaluate_monitor(conn, entry, states.get(entry.monitor.id), now, budget, result)
+                budget -= await self._evaluate_monitor(conn, entry, states.get(entry.monitor.id), now, budget, result,
+                                                       scales)
             await self._resolve_removed(conn, {s.monitor.id for s in stored}, states, result)
         return result
 
@@ -167,6 +169,7 @@ class Evaluator:
         now: datetime,
         budget: int,
         result: TickResult,
+        scales_of: dict[str, ScaleBook],
     ) -> int:
         monitor, deployment = entry.monitor, entry.deployment
         window = timedelta(seconds=monitor.window)
@@ -188,8 +191,10 @@ class Evaluator:
             return 0
         state = state_row["state"] if state_row else OK
         changed_at = state_row["changed_at"] if state_row else None
-        scales = ScaleBook(self.deployments.get(deployment), recorded=await read_versions(conn, deployment)
-                           if monitor.statistic in ("average", "pass_rate") else None)
+        scales = scales_of.get(deployment)
+        if scales is None and monitor.statistic in ("average", "pass_rate"):
+            scales = scales_of[deployment] = ScaleBook(self.deployments.get(deployment),
+                                                       recorded=await read_versions(conn, deployment))
         for end in ends:
             start = end - window
             figures = await window_figures(conn, deployment, monitor, start, end, scales)
