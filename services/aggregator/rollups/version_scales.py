@@ -25,10 +25,13 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bool
 ON CONFLICT (deployment, metric, evaluator_version) DO NOTHING
 """
 
-_READ_SQL = """
+_READ_EVERY_SQL = """
 SELECT deployment, metric, evaluator_version, scale::text AS scale, pass_rule::text AS pass_rule, builtin
-FROM evaluator_version_scales WHERE $1::text IS NULL OR deployment = $1
+FROM evaluator_version_scales
 """
+# Its own statement, not "$1 IS NULL OR deployment = $1": a prepared statement's generic plan
+# could not use the primary key's deployment prefix for that (every metrics query reads this).
+_READ_SQL = _READ_EVERY_SQL + "WHERE deployment = $1\n"
 
 
 async def record_versions(conn: DbConnection, deployments: Mapping[str, Any]) -> int:
@@ -57,4 +60,4 @@ async def read_versions(conn: DbConnection, deployment: str) -> dict[tuple[str, 
 async def read_every_version(conn: DbConnection) -> dict[tuple[str, str, str], MetricScale]:
     """(deployment, metric, version) -> its recorded scale, for every deployment."""
     return {(row["deployment"], row["metric"], row["evaluator_version"]): _scale(row)
-            for row in await conn.fetch(_READ_SQL, None)}
+            for row in await conn.fetch(_READ_EVERY_SQL)}
