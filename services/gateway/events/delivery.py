@@ -36,6 +36,7 @@ from aiokafka.errors import (
     MessageSizeTooLargeError,
     RecordTooLargeError,
 )
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from services.gateway.events.spool import SpoolRecord
 from shared.kafka import SettingsLike, make_producer
@@ -128,6 +129,31 @@ def _fail_unsent(accumulator: Any) -> None:
                 _retrieve(future)
 
 
+class KeyHashMemo:
+    """aiokafka's DefaultPartitioner, keeping each key's murmur2 hash for the next records.
+
+    A request's events (request, token chunks, response) share its id as their key, and the
+    hash is aiokafka's pure-Python murmur2 (~7 us a record): computed once per request instead.
+    Same partition as the default for every key, so a request's events stay in order.
+    """
+
+    MAX_KEYS = 4096  # recent requests; forgotten all at once when full (a miss only costs the hash)
+
+    def __init__(self) -> None:
+        self._hashes: dict[bytes, int] = {}
+        self._default = DefaultPartitioner()
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            return self._default(key, all_partitions, available)
+        hashed = self._hashes.get(key)
+        if hashed is None:
+            if len(self._hashes) >= self.MAX_KEYS:
+                self._hashes.clear()
+            hashed = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return all_partitions[hashed % len(all_partitions)]
+
+
 class KafkaDelivery:
     """Owns the producer: sends batches, retires the producer when a send fails."""
 
@@ -143,7 +169,8 @@ class KafkaDelivery:
         self._kafka = kafka
         self._client_id = client_id
         self._timeout = timeout
-        self._overrides = {"max_request_size": max_event_bytes + 64 * 1024, **producer_overrides}
+        self._overrides = {"max_request_size": max_event_bytes + 64 * 1024, "partitioner": KeyHashMemo(),
+                           **producer_overrides}
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
         self.restarts = 0
