@@ -156,7 +156,7 @@ async def read_json(request: web.Request) -> tuple[Any, int]:
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         # The body is read as JSON whatever its declared type; a wrong type is named as the likely cause.
         raise ApiError(400, "invalid_json", f"the body is not valid JSON{sent_as(request)}: {exc}") from None
-    if has_lone_surrogate(body):
+    if b"\\u" in raw and has_lone_surrogate(body):  # strict UTF-8 has none: only a \u escape makes one
         # "\ud800" is valid JSON syntax but no character: no event (protobuf) could carry it.
         raise ApiError(400, "invalid_json", "the body is not valid JSON text: a string holds a lone UTF-16 "
                        "surrogate escape (\\ud800-\\udfff without its pair)")

@@ -20,6 +20,7 @@ joins the request's trace) and, unless turned off, ``x-promptpulse-variant``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from typing import Any
@@ -40,6 +41,7 @@ from services.gateway.tracing import trace_header
 from shared import sse
 from shared.flow import LlmCall
 from shared.flow import telemetry as otel
+from shared.upstream import Upstream
 
 _FORWARDED_PREFIXES = ("x-ratelimit-", "openai-", "retry-after", "x-ms-")
 UPSTREAM_REQUEST_ID = "x-upstream-request-id"
@@ -107,22 +109,25 @@ class Exchange:
         return None if self.first_chunk is None else (self.first_chunk - self.recorder.started) * 1000
 
     def note_span(self, span: Span, usage: Usage | None, model: str | None, choices: list[Choice]) -> None:
+        attributes: dict[str, Any] = {}  # set at once: the SDK takes its lock once, not per value
         if model:
-            span.set_attribute(otel.RESPONSE_MODEL, model)
+            attributes[otel.RESPONSE_MODEL] = model
         if usage is not None:
-            span.set_attribute(otel.INPUT_TOKENS, usage.prompt_tokens)
-            span.set_attribute(otel.OUTPUT_TOKENS, usage.completion_tokens)
+            attributes[otel.INPUT_TOKENS] = usage.prompt_tokens
+            attributes[otel.OUTPUT_TOKENS] = usage.completion_tokens
         reasons = [c.finish_reason for c in choices if c.finish_reason]
         if reasons:
-            span.set_attribute(otel.FINISH_REASONS, reasons)
+            attributes[otel.FINISH_REASONS] = reasons
         if self.ttft_ms is not None:
-            span.set_attribute(otel.TIME_TO_FIRST_CHUNK, self.ttft_ms)
+            attributes[otel.TIME_TO_FIRST_CHUNK] = self.ttft_ms
+        if attributes:
+            span.set_attributes(attributes)
 
     async def run(self) -> web.StreamResponse:
         call, request = self.call, self.request
         upstream = call.runtime.upstream
         settings = request.app[SETTINGS].gateway
-        host, port = upstream.server
+        host, port = _server_of(upstream)
         attributes: dict[str, Any] = {
             otel.OPERATION: call.operation_name, otel.PROVIDER: "azure.ai.openai" if upstream.is_azure else "openai",
             otel.SYSTEM: "openai", otel.REQUEST_MODEL: call.model, otel.STREAMED: call.streaming,
@@ -140,8 +145,7 @@ class Exchange:
                 headers["traceparent"] = traceparent
             if settings.forward_variant_header:
                 headers[VARIANT_HEADER] = call.variant.id
-            timeout = aiohttp.ClientTimeout(total=settings.request_timeout_seconds, sock_connect=settings.llm_timeout_seconds,
-                                            sock_read=settings.llm_timeout_seconds)
+            timeout = _timeout(settings.request_timeout_seconds, settings.llm_timeout_seconds)
             try:
                 async with request.app[PROXY_SESSION].post(upstream.url(call.operation, call.model), data=call.payload,
                                                            headers=headers, timeout=timeout) as answer:
@@ -252,6 +256,18 @@ class Exchange:
         self.recorder.respond(status, llm_calls=self.llm_calls(accumulator.usage, accumulator.model, finish),
                               outputs=outputs, error_type=error_type, error_message=message,
                               time_to_first_token_ms=self.ttft_ms)
+
+
+@functools.lru_cache(maxsize=64)
+def _server_of(upstream: Upstream) -> tuple[str, int | None]:
+    """``upstream.server`` (a URL parse) once per upstream, not per call."""
+    return upstream.server
+
+
+@functools.lru_cache(maxsize=16)
+def _timeout(total: float, between_bytes: float) -> aiohttp.ClientTimeout:
+    # ClientTimeout is frozen: one per pair of settings serves every call.
+    return aiohttp.ClientTimeout(total=total, sock_connect=between_bytes, sock_read=between_bytes)
 
 
 async def _bounded_body(answer: aiohttp.ClientResponse) -> bytes:
