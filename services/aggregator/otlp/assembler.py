@@ -70,20 +70,18 @@ GROUP BY trace_id
 ON CONFLICT (trace_id) DO UPDATE SET last_ingested = greatest(otlp_pending.last_ingested, EXCLUDED.last_ingested)
 """
 
+# The trace's spans received over OTLP for the deployment (``received``), and, in the same read
+# of the trace, the requests PromptPulse's gateway counted itself in it: the server span of each
+# (our own span, not one received over OTLP) and the application's span it hangs below.
 _TRACE_SPANS = """
 SELECT span_id, parent_span_id, name, kind, start_time, end_time, status_code, status_message,
-       attributes::text AS attributes, events::text AS events, resource::text AS resource, request_id
+       attributes::text AS attributes, events::text AS events, resource::text AS resource, request_id,
+       attributes ? 'promptpulse.ingest' AS received
 FROM spans
-WHERE trace_id = $1 AND attributes ? 'promptpulse.ingest' AND deployment = $2
-"""
-
-# Requests PromptPulse's gateway counted itself in this trace: the server span of each (our own
-# span, not one received over OTLP) and the application's span it hangs below.
-_COUNTED_CALLS = """
-SELECT request_id, parent_span_id, start_time
-FROM spans
-WHERE trace_id = $1 AND kind = 'server' AND request_id IS NOT NULL AND parent_span_id IS NOT NULL
-  AND NOT attributes ? 'promptpulse.ingest'
+WHERE trace_id = $1
+  AND ((attributes ? 'promptpulse.ingest' AND deployment = $2)
+       OR (kind = 'server' AND request_id IS NOT NULL AND parent_span_id IS NOT NULL
+           AND NOT attributes ? 'promptpulse.ingest'))
 """
 
 
@@ -194,10 +192,11 @@ class Assembler:
         self, conn: Any, trace_id: str, deployment: str, *, settled: bool, seen_until: datetime
     ) -> None:
         rows = await conn.fetch(_TRACE_SPANS, trace_id, deployment)
-        spans = [span_from_row(trace_id, row) for row in rows]
+        spans = [span_from_row(trace_id, row) for row in rows if row["received"]]
         counted = [
             CountedCall(row["request_id"], row["parent_span_id"], _nanos(row["start_time"]))
-            for row in await conn.fetch(_COUNTED_CALLS, trace_id)
+            for row in rows
+            if not row["received"]
         ]
         roots = find_roots(spans, settled=settled, counted=counted)
         rate = self._rate_of(deployment)
