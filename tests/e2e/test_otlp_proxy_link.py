@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 import yaml
 
@@ -81,15 +82,18 @@ async def trace_of(stack: LiveStack, trace_id: str) -> dict[str, Any] | None:
         return await resp.json()
 
 
-async def settled_traces(stack: LiveStack, trace_ids: list[str], expected_spans: int) -> list[dict[str, Any]] | None:
-    """The traces once the app's spans were decided by the assembler (tied to a request)."""
+async def settled_traces(stack: LiveStack, trace_ids: list[str], expected_spans: int,
+                         exported: dict[str, int]) -> list[dict[str, Any]] | None:
+    """The traces once every span the app exported (``exported``: per trace) is stored and was
+    decided by the assembler (tied to a request): nothing of them is left to derive."""
     traces = [await trace_of(stack, trace_id) for trace_id in trace_ids]
     for trace in traces:
         if trace is None:
             return None
         spans = app_spans(trace)
         ours = [s for s in spans if s["attributes"].get("promptpulse.ingest") == "otlp"]
-        if len(spans) < expected_spans or not ours or any(s["request_id"] is None for s in ours):
+        if (len(spans) < expected_spans or len(ours) != exported[trace["trace_id"]]
+                or any(s["request_id"] is None for s in ours)):
             return None
     return traces
 
@@ -116,11 +120,25 @@ async def test_calls_through_the_proxy_exported_by_the_app_count_once_in_one_tra
         proxy_ids = [call["request_id"] for call in plain["calls"] + agent["calls"]]
         assert all(proxy_ids)
 
-        traces = await stack.wait_for(lambda: settled_traces(stack, trace_ids, 4), 90,
+        exported = plain["spans"] | agent["spans"]
+        traces = await stack.wait_for(lambda: settled_traces(stack, trace_ids, 4, exported), 90,
                                       "the app's spans stored beside the proxy's and decided")
-        await asyncio.sleep(SETTLE_SECONDS + 3)  # a second count of any call would be derived by now
+        # Every app span is tied to a request: every root is decided, and what the assembler
+        # derived is in otlp_requests (written with its events), whatever the ingest's lag.
+        conn = await asyncpg.connect(stack.database_url, timeout=10)
+        try:
+            derived_ids = [row["request_id"] for row in await conn.fetch(
+                "SELECT request_id FROM otlp_requests WHERE trace_id = ANY($1::text[])", trace_ids)]
+        finally:
+            await conn.close()
+        assert len(derived_ids) == 1, derived_ids  # the agent run only: no call counted a second time
 
-        rows = await requests_of(stack, trace_ids)
+        async def stored() -> list[dict[str, Any]] | None:
+            rows = await requests_of(stack, trace_ids)
+            seen = {row["request_id"] for row in rows}
+            return rows if seen >= {*proxy_ids, *derived_ids} else None
+
+        rows = await stack.wait_for(stored, 60, "the proxy's requests and the derived one stored")
         proxied = [row for row in rows if row["request_id"] in proxy_ids]
         derived = [row for row in rows if row not in proxied]
         # exactly one request per call: the proxy's; and the agent run as a request of its own
@@ -133,7 +151,12 @@ async def test_calls_through_the_proxy_exported_by_the_app_count_once_in_one_tra
         assert all(row["response"]["tokens"]["total"] > 0 for row in proxied)
 
         tokens = sum(row["response"]["tokens"]["total"] for row in rows)
-        metrics = await stack.api(f"/v1/deployments/{DEPLOYMENT}/metrics?from={int(time.time()) - 3600}")
+
+        async def rolled_up() -> dict[str, Any] | None:
+            metrics = await stack.api(f"/v1/deployments/{DEPLOYMENT}/metrics?from={int(time.time()) - 3600}")
+            return metrics if metrics["overview"]["requests"] >= CALLS + 2 + 1 else None
+
+        metrics = await stack.wait_for(rolled_up, 60, "every stored request in the rollups")
         assert metrics["overview"]["requests"] == CALLS + 2 + 1
         assert metrics["overview"]["tokens"]["total"] == tokens  # each call's tokens counted once
 

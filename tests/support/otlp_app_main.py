@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections import Counter
 from collections.abc import Sequence
 
 # Message contents on spans, in the current GenAI conventions (set before the SDKs load; set,
@@ -45,9 +46,11 @@ class Twice(SpanExporter):
     def __init__(self, inner: SpanExporter) -> None:
         self.inner = inner
         self.trace_ids: set[str] = set()
+        self.spans: Counter[str] = Counter()  # trace id -> spans exported (once each)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         self.trace_ids.update(format(s.context.trace_id, "032x") for s in spans)
+        self.spans.update(format(s.context.trace_id, "032x") for s in spans)
         first = self.inner.export(spans)
         return self.inner.export(spans) if self.twice else first
 
@@ -104,7 +107,7 @@ def main() -> None:
             calls.append({"request_id": raw.headers.get("x-request-id", ""), "trace_id": trace_id})
     provider.force_flush()
     provider.shutdown()
-    print(json.dumps({"trace_ids": sorted(exporter.trace_ids), "calls": calls}))
+    print(json.dumps({"trace_ids": sorted(exporter.trace_ids), "calls": calls, "spans": exporter.spans}))
 
 
 if __name__ == "__main__":
