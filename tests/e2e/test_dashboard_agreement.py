@@ -104,7 +104,17 @@ async def test_agreement_view_shows_the_api_figures_and_the_not_enough_state(tmp
             await page.press("#agreement-min", "Tab")  # the change event
             await page.wait_for_selector(f"#agreement[data-min-labels='{MIN_LABELS}'] tbody tr")
             rows = await shown(page)
+            # A range from the address that is none of the control's choices is shown as the range,
+            # and stays it when the minimum changes (it was reloaded as "last 1 d").
+            await page.goto(f"{stack.aggregator.url}/dashboard/#/agreement/demo?days=14")
+            await page.wait_for_selector("#agreement[data-min-labels='10'] tbody tr")
+            custom_range = [await page.input_value("#agreement-days")]
+            await page.fill("#agreement-min", str(MIN_LABELS))
+            await page.press("#agreement-min", "Tab")
+            await page.wait_for_selector(f"#agreement[data-min-labels='{MIN_LABELS}'] tbody tr")
+            custom_range += [await page.input_value("#agreement-days"), await page.evaluate("location.hash")]
     assert errors == []
+    assert custom_range == ["14", "14", f"#/agreement/demo?days=14&min_labels={MIN_LABELS}"]
     version = relevance["evaluator_version"]
     interval = relevance["mean_difference"]
     assert rows["relevance"] == {

@@ -51,8 +51,11 @@ export async function agreementView(root, deployment, params, shell) {
   const rows = doc.agreement.map((a) => row(a, doc.min_labels));
   // The range and the minimum are the hash's parameters: changing one reloads the view.
   const minimum = h("input", { type: "number", id: "agreement-min", min: 2, max: 100000, value: doc.min_labels, style: "width: 7em" });
+  // The address's own range is one of the choices: else the select would show (and a change of
+  // the minimum would reload with) its first choice instead.
+  const choices = [...new Set([1, 7, 30, 90, days])].sort((a, b) => a - b);
   const range = h("select", { id: "agreement-days" },
-    ...[1, 7, 30, 90].map((d) => h("option", { value: d, selected: d === days }, `last ${d} d`)));
+    ...choices.map((d) => h("option", { value: d, selected: d === days }, `last ${d} d`)));
   const reload = () => {
     const next = new URLSearchParams(params);
     next.set("days", range.value);
@@ -69,7 +72,7 @@ export async function agreementView(root, deployment, params, shell) {
       h("div", { class: "panel-tools" }, range, h("label", { for: "agreement-min", class: "small muted" }, "minimum labelled"), minimum)),
     h("p", { class: "small muted" },
       "Requests with both a judge's score and a person's label (feedback labels, promptpulse annotate). " +
-      "Weighted kappa: quadratic, over the metric's scale (1 = full agreement, 0 = chance). " +
+      "Weighted kappa: quadratic, over the version's own scale (1 = full agreement, 0 = chance). " +
       "A positive difference: the judge scores higher than people."),
     rows.length
       ? h("table", { class: "table compact" }, h("thead", {}, h("tr", {},
