@@ -59,18 +59,32 @@ def build_export(traces: int) -> bytes:
     return export_bytes(app.spans())
 
 
-def restamp_at(revision: str) -> ModuleType:
-    """services/gateway/otlp/restamp.py as it was at ``revision``, imported under another name."""
-    source = subprocess.run(["git", "-C", str(REPO), "show", f"{revision}:services/gateway/otlp/restamp.py"],
-                            check=True, capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp()) / "restamp_baseline.py"
+def _source_at(revision: str, path: str) -> str:
+    return subprocess.run(["git", "-C", str(REPO), "show", f"{revision}:{path}"],
+                          check=True, capture_output=True, text=True).stdout
+
+
+def _imported(name: str, source: str) -> ModuleType:
+    path = Path(tempfile.mkdtemp()) / f"{name}.py"
     path.write_text(source)
-    spec = importlib.util.spec_from_file_location("restamp_baseline", path)
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
+
+
+def restamp_at(revision: str) -> ModuleType:
+    """services/gateway/otlp/restamp.py as it was at ``revision``, imported under another name,
+    with that revision's shared/otlp_ingest/texts.py: names it imported from there are gone now."""
+    texts_name = "shared.otlp_ingest.texts"
+    current = sys.modules[texts_name]
+    sys.modules[texts_name] = _imported("texts_baseline", _source_at(revision, "shared/otlp_ingest/texts.py"))
+    try:
+        return _imported("restamp_baseline", _source_at(revision, "services/gateway/otlp/restamp.py"))
+    finally:
+        sys.modules[texts_name] = current
 
 
 def cpu_per_call(work: Callable[[], object], seconds: float) -> float:
