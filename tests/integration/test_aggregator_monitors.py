@@ -22,6 +22,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.aggregator.db.pool import create_pool
+from services.aggregator.monitors import evaluator as evaluator_module
 from services.aggregator.monitors.evaluator import EVALUATOR_LOCK
 from services.aggregator.monitors.service import MonitorService
 from services.aggregator.monitors.settings import MonitorsSection
@@ -161,10 +162,18 @@ def minute_base() -> datetime:
 
 
 async def test_scripted_scores_fire_and_resolve_and_a_plain_consumer_reads_the_alerts(
-    fresh_database, tmp_path
+    fresh_database, tmp_path, monkeypatch
 ) -> None:
     settings = monitor_settings(fresh_database, write_deployments(tmp_path / "d", [AVERAGE, CAUTIOUS, PLAIN]))
     base = minute_base()
+    scale_reads: list[str] = []  # the deployment's recorded version scales, read by the evaluator
+    read_versions = evaluator_module.read_versions
+
+    async def counted_read(conn, deployment):
+        scale_reads.append(deployment)
+        return await read_versions(conn, deployment)
+
+    monkeypatch.setattr(evaluator_module, "read_versions", counted_read)
     async with ingested(settings, script_messages(base, SCRIPT)):
         pool = await create_pool(settings)
         service = MonitorService(settings, pool)
@@ -174,6 +183,7 @@ async def test_scripted_scores_fire_and_resolve_and_a_plain_consumer_reads_the_a
             ticks = [await service.once(step(base, minute)) for minute in (1, 2, 3)]
             assert [t.windows for t in ticks] == [3, 3, 3]
             assert [t.alerts for t in ticks] == [0, 3, 2]
+            assert scale_reads == ["demo"] * 3  # once a tick for its three quality monitors, not once each
             alerts = await read_alerts(settings, expected=5)
             rows = await pool.fetch("SELECT * FROM monitor_windows ORDER BY monitor_id, window_end")
             stored = await pool.fetch("SELECT * FROM alerts ORDER BY id")
