@@ -75,8 +75,9 @@ def attributes(pairs: Sequence[KeyValue]) -> dict[str, Any]:
 
 
 # Enum lookups by name are slow in protobuf's Python API; a span has two of them.
-_KINDS = {value: name.removeprefix("SPAN_KIND_").lower() for name, value in Span.SpanKind.items()}
-_STATUSES = {value: name.removeprefix("STATUS_CODE_").lower() for name, value in Status.StatusCode.items()}
+# The names a span's kind and status are stored under (spans.kind, spans.status_code).
+KIND_NAMES = {value: name.removeprefix("SPAN_KIND_").lower() for name, value in Span.SpanKind.items()}
+STATUS_NAMES = {value: name.removeprefix("STATUS_CODE_").lower() for name, value in Status.StatusCode.items()}
 
 
 def _optional_text(value: Any) -> str | None:
@@ -153,10 +154,10 @@ def _row(span: Span, service_name: str, scope: str, resource_json: str) -> SpanR
         span_id.hex(),
         parent_id.hex() if parent_id else None,
         name if len(name) <= _MAX_NAME and "\x00" not in name else clean_text(name, _MAX_NAME),
-        _KINDS.get(span.kind, "unspecified"),
+        KIND_NAMES.get(span.kind, "unspecified"),
         from_unix_nanos(end_nanos),
         (end_nanos - start_nanos) / 1e6,
-        _STATUSES.get(status.code, "unset"),
+        STATUS_NAMES.get(status.code, "unset"),
         clean_text(message, _MAX_MESSAGE) if message else "",
         service_name,
         scope,

@@ -42,19 +42,21 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from services.aggregator.ingest.spans import KIND_NAMES, STATUS_NAMES
 from services.aggregator.otlp.events import request_events
 from shared.events.codec import encode, event_key
 from shared.kafka import make_producer
 from shared.otlp_ingest import conventions
-from shared.otlp_ingest.decode import STATUS_ERROR, IngestedSpan, SpanEvent
+from shared.otlp_ingest.decode import IngestedSpan, SpanEvent
 from shared.otlp_ingest.genai import CountedCall, derive, find_roots
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
 
 LOCK = 0x6F746C70  # "otlp": one assembler at a time across replicas
-_STATUS = {"unset": 0, "ok": 1, "error": STATUS_ERROR}
-_KINDS = {"unspecified": 0, "internal": 1, "server": 2, "client": 3, "producer": 4, "consumer": 5}
+# A stored span's kind and status back to OTLP's numbers (the ingest's names, inverted).
+_STATUS = {name: value for value, name in STATUS_NAMES.items()}
+_KINDS = {name: value for value, name in KIND_NAMES.items()}
 # Stored spans are looked at again this far back: a slow ingest transaction commits spans whose
 # ingested_at (its start time) is older than a pass that already ran.
 _LOOKBACK = timedelta(seconds=30)
