@@ -12,7 +12,8 @@ such call a ``chat {model}`` span with the ``gen_ai.*`` attributes; this module
   changes when a flow with Python nodes is loaded;
 - turns each finished span into an :class:`LlmCall` of the node, so its usage reaches the response
   event like an llm node's (``usage_reported`` False when the endpoint sent none, e.g. a stream
-  without ``stream_options.include_usage``).
+  without ``stream_options.include_usage``). A call whose span the sampler drops
+  (``OTEL_TRACES_SAMPLER``) still counts: it gets a span that records but is never exported.
 
 Message contents are never captured in these spans: texts are governed by the deployment's
 redaction and the sampled-only rule of the events, and a span must not hold what an event may not.
@@ -37,7 +38,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.util.types import Attributes
 
 from shared.flow.result import LlmCall
@@ -74,6 +77,8 @@ class _NodeTracer(trace.Tracer):
         tracer, calls = self._tracer()
         span = tracer.start_span(name, *args, **kwargs)
         if calls is not None:
+            if not span.is_recording():
+                span = _counting_provider().get_tracer(*self._args).start_span(name, *args, **kwargs)
             calls.spans.append(span)
         return span
 
@@ -85,8 +90,14 @@ class _NodeTracer(trace.Tracer):
     ) -> Iterator[trace.Span]:
         tracer, calls = self._tracer()
         with tracer.start_as_current_span(name, *args, **kwargs) as span:
-            if calls is not None:
-                calls.spans.append(span)
+            if calls is None or span.is_recording():
+                if calls is not None:
+                    calls.spans.append(span)
+                yield span
+                return
+        # Sampled out (OTEL_TRACES_SAMPLER): a span that records, goes nowhere, still counts the call.
+        with _counting_provider().get_tracer(*self._args).start_as_current_span(name, *args, **kwargs) as span:
+            calls.spans.append(span)
             yield span
 
 
@@ -183,10 +194,24 @@ def node_llm_calls(node: str, provider: trace.TracerProvider) -> Iterator[list[L
 _counting: SdkTracerProvider | None = None
 
 
+class _RecordOnly(Sampler):
+    """Record every span and sample none: its attributes are read here, it is never exported."""
+
+    def should_sample(self, parent_context: Context | None, trace_id: int, name: str,
+                      kind: trace.SpanKind | None = None, attributes: Attributes = None,
+                      *args: Any, **kwargs: Any) -> SamplingResult:
+        # The span starts with the attributes a sampler passes on: all of them.
+        return SamplingResult(Decision.RECORD_ONLY, attributes)
+
+    def get_description(self) -> str:
+        return "RecordOnly"
+
+
 def _counting_provider() -> SdkTracerProvider:
+    # Its own sampler: the environment's (OTEL_TRACES_SAMPLER) may drop spans the count needs.
     global _counting
     if _counting is None:
-        _counting = SdkTracerProvider()
+        _counting = SdkTracerProvider(sampler=_RecordOnly())
     return _counting
 
 

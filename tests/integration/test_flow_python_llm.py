@@ -10,6 +10,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBasedTraceIdRatio, Sampler
 
 from shared.flow import FlowExecutor, NodeExecutionError, load_flow, python_llm
 from tests.integration.test_flow_llm import llmsim
@@ -169,6 +170,23 @@ async def test_calls_count_with_tracing_off(tmp_path: Path) -> None:
     calls = {call.node: call for call in result.llm_calls}
     assert set(calls) == {"plain", "streamed", "unreported", "legacy"}
     assert calls["plain"].usage_reported and calls["plain"].total_tokens > 0
+
+
+@pytest.mark.parametrize("sampler", [ALWAYS_OFF, ParentBasedTraceIdRatio(0.0)], ids=["always_off", "ratio_0"])
+async def test_calls_count_when_the_sampler_drops_their_spans(tmp_path: Path, sampler: Sampler) -> None:
+    # OTEL_TRACES_SAMPLER may sample a request out (docs/proxy.md, "Throughput and tracing"): its
+    # spans do not record, but the usage of its Python nodes' calls is read from their spans.
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    async with llmsim() as sim:
+        executor = FlowExecutor(load_flow(_flow(tmp_path / "f")), {}, tracer_provider=provider)
+        result = await executor.run({"question": "How are requests sampled?", "base_url": f"{sim.base_url}/v1"})
+    calls = {call.node: call for call in result.llm_calls}
+    assert set(calls) == {"plain", "streamed", "unreported", "legacy"}
+    for node in ("plain", "streamed", "legacy"):
+        assert calls[node].usage_reported and calls[node].total_tokens > 0
+    assert exporter.get_finished_spans() == ()  # the counting spans are exported nowhere
 
 
 async def test_a_node_that_fails_after_its_call_still_counts_the_tokens_it_spent(tmp_path: Path) -> None:

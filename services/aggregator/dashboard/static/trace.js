@@ -31,7 +31,7 @@ export async function openTrace(traceId) {
     body.replaceChildren(waterfall(trace));
   } catch (error) {
     body.replaceChildren(h("div", { class: "empty" }, h("p", {}, error.status === 404
-      ? "No span of this trace is stored yet. Spans reach the aggregator a few seconds after the request (judge spans after the judges answer); try again shortly."
+      ? "No span of this trace is stored yet. Spans reach the aggregator a few seconds after the request (judge spans after the judges answer); try again shortly. A request the gateway's trace sampler left out (OTEL_TRACES_SAMPLER, docs/proxy.md) has none."
       : `Could not read the trace: ${error.message}`)));
   }
 }

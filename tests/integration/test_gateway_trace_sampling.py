@@ -1,0 +1,187 @@
+"""The standard OpenTelemetry sampler settings end to end through the gateway (docs/proxy.md,
+"Throughput and tracing"): with ``OTEL_TRACES_SAMPLER=parentbased_traceidratio`` at 0 or
+``parentbased_always_off``, the telemetry set-up the gateway runs (shared.telemetry) samples
+requests out, yet every request is still recorded once (its request and response events, with
+its trace id), counted in the metrics, and chosen for judging as before (by its request id, never by its
+trace flags); only its spans are gone. A request
+whose application sent a sampled ``traceparent`` keeps its spans (parent-based), which the
+proxy+OTLP link needs (docs/otlp.md).
+
+Real Kafka: events on the inference topic, spans through the Kafka span exporter on the spans topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+import yaml
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from services.gateway.app import create_app, start_gateway
+from services.gateway.appkeys import METRICS, PUBLISHER
+from shared.apikeys import new_api_key_record
+from shared.events.messages import InferenceRequest, InferenceResponse, InferenceStatus
+from shared.settings import ServiceSettings
+from shared.telemetry import Telemetry, setup_telemetry, shutdown_telemetry
+from shared.topics import delete_topics, ensure_topics
+from tests.support.gateway_stack import (
+    LlmTap,
+    create_topics,
+    events_by_request,
+    gateway_settings,
+    kafka_for,
+    llmsim_server,
+    read_topic,
+    write_deployments,
+)
+
+pytestmark = pytest.mark.integration
+
+APP_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+APP_SPAN_ID = "00f067aa0ba902b7"
+MESSAGES = [{"role": "system", "content": "Sampling is a hash of the request id."},
+            {"role": "user", "content": "How are requests sampled?"}]
+
+
+@dataclass
+class SampledGateway:
+    url: str
+    key: str
+    flow_key: str
+    telemetry: Telemetry
+    memory: InMemorySpanExporter
+
+
+@pytest.fixture(params=[("parentbased_traceidratio", "0"), ("parentbased_always_off", None)],
+                ids=["ratio_0", "always_off"])
+def sampler_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    name, argument = request.param
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", name)
+    if argument is None:
+        monkeypatch.delenv("OTEL_TRACES_SAMPLER_ARG", raising=False)
+    else:
+        monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", argument)
+    return name
+
+
+@pytest.fixture
+async def sampled_gateway(settings: ServiceSettings, tmp_path: Path, sampler_env: str) -> AsyncIterator[
+        tuple[SampledGateway, Any]]:
+    async with llmsim_server() as sim, LlmTap(sim.url) as tap:
+        folder = tmp_path / "deployments"
+        flow_keys = write_deployments(folder, tap.url)
+        key, record = new_api_key_record("proxy-key")
+        (folder / "proxy.yaml").write_text(yaml.safe_dump({
+            "name": "proxy", "type": "proxy", "proxy": {"connection": "llmsim"},
+            "evaluation": {"metrics": ["relevance"], "sampling_rate": 1.0,
+                           "judge": {"connection": "llmsim", "model": "llmsim-judge"}},
+            "api_keys": [record.model_dump(mode="json", exclude_none=True)]}, sort_keys=False))
+        kafka = kafka_for(settings.kafka.bootstrap_servers)
+        topics = await create_topics(kafka)
+        await ensure_topics(kafka, [topics.spans])
+        gateway = gateway_settings(folder, kafka, tmp_path / "spool")
+        memory = InMemorySpanExporter()
+        # The gateway's own telemetry set-up, spans to the real spans topic: what honours the sampler.
+        telemetry = setup_telemetry("gateway", gateway, spans_to_kafka=True,
+                                    span_processors=[SimpleSpanProcessor(memory)], set_global=False)
+        app = create_app(gateway, tracer_provider=telemetry.provider, handle_sighup=False)
+        runner = await start_gateway(app, "127.0.0.1", 0)
+        host, port = runner.addresses[0][:2]
+        try:
+            yield SampledGateway(f"http://{host}:{port}", key, flow_keys["demo"], telemetry, memory), (app, kafka, topics)
+        finally:
+            await runner.cleanup()
+            await asyncio.to_thread(shutdown_telemetry, telemetry)
+            await delete_topics(kafka, [topics.inference, topics.tokens, topics.feedback, topics.spans])
+
+
+def _headers(raw: Any) -> Any:
+    # A stream's raw response is wrapped by the openai instrumentation the flow runtime installs.
+    headers = getattr(raw, "headers", None)
+    return headers if headers is not None else raw.response.headers
+
+
+def _sampled(traceparent: str) -> bool:
+    return bool(int(traceparent.rsplit("-", 1)[1], 16) & 1)  # W3C trace-flags' sampled bit
+
+
+def _trace_id(traceparent: str) -> str:
+    version, trace_id, span_id, flags = traceparent.split("-")
+    assert version == "00" and len(trace_id) == 32 and int(trace_id, 16) and len(span_id) == 16
+    return trace_id
+
+
+async def test_sampled_out_requests_are_recorded_counted_and_judged_without_spans(
+        sampled_gateway: tuple[SampledGateway, Any]) -> None:
+    gateway, (app, kafka, topics) = sampled_gateway
+    assert os.environ["OTEL_TRACES_SAMPLER"].startswith("parentbased_")
+    async with openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=gateway.key, max_retries=0) as client:
+        plain = await client.chat.completions.with_raw_response.create(model="llmsim-chat", messages=MESSAGES)
+        streamed = await client.chat.completions.with_raw_response.create(model="llmsim-chat", messages=MESSAGES,
+                                                                          stream=True)
+        [chunk async for chunk in streamed.parse()]
+        # The app's HTTP span sent a sampled trace context: parent-based sampling keeps this one.
+        linked = await client.chat.completions.with_raw_response.create(
+            model="llmsim-chat", messages=MESSAGES,
+            extra_headers={"traceparent": f"00-{APP_TRACE_ID}-{APP_SPAN_ID}-01"})
+    async with aiohttp.ClientSession() as session:  # a flow's request: the same rule
+        flow = await session.post(f"{gateway.url}/v1/deployments/demo/score",
+                                  json={"question": "How are requests sampled?", "context": "By request id."},
+                                  headers={"Authorization": f"Bearer {gateway.flow_key}"})
+        assert flow.status == 200, await flow.text()
+    answers = {"plain": plain.headers, "streamed": _headers(streamed), "linked": linked.headers, "flow": flow.headers}
+    ids = {name: headers["x-request-id"] for name, headers in answers.items()}
+
+    await app[PUBLISHER].wait_delivered()
+    records = await read_topic(kafka, topics.inference, 8)
+    by_request = events_by_request(records)
+    assert set(by_request) == set(ids.values())  # nothing else, nothing twice
+    for name, request_id in ids.items():
+        request, reply = by_request[request_id]  # exactly one request and one response event each
+        assert isinstance(request, InferenceRequest) and isinstance(reply, InferenceResponse)
+        assert reply.status == InferenceStatus.INFERENCE_STATUS_OK and reply.usage
+        # The trace id is there whether or not the trace was sampled: the request detail names it.
+        assert _trace_id(request.meta.traceparent) == _trace_id(reply.meta.traceparent)
+        assert _trace_id(answers[name]["traceresponse"]) == _trace_id(request.meta.traceparent)
+    sampled_out = {by_request[ids[n]][0].meta.traceparent for n in ("plain", "streamed", "flow")}
+    assert not any(_sampled(tp) for tp in sampled_out), sampled_out  # the judges' spans follow it: none
+    linked_request = by_request[ids["linked"]][0]
+    assert _trace_id(linked_request.meta.traceparent) == APP_TRACE_ID and _sampled(linked_request.meta.traceparent)
+
+    runs = app[METRICS].flow_runs
+    assert sum(n for (deployment, _, status), n in runs.items() if deployment == "proxy" and status == "ok") == 3
+    assert sum(n for (deployment, _, status), n in runs.items() if deployment == "demo" and status == "ok") == 1
+
+    # Spans: only the linked request's, under the app's span, and on the spans topic as one trace.
+    spans = gateway.memory.get_finished_spans()
+    assert spans and {f"{s.context.trace_id:032x}" for s in spans} == {APP_TRACE_ID}
+    server = [s for s in spans if s.attributes.get("promptpulse.request_id") == ids["linked"]]
+    assert len(server) == 1 and server[0].parent is not None and f"{server[0].parent.span_id:016x}" == APP_SPAN_ID
+    await asyncio.to_thread(shutdown_telemetry, gateway.telemetry)
+    exported = await read_topic(kafka, topics.spans, 1)
+    traces = set()
+    for record in exported:
+        message = ExportTraceServiceRequest.FromString(record.value)
+        traces |= {span.trace_id.hex() for rs in message.resource_spans for ss in rs.scope_spans for span in ss.spans}
+    assert traces == {APP_TRACE_ID}
+
+
+def test_the_sampler_is_the_environments(sampler_env: str, settings: ServiceSettings) -> None:
+    # No setting of ours replaces OTEL_TRACES_SAMPLER: the provider the gateway builds uses it.
+    telemetry = setup_telemetry("gateway", settings, spans_to_kafka=False, set_global=False)
+    try:
+        description = telemetry.provider.sampler.get_description()
+    finally:
+        shutdown_telemetry(telemetry)
+    expected = "AlwaysOffSampler" if sampler_env == "parentbased_always_off" else "TraceIdRatioBased{0.0}"
+    assert description.startswith("ParentBased{root:" + expected)
