@@ -174,38 +174,47 @@ class JudgeCalls:
         ``parent`` is the request's trace context; ``results`` turns the parsed reply into the
         span's evaluation-result events.
         """
-        async with self.slots.place():
+        # The place is taken and released inline rather than through slots.place(): an async
+        # context manager per call costs a generator and two frames for nothing.
+        slots = self.slots
+        await slots.acquire(REJUDGE_PRIORITY.get())
+        try:
             self._occupancy_changes(+1)
             try:
-                with self._tracer.start_as_current_span(
-                    f"chat {target.model}",
-                    context=parent,
-                    kind=SpanKind.CLIENT,
-                    attributes=self._span_attributes(target, meta, metrics, prompt_versions),
-                ) as span:
+                with self._tracer.start_as_current_span(f"chat {target.model}", context=parent, kind=SpanKind.CLIENT) as span:
+                    # Attributes and events only for a span that records: a sampled-out or no-op
+                    # span would drop them, so building them is wasted work. (Set right after the
+                    # start rather than passed to it: the samplers in use read no attributes.)
+                    recording = span.is_recording()
+                    if recording:
+                        span.set_attributes(self._span_attributes(target, meta, metrics, prompt_versions))
                     try:
                         reply = await target.client.call(target.model, messages, parse)
                     except JudgeCallFailed as failed:
-                        _record_usage(span, failed.cost)
-                        span.set_attribute("error.type", failed.error_name)
+                        if recording:
+                            _record_usage(span, failed.cost)
+                            span.set_attribute("error.type", failed.error_name)
                         span.set_status(Status(StatusCode.ERROR, failed.message))
                         self._count(target, failed.cost, ok=False)
                         raise
-                    _record_usage(span, reply.cost)
                     self._count(target, reply.cost, ok=True)
-                    for result in results(reply.parsed) if results is not None else ():
-                        span.add_event(
-                            "gen_ai.evaluation.result",
-                            {
-                                "gen_ai.evaluation.name": result.metric,
-                                "gen_ai.evaluation.score.value": float(result.value),
-                                "gen_ai.evaluation.score.label": result.label,
-                                "gen_ai.evaluation.explanation": result.reason,
-                            },
-                        )
+                    if recording:
+                        _record_usage(span, reply.cost)
+                        for result in results(reply.parsed) if results is not None else ():
+                            span.add_event(
+                                "gen_ai.evaluation.result",
+                                {
+                                    "gen_ai.evaluation.name": result.metric,
+                                    "gen_ai.evaluation.score.value": float(result.value),
+                                    "gen_ai.evaluation.score.label": result.label,
+                                    "gen_ai.evaluation.explanation": result.reason,
+                                },
+                            )
                     return reply
             finally:
                 self._occupancy_changes(-1)
+        finally:
+            slots.release()
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -254,11 +263,13 @@ class JudgeCalls:
 
 
 def _record_usage(span: trace.Span, cost: CallCost) -> None:
-    span.set_attribute("gen_ai.response.model", cost.model)
-    span.set_attribute("gen_ai.usage.input_tokens", cost.prompt_tokens)
-    span.set_attribute("gen_ai.usage.output_tokens", cost.completion_tokens)
-    span.set_attribute("promptpulse.judge.attempts", cost.attempts)
-    span.set_attribute("promptpulse.judge.latency_ms", cost.latency_ms)
+    span.set_attributes({
+        "gen_ai.response.model": cost.model,
+        "gen_ai.usage.input_tokens": cost.prompt_tokens,
+        "gen_ai.usage.output_tokens": cost.completion_tokens,
+        "promptpulse.judge.attempts": cost.attempts,
+        "promptpulse.judge.latency_ms": cost.latency_ms,
+    })
 
 
 __all__ = ["LIVE", "REJUDGE", "REJUDGE_PRIORITY", "JudgeCalls", "JudgeTarget", "PrioritySlots", "SpanResult"]

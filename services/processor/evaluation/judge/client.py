@@ -155,17 +155,13 @@ class JudgeClient:
         self._sleep = sleep
         # Called with "ok" or an error name after every attempt (for the metrics).
         self._on_attempt = on_attempt or (lambda outcome: None)
+        # What every request of this client sends besides the model and messages, built once.
+        self._options: dict[str, Any] = {"temperature": 0, "max_tokens": max_tokens, "timeout": timeout_seconds}
+        if response_format == "json_object":
+            self._options["response_format"] = {"type": "json_object"}
 
     async def _create(self, model: str, messages: list[dict[str, str]]) -> Any:
-        options: dict[str, Any] = {
-            "model": model,
-            "messages": messages,
-            "temperature": 0,
-            "max_tokens": self._max_tokens,
-            "timeout": self._timeout,
-        }
-        if self._response_format == "json_object":
-            options["response_format"] = {"type": "json_object"}
+        options: dict[str, Any] = {"model": model, "messages": messages, **self._options}
         # The client's timeout covers the HTTP exchange; this one also covers a stuck connect
         # pool or a server that trickles bytes for ever.
         async with asyncio.timeout(self._timeout + 1.0):
@@ -178,7 +174,8 @@ class JudgeClient:
         cost = CallCost(model=model)
         while True:
             cost.attempts += 1
-            probe = await self.breaker.acquire()
+            # A closed breaker lets the call through at once: no coroutine to make for that.
+            probe = False if self.breaker.state == "closed" else await self.breaker.acquire()
             started = time.perf_counter()
             try:
                 response = await self._create(model, messages)

@@ -134,8 +134,9 @@ def _verdict(fields: dict) -> Verdict:
 def parse_verdict(text: object, judged: Sequence[str] = ()) -> Verdict:
     """The verdict in a single-metric reply; ``judged`` are the texts that were judged."""
     for obj in reversed(_candidates(text, judged)):
-        if "score" in _lower_keys(obj):
-            return _verdict(obj)
+        fields = _lower_keys(obj)  # once: _verdict(obj) would lower the keys again
+        if "score" in fields:
+            return Verdict(_score(fields["score"]), _reason(fields))
     raise UnparseableVerdict("the judge's reply holds no JSON object with a score")
 
 
