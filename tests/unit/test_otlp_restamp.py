@@ -181,3 +181,37 @@ def test_a_large_trace_is_cut_into_records_of_whole_spans():
     assert sum(record.spans for record in records) == len(app.spans())
     assert all(attributes(s.attributes) for r in records
                for s in ExportTraceServiceRequest.FromString(r.value).resource_spans[0].scope_spans[0].spans)
+
+
+def test_links_and_scopes_follow_the_same_rules_as_spans():
+    """A link's or a scope's attributes are the sender's too: ours dropped, texts of an unsampled
+    trace dropped, credentials masked; otherwise they would carry onto the spans topic what a
+    span's own attributes may not."""
+    from opentelemetry import trace
+
+    app = App()
+    scoped = app.provider.get_tracer(
+        "scoped", attributes={"promptpulse.deployment": "other", "note": "Bearer abc.def.ghi"}
+    )
+    with app.tracer.start_as_current_span("earlier") as earlier:
+        pass
+    link = trace.Link(earlier.get_span_context(), {
+        "promptpulse.request_id": "forged",
+        "input.value": QUESTION,
+        "reason": "key sk-abcdefghijklmnopqrstuvwxyz123456",
+    })
+    with scoped.start_as_current_span("chat", links=[link]) as span:
+        span.set_attribute("gen_ai.operation.name", "chat")
+    for keep in (True, False):
+        exports = [ExportTraceServiceRequest.FromString(r.value) for r in restamp(app, keep=keep)]
+        [scope_spans] = [ss for export in exports for rs in export.resource_spans
+                         for ss in rs.scope_spans if ss.scope.name == "scoped"]
+        scope_keys = {pair.key: pair.value.string_value for pair in scope_spans.scope.attributes}
+        assert "promptpulse.deployment" not in scope_keys
+        assert "abc.def.ghi" not in scope_keys["note"]
+        [chat] = scope_spans.spans
+        [stored_link] = chat.links
+        link_keys = {pair.key: pair.value.string_value for pair in stored_link.attributes}
+        assert "promptpulse.request_id" not in link_keys
+        assert "sk-abcdefghijklmnop" not in link_keys["reason"]
+        assert (link_keys.get("input.value") == QUESTION) is keep

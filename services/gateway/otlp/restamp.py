@@ -5,7 +5,8 @@ Python values): every span's ids and times and every value's depth are checked (
 400, before anything is published), and what a sender may not decide is removed, what
 PromptPulse decides is added:
 
-- every ``promptpulse.*`` attribute the sender set (on spans, events or resources) is dropped:
+- every ``promptpulse.*`` attribute the sender set (on spans, events, links, scopes or resources)
+  is dropped:
   the key decides the deployment, never an attribute, or one deployment's key could write spans
   into another's traces;
 - each span gets ``promptpulse.deployment``, ``promptpulse.variant`` and
@@ -125,6 +126,10 @@ def _restamped(span: Span, stamps: list[KeyValue], keep_texts: bool, redaction: 
     for event in out.events[:]:
         _clean(event.attributes, strings, keep_texts=keep_texts, redaction=redaction,
                side=EVENT_SIDES.get(event.name))
+    # A link's attributes are the sender's too: the same rules, or they would be a way around them
+    # onto the spans topic (the aggregator stores no links today; a reader of the topic may).
+    for link in out.links:
+        _clean(link.attributes, strings, keep_texts=keep_texts, redaction=redaction)
     # One check of all the span's texts together (joined by newlines, as our own spans are
     # checked: no pattern matches across a line break in a way that hides a match in one text);
     # only a span that might hold a credential is masked value by value.
@@ -133,6 +138,9 @@ def _restamped(span: Span, stamps: list[KeyValue], keep_texts: bool, redaction: 
             _mask_secrets(pair.value)
         for event in out.events:
             for pair in event.attributes:
+                _mask_secrets(pair.value)
+        for link in out.links:
+            for pair in link.attributes:
                 _mask_secrets(pair.value)
     if out.status.message and might_hold_secret(out.status.message):
         out.status.message = redact(out.status.message)
@@ -154,6 +162,19 @@ def _clean_resource(resource_spans: ResourceSpans) -> ResourceSpans:
         for pair in resource.resource.attributes:
             _mask_secrets(pair.value)
     return resource
+
+
+def _clean_scope(scope_spans: ScopeSpans) -> ScopeSpans:
+    """The scope and schema of ``scope_spans`` without its spans, under the resource's rules: ours
+    dropped, depth checked, secrets masked."""
+    scope = ScopeSpans(schema_url=scope_spans.schema_url)
+    scope.scope.CopyFrom(scope_spans.scope)
+    strings: list[str] = []
+    _clean(scope.scope.attributes, strings, keep_texts=True, redaction=NO_REDACTION)
+    if strings and might_hold_secret("\n".join(strings)):
+        for pair in scope.scope.attributes:
+            _mask_secrets(pair.value)
+    return scope
 
 
 def per_trace_records(
@@ -181,13 +202,14 @@ def per_trace_records(
         variant = variant_of(strings)
         stamps = [_string(DEPLOYMENT, deployment), _string(VARIANT, variant), _string(INGEST, "otlp")]
         for scope_spans in resource_spans.scope_spans:
+            scope = _clean_scope(scope_spans)
             for span in scope_spans.spans[:]:
                 trace_id = checked_ids(span)[0]
                 keep = sampled.get(trace_id)
                 if keep is None:
                     keep = sampled[trace_id] = keeps_texts(trace_id)
                 stamped = _restamped(span, stamps, keep, redaction)
-                grouped.setdefault(trace_id, []).append((index, resource, scope_spans, stamped))
+                grouped.setdefault(trace_id, []).append((index, resource, scope, stamped))
     records: list[TraceRecord] = []
     for trace_id, items in grouped.items():
         for part in _parts(items, max_record_bytes):
