@@ -5,11 +5,11 @@ For spans received over OTLP the gateway cannot know the request a span belongs 
 may come in a later export), so the decision is taken per trace, and the request ids derived
 later are chosen to fall on the same side of the sample (shared.otlp_ingest.ids).
 
-A deployment's named-field redaction names fields of the request derived from the spans
-(``question``, ``context``, ``messages``; ``answer``, ``tool_calls``, ``choices``). A span does
-not hold them apart (the question and the context are parts of one list of messages), so a
-named field redacts every text of its side: :data:`INPUT` (what the model was sent) or
-:data:`OUTPUT` (what it answered).
+A deployment's named-field redaction names fields of its requests (``question``, ``context``,
+a proxy's ``request``, a flow's own input names; ``answer``, ``choices``, a flow's outputs). A
+span does not hold them apart (the question and the context are parts of one list of messages),
+so any field named on a side redacts every text of that side: :data:`INPUT` (what the model was
+sent) or :data:`OUTPUT` (what it answered).
 """
 
 from __future__ import annotations
@@ -19,11 +19,6 @@ from typing import Literal
 Side = Literal["input", "output"]
 INPUT: Side = "input"
 OUTPUT: Side = "output"
-
-# The derived request's fields on each side, as a deployment's redaction names them; a proxy
-# deployment's recorded body (``request``) holds the input side too.
-INPUT_FIELDS = frozenset({"question", "context", "messages", "request"})
-OUTPUT_FIELDS = frozenset({"answer", "tool_calls", "choices"})
 
 _ATTRIBUTE_SIDES: dict[str, Side] = {
     "gen_ai.input.messages": INPUT,

@@ -29,7 +29,6 @@ from services.gateway.routes.errors import ApiError
 from services.gateway.runtime import Runtime
 from shared.otlp_ingest.decode import JSON, PROTOBUF, BadExport, parse_export
 from shared.otlp_ingest.ids import trace_sampled
-from shared.otlp_ingest.texts import INPUT_FIELDS, OUTPUT_FIELDS
 
 PATH = "/v1/traces"
 VARIANT_ATTRIBUTE = "promptpulse.variant"
@@ -100,9 +99,10 @@ async def traces(request: web.Request) -> web.Response:
             variant_of=_variant_chooser(runtime),
             keeps_texts=lambda trace_id: trace_sampled(trace_id, rate),
             max_record_bytes=publisher.max_record_bytes,
+            # Any field named on a side redacts all of that side's texts: a span holds no field
+            # apart (a question, a context or a flow's own input are parts of one message list).
             redaction=TextRedaction(
-                inputs=bool(runtime.redacted_inputs & INPUT_FIELDS),
-                outputs=bool(runtime.redacted_outputs & OUTPUT_FIELDS),
+                inputs=bool(runtime.redacted_inputs), outputs=bool(runtime.redacted_outputs)
             ),
         )
     except BadExport as exc:
