@@ -181,7 +181,12 @@ class JudgeCalls:
         try:
             self._occupancy_changes(+1)
             try:
-                with self._tracer.start_as_current_span(f"chat {target.model}", context=parent, kind=SpanKind.CLIENT) as span:
+                # What start_as_current_span does (same defaults: the exception recorded, the
+                # status set, the span ended on exit), without its generator-based context
+                # manager around use_span (two of them through the ProxyTracer of a process
+                # without telemetry).
+                span = self._tracer.start_span(f"chat {target.model}", context=parent, kind=SpanKind.CLIENT)
+                with trace.use_span(span, end_on_exit=True):
                     # Attributes and events only for a span that records: a sampled-out or no-op
                     # span would drop them, so building them is wasted work. (Set right after the
                     # start rather than passed to it: the samplers in use read no attributes.)
