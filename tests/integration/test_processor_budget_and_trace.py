@@ -72,3 +72,24 @@ async def test_judge_call_is_a_span_in_the_requests_trace(tmp_path: Path) -> Non
         assert event.attributes["gen_ai.evaluation.explanation"]
     # The evaluation events carry the request's trace context too.
     assert {e.meta.traceparent for e in found} == {traceparent}
+
+
+async def test_a_request_the_gateway_sampled_out_is_judged_without_spans(tmp_path: Path) -> None:
+    # OTEL_TRACES_SAMPLER in the gateway (docs/proxy.md, "Throughput and tracing"): the request's
+    # trace context says "not sampled", so the judge spans follow it (parent-based, the processor's
+    # default sampler) and record nothing, but the request is judged and the judge's tokens counted.
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+    async with stage(tmp_path, {"shop": {"metrics": ["relevance", "fluency"]}}) as st:
+        async with st.processor(tracer=provider.get_tracer("test")), Producer(st.kafka) as producer:
+            request = request_event("untraced", "shop", QA, traceparent=traceparent)
+            await producer.send(st.topics.inference, [request, response_event(request, {"answer": ANSWER})])
+            found = await read_evaluations(st.kafka, st.topics, 2)
+    assert sorted(e.metric for e in found) == ["fluency", "relevance"]
+    for evaluation in found:
+        assert evaluation.WhichOneof("outcome") == "scored", evaluation
+        assert evaluation.judge.prompt_tokens > 0 and evaluation.judge.completion_tokens > 0
+        assert evaluation.meta.traceparent == traceparent  # the trace id stays with the scores
+    assert exporter.get_finished_spans() == ()
