@@ -18,7 +18,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio, Sampler
 from opentelemetry.trace import SpanKind, set_span_in_context
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from services.aggregator.db.migrate import migrate
 from services.aggregator.ingest.spans import decode_spans
@@ -65,14 +67,20 @@ async def store_app_export(pool: asyncpg.Pool, app: App) -> None:
         await store(pool, record.value)
 
 
-def proxy_server_span(http_span, request_id: str) -> bytes:
-    """The gateway's server span of a proxied call: it continued the app's HTTP span's context."""
+def proxy_server_span(http_span, request_id: str, sampler: Sampler | None = None) -> bytes:
+    """The gateway's server span of a proxied call: it continued the app's HTTP span's context
+    (with ``sampler``, as the gateway gets it: from the ``traceparent`` header, a remote parent)."""
     exporter = InMemorySpanExporter()
-    provider = TracerProvider()
+    provider = TracerProvider(sampler=sampler)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("services.gateway")
+    context = set_span_in_context(http_span)
+    if sampler is not None:
+        headers: dict[str, str] = {}
+        TraceContextTextMapPropagator().inject(headers, context=context)
+        context = TraceContextTextMapPropagator().extract(headers)
     with tracer.start_as_current_span(
-        "POST /v1/chat/completions", context=set_span_in_context(http_span), kind=SpanKind.SERVER
+        "POST /v1/chat/completions", context=context, kind=SpanKind.SERVER
     ) as server:
         server.set_attributes({"promptpulse.request_id": request_id, "promptpulse.deployment": DEPLOYMENT})
         with tracer.start_as_current_span("chat gpt-4o-mini", kind=SpanKind.CLIENT) as client:
@@ -124,6 +132,22 @@ async def test_the_proxy_s_span_first_links_at_once(pool) -> None:
     trace_id = format(http.context.trace_id, "032x")
     proxy_request = str(uuid.uuid4())
     await store(pool, proxy_server_span(http, proxy_request))
+    await store_app_export(pool, app)
+    await assembler(pool, settle_seconds=3600).run_pass()
+    assert await derived(pool, trace_id) == []
+    assert await app_span_requests(pool, trace_id) == {proxy_request}
+
+
+async def test_a_gateway_that_samples_its_own_traces_out_still_links_the_app_s_sampled_call(pool) -> None:
+    # OTEL_TRACES_SAMPLER=parentbased_traceidratio at 0 in the gateway (docs/proxy.md, "Throughput and
+    # tracing"): the app's sampled traceparent keeps the proxy's server span, so the call is counted once.
+    app = App(service="parcel-support")
+    _chat, http = proxied_chat(app)
+    trace_id = format(http.context.trace_id, "032x")
+    proxy_request = str(uuid.uuid4())
+    value = proxy_server_span(http, proxy_request, sampler=ParentBasedTraceIdRatio(0.0))
+    assert value  # recorded and exported despite the ratio of 0
+    await store(pool, value)
     await store_app_export(pool, app)
     await assembler(pool, settle_seconds=3600).run_pass()
     assert await derived(pool, trace_id) == []
