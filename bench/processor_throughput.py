@@ -9,7 +9,8 @@ request, keyed by request id), it measures:
    answers at once, so judging costs no HTTP and the figure is the stream path's), and beside
    it the same at 0% sampling (3a, routing only), which splits the cost between reading every
    event and judging one request in ten, and the same with a (synchronous) code evaluator next
-   to the built-in judge (3b: the evaluation pipeline with a code evaluator present);
+   to the built-in judge (3b: the evaluation pipeline with a code evaluator present), and that
+   evaluator written ``async def`` (3c: awaited on the loop, no thread hand-over);
 4. the processor with a judge that takes 1 s (llmsim in its own process) at 10% sampling: judge
    calls in flight against the concurrency cap, and judge throughput against Little's law
    (cap / latency);
@@ -208,11 +209,18 @@ def answer_words(answer):
 '''
 
 
-def write_deployments(folder: Path, judge_url: str, rate: float = SAMPLING_RATE, code: bool = False) -> None:
+# Phase 3c's: the same check written ``async def``, which the pipeline awaits on the event loop
+# (no thread hand-over): what a user whose check never blocks can write instead.
+ASYNC_CODE_EVALUATOR = CODE_EVALUATOR.replace("def answer_words", "async def answer_words")
+
+
+def write_deployments(
+    folder: Path, judge_url: str, rate: float = SAMPLING_RATE, code: str | None = None
+) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     evaluators = []
-    if code:
-        (folder / "bench_checks.py").write_text(CODE_EVALUATOR)
+    if code is not None:
+        (folder / "bench_checks.py").write_text(code)
         evaluators = [{
             "name": "answer_words", "kind": "code", "code": "bench_checks.py:answer_words",
             "columns": {"answer": "outputs.answer"}, "scale": "float", "timeout_seconds": 5,
@@ -378,11 +386,12 @@ async def main() -> None:
         print(f"1. raw aiokafka consumer       {raw:>9,.0f} events/s   RSS {rss_mb():.0f} MB")
         write_deployments(folder / "routing", "http://127.0.0.1:9/v1", rate=0.0)
         write_deployments(folder / "instant", "http://127.0.0.1:9/v1")  # never called: stub judge
-        write_deployments(folder / "code", "http://127.0.0.1:9/v1", code=True)
+        write_deployments(folder / "code", "http://127.0.0.1:9/v1", code=CODE_EVALUATOR)
+        write_deployments(folder / "async_code", "http://127.0.0.1:9/v1", code=ASYNC_CODE_EVALUATOR)
         # Interleaved rounds, best of each: other load on the machine only ever slows a run
         # down, so the best run is the closest to the code's own cost. CPU per event (the whole
         # process's, every thread) is the steadier figure on a shared machine: the lowest is kept.
-        phases = ("noop", "routing", "path", "code")
+        phases = ("noop", "routing", "path", "code", "async_code")
         runs: dict[str, list[float]] = {k: [] for k in phases}
         cpu: dict[str, list[float]] = {k: [] for k in phases}
         judged: dict[str, int] = {}
@@ -390,7 +399,8 @@ async def main() -> None:
             rate, per_event = await faust_noop(kafka, topics.inference, total)
             runs["noop"].append(rate)
             cpu["noop"].append(per_event)
-            for key, deployments in (("routing", "routing"), ("path", "instant"), ("code", "code")):
+            for key, deployments in (("routing", "routing"), ("path", "instant"), ("code", "code"),
+                                     ("async_code", "async_code")):
                 rate, per_event, judged[key] = await processor_path(prefix, folder / deployments, total)
                 runs[key].append(rate)
                 cpu[key].append(per_event)
@@ -414,6 +424,9 @@ async def main() -> None:
         print(f"3b. + a code evaluator         {best['code']:>9,.0f} events/s   ({best['code'] / noop:.1%} of the do-nothing"
               f" agent, goal >= 80%; the built-in judge and a code evaluator on {judged['code']:,} requests per run;"
               f" runs: {spread('code')}); {cpu_note('code')}")
+        print(f"3c. + the same, async def      {best['async_code']:>9,.0f} events/s   ({best['async_code'] / noop:.1%}"
+              f" of the do-nothing agent; awaited on the loop, no thread; runs: {spread('async_code')});"
+              f" {cpu_note('async_code')}")
         print(f"  RSS {rss_mb():.0f} MB")
 
         async with slow_llmsim(args.judge_seconds) as url:
