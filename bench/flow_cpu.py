@@ -22,13 +22,10 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from uuid import uuid4
 
-import aiohttp
 import yaml
 
 BENCH = Path(__file__).resolve().parent
@@ -36,6 +33,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
+import proxy_cpu  # noqa: E402
 import proxy_overhead as po  # noqa: E402 - the instant upstream, wrk helpers
 from proxy_cpu import checkout  # noqa: E402
 
@@ -55,19 +53,18 @@ nodes:
 KINDS = {"json": "/v1/deployments/bench/score", "stream": "/v1/deployments/bench/score?stream=true"}
 
 
-class Gateways:
-    def __init__(self, work: Path, trees: dict[str, Path]) -> None:
-        self.work = work
-        self.trees = trees
-        self.urls = {name: f"http://127.0.0.1:{po.free_port()}" for name in ("upstream", *trees)}
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.prefix = f"bench-flow-{uuid4().hex[:8]}."
-        self.key = ""
+class Gateways(proxy_cpu.Gateways):
+    """proxy_cpu's gateways pair serving the one-llm-node flow on the instant upstream."""
 
-    def _spawn(self, name: str, args: list[str], cwd: Path, env: dict[str, str]) -> None:
-        log = open(self.work / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        self.procs[name] = subprocess.Popen(args, cwd=cwd, env={**os.environ, **env}, stdout=log,
-                                            stderr=subprocess.STDOUT)
+    SERVERS = ("upstream",)
+    PREFIX = "bench-flow-"
+
+    def _start_servers(self, py: str, port: dict[str, str]) -> str:
+        self._spawn("upstream", [py, str(BENCH / "proxy_overhead.py"), "--upstream", port["upstream"]], REPO, {})
+        return str(self._deployments())
+
+    def _probe(self, name: str) -> tuple[str, dict[str, object]] | None:
+        return (self.urls[name] + KINDS["json"], {"question": "up?"}) if name in self.trees else None
 
     def _deployments(self) -> Path:
         from shared.apikeys import new_api_key_record
@@ -84,53 +81,6 @@ class Gateways:
         (folder / "bench.yaml").write_text(yaml.safe_dump({
             "name": "bench", "flow": str(flow), "api_keys": [record.model_dump(mode="json", exclude_none=True)]}))
         return folder
-
-    async def start(self) -> None:
-        from shared.settings import KafkaSettings
-        from shared.topics import Topics, ensure_topics
-
-        kafka = KafkaSettings(topic_prefix=self.prefix, partitions=3)
-        topics = Topics.from_settings(kafka)
-        await ensure_topics(kafka, [topics.inference, topics.tokens, topics.feedback, topics.spans])
-        py, port = sys.executable, {name: url.rsplit(":", 1)[1] for name, url in self.urls.items()}
-        self._spawn("upstream", [py, str(BENCH / "proxy_overhead.py"), "--upstream", port["upstream"]], REPO, {})
-        deployments = str(self._deployments())
-        for name, tree in self.trees.items():
-            # cwd and PYTHONPATH first: that tree's packages win over the venv's editable install.
-            self._spawn(name, [py, "-m", "services.gateway"], tree, {
-                "PYTHONPATH": str(tree),
-                "PROMPTPULSE_DEPLOYMENTS_DIR": deployments,
-                "PROMPTPULSE_KAFKA__TOPIC_PREFIX": self.prefix,
-                "PROMPTPULSE_GATEWAY__PORT": port[name],
-                "PROMPTPULSE_GATEWAY__PUBLISHER__SPOOL_DIR": str(self.work / f"spool-{name}"),
-                "PROMPTPULSE_GATEWAY__PROVISION_DEMO_KEY": "false"})
-        async with aiohttp.ClientSession() as session:
-            for name in self.trees:
-                for _ in range(300):
-                    try:
-                        async with session.post(self.urls[name] + KINDS["json"], json={"question": "up?"},
-                                                headers={"Authorization": f"Bearer {self.key}"}) as resp:
-                            if resp.status == 200:
-                                break
-                    except aiohttp.ClientError:
-                        pass
-                    await asyncio.sleep(0.1)
-                else:
-                    raise SystemExit(f"{name} did not come up; see {self.work}/{name}.log")
-
-    async def stop(self) -> None:
-        from shared.settings import KafkaSettings
-        from shared.topics import Topics, delete_topics
-
-        for proc in self.procs.values():
-            proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        topics = Topics.from_settings(KafkaSettings(topic_prefix=self.prefix))
-        await delete_topics(KafkaSettings(), [topics.inference, topics.tokens, topics.feedback, topics.spans])
 
 
 def lua_script(work: Path, key: str) -> Path:

@@ -51,12 +51,18 @@ def checkout(ref: str, into: Path) -> Path:
 
 
 class Gateways:
+    """The gateways of ``trees`` (name -> source tree) on shared upstream servers, their topics and
+    logs. bench/flow_cpu.py subclasses it: other servers, deployments and readiness probe."""
+
+    SERVERS: tuple[str, ...] = ("direct", "bare")
+    PREFIX = "bench-cpu-"
+
     def __init__(self, work: Path, trees: dict[str, Path]) -> None:
         self.work = work
         self.trees = trees
-        self.urls = {name: f"http://127.0.0.1:{po.free_port()}" for name in ("direct", "bare", *trees)}
+        self.urls = {name: f"http://127.0.0.1:{po.free_port()}" for name in (*self.SERVERS, *trees)}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.prefix = f"bench-cpu-{uuid4().hex[:8]}."
+        self.prefix = f"{self.PREFIX}{uuid4().hex[:8]}."
         self.key = ""
         self.new_env: dict[str, str] = {}  # --new-env: e.g. OTEL_TRACES_SAMPLER=always_off to price spans
 
@@ -73,13 +79,7 @@ class Gateways:
         topics = Topics.from_settings(kafka)
         await ensure_topics(kafka, [topics.inference, topics.tokens, topics.feedback, topics.spans])
         py, port = sys.executable, {name: url.rsplit(":", 1)[1] for name, url in self.urls.items()}
-        self._spawn("direct", [py, str(BENCH / "proxy_overhead.py"), "--upstream", port["direct"]], REPO, {})
-        self._spawn("bare", [py, str(BENCH / "proxy_overhead.py"), "--proxy", port["bare"], self.urls["direct"]],
-                    REPO, {})
-        services = po.Services(self.work)
-        services.urls = self.urls
-        deployments = str(services._deployments())
-        self.key = services.key
+        deployments = self._start_servers(py, port)
         for name, tree in self.trees.items():
             # cwd and PYTHONPATH first: that tree's packages win over the venv's editable install.
             command = [py, "-m", "services.gateway"]
@@ -94,12 +94,14 @@ class Gateways:
                 "PROMPTPULSE_GATEWAY__PROVISION_DEMO_KEY": "false",
                 **(self.new_env if name == "new" else {})})
         async with aiohttp.ClientSession() as session:
-            for name, url in self.urls.items():
+            for name in self.urls:
+                probe = self._probe(name)
+                if probe is None:
+                    continue
+                url, body = probe
                 for _ in range(300):
                     try:
-                        async with session.post(url + "/v1/chat/completions",
-                                                headers={"Authorization": f"Bearer {self.key}"},
-                                                json={"model": po.MODEL, "messages": []}) as resp:
+                        async with session.post(url, json=body, headers={"Authorization": f"Bearer {self.key}"}) as resp:
                             if resp.status == 200:
                                 break
                     except aiohttp.ClientError:
@@ -107,6 +109,21 @@ class Gateways:
                     await asyncio.sleep(0.1)
                 else:
                     raise SystemExit(f"{name} did not come up; see {self.work}/{name}.log")
+
+    def _start_servers(self, py: str, port: dict[str, str]) -> str:
+        """Starts the servers the gateways call (SERVERS); returns the deployments folder."""
+        self._spawn("direct", [py, str(BENCH / "proxy_overhead.py"), "--upstream", port["direct"]], REPO, {})
+        self._spawn("bare", [py, str(BENCH / "proxy_overhead.py"), "--proxy", port["bare"], self.urls["direct"]],
+                    REPO, {})
+        services = po.Services(self.work)
+        services.urls = self.urls
+        deployments = str(services._deployments())
+        self.key = services.key
+        return deployments
+
+    def _probe(self, name: str) -> tuple[str, dict[str, object]] | None:
+        """The request that answers 200 once ``name`` is up (None: not waited for)."""
+        return self.urls[name] + "/v1/chat/completions", {"model": po.MODEL, "messages": []}
 
     async def stop(self) -> None:
         from shared.settings import KafkaSettings
