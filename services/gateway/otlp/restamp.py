@@ -151,29 +151,29 @@ def _string(key: str, text: str) -> KeyValue:
     return KeyValue(key=key, value=AnyValue(string_value=text))
 
 
-def _clean_resource(resource_spans: ResourceSpans) -> ResourceSpans:
-    """The resource and schema of ``resource_spans`` without its spans, ours dropped, secrets masked."""
-    resource = ResourceSpans()
-    resource.resource.CopyFrom(resource_spans.resource)
-    resource.schema_url = resource_spans.schema_url
+def _clean_descriptive(pairs: RepeatedCompositeFieldContainer[KeyValue]) -> None:
+    """A resource's or a scope's attributes, in place: ours dropped, depth checked, secrets
+    masked (they describe the sender, so hold no conversation text)."""
     strings: list[str] = []
-    _clean(resource.resource.attributes, strings, keep_texts=True, redaction=NO_REDACTION)
+    _clean(pairs, strings, keep_texts=True, redaction=NO_REDACTION)
     if strings and might_hold_secret("\n".join(strings)):
-        for pair in resource.resource.attributes:
+        for pair in pairs:
             _mask_secrets(pair.value)
+
+
+def _clean_resource(resource_spans: ResourceSpans) -> ResourceSpans:
+    """The resource and schema of ``resource_spans`` without its spans, cleaned."""
+    resource = ResourceSpans(schema_url=resource_spans.schema_url)
+    resource.resource.CopyFrom(resource_spans.resource)
+    _clean_descriptive(resource.resource.attributes)
     return resource
 
 
 def _clean_scope(scope_spans: ScopeSpans) -> ScopeSpans:
-    """The scope and schema of ``scope_spans`` without its spans, under the resource's rules: ours
-    dropped, depth checked, secrets masked."""
+    """The scope and schema of ``scope_spans`` without its spans, cleaned."""
     scope = ScopeSpans(schema_url=scope_spans.schema_url)
     scope.scope.CopyFrom(scope_spans.scope)
-    strings: list[str] = []
-    _clean(scope.scope.attributes, strings, keep_texts=True, redaction=NO_REDACTION)
-    if strings and might_hold_secret("\n".join(strings)):
-        for pair in scope.scope.attributes:
-            _mask_secrets(pair.value)
+    _clean_descriptive(scope.scope.attributes)
     return scope
 
 
