@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio, Sampler
@@ -54,10 +54,10 @@ async def store(pool: asyncpg.Pool, value: bytes) -> None:
     await pool.executemany(f"INSERT INTO spans ({_COLUMNS}) VALUES ({placeholders})", rows)
 
 
-async def store_app_export(pool: asyncpg.Pool, app: App) -> None:
-    """The application's spans, as POST /v1/traces publishes them for the deployment."""
+async def store_app_export(pool: asyncpg.Pool, app: App, spans: list[ReadableSpan] | None = None) -> None:
+    """The application's spans (or ``spans`` of them), as POST /v1/traces publishes them for the deployment."""
     records = per_trace_records(
-        ExportTraceServiceRequest.FromString(export_bytes(app.spans())),
+        ExportTraceServiceRequest.FromString(export_bytes(app.spans() if spans is None else spans)),
         deployment=DEPLOYMENT,
         variant_of=lambda resource: "",
         keeps_texts=lambda trace_id: True,
@@ -168,3 +168,46 @@ async def test_an_http_call_that_never_reached_the_proxy_is_counted_once_the_tra
     assert await app_span_requests(pool, trace_id) == {request_id}
     # the outbox holds its request and response events, once
     assert await pool.fetchval("SELECT count(*) FROM otlp_outbox") == 2
+
+
+async def test_a_linked_call_is_counted_once_and_its_trace_read_once_across_passes(pool) -> None:
+    # Every pass looks 30 s back for stored spans; a trace found there again with nothing new is
+    # not assembled again, and its link is not counted again (both were, once a pass, before).
+    app = App(service="parcel-support")
+    _chat, http = proxied_chat(app)
+    trace_id = format(http.context.trace_id, "032x")
+    proxy_request = str(uuid.uuid4())
+    await store(pool, proxy_server_span(http, proxy_request))
+    await store_app_export(pool, app)
+    passes = assembler(pool, settle_seconds=3600)
+    for _ in range(3):
+        await passes.run_pass()
+    assert passes.stats.linked == 1
+    assert passes.stats.traces == 1
+    assert await app_span_requests(pool, trace_id) == {proxy_request}
+
+
+async def test_a_span_committed_after_its_trace_was_assembled_still_joins_the_request(pool) -> None:
+    # What the lookback is for: an ingest transaction that began before a pass (its spans'
+    # ingested_at) and committed after it. The trace, assembled already, is read again for it.
+    app = App(service="parcel-support")
+    with app.tracer.start_as_current_span("chat gpt-4o-mini") as chat:
+        chat.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini",
+                             "gen_ai.usage.input_tokens": 21, "gen_ai.usage.output_tokens": 7})
+        with app.tracer.start_as_current_span("moderate answer"):
+            pass
+    late, root = app.spans()
+    trace_id = format(root.context.trace_id, "032x")
+    began = await pool.fetchval("SELECT now()")
+    await store_app_export(pool, app, [root])
+    passes = assembler(pool, settle_seconds=0)
+    await passes.run_pass()
+    [request_id] = await derived(pool, trace_id)
+    await store_app_export(pool, app, [late])
+    await pool.execute("UPDATE spans SET ingested_at = $2 WHERE trace_id = $1 AND span_id = $3",
+                       trace_id, began, format(late.context.span_id, "016x"))
+    await passes.run_pass()
+    assert passes.stats.traces == 2 and passes.stats.derived == 1
+    assert await app_span_requests(pool, trace_id) == {request_id}
+    await passes.run_pass()
+    assert passes.stats.traces == 2  # and once only

@@ -6,7 +6,9 @@ needs the spans above it, which may come in a later export; here, over the store
 whole trace is at hand. One pass, every ``interval`` seconds, by one replica at a time
 (advisory lock):
 
-1. traces with OTLP spans stored since the last pass join ``otlp_pending``;
+1. traces with OTLP spans stored since the last pass (looking 30 s further back for late
+   commits) join ``otlp_pending``, unless assembled already with as many spans
+   (``otlp_assembled``);
 2. each pending trace's spans are read and its root GenAI operations found
    (shared/otlp_ingest/genai.py). A root whose chain of parents is not known yet waits until
    the trace has been quiet for ``settle_seconds``, then is decided with what is known;
@@ -63,12 +65,20 @@ _LOOKBACK = timedelta(seconds=30)
 _PENDING_BATCH = 200
 _OUTBOX_BATCH = 200
 
+# A trace already assembled (otlp_assembled) comes back only with more received spans than were
+# read then: the lookback finds it again every pass for 30 s, and most often nothing is new.
 _NEW_TRACES = """
 INSERT INTO otlp_pending (trace_id, deployment, last_ingested)
-SELECT trace_id, min(deployment), max(ingested_at)
-FROM spans
-WHERE attributes ? 'promptpulse.ingest' AND ingested_at > $1 AND deployment IS NOT NULL
-GROUP BY trace_id
+SELECT recent.trace_id, recent.deployment, recent.last_ingested
+FROM (SELECT trace_id, min(deployment) AS deployment, max(ingested_at) AS last_ingested
+      FROM spans
+      WHERE attributes ? 'promptpulse.ingest' AND ingested_at > $1 AND deployment IS NOT NULL
+      GROUP BY trace_id) AS recent
+LEFT JOIN otlp_assembled AS done ON done.trace_id = recent.trace_id
+WHERE done.trace_id IS NULL
+   OR done.received < (SELECT count(*) FROM spans
+                       WHERE trace_id = recent.trace_id AND deployment = done.deployment
+                         AND attributes ? 'promptpulse.ingest')
 ON CONFLICT (trace_id) DO UPDATE SET last_ingested = greatest(otlp_pending.last_ingested, EXCLUDED.last_ingested)
 """
 
@@ -120,6 +130,7 @@ class AssemblerStats:
     passes: int = 0
     derived: int = 0
     linked: int = 0  # root calls that went through the proxy: its request, no new one
+    traces: int = 0  # traces read and assembled (a trace waiting to settle: once a pass)
     published: int = 0
 
 
@@ -178,8 +189,11 @@ class Assembler:
 
     async def _assemble(self, conn: Any) -> None:
         now = await conn.fetchval("SELECT now()")
-        await conn.execute(_NEW_TRACES, self._cursor - _LOOKBACK)
+        since = self._cursor - _LOOKBACK
+        await conn.execute(_NEW_TRACES, since)
         self._cursor = now
+        # Spans stored before the lookback's start are never found again: neither are these rows' traces.
+        await conn.execute("DELETE FROM otlp_assembled WHERE assembled_at < $1", since)
         pending = await conn.fetch(
             "SELECT trace_id, deployment, last_ingested FROM otlp_pending ORDER BY last_ingested LIMIT $1",
             _PENDING_BATCH,
@@ -194,6 +208,7 @@ class Assembler:
         self, conn: Any, trace_id: str, deployment: str, *, settled: bool, seen_until: datetime
     ) -> None:
         rows = await conn.fetch(_TRACE_SPANS, trace_id, deployment)
+        self.stats.traces += 1
         spans = [span_from_row(trace_id, row) for row in rows if row["received"]]
         counted = [
             CountedCall(row["request_id"], row["parent_span_id"], _nanos(row["start_time"]))
@@ -212,10 +227,10 @@ class Assembler:
                     root.span_id,
                 )
                 is_call = request.operation in conventions.CALL_OPERATIONS
-                if known is None and is_call and request.proxied_request_ids:
+                linking = known is None and is_call and bool(request.proxied_request_ids)
+                if linking:
                     # The call itself went through the proxy: the proxy's request is its count.
                     known = request.proxied_request_ids[-1]
-                    self.stats.linked += 1
                 elif known is None:
                     for event in request_events(request, deployment, variant):
                         encoded = encode(event)
@@ -236,18 +251,31 @@ class Assembler:
                     )
                     self.stats.derived += 1
                 # Spans that arrived after the request was derived join it too.
-                await conn.execute(
+                tied = await conn.fetch(
                     "UPDATE spans SET request_id = $3 WHERE trace_id = $1 AND span_id = ANY($2::text[])"
-                    " AND request_id IS NULL",
+                    " AND request_id IS NULL RETURNING span_id",
                     trace_id,
                     list(request.span_ids),
                     known or request.request_id,
                 )
+                # A link is made once, when its root is tied: a trace read again (another root
+                # still waits, or a span came later) finds the root tied and counts nothing.
+                if linking and any(row["span_id"] == root.span_id for row in tied):
+                    self.stats.linked += 1
         if not roots.undecided:
             # Every root decided: nothing to wait for, so the trace is not read again each pass.
-            # A span stored later brings it back (step 1 of a later pass looks back 30 s).
+            # A span stored later brings it back (step 1 of a later pass looks back 30 s and
+            # compares the trace's received spans with the count read here).
             await conn.execute(
                 "DELETE FROM otlp_pending WHERE trace_id = $1 AND last_ingested <= $2", trace_id, seen_until
+            )
+            await conn.execute(
+                "INSERT INTO otlp_assembled (trace_id, deployment, received) VALUES ($1, $2, $3)"
+                " ON CONFLICT (trace_id) DO UPDATE SET deployment = EXCLUDED.deployment,"
+                " received = EXCLUDED.received, assembled_at = now()",
+                trace_id,
+                deployment,
+                len(spans),
             )
 
     async def publish(self) -> None:
