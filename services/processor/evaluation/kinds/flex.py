@@ -42,6 +42,7 @@ from services.processor.evaluation.kinds.flow.evaluator import (
     TIMEOUT,
     _cost,
     _with_usage,
+    judge_usage,
 )
 from services.processor.evaluation.kinds.flow.outputs import outcome_of
 from services.processor.evaluation.protocol import (
@@ -164,13 +165,8 @@ def build_flex_evaluator(config: EvaluatorConfig, context: BuildContext) -> Flex
         executor = FlexExecutor(flow, {DEFAULT_VARIANT: config.init}, connections=connections)
     except FlowError as exc:
         raise EvaluatorUnavailable(f"the flex evaluation flow cannot be built: {exc}") from None
-    target = context.judge_target(config)
-    calls = context.judge_calls
-
-    def on_usage(cost: CallCost, ok: bool) -> None:
-        calls.count_call(target, cost, ok=ok)
-
-    return FlexEvaluator(config, flow, executor, context.columns(config), gate=calls.slot, on_usage=on_usage,
+    return FlexEvaluator(config, flow, executor, context.columns(config), gate=context.judge_calls.slot,
+                         on_usage=judge_usage(config, context),
                          timeout=float(config.timeout_seconds or DEFAULT_TIMEOUT_SECONDS))
 
 

@@ -30,14 +30,14 @@ from services.processor.evaluation.kinds.flow.evaluator import (
     DEFAULT_TIMEOUT_SECONDS,
     UNPARSEABLE,
     FlowEvaluator,
-    _connections,
-    _flow_clients,
     _with_usage,
+    flow_executor,
+    judge_usage,
 )
 from services.processor.evaluation.kinds.flow.outputs import outcome_of
 from services.processor.evaluation.protocol import Failed, Outcome, Scored
 from shared.deployments import EvaluatorConfig
-from shared.flow import FlowError, FlowExecutor
+from shared.flow import FlowError
 from shared.flow.prompty import load_prompty, load_prompty_flow
 
 KIND = "prompty"
@@ -99,19 +99,8 @@ def build_prompty_evaluator(config: EvaluatorConfig, context: BuildContext) -> P
     if missing:
         raise EvaluatorUnavailable(f"the prompty answers no {', '.join(missing)} "
                                    f"(its JSON outputs: {', '.join(sorted(known)) or 'none: a text answer'})")
-    connections = _connections(flow, context)
-    clients = _flow_clients(flow, connections, context)
-    try:
-        executor = FlowExecutor(flow, clients, connections=connections)
-    except FlowError as exc:
-        raise EvaluatorUnavailable(f"the prompty cannot run here: {exc}") from None
-    target = context.judge_target(config)
-    calls = context.judge_calls
-
-    def on_usage(cost: CallCost, ok: bool) -> None:
-        calls.count_call(target, cost, ok=ok)
-
-    return PromptyEvaluator(config, flow, executor, context.columns(config), on_usage=on_usage,
+    executor = flow_executor(flow, context, what="the prompty")
+    return PromptyEvaluator(config, flow, executor, context.columns(config), on_usage=judge_usage(config, context),
                             timeout=float(config.timeout_seconds or DEFAULT_TIMEOUT_SECONDS))
 
 

@@ -218,26 +218,37 @@ def build_flow_evaluator(config: EvaluatorConfig, context: BuildContext) -> Flow
     if missing:
         known = ", ".join(flow.outputs) or "none"
         raise EvaluatorUnavailable(f"the evaluation flow has no output {', '.join(missing)} (its outputs: {known})")
-    connections = _connections(flow, context)
-    clients = _flow_clients(flow, connections, context)
-    try:
-        executor = FlowExecutor(flow, clients, connections=connections)
-    except FlowError as exc:
-        raise EvaluatorUnavailable(f"the evaluation flow cannot run here: {exc}") from None
-    target = context.judge_target(config)
-    calls = context.judge_calls
-
-    def on_usage(cost: CallCost, ok: bool) -> None:
-        calls.count_call(target, cost, ok=ok)
-
+    executor = flow_executor(flow, context, what="the evaluation flow")
     evaluator = FlowEvaluator(
-        config, flow, executor, context.columns(config), on_usage=on_usage,
+        config, flow, executor, context.columns(config), on_usage=judge_usage(config, context),
         timeout=float(config.timeout_seconds or DEFAULT_TIMEOUT_SECONDS),
     )
     if evaluator.aggregation_not_run:
         log.info("deployment %r: evaluation flow %r: aggregation node(s) %s not run online: %s",
                  context.deployment.name, config.name, ", ".join(evaluator.aggregation_not_run), AGGREGATION_REASON)
     return evaluator
+
+
+def flow_executor(flow: Flow, context: BuildContext, *, what: str) -> FlowExecutor:
+    """The executor of an evaluator's flow, its llm nodes calling the judge's endpoints
+    (``what`` names the flow in the reason it cannot run)."""
+    connections = _connections(flow, context)
+    clients = _flow_clients(flow, connections, context)
+    try:
+        return FlowExecutor(flow, clients, connections=connections)
+    except FlowError as exc:
+        raise EvaluatorUnavailable(f"{what} cannot run here: {exc}") from None
+
+
+def judge_usage(config: EvaluatorConfig, context: BuildContext) -> UsageSink:
+    """Counts each LLM call of the evaluator's runs as one of its judge calls."""
+    target = context.judge_target(config)
+    calls = context.judge_calls
+
+    def on_usage(cost: CallCost, ok: bool) -> None:
+        calls.count_call(target, cost, ok=ok)
+
+    return on_usage
 
 
 def _connections(flow: Flow, context: BuildContext) -> dict[str, Connection]:
@@ -315,4 +326,4 @@ def gated(client: Any, gate: Gate, breaker: CircuitBreaker | None = None) -> Any
     return client
 
 
-__all__ = ["AGGREGATION_REASON", "KIND", "FlowEvaluator", "build_flow_evaluator", "gated"]
+__all__ = ["AGGREGATION_REASON", "KIND", "FlowEvaluator", "build_flow_evaluator", "flow_executor", "gated", "judge_usage"]
