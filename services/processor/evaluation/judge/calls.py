@@ -44,11 +44,33 @@ LIVE, REJUDGE = 0, 1
 REJUDGE_PRIORITY: contextvars.ContextVar[int] = contextvars.ContextVar("judge_priority", default=LIVE)
 
 
+class TimeIntegral:
+    """A count and its time integral (count x seconds), exact between changes: over an interval,
+    the integral's change divided by the interval is the count's mean."""
+
+    __slots__ = ("value", "_seconds", "_at")
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+        self._seconds = 0.0
+        self._at = time.monotonic()
+
+    @property
+    def seconds(self) -> float:
+        self.change(0)
+        return self._seconds
+
+    def change(self, by: int) -> None:
+        now = time.monotonic()
+        self._seconds += self.value * (now - self._at)
+        self._at = now
+        self.value += by
+
+
 class PrioritySlots:
     """A semaphore whose waiters are served by priority (LIVE before REJUDGE), each in order."""
 
     def __init__(self, places: int) -> None:
-        self._free = places
         self._waiting: tuple[deque[asyncio.Future[None]], ...] = (deque(), deque())
         # Per priority: places taken and the seconds spent waiting for them (bench/rejudge.py
         # reads how long live calls waited beside a re-judge).
@@ -57,27 +79,19 @@ class PrioritySlots:
         # The time integral of free places. A place is free only while no call waits for one
         # (release hands it straight to a waiter), so this is the cap left idle for want of
         # calls; the rest of the idle cap is places handed to waiters the loop has not run yet.
-        self._free_seconds = 0.0
-        self._free_at = time.monotonic()
+        self._free = TimeIntegral(places)
 
     @property
     def free_seconds(self) -> float:
-        self._free_changes(0)
-        return self._free_seconds
-
-    def _free_changes(self, by: int) -> None:
-        now = time.monotonic()
-        self._free_seconds += self._free * (now - self._free_at)
-        self._free_at = now
-        self._free += by
+        return self._free.seconds
 
     def waiting(self, priority: int) -> int:
         return sum(1 for future in self._waiting[priority] if not future.done())
 
     async def acquire(self, priority: int) -> None:
         self.taken[priority] += 1
-        if self._free > 0 and not any(self._waiting):
-            self._free_changes(-1)
+        if self._free.value > 0 and not any(self._waiting):
+            self._free.change(-1)
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting[priority].append(future)
@@ -101,7 +115,7 @@ class PrioritySlots:
                 if not future.done():
                     future.set_result(None)  # the place goes straight to the waiter
                     return
-        self._free_changes(+1)
+        self._free.change(+1)
 
     @contextlib.asynccontextmanager
     async def place(self) -> AsyncIterator[None]:
@@ -139,23 +153,18 @@ class JudgeCalls:
         self._stats = stats
         self._tracer = tracer or trace.get_tracer("promptpulse.processor")
         self.slots = PrioritySlots(section.judge_concurrency)
-        self.calls_in_flight = 0
-        # The time integral of calls_in_flight: over an interval, its change divided by the
+        # Calls in flight and their time integral: over an interval, its change divided by the
         # interval is the mean number of calls in flight (exact, not sampled), and divided by
         # the calls made in it, the mean time a call holds its place (Little's law).
-        self._occupied_seconds = 0.0
-        self._occupied_at = time.monotonic()
+        self._in_flight = TimeIntegral(0)
+
+    @property
+    def calls_in_flight(self) -> int:
+        return self._in_flight.value
 
     @property
     def occupied_seconds(self) -> float:
-        self._occupancy_changes(0)
-        return self._occupied_seconds
-
-    def _occupancy_changes(self, by: int) -> None:
-        now = time.monotonic()
-        self._occupied_seconds += self.calls_in_flight * (now - self._occupied_at)
-        self._occupied_at = now
-        self.calls_in_flight += by
+        return self._in_flight.seconds
 
     async def call(
         self,
@@ -179,7 +188,7 @@ class JudgeCalls:
         slots = self.slots
         await slots.acquire(REJUDGE_PRIORITY.get())
         try:
-            self._occupancy_changes(+1)
+            self._in_flight.change(+1)
             try:
                 # What start_as_current_span does (same defaults: the exception recorded, the
                 # status set, the span ended on exit), without its generator-based context
@@ -217,7 +226,7 @@ class JudgeCalls:
                             )
                     return reply
             finally:
-                self._occupancy_changes(-1)
+                self._in_flight.change(-1)
         finally:
             slots.release()
 
@@ -226,11 +235,11 @@ class JudgeCalls:
         """A place under the cap for a judge call made elsewhere (an evaluation flow's llm nodes
         call the endpoint through the flow runtime); count it with :meth:`count_call`."""
         async with self.slots.place():
-            self._occupancy_changes(+1)
+            self._in_flight.change(+1)
             try:
                 yield
             finally:
-                self._occupancy_changes(-1)
+                self._in_flight.change(-1)
 
     def count_call(self, target: JudgeTarget, cost: CallCost, *, ok: bool) -> None:
         """A judge call made in a :meth:`slot`: counted and spent like the calls made here."""
