@@ -3,7 +3,8 @@
 ``create_app`` opens them in the order of ``RESOURCES`` and aiohttp closes them in reverse, which
 is the shutdown order the project asks for (test_shutdown_stops_intake_drains_flushes_then_closes
 in tests/integration/test_aggregator_shutdown.py checks it). The HTTP listener stops taking
-requests first (aiohttp), then:
+requests first (aiohttp), then (the first resource, the deployments folder parsed once for
+all the others, has nothing to close):
 
 1. the query API's streams end and its LISTEN connection closes;
 2. stop intake: the stall watch, the OTLP assembly (its pass in flight ends, its producer is
@@ -32,6 +33,7 @@ from services.aggregator.api import prometheus
 from services.aggregator.api import wiring as query_api
 from services.aggregator.api.openapi import openapi
 from services.aggregator.appkeys import (
+    DEPLOYMENTS,
     INGESTOR,
     MONITORS,
     PARTITIONS,
@@ -52,7 +54,12 @@ from services.aggregator.rollups.scales import MetricScale, scale_lookup
 from services.aggregator.rollups.version_scales import read_every_version, record_versions
 from services.aggregator.settings import AggregatorSettings
 from shared import gctuning
-from shared.deployments import Deployment, DeploymentConfigError, load_deployment_folder
+from shared.deployments import (
+    Deployment,
+    DeploymentConfigError,
+    DeploymentFolder,
+    load_deployment_folder,
+)
 from shared.plausibility import Plausibility
 from shared.topics import TopicError, ensure_topics
 
@@ -69,45 +76,55 @@ SET prompt_per_1k = EXCLUDED.prompt_per_1k, completion_per_1k = EXCLUDED.complet
 """
 
 
-def sampling_policy(settings: AggregatorSettings) -> SamplingPolicy:
-    """Each deployment's sampling rate from the deployments folder.
+def read_deployments(settings: AggregatorSettings) -> DeploymentFolder | None:
+    """The deployments folder, parsed once at start-up and handed to every part that reads it
+    (sampling, evaluator scales, file monitors, the query API); None when it does not exist.
 
-    A missing folder is not fatal (the default rate applies). A deployment whose file does not
-    load keeps no payloads (rate 0) until it loads again, so the aggregator never keeps payloads
-    on a misread configuration; the other deployments are unaffected.
+    A missing folder is not fatal: the default sampling rate applies and file monitors stay as
+    stored. A deployment whose file does not load is logged here, once.
     """
     try:
         folder = load_deployment_folder(settings.deployments_dir, check_flow=False)
     except DeploymentConfigError:
-        if not settings.deployments_dir.is_dir():
-            log.warning(
-                "deployments folder %s not found: every deployment samples at %.0f%%",
-                settings.deployments_dir,
-                settings.aggregator.default_sampling_rate * 100,
-            )
-            return SamplingPolicy({}, settings.aggregator.default_sampling_rate)
-        raise
+        log.warning(
+            "deployments folder %s not found: every deployment samples at %.0f%%, file monitors left as stored",
+            settings.deployments_dir,
+            settings.aggregator.default_sampling_rate * 100,
+        )
+        return None
     folder.log_problems(log, "no payloads of it are kept and its file monitors stay as stored")
+    return folder
+
+
+def sampling_policy(settings: AggregatorSettings, folder: DeploymentFolder | None) -> SamplingPolicy:
+    """Each deployment's sampling rate from the deployments folder (the default rate for all
+    when there is none). A deployment whose file does not load keeps no payloads (rate 0) until
+    it loads again, so the aggregator never keeps payloads on a misread configuration; the
+    other deployments are unaffected."""
+    if folder is None:
+        return SamplingPolicy({}, settings.aggregator.default_sampling_rate)
     rates = {name: d.evaluation.sampling_rate if d.evaluation is not None else 0.0
              for name, d in folder.deployments.items()}
     return SamplingPolicy(rates | dict.fromkeys(folder.broken_names, 0.0), settings.aggregator.default_sampling_rate)
 
 
-def loaded_deployments(settings: AggregatorSettings) -> dict[str, Deployment]:
-    """The deployments that load from the folder ({} when it does not load at all)."""
-    try:
-        return load_deployment_folder(settings.deployments_dir, check_flow=False).deployments
-    except DeploymentConfigError:
-        return {}
+def loaded_deployments(folder: DeploymentFolder | None) -> dict[str, Deployment]:
+    """The deployments that loaded ({} when there is no folder)."""
+    return folder.deployments if folder is not None else {}
 
 
-def evaluator_plausibility(settings: AggregatorSettings,
+def evaluator_plausibility(settings: AggregatorSettings, deployments: Mapping[str, Deployment],
                            recorded: Mapping[tuple[str, str, str], MetricScale] | None = None) -> Plausibility:
     """The plausibility checks with each evaluator version's scale (the loaded files', and
     ``recorded`` for older versions): a value off its version's scale is dead-lettered as
     implausible-value (rollups/scales.py). A folder that does not load leaves only the built-in
     and unknown-scale checks."""
-    return Plausibility(settings.plausibility, scale_of=scale_lookup(loaded_deployments(settings), recorded))
+    return Plausibility(settings.plausibility, scale_of=scale_lookup(deployments, recorded))
+
+
+async def _deployments(app: web.Application) -> AsyncIterator[None]:
+    app[DEPLOYMENTS] = read_deployments(app[SETTINGS])
+    yield
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -129,7 +146,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     # Each evaluator version the files describe keeps the scale it was first seen with, so its
     # figures are read on it after the file's scale changes (rollups/version_scales.py).
     async with pool.acquire() as conn:
-        if recorded := await record_versions(conn, loaded_deployments(settings)):
+        if recorded := await record_versions(conn, loaded_deployments(app[DEPLOYMENTS])):
             log.info("recorded the scale of %d new evaluator versions", recorded)
     app[POOL] = pool
     try:
@@ -163,8 +180,9 @@ async def _ingestion(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     async with app[POOL].acquire() as conn:
         recorded = await read_every_version(conn)
-    ingestor = Ingestor(settings, app[POOL], sampling_policy(settings), partitions=app[PARTITIONS],
-                        plausibility=evaluator_plausibility(settings, recorded))
+    folder = app[DEPLOYMENTS]
+    ingestor = Ingestor(settings, app[POOL], sampling_policy(settings, folder), partitions=app[PARTITIONS],
+                        plausibility=evaluator_plausibility(settings, loaded_deployments(folder), recorded))
     try:
         await ensure_topics(settings, ingestor.topics)
     except (TopicError, KafkaError, OSError) as exc:  # no permission, broker away: not fatal here
@@ -204,7 +222,7 @@ async def _stall_watch(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _monitors(app: web.Application) -> AsyncIterator[None]:
-    async with monitors_running(app[SETTINGS], app[POOL]) as service:
+    async with monitors_running(app[SETTINGS], app[POOL], app[DEPLOYMENTS]) as service:
         app[MONITORS] = service
         yield
 
@@ -212,7 +230,7 @@ async def _monitors(app: web.Application) -> AsyncIterator[None]:
 async def _otlp_assembly(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     section = settings.aggregator
-    policy = sampling_policy(settings)
+    policy = sampling_policy(settings, app[DEPLOYMENTS])
     async with otlp_running(settings, app[POOL], policy.rate, interval=section.otlp_assemble_interval_seconds,
                             settle_seconds=section.otlp_settle_seconds):
         yield
@@ -220,12 +238,12 @@ async def _otlp_assembly(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _query_api(app: web.Application) -> AsyncIterator[None]:
-    async with query_api.serving(app[QUERY_API], app[SETTINGS], app[POOL]):
+    async with query_api.serving(app[QUERY_API], app[SETTINGS], app[POOL], loaded_deployments(app[DEPLOYMENTS])):
         yield
 
 
 # Opened in this order, closed in reverse (the module docstring says why this order).
-RESOURCES = (_database, _retention, _monitors, _ingestion, _otlp_assembly, _stall_watch, _query_api)
+RESOURCES = (_deployments, _database, _retention, _monitors, _ingestion, _otlp_assembly, _stall_watch, _query_api)
 
 
 def _report_ingest_end(task: asyncio.Task) -> None:

@@ -15,9 +15,12 @@ from services.aggregator.ingest.stall import IntakeWatch
 from services.aggregator.monitors.service import MonitorService
 from services.aggregator.retention import PartitionCache
 from services.aggregator.settings import AggregatorSettings
+from shared.deployments import DeploymentFolder
 
 SETTINGS = web.AppKey("settings", AggregatorSettings)
 POOL = web.AppKey("pool", asyncpg.Pool)
+# The deployments folder as parsed once at start-up (None: the folder does not exist).
+DEPLOYMENTS = web.AppKey[DeploymentFolder | None]("deployments")
 PARTITIONS = web.AppKey("partitions", PartitionCache)
 INGESTOR = web.AppKey("ingestor", Ingestor)
 STALLS = web.AppKey("stalls", IntakeWatch)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from services.aggregator.app import sampling_policy
+from services.aggregator.app import read_deployments, sampling_policy
 from services.aggregator.settings import AggregatorSettings
 from tests.unit.test_deployments import BASE, make_folder
 
@@ -15,7 +15,8 @@ from tests.unit.test_deployments import BASE, make_folder
 def test_a_deployment_that_does_not_load_keeps_no_payloads_and_the_others_keep_their_rate(tmp_path: Path) -> None:
     folder = make_folder(tmp_path, BASE | {"evaluation": BASE["evaluation"] | {"sampling_rate": 1.0}})
     (folder / "broken.yaml").write_text(yaml.safe_dump(BASE | {"name": "broken", "monitors": [], "colour": "red"}))
-    policy = sampling_policy(AggregatorSettings(deployments_dir=folder))
+    settings = AggregatorSettings(deployments_dir=folder)
+    policy = sampling_policy(settings, read_deployments(settings))
     ids = [f"0190c3a0-0000-7000-8000-{n:012d}" for n in range(200)]
     assert all(policy.sampled(i, "shop") for i in ids)  # rate 1.0
     assert not any(policy.sampled(i, "broken") for i in ids)  # rate 0, not the default

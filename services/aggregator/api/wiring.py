@@ -34,7 +34,7 @@ from services.aggregator.dashboard.violations import list_violations
 from services.aggregator.db.pool import ssl_option
 from services.aggregator.rejudge.kafka_side import RejudgeLinks
 from services.aggregator.settings import AggregatorSettings
-from shared.deployments import load_deployment_folder
+from shared.deployments import Deployment
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +66,14 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
 
 
 @contextlib.asynccontextmanager
-async def serving(api: web.Application, settings: AggregatorSettings, pool: asyncpg.Pool) -> AsyncIterator[ApiState]:
+async def serving(
+    api: web.Application, settings: AggregatorSettings, pool: asyncpg.Pool, deployments: dict[str, Deployment]
+) -> AsyncIterator[ApiState]:
     """The query API's state, built once and kept in the sub-application ``api`` (its key
-    ``API``) while the block runs: keys, deployments, the stream hub's LISTEN connection.
-    The aggregator's app.py opens it after the database (it uses the pool)."""
+    ``API``) while the block runs: keys, ``deployments`` (those that loaded at start-up), the
+    stream hub's LISTEN connection. The aggregator's app.py opens it after the database (it
+    uses the pool)."""
     section = api_section(settings)
-    folder = settings.deployments_dir
-    # Deployments whose file does not load are left out (sampling_policy logs their problems).
-    deployments = load_deployment_folder(folder, check_flow=False).deployments if folder.is_dir() else {}
     read, admin = read_key(settings), admin_key(settings)
     if read is None:
         log.warning("PROMPTPULSE_API_READ_KEY is not set: the /v1 query API answers 503")

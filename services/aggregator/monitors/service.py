@@ -30,7 +30,7 @@ from services.aggregator.monitors.settings import MonitorsSection
 from services.aggregator.monitors.silences import drop_old_silences
 from services.aggregator.monitors.store import sync_file_monitors
 from services.aggregator.settings import AggregatorSettings
-from shared.deployments import load_deployment_folder
+from shared.deployments import DeploymentFolder, load_deployment_folder
 from shared.kafka import make_producer
 from shared.topics import TopicError, Topics, ensure_topics
 
@@ -71,12 +71,16 @@ class MonitorService:
         self._last_retention = 0.0
 
     async def sync_files(self) -> None:
+        """Reads the deployments folder again and syncs its monitors (after its files changed)."""
         folder = self._settings.deployments_dir
-        if not folder.is_dir():
+        await self.sync_loaded(load_deployment_folder(folder, check_flow=False) if folder.is_dir() else None)
+
+    async def sync_loaded(self, loaded: DeploymentFolder | None) -> None:
+        """Syncs the file monitors of ``loaded``, the folder as parsed (None: it does not exist)."""
+        if loaded is None:
             # Syncing an empty set would delete every file monitor for all replicas.
-            log.warning("deployments folder %s not found: file monitors left as stored", folder)
+            log.warning("deployments folder %s not found: file monitors left as stored", self._settings.deployments_dir)
             return
-        loaded = load_deployment_folder(folder, check_flow=False)
         for name, deployment in sorted(loaded.deployments.items()):
             warn_inline_webhooks(name, deployment.monitors)
         # A broken file keeps no destinations: its monitors' alerts still reach the topic.
@@ -181,14 +185,16 @@ class MonitorService:
 
 
 @contextlib.asynccontextmanager
-async def running(settings: AggregatorSettings, pool: asyncpg.Pool) -> AsyncIterator[MonitorService]:
-    """The evaluator's lifetime (the aggregator's app.py opens it after the database): file
-    monitors synced, then, when enabled, the alerts producer and the destinations' HTTP session
+async def running(
+    settings: AggregatorSettings, pool: asyncpg.Pool, deployments: DeploymentFolder | None
+) -> AsyncIterator[MonitorService]:
+    """The evaluator's lifetime (the aggregator's app.py opens it after the database): the file
+    monitors of ``deployments`` (the folder as parsed at start-up) synced, then, when enabled, the alerts producer and the destinations' HTTP session
     opened here, the loop run, and on leaving: the loop stopped after its pass in flight, the
     producer flushed and closed, the session closed, in that order."""
     service = MonitorService(settings, pool)
     try:
-        await service.sync_files()
+        await service.sync_loaded(deployments)
         if not monitors_section(settings).enabled:
             yield service  # no loop; what a caller opened by hand is still closed below
             return
