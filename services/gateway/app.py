@@ -27,9 +27,9 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from services.gateway.appkeys import (
     DEPLOYMENTS,
+    LLM_SESSION,
     METRICS,
     PLAUSIBILITY,
-    PROXY_SESSION,
     PUBLISHER,
     RATE_LIMITER,
     SETTINGS,
@@ -178,7 +178,7 @@ async def _deployments(app: web.Application) -> AsyncIterator[None]:
         limiter.forget_except({(rt.name, key.id) for rt in runtimes for key in rt.deployment.api_keys})
 
     deployments = Deployments(settings, tracer_provider=app[TRACER_PROVIDER], on_reload=forget_revoked,
-                              session=app[PROXY_SESSION])
+                              session=app[LLM_SESSION])
     await deployments.load()
     app[DEPLOYMENTS] = deployments
     log.info("deployments loaded", extra={"deployments": deployments.current.serving,
@@ -193,7 +193,7 @@ async def _llm_session(app: web.Application) -> AsyncIterator[None]:
     # One pool for every LLM call of the process, proxy deployments' and flows' alike; opened
     # before the deployments that call through it and closed after them.
     session = upstream_session()
-    app[PROXY_SESSION] = session
+    app[LLM_SESSION] = session
     try:
         yield
     finally:

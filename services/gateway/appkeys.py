@@ -29,7 +29,7 @@ RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 PLAUSIBILITY = web.AppKey("plausibility", Plausibility)
 # The one client session for every LLM call: proxy deployments' upstreams (routes/proxy/relay.py)
 # and flows' llm nodes (shared/flow/llm_http.py).
-PROXY_SESSION = web.AppKey("proxy_session", aiohttp.ClientSession)
+LLM_SESSION = web.AppKey("llm_session", aiohttp.ClientSession)
 
 
 def _request_key(name: str, kind: type) -> Any:

@@ -11,7 +11,7 @@ import yaml
 from opentelemetry.sdk.trace import TracerProvider
 
 from services.gateway.app import create_app, start_gateway
-from services.gateway.appkeys import DEPLOYMENTS, PROXY_SESSION
+from services.gateway.appkeys import DEPLOYMENTS, LLM_SESSION
 from shared.apikeys import new_api_key_record
 from shared.flow.llm_http import LlmEndpoint
 from shared.settings import ServiceSettings
@@ -44,7 +44,7 @@ async def test_flows_and_proxies_share_one_session_closed_at_shutdown(
         runner = await start_gateway(app, "127.0.0.1", 0)
         try:
             host, port = runner.addresses[0][:2]
-            shared = app[PROXY_SESSION]
+            shared = app[LLM_SESSION]
             registry = app[DEPLOYMENTS].current
             assert "passthrough" in registry.proxies and registry.failures == {}, registry.failures
             endpoints = registry.clients_in_use()

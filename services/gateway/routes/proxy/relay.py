@@ -30,7 +30,7 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 from opentelemetry.trace import Span, SpanKind
 
-from services.gateway.appkeys import PROXY_SESSION, SETTINGS, TRACER
+from services.gateway.appkeys import LLM_SESSION, SETTINGS, TRACER
 from services.gateway.routes.common import VARIANT_HEADER
 from services.gateway.routes.errors import ApiError, error_body
 from services.gateway.routes.proxy.call import ProxyCall
@@ -147,7 +147,7 @@ class Exchange:
                 headers[VARIANT_HEADER] = call.variant.id
             timeout = _timeout(settings.request_timeout_seconds, settings.llm_timeout_seconds)
             try:
-                async with request.app[PROXY_SESSION].post(upstream.url(call.operation, call.model), data=call.payload,
+                async with request.app[LLM_SESSION].post(upstream.url(call.operation, call.model), data=call.payload,
                                                            headers=headers, timeout=timeout) as answer:
                     if answer.status < 400 and call.streaming and answer.content_type == sse.MEDIA_TYPE:
                         return await self._relay_stream(span, answer)
