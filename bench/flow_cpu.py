@@ -19,37 +19,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-import yaml
-
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
+import harness  # noqa: E402 - processes, /proc CPU, wrk
 import proxy_cpu  # noqa: E402
-import proxy_overhead as po  # noqa: E402 - the instant upstream, wrk helpers
-from proxy_cpu import checkout  # noqa: E402
+import proxy_overhead as po  # noqa: E402 - the instant upstream
 
-FLOW = """\
-inputs:
-  question: {type: string}
-outputs:
-  answer: {type: string, reference: "${answer.output}"}
-nodes:
-- name: answer
-  type: llm
-  source: {type: code, path: answer.jinja2}
-  inputs: {model: bench-chat, max_tokens: 40, question: "${inputs.question}"}
-  connection: upstream
-  api: chat
-"""
 KINDS = {"json": "/v1/deployments/bench/score", "stream": "/v1/deployments/bench/score?stream=true"}
 
 
@@ -60,56 +44,31 @@ class Gateways(proxy_cpu.Gateways):
     PREFIX = "bench-flow-"
 
     def _start_servers(self, py: str, port: dict[str, str]) -> str:
-        self._spawn("upstream", [py, str(BENCH / "proxy_overhead.py"), "--upstream", port["upstream"]], REPO, {})
-        return str(self._deployments())
+        self._spawn("upstream", [py, str(BENCH / "proxy_overhead.py"), "--upstream", port["upstream"]], {}, cwd=REPO)
+        flow = harness.write_answer_flow(self.work, po.MODEL, "upstream")
+        deployments, self.key = harness.write_deployments(self.work, "upstream", self.urls["upstream"],
+                                                          {"flow": str(flow)})
+        return str(deployments)
 
     def _probe(self, name: str) -> tuple[str, dict[str, object]] | None:
         return (self.urls[name] + KINDS["json"], {"question": "up?"}) if name in self.trees else None
 
-    def _deployments(self) -> Path:
-        from shared.apikeys import new_api_key_record
-
-        flow = self.work / "flow"
-        flow.mkdir()
-        (flow / "flow.dag.yaml").write_text(FLOW)
-        (flow / "answer.jinja2").write_text("# user:\n{{question}}\n")
-        folder = self.work / "deployments"
-        folder.mkdir()
-        (folder / "connections.yaml").write_text(yaml.safe_dump({"connections": {"upstream": {
-            "type": "openai_compatible", "base_url": self.urls["upstream"] + "/v1", "api_key": "none"}}}))
-        self.key, record = new_api_key_record("bench")
-        (folder / "bench.yaml").write_text(yaml.safe_dump({
-            "name": "bench", "flow": str(flow), "api_keys": [record.model_dump(mode="json", exclude_none=True)]}))
-        return folder
-
-
-def lua_script(work: Path, key: str) -> Path:
-    path = work / "score.lua"
-    path.write_text(f"""wrk.method = "POST"
-wrk.body = {json.dumps(json.dumps({"question": po.QUESTION}))}
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer {key}"
-""")
-    return path
 
 
 def measure(gateways: Gateways, args: argparse.Namespace) -> None:
     modes = list(gateways.trees)
-    script = lua_script(gateways.work, gateways.key)
+    script = harness.wrk_script(gateways.work / "score.lua", {"question": po.QUESTION}, gateways.key)
     for mode in modes:  # warm: pools, lazy imports, first spans and events
         for kind in KINDS:
-            po.run_wrk(gateways.urls[mode] + KINDS[kind], script, args.clients, seconds=1)
+            harness.run_wrk(gateways.urls[mode] + KINDS[kind], script, args.clients, seconds=1)
     cpu: dict[tuple[str, str], list[float]] = {}
     for round_number in range(args.rounds):
         for kind in KINDS:
             order = modes if round_number % 2 == 0 else list(reversed(modes))
             for mode in order:
-                pid = gateways.procs[mode].pid
-                before = po.cpu_seconds([pid])
-                found = po.run_wrk(gateways.urls[mode] + KINDS[kind], script, args.clients, seconds=args.seconds)
-                if found["errors"]:
-                    print(f"WARNING: {mode} {kind}: {found['errors']:.0f} errors", file=sys.stderr)
-                cpu.setdefault((mode, kind), []).append(1000 * (po.cpu_seconds([pid]) - before) / found["requests"])
+                found = harness.wrk_cpu_per_request(gateways.procs[mode].pid, gateways.urls[mode] + KINDS[kind],
+                                                    script, args.clients, args.seconds, f"{mode} {kind}")
+                cpu.setdefault((mode, kind), []).append(found["cpu"])
     load = os.getloadavg()
     print(f"\ngateway CPU per flow request (one llm node), {args.rounds} alternating rounds of {args.seconds} s "
           f"at {args.clients} clients (load average {load[0]:.2f}); median over rounds, ms")
@@ -118,8 +77,7 @@ def measure(gateways: Gateways, args: argparse.Namespace) -> None:
     for kind in KINDS:
         cells = [f"{statistics.median(cpu[(mode, kind)]):.3f}" for mode in modes]
         if "old" in modes:
-            ratios = sorted(n / o for n, o in zip(cpu[("new", kind)], cpu[("old", kind)], strict=True))
-            cells.append(f"{statistics.median(ratios):.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f})")
+            cells.append(harness.paired_ratio(cpu[("new", kind)], cpu[("old", kind)]))
         print(f"| {kind} | " + " | ".join(cells) + " |")
 
 
@@ -132,9 +90,7 @@ async def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-flow-cpu-") as tmp:
         work = Path(tmp)
-        trees = {"new": REPO}
-        if args.baseline:
-            trees["old"] = checkout(args.baseline, work / "old-tree")
+        trees = harness.gateway_trees(work, args.baseline)
         gateways = Gateways(work, trees)
         try:
             await gateways.start()

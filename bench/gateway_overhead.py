@@ -31,74 +31,24 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
 import aiohttp
-import yaml
 from aiohttp import web
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import harness  # noqa: E402 - bench/harness.py, beside this file
+
 ROUNDS = int(os.environ.get("PP_BENCH_ROUNDS", "3"))
 SECONDS = 2.5
 QUESTION = "How does the gateway record a request while it runs the flow?"
-FLOW = """\
-inputs:
-  question:
-    type: string
-outputs:
-  answer:
-    type: string
-    reference: ${answer.output}
-nodes:
-- name: answer
-  type: llm
-  source: {type: code, path: answer.jinja2}
-  inputs: {model: llmsim-chat, max_tokens: 40, question: "${inputs.question}"}
-  connection: llmsim
-  api: chat
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-# ---- the bare pass-through proxy (run in its own process: `gateway_overhead.py --proxy PORT UPSTREAM`)
-
-def run_proxy(port: int, upstream: str) -> None:
-    async def forward(request: web.Request) -> web.StreamResponse:
-        session: aiohttp.ClientSession = request.app["session"]
-        body = await request.read()
-        async with session.post(upstream + request.path, data=body,
-                                headers={"Content-Type": "application/json"}) as up:
-            response = web.StreamResponse(status=up.status, headers={"Content-Type": up.headers["Content-Type"]})
-            await response.prepare(request)
-            async for chunk in up.content.iter_any():
-                await response.write(chunk)
-            await response.write_eof()
-            return response
-
-    async def session_ctx(app: web.Application):  # type: ignore[no-untyped-def]
-        app["session"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        yield
-        await app["session"].close()
-
-    app = web.Application()
-    app.cleanup_ctx.append(session_ctx)
-    app.router.add_post("/v1/chat/completions", forward)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
 # ---- the openai pass-through (`gateway_overhead.py --openai-proxy PORT UPSTREAM`): the bare
@@ -143,44 +93,22 @@ def run_openai_proxy(port: int, upstream: str) -> None:
 
 # ---- the processes under test
 
-class Services:
+class Services(harness.Processes):
     def __init__(self, work: Path) -> None:
-        self.work = work
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.llmsim = f"http://127.0.0.1:{free_port()}"
-        self.proxy = f"http://127.0.0.1:{free_port()}"
-        self.openai_proxy = f"http://127.0.0.1:{free_port()}"
-        self.gateway = f"http://127.0.0.1:{free_port()}"
+        super().__init__(work, "bench-")
+        self.llmsim = f"http://127.0.0.1:{harness.free_port()}"
+        self.proxy = f"http://127.0.0.1:{harness.free_port()}"
+        self.openai_proxy = f"http://127.0.0.1:{harness.free_port()}"
+        self.gateway = f"http://127.0.0.1:{harness.free_port()}"
         self.key = ""
-        self.prefix = f"bench-{uuid4().hex[:8]}."
-
-    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        log = open(self.work / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        self.procs[name] = subprocess.Popen(args, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
 
     def _deployments(self) -> Path:
-        from shared.apikeys import new_api_key_record
-
-        flow = self.work / "flow"
-        flow.mkdir()
-        (flow / "flow.dag.yaml").write_text(FLOW)
-        (flow / "answer.jinja2").write_text("# user:\n{{question}}\n")
-        folder = self.work / "deployments"
-        folder.mkdir()
-        (folder / "connections.yaml").write_text(yaml.safe_dump({"connections": {"llmsim": {
-            "type": "openai_compatible", "base_url": self.llmsim + "/v1", "api_key": "none"}}}))
-        self.key, record = new_api_key_record("bench")
-        (folder / "bench.yaml").write_text(yaml.safe_dump({
-            "name": "bench", "flow": str(flow), "api_keys": [record.model_dump(mode="json", exclude_none=True)]}))
+        flow = harness.write_answer_flow(self.work, "llmsim-chat", "llmsim")
+        folder, self.key = harness.write_deployments(self.work, "llmsim", self.llmsim, {"flow": str(flow)})
         return folder
 
     async def start(self) -> None:
-        from shared.settings import KafkaSettings
-        from shared.topics import Topics, ensure_topics
-
-        kafka = KafkaSettings(topic_prefix=self.prefix, partitions=3)
-        topics = Topics.from_settings(kafka)
-        await ensure_topics(kafka, [topics.inference, topics.tokens, topics.feedback, topics.spans])
+        await self.create_topics()
         py = sys.executable
         self._spawn("llmsim", [py, "-m", "services.llmsim"], {
             "PROMPTPULSE_LLMSIM__PORT": self.llmsim.rsplit(":", 1)[1], "PROMPTPULSE_LLMSIM__LATENCY__TTFT_MS": "0",
@@ -199,44 +127,16 @@ class Services:
             for url, up in ((self.llmsim + "/healthz", {200}), (self.gateway + "/readyz", {200}),
                             (self.proxy + "/v1/chat/completions", {405}),
                             (self.openai_proxy + "/v1/chat/completions", {405})):
-                for _ in range(200):
-                    try:
-                        async with session.get(url) as resp:
-                            if resp.status in up:
-                                break
-                    except aiohttp.ClientError:
-                        pass
-                    await asyncio.sleep(0.1)
-                else:
-                    raise SystemExit(f"{url} did not come up; see {self.work}")
+                await harness.wait_until_answers(session, "GET", url, ok=frozenset(up), tries=200,
+                                                 failed=f"{url} did not come up; see {self.work}")
 
     def cpu_seconds(self, name: str) -> float:
         """CPU time (user + system, all threads) a service process has used so far."""
-        fields = Path(f"/proc/{self.procs[name].pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return harness.cpu_seconds([self.procs[name].pid])
 
     def rss_mb(self, name: str) -> tuple[float, float]:
         """(current, peak) resident memory of a service process, in MB."""
-        fields = {}
-        for line in Path(f"/proc/{self.procs[name].pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields[key] = value
-        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-
-    async def stop(self) -> None:
-        from shared.settings import KafkaSettings
-        from shared.topics import Topics, delete_topics
-
-        for proc in self.procs.values():
-            proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        topics = Topics.from_settings(KafkaSettings(topic_prefix=self.prefix))
-        await delete_topics(KafkaSettings(), [topics.inference, topics.tokens, topics.feedback, topics.spans])
-
+        return harness.rss_mb(self.procs[name].pid)
 
 # ---- the load
 
@@ -410,7 +310,7 @@ async def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--proxy":
-        run_proxy(int(sys.argv[2]), sys.argv[3])
+        harness.run_proxy(int(sys.argv[2]), sys.argv[3])
     elif len(sys.argv) == 4 and sys.argv[1] == "--openai-proxy":
         run_openai_proxy(int(sys.argv[2]), sys.argv[3])
     else:

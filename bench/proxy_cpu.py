@@ -30,7 +30,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from uuid import uuid4
 
 import aiohttp
 
@@ -39,18 +38,11 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
-import proxy_overhead as po  # noqa: E402 - the bench's upstream, bare proxy, wrk helpers
+import harness  # noqa: E402 - processes, /proc CPU, wrk
+import proxy_overhead as po  # noqa: E402 - the bench's upstream, its deployment, wrk scripts
 
 
-def checkout(ref: str, into: Path) -> Path:
-    """The tree of ``ref`` as plain files (git archive: no worktree to clean up)."""
-    into.mkdir()
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref], check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into
-
-
-class Gateways:
+class Gateways(harness.Processes):
     """The gateways of ``trees`` (name -> source tree) on shared upstream servers, their topics and
     logs. bench/flow_cpu.py subclasses it: other servers, deployments and readiness probe."""
 
@@ -58,26 +50,14 @@ class Gateways:
     PREFIX = "bench-cpu-"
 
     def __init__(self, work: Path, trees: dict[str, Path]) -> None:
-        self.work = work
+        super().__init__(work, self.PREFIX)
         self.trees = trees
-        self.urls = {name: f"http://127.0.0.1:{po.free_port()}" for name in (*self.SERVERS, *trees)}
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.prefix = f"{self.PREFIX}{uuid4().hex[:8]}."
+        self.urls = {name: f"http://127.0.0.1:{harness.free_port()}" for name in (*self.SERVERS, *trees)}
         self.key = ""
         self.new_env: dict[str, str] = {}  # --new-env: e.g. OTEL_TRACES_SAMPLER=always_off to price spans
 
-    def _spawn(self, name: str, args: list[str], cwd: Path, env: dict[str, str]) -> None:
-        log = open(self.work / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        self.procs[name] = subprocess.Popen(args, cwd=cwd, env={**os.environ, **env}, stdout=log,
-                                            stderr=subprocess.STDOUT)
-
     async def start(self) -> None:
-        from shared.settings import KafkaSettings
-        from shared.topics import Topics, ensure_topics
-
-        kafka = KafkaSettings(topic_prefix=self.prefix, partitions=3)
-        topics = Topics.from_settings(kafka)
-        await ensure_topics(kafka, [topics.inference, topics.tokens, topics.feedback, topics.spans])
+        await self.create_topics()
         py, port = sys.executable, {name: url.rsplit(":", 1)[1] for name, url in self.urls.items()}
         deployments = self._start_servers(py, port)
         for name, tree in self.trees.items():
@@ -85,7 +65,7 @@ class Gateways:
             command = [py, "-m", "services.gateway"]
             if name == "new" and os.environ.get("PP_GATEWAY_WRAPPER"):  # e.g. a cProfile wrapper
                 command = [py, os.environ["PP_GATEWAY_WRAPPER"]]
-            self._spawn(name, command, tree, {
+            self._spawn(name, command, cwd=tree, env={
                 "PYTHONPATH": str(tree),
                 "PROMPTPULSE_DEPLOYMENTS_DIR": deployments,
                 "PROMPTPULSE_KAFKA__TOPIC_PREFIX": self.prefix,
@@ -99,115 +79,71 @@ class Gateways:
                 if probe is None:
                     continue
                 url, body = probe
-                for _ in range(300):
-                    try:
-                        async with session.post(url, json=body, headers={"Authorization": f"Bearer {self.key}"}) as resp:
-                            if resp.status == 200:
-                                break
-                    except aiohttp.ClientError:
-                        pass
-                    await asyncio.sleep(0.1)
-                else:
-                    raise SystemExit(f"{name} did not come up; see {self.work}/{name}.log")
+                await harness.wait_until_answers(session, "POST", url, json=body,
+                                                 headers={"Authorization": f"Bearer {self.key}"},
+                                                 failed=f"{name} did not come up; see {self.work}/{name}.log")
 
     def _start_servers(self, py: str, port: dict[str, str]) -> str:
         """Starts the servers the gateways call (SERVERS); returns the deployments folder."""
-        self._spawn("direct", [py, str(BENCH / "proxy_overhead.py"), "--upstream", port["direct"]], REPO, {})
+        self._spawn("direct", [py, str(BENCH / "proxy_overhead.py"), "--upstream", port["direct"]], {}, cwd=REPO)
         self._spawn("bare", [py, str(BENCH / "proxy_overhead.py"), "--proxy", port["bare"], self.urls["direct"]],
-                    REPO, {})
-        services = po.Services(self.work)
-        services.urls = self.urls
-        deployments = str(services._deployments())
-        self.key = services.key
-        return deployments
+                    {}, cwd=REPO)
+        deployments, self.key = po.proxy_deployments(self.work, self.urls["direct"])
+        return str(deployments)
 
     def _probe(self, name: str) -> tuple[str, dict[str, object]] | None:
         """The request that answers 200 once ``name`` is up (None: not waited for)."""
         return self.urls[name] + "/v1/chat/completions", {"model": po.MODEL, "messages": []}
 
-    async def stop(self) -> None:
-        from shared.settings import KafkaSettings
-        from shared.topics import Topics, delete_topics
-
-        for proc in self.procs.values():
-            proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        topics = Topics.from_settings(KafkaSettings(topic_prefix=self.prefix))
-        await delete_topics(KafkaSettings(), [topics.inference, topics.tokens, topics.feedback, topics.spans])
-
-
-def thread_cpu(pid: int) -> float:
-    """CPU seconds of the process's main thread (its event loop)."""
-    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def system_cpu(pid: int) -> float:
-    """CPU seconds the process spent in the kernel (all threads)."""
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[12]) / os.sysconf("SC_CLK_TCK")
-
-
 def measure(gateways: Gateways, modes: list[str], kinds: list[str], args: argparse.Namespace) -> None:
     scripts = {kind: po.lua_script(gateways.work, gateways.key, kind) for kind in kinds}
     for mode in modes:  # warm: pools, lazy imports, first spans and events
         for kind in kinds:
-            po.run_wrk(gateways.urls[mode] + po.KINDS[kind][0], scripts[kind], args.clients, seconds=1)
-    cpu: dict[tuple[str, str], list[float]] = {}
-    main: dict[tuple[str, str], list[float]] = {}  # the event loop's thread alone
-    system: dict[tuple[str, str], list[float]] = {}  # in the kernel (syscalls: sockets, epoll)
+            harness.run_wrk(gateways.urls[mode] + po.KINDS[kind][0], scripts[kind], args.clients, seconds=1)
+    # (meter, mode, kind) -> CPU ms per request, one a round; the meters (harness.CPU_METERS): cpu
+    # (all threads), main (the event loop's thread alone), system (in the kernel: sockets, epoll)
+    ms: dict[tuple[str, str, str], list[float]] = {}
     for round_number in range(args.rounds):
         for kind in kinds:
             # new and old swap places every round and never run twice in a row (a process that
             # has just run finds the caches warm), each following bare as often as the other.
             order = modes if round_number % 2 == 0 else [modes[0], *reversed(modes[1:])]
             for mode in order:
-                pid = gateways.procs[mode].pid
-                before, main_before, system_before = po.cpu_seconds([pid]), thread_cpu(pid), system_cpu(pid)
-                found = po.run_wrk(gateways.urls[mode] + po.KINDS[kind][0], scripts[kind], args.clients,
-                                   seconds=args.seconds)
-                if found["errors"]:
-                    print(f"WARNING: {mode} {kind}: {found['errors']:.0f} errors", file=sys.stderr)
-                cpu.setdefault((mode, kind), []).append(1000 * (po.cpu_seconds([pid]) - before) / found["requests"])
-                system.setdefault((mode, kind), []).append(1000 * (system_cpu(pid) - system_before) / found["requests"])
-                main.setdefault((mode, kind), []).append(1000 * (thread_cpu(pid) - main_before) / found["requests"])
+                found = harness.wrk_cpu_per_request(gateways.procs[mode].pid, gateways.urls[mode] + po.KINDS[kind][0],
+                                                    scripts[kind], args.clients, args.seconds, f"{mode} {kind}")
+                for meter, value in found.items():
+                    ms.setdefault((meter, mode, kind), []).append(value)
     load = os.getloadavg()
     print(f"\ngateway CPU per proxied request, {args.rounds} alternating rounds of {args.seconds} s at "
           f"{args.clients} clients (load average {load[0]:.2f}); median over rounds, ms")
     print("| call | " + " | ".join(modes) + (" | new/old" if "old" in modes else "") + " | new/bare |")
     print("|---|" + "---:|" * (len(modes) + ("old" in modes) + 1))
     for kind in kinds:
-        med = {mode: statistics.median(cpu[(mode, kind)]) for mode in modes}
+        med = {mode: statistics.median(ms[("cpu", mode, kind)]) for mode in modes}
         cells = [f"{med[m]:.3f}" for m in modes]
         if "old" in modes:
-            # Paired per round (the two ran seconds apart), then the median: steadier than a
-            # ratio of medians when the machine's load drifts.
-            ratios = sorted(n / o for n, o in zip(cpu[("new", kind)], cpu[("old", kind)], strict=True))
-            cells.append(f"{statistics.median(ratios):.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f})")
+            cells.append(harness.paired_ratio(ms[("cpu", "new", kind)], ms[("cpu", "old", kind)]))
         cells.append(f"{med['new'] / med['bare']:.2f}")
         print(f"| {kind} | " + " | ".join(cells) + " |")
     print("of which in the kernel (stime: socket syscalls, epoll):")
     for kind in kinds:
-        print(f"| {kind} | " + " | ".join(f"{statistics.median(system[(m, kind)]):.3f}" for m in modes) + " |")
+        print(f"| {kind} | " + " | ".join(f"{statistics.median(ms['system', m, kind]):.3f}" for m in modes) + " |")
     print("of which the event loop's thread (the rest: span export, Kafka client threads):")
     for kind in kinds:
-        print(f"| {kind} | " + " | ".join(f"{statistics.median(main[(m, kind)]):.3f}" for m in modes) + " |")
+        print(f"| {kind} | " + " | ".join(f"{statistics.median(ms['main', m, kind]):.3f}" for m in modes) + " |")
 
 
 def profile(gateways: Gateways, args: argparse.Namespace) -> None:
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     script = po.lua_script(gateways.work, gateways.key, args.kind)
     url = gateways.urls["new"] + po.KINDS[args.kind][0]
-    po.run_wrk(url, script, args.clients, seconds=1)
+    harness.run_wrk(url, script, args.clients, seconds=1)
     fmt = "speedscope" if args.out.endswith(".json") else ("raw" if args.out.endswith(".txt") else "flamegraph")
     recorder = subprocess.Popen([spy, "record", "--pid", str(gateways.procs["new"].pid), "--duration",
                                  str(args.profile), "--rate", "500", "--format", fmt, "--output", args.out,
                                  *(["--native"] if args.native else []), "--gil", "--nonblocking"])
     time.sleep(1)
-    po.run_wrk(url, script, args.clients, seconds=args.profile)
+    harness.run_wrk(url, script, args.clients, seconds=args.profile)
     recorder.wait(timeout=120)
 
 
@@ -229,9 +165,7 @@ async def main() -> None:
         raise SystemExit("wrk is not on PATH (Debian: apt-get install wrk)")
     with tempfile.TemporaryDirectory(prefix="pp-proxy-cpu-") as tmp:
         work = Path(tmp)
-        trees = {"new": REPO}
-        if args.baseline:
-            trees["old"] = checkout(args.baseline, work / "baseline")
+        trees = harness.gateway_trees(work, args.baseline)
         gateways = Gateways(work, trees)
         gateways.new_env = dict(item.split("=", 1) for item in args.new_env)
         try:

@@ -8,7 +8,7 @@ saturates before the servers it measures). The modes:
   content chunks, a finish chunk, the usage chunk when asked, ``[DONE]``) and ``/v1/responses``
   (JSON, or typed events: created, in_progress, 8 text deltas, done, completed), so it is never
   the bottleneck and any added time is the proxy's;
-- ``bare``: through a bare aiohttp pass-through proxy written here (``--proxy``): reads the body,
+- ``bare``: through a bare aiohttp pass-through proxy (``--proxy``, bench/harness.py): reads the body,
   posts it upstream on one shared ClientSession, relays status, content-type and chunks. No
   auth, no events: the floor of any aiohttp proxy;
 - ``gw1`` / ``gw2``: through the PromptPulse gateway, a proxy deployment on an
@@ -39,23 +39,20 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from uuid import uuid4
 
 import aiohttp
-import yaml
 from aiohttp import web
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+import harness  # noqa: E402 - bench/harness.py, beside this file
 
 ROUNDS = 3
 SECONDS = 2
@@ -66,12 +63,6 @@ GOAL_ADDED_P50_MS, GOAL_ADDED_P99_MS = 1.0, 5.0
 GOAL_THROUGHPUT_SHARE = 0.60
 GOAL_CPU_FLAT = 1.2  # "flat": CPU/request with 2 workers at most 1.2x that with 1
 GOAL_RSS_MB = 150.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ---- the upstream (``proxy_overhead.py --upstream PORT``): answers at once, OpenAI-shaped
@@ -144,91 +135,22 @@ def run_upstream(port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
-# ---- the bare pass-through proxy (``proxy_overhead.py --proxy PORT UPSTREAM``)
-
-def run_proxy(port: int, upstream: str) -> None:
-    async def forward(request: web.Request) -> web.StreamResponse:
-        session: aiohttp.ClientSession = request.app["session"]
-        body = await request.read()
-        async with session.post(upstream + request.path_qs, data=body,
-                                headers={"Content-Type": "application/json"}) as up:
-            response = web.StreamResponse(status=up.status, headers={"Content-Type": up.headers["Content-Type"]})
-            await response.prepare(request)
-            async for piece in up.content.iter_any():
-                await response.write(piece)
-            await response.write_eof()
-            return response
-
-    async def session_ctx(app: web.Application):  # type: ignore[no-untyped-def]
-        app["session"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        yield
-        await app["session"].close()
-
-    app = web.Application()
-    app.cleanup_ctx.append(session_ctx)
-    app.router.add_post("/v1/chat/completions", forward)
-    app.router.add_post("/v1/responses", forward)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
-
-
 # ---- the processes under test
 
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and its direct children (the gateway supervisor's workers)."""
-    children = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                children.append(int(entry.name))
-    return [pid, *children]
+def proxy_deployments(work: Path, upstream: str) -> tuple[Path, str]:
+    """The proxy deployment ``bench`` on the upstream; the folder and its API key."""
+    return harness.write_deployments(work, "upstream", upstream, {"type": "proxy", "proxy": {"connection": "upstream"}})
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int) -> tuple[float, float]:
-    """(current, peak) resident memory in MB."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-
-
-class Services:
+class Services(harness.Processes):
     def __init__(self, work: Path) -> None:
-        self.work = work
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.urls = {name: f"http://127.0.0.1:{free_port()}" for name in ("direct", "bare", "gw1", "gw2")}
+        super().__init__(work, "bench-proxy-")
+        self.urls = {name: f"http://127.0.0.1:{harness.free_port()}" for name in ("direct", "bare", "gw1", "gw2")}
         self.key = ""
-        self.prefix = f"bench-proxy-{uuid4().hex[:8]}."
-
-    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        log = open(self.work / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        self.procs[name] = subprocess.Popen(args, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
-
-    def _deployments(self) -> Path:
-        from shared.apikeys import new_api_key_record
-
-        folder = self.work / "deployments"
-        folder.mkdir()
-        (folder / "connections.yaml").write_text(yaml.safe_dump({"connections": {"upstream": {
-            "type": "openai_compatible", "base_url": self.urls["direct"] + "/v1", "api_key": "none"}}}))
-        self.key, record = new_api_key_record("bench")
-        (folder / "bench.yaml").write_text(yaml.safe_dump({
-            "name": "bench", "type": "proxy", "proxy": {"connection": "upstream"},
-            "api_keys": [record.model_dump(mode="json", exclude_none=True)]}))
-        return folder
 
     def pids(self, mode: str) -> list[int]:
         pid = self.procs[mode].pid
-        return process_tree(pid) if mode == "gw2" else [pid]
+        return harness.process_tree(pid) if mode == "gw2" else [pid]
 
     def workers(self, mode: str) -> list[int]:
         """The processes that serve requests (gw2: the workers, not the supervisor)."""
@@ -236,17 +158,12 @@ class Services:
         return pids[1:] if mode == "gw2" else pids
 
     async def start(self) -> None:
-        from shared.settings import KafkaSettings
-        from shared.topics import Topics, ensure_topics
-
-        kafka = KafkaSettings(topic_prefix=self.prefix, partitions=3)
-        topics = Topics.from_settings(kafka)
-        await ensure_topics(kafka, [topics.inference, topics.tokens, topics.feedback, topics.spans])
+        await self.create_topics()
         py = sys.executable
         port = {name: url.rsplit(":", 1)[1] for name, url in self.urls.items()}
         self._spawn("direct", [py, __file__, "--upstream", port["direct"]], {})
         self._spawn("bare", [py, __file__, "--proxy", port["bare"], self.urls["direct"]], {})
-        deployments = str(self._deployments())
+        deployments, self.key = proxy_deployments(self.work, self.urls["direct"])
         for mode, workers in (("gw1", 1), ("gw2", 2)):
             self._spawn(mode, [py, "-m", "services.gateway"], {
                 "PROMPTPULSE_DEPLOYMENTS_DIR": deployments,
@@ -257,35 +174,11 @@ class Services:
                 "PROMPTPULSE_GATEWAY__PROVISION_DEMO_KEY": "false"})
         async with aiohttp.ClientSession() as session:
             for mode in ("direct", "bare", "gw1", "gw2"):
-                headers = {"Authorization": f"Bearer {self.key}"}
-                for _ in range(300):
-                    try:
-                        async with session.post(self.urls[mode] + "/v1/chat/completions", headers=headers,
-                                                json={"model": MODEL, "messages": []}) as resp:
-                            if resp.status == 200:
-                                break
-                    except aiohttp.ClientError:
-                        pass
-                    await asyncio.sleep(0.1)
-                else:
-                    raise SystemExit(f"{mode} did not come up; see {self.work}")
+                await harness.wait_until_answers(
+                    session, "POST", self.urls[mode] + "/v1/chat/completions", json={"model": MODEL, "messages": []},
+                    headers={"Authorization": f"Bearer {self.key}"}, failed=f"{mode} did not come up; see {self.work}")
         if len(self.workers("gw2")) != 2:
             raise SystemExit(f"gw2 has workers {self.workers('gw2')}, not 2")
-
-    async def stop(self) -> None:
-        from shared.settings import KafkaSettings
-        from shared.topics import Topics, delete_topics
-
-        for proc in self.procs.values():
-            proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        topics = Topics.from_settings(KafkaSettings(topic_prefix=self.prefix))
-        await delete_topics(KafkaSettings(), [topics.inference, topics.tokens, topics.feedback, topics.spans])
-
 
 # ---- the load: wrk, a Lua script per body
 
@@ -305,41 +198,7 @@ def lua_script(work: Path, key: str, kind: str) -> Path:
         body = {"model": MODEL, "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 40}
         if stream:
             body |= {"stream": True, "stream_options": {"include_usage": True}}
-    path = work / f"{kind.replace(' ', '-')}.lua"
-    path.write_text(f"""wrk.method = "POST"
-wrk.body = {json.dumps(json.dumps(body))}
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer {key}"
-""")
-    return path
-
-
-UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
-
-
-def parse_wrk(output: str) -> dict[str, float]:
-    def ms(text: str) -> float:
-        number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
-        return float(number) * UNITS[unit]
-
-    found = {f"p{p}": ms(re.search(rf"^\s+{p}%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
-             for p in (50, 99)}
-    found["requests"] = float(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
-    found["rps"] = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
-    found["errors"] = float(bad.group(1) if bad else 0) + (sum(map(int, errors.groups())) if errors else 0)
-    return found
-
-
-def run_wrk(url: str, script: Path, clients: int, seconds: int | None = None) -> dict[str, float]:
-    """``url``: the server and the route (its Lua script's body is for that route)."""
-    seconds = SECONDS if seconds is None else seconds
-    out = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{seconds}s", "--latency", "-s", str(script), url],
-                         capture_output=True, text=True, timeout=seconds + 30)
-    if out.returncode != 0:
-        raise SystemExit(f"wrk failed: {out.stderr}")
-    return parse_wrk(out.stdout)
+    return harness.wrk_script(work / f"{kind.replace(' ', '-')}.lua", body, key)
 
 
 # ---- the run
@@ -368,7 +227,7 @@ async def main() -> None:
             # first measured runs do not pay for it.
             for mode in ("direct", "bare", "gw1", "gw2"):
                 for kind in KINDS if mode != "gw2" else CHAT_KINDS:
-                    run_wrk(services.urls[mode] + KINDS[kind][0], scripts[kind], 10, seconds=1)
+                    harness.run_wrk(services.urls[mode] + KINDS[kind][0], scripts[kind], 10, seconds=1)
             for round_number in range(ROUNDS):
                 for clients in (1, 100):
                     for kind in KINDS if clients == 1 else CHAT_KINDS:
@@ -377,11 +236,12 @@ async def main() -> None:
                             modes.reverse()
                         for mode in modes:
                             pids = services.pids(mode)
-                            before = cpu_seconds(pids)
-                            found = run_wrk(services.urls[mode] + KINDS[kind][0], scripts[kind], clients)
-                            found["cpu_s"] = cpu_seconds(pids) - before
+                            before = harness.cpu_seconds(pids)
+                            found = harness.run_wrk(services.urls[mode] + KINDS[kind][0], scripts[kind], clients,
+                                                    SECONDS)
+                            found["cpu_s"] = harness.cpu_seconds(pids) - before
                             results.setdefault((clients, kind), {}).setdefault(mode, []).append(found)
-            rss = {mode: [rss_mb(pid) for pid in services.workers(mode)] for mode in ("bare", "gw1", "gw2")}
+            rss = {mode: [harness.rss_mb(pid) for pid in services.workers(mode)] for mode in ("bare", "gw1", "gw2")}
         finally:
             await services.stop()
         elapsed = time.monotonic() - started
@@ -453,7 +313,7 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--upstream":
         run_upstream(int(sys.argv[2]))
     elif len(sys.argv) == 4 and sys.argv[1] == "--proxy":
-        run_proxy(int(sys.argv[2]), sys.argv[3])
+        harness.run_proxy(int(sys.argv[2]), sys.argv[3])
     else:
         if "--quick" in sys.argv[1:]:  # a check that every path runs: 1 round of 1 s (~40 s)
             ROUNDS, SECONDS = 1, 1
