@@ -22,27 +22,22 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
-import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from services.gateway.app import create_app, start_gateway
 from services.gateway.appkeys import METRICS, PUBLISHER
-from shared.apikeys import new_api_key_record
 from shared.events.messages import InferenceRequest, InferenceResponse, InferenceStatus
 from shared.settings import ServiceSettings
 from shared.telemetry import Telemetry, setup_telemetry, shutdown_telemetry
-from shared.topics import delete_topics, ensure_topics
 from tests.support.gateway_stack import (
     LlmTap,
-    create_topics,
     events_by_request,
-    gateway_settings,
     kafka_for,
     llmsim_server,
     read_topic,
+    running_gateway,
     write_deployments,
+    write_proxy_deployment,
 )
 
 pytestmark = pytest.mark.integration
@@ -80,29 +75,14 @@ async def sampled_gateway(settings: ServiceSettings, tmp_path: Path, sampler_env
     async with llmsim_server() as sim, LlmTap(sim.url) as tap:
         folder = tmp_path / "deployments"
         flow_keys = write_deployments(folder, tap.url)
-        key, record = new_api_key_record("proxy-key")
-        (folder / "proxy.yaml").write_text(yaml.safe_dump({
-            "name": "proxy", "type": "proxy", "proxy": {"connection": "llmsim"},
-            "evaluation": {"metrics": ["relevance"], "sampling_rate": 1.0,
-                           "judge": {"connection": "llmsim", "model": "llmsim-judge"}},
-            "api_keys": [record.model_dump(mode="json", exclude_none=True)]}, sort_keys=False))
+        key = write_proxy_deployment(folder, "proxy", evaluation={
+            "metrics": ["relevance"], "sampling_rate": 1.0, "judge": {"connection": "llmsim", "model": "llmsim-judge"}})
         kafka = kafka_for(settings.kafka.bootstrap_servers)
-        topics = await create_topics(kafka)
-        await ensure_topics(kafka, [topics.spans])
-        gateway = gateway_settings(folder, kafka, tmp_path / "spool")
-        memory = InMemorySpanExporter()
         # The gateway's own telemetry set-up, spans to the real spans topic: what honours the sampler.
-        telemetry = setup_telemetry("gateway", gateway, spans_to_kafka=True,
-                                    span_processors=[SimpleSpanProcessor(memory)], set_global=False)
-        app = create_app(gateway, tracer_provider=telemetry.provider, handle_sighup=False)
-        runner = await start_gateway(app, "127.0.0.1", 0)
-        host, port = runner.addresses[0][:2]
-        try:
-            yield SampledGateway(f"http://{host}:{port}", key, flow_keys["demo"], telemetry, memory), (app, kafka, topics)
-        finally:
-            await runner.cleanup()
-            await asyncio.to_thread(shutdown_telemetry, telemetry)
-            await delete_topics(kafka, [topics.inference, topics.tokens, topics.feedback, topics.spans])
+        async with running_gateway(folder, kafka, tmp_path / "spool", spans_to_kafka=True) as gateway:
+            assert gateway.telemetry is not None
+            yield (SampledGateway(gateway.url, key, flow_keys["demo"], gateway.telemetry, gateway.spans),
+                   (gateway.app, kafka, gateway.topics))
 
 
 def _headers(raw: Any) -> Any:

@@ -7,8 +7,10 @@
   progress from it: what llmsim really sent, not what the gateway says it got.
 - :func:`write_deployments`: a deployments folder (connections.yaml + one file per deployment)
   pointing the demo flow and the fixture flows at the tap, with fresh keys.
+- :func:`write_proxy_deployment`: one more, a ``type: proxy`` deployment on llmsim.
 - :func:`running_gateway`: topics with a prefix of their own, the app on a free port, an
-  in-memory span exporter; deleted and stopped afterwards.
+  in-memory span exporter (or the gateway's own telemetry set-up, spans to the real spans topic);
+  deleted and stopped afterwards.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from shared.apikeys import new_api_key_record
 from shared.events.codec import decode
 from shared.kafka import make_consumer
 from shared.settings import KafkaSettings, TelemetrySettings
+from shared.telemetry import Telemetry, setup_telemetry, shutdown_telemetry
 from shared.topics import Topics, delete_topics, ensure_topics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -258,6 +261,15 @@ def write_deployments(folder: Path, llm_url: str, *, rate_limit: int = 3, **extr
     return keys
 
 
+def write_proxy_deployment(folder: Path, name: str, **fields: Any) -> str:
+    """A ``type: proxy`` deployment ``name`` on the llmsim connection of :func:`write_deployments`
+    (``fields``: more of its fields); returns its key."""
+    key, record = new_api_key_record(f"{name}-key")
+    body = {"name": name, "type": "proxy", "proxy": {"connection": "llmsim"}, **fields, "api_keys": _keyed([record])}
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
+    return key
+
+
 def kafka_for(bootstrap: str) -> KafkaSettings:
     return KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=f"it-{uuid4().hex[:8]}.", partitions=3)
 
@@ -289,6 +301,8 @@ class Gateway:
     topics: Topics
     spans: InMemorySpanExporter
     session: aiohttp.ClientSession
+    runner: web.AppRunner  # a test may stop the gateway itself (await gateway.runner.cleanup())
+    telemetry: Telemetry | None = None  # with spans_to_kafka
 
     @property
     def publisher(self) -> EventPublisher:
@@ -305,24 +319,38 @@ class Gateway:
 @asynccontextmanager
 async def running_gateway(
     deployments_dir: Path, kafka: KafkaSettings, spool_dir: Path, *, create: bool = True,
-    handle_sighup: bool = False, **section: Any,
+    handle_sighup: bool = False, spans_to_kafka: bool = False, **section: Any,
 ) -> AsyncIterator[Gateway]:
+    """``spans_to_kafka``: the gateway's own telemetry set-up (shared.telemetry, what honours
+    ``OTEL_TRACES_SAMPLER``) exporting to the spans topic too, instead of a bare provider."""
     topics = await create_topics(kafka) if create else Topics.from_settings(kafka)
+    names = [topics.inference, topics.tokens, topics.feedback] + ([topics.spans] if spans_to_kafka else [])
+    if create and spans_to_kafka:
+        await ensure_topics(kafka, [topics.spans])
     settings = gateway_settings(deployments_dir, kafka, spool_dir, **section)
     spans = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(spans))
+    telemetry = None
+    if spans_to_kafka:
+        telemetry = setup_telemetry("gateway", settings, spans_to_kafka=True,
+                                    span_processors=[SimpleSpanProcessor(spans)], set_global=False)
+        provider = telemetry.provider
+    else:
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(spans))
     app = create_app(settings, tracer_provider=provider, handle_sighup=handle_sighup)
     runner = await start_gateway(app, "127.0.0.1", 0)
     host, port = runner.addresses[0][:2]
     session = aiohttp.ClientSession()
     try:
-        yield Gateway(f"http://{host}:{port}", app, settings, topics, spans, session)
+        yield Gateway(f"http://{host}:{port}", app, settings, topics, spans, session, runner, telemetry)
     finally:
         await session.close()
-        await runner.cleanup()
+        if runner.server is not None:  # not stopped by the test already
+            await runner.cleanup()
+        if telemetry is not None:
+            await asyncio.to_thread(shutdown_telemetry, telemetry)
         if create:
-            await delete_topics(kafka, [topics.inference, topics.tokens, topics.feedback])
+            await delete_topics(kafka, names)
 
 
 async def read_topic(kafka: KafkaSettings, topic: str, expected: int, *, within: float = 60.0) -> list[Any]:
