@@ -162,8 +162,11 @@ async def test_broker_stopped_under_openai_sdk_traffic_through_the_proxy(
             sent_from_spool = await prometheus_total(stack.gateway, "promptpulse_gateway_events_sent_total",
                                                      path="spool")
             lost_events = await prometheus_total(stack.gateway, "promptpulse_gateway_events_lost_total")
+            spooled_in_all = await prometheus_total(stack.gateway, "promptpulse_gateway_events_spooled_total")
+            skipped = await prometheus_total(stack.gateway, "promptpulse_gateway_events_spool_skipped_total")
         print("ledger:", ledger.summary(), "| answered while down:", dict(kinds_while_down), "| spooled:", spooled,
-              "| sent from the spool:", sent_from_spool, "| topic duplicates:", verdict.counts["topic_duplicate_events"])
+              "in all:", spooled_in_all, "| sent from the spool:", sent_from_spool, "| skipped there (the producer "
+              "delivered them after all):", skipped, "| topic duplicates:", verdict.counts["topic_duplicate_events"])
         report("broker stopped under `openai` SDK traffic through the proxy",
                "every call answered while the broker was down (events spooled, drained after); lost 0, "
                "duplicated 0, rollups = recomputation", verdict, rss)
@@ -181,4 +184,6 @@ async def test_broker_stopped_under_openai_sdk_traffic_through_the_proxy(
         # The fault was felt (events went to the spool) and healed (the spool drained to Kafka).
         assert spooled > 0 and sent_from_spool > 0
         assert spool_pending == 0 and lost_events == 0
+        # Every spooled event left the spool once: sent from it, or skipped as delivered directly.
+        assert spooled_in_all == sent_from_spool + skipped, (spooled_in_all, sent_from_spool, skipped)
         rss.assert_below(RSS_LIMIT)

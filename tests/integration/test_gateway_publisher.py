@@ -414,6 +414,8 @@ async def test_broker_stopped_during_traffic_every_acknowledged_request_arrives_
     # producer delivered after the timeout, whose spooled copies were then skipped) or from
     # the spool.
     assert metrics.events_sent_direct + metrics.events_sent_from_spool == metrics.events_queued
+    # And each spooled event sent from the spool once or skipped there (delivered directly).
+    assert metrics.events_spooled == metrics.events_sent_from_spool + metrics.events_spool_skipped
     assert metrics.events_lost == {} and metrics.token_chunks_dropped == {}
     assert metrics.reservations_refused == {}
 

@@ -29,6 +29,10 @@ class PublisherMetrics:
     events_sent_direct: int = 0
     events_sent_from_spool: int = 0
     events_spooled: int = 0
+    # Spooled copies acked in the spool unsent: the producer kept through a send timeout
+    # delivered the event after all (counted in events_sent_direct). So every spooled event is
+    # sent from the spool, skipped here, lost (events_lost, token_chunks_dropped) or still pending.
+    events_spool_skipped: int = 0
     token_chunks_dropped: Counter[str] = field(default_factory=Counter)
     # Request, response or feedback events that will never reach Kafka: must stay at 0.
     events_lost: Counter[str] = field(default_factory=Counter)
@@ -45,6 +49,9 @@ class PublisherMetrics:
         sent.add(self.events_sent_direct, path="direct")
         sent.add(self.events_sent_from_spool, path="spool")
         out.counter("events_spooled_total", "Events written to the on-disk spool.").add(self.events_spooled)
+        out.counter("events_spool_skipped_total",
+                    "Spooled events not sent from the spool: the producer delivered them after a send timeout "
+                    "(counted in events_sent_total{path=\"direct\"}).").add(self.events_spool_skipped)
         out.counter("producer_restarts_total", "Kafka producers replaced after a failed send.").add(
             self.producer_restarts)
         _labelled(out, "token_chunks_dropped_total",

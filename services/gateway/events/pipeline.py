@@ -290,6 +290,7 @@ class EventPipeline:
                     if delivered_anyway[record.value]:
                         delivered_anyway[record.value] -= 1
                         delivery.acked[i] = True
+                        self.metrics.events_spool_skipped += 1
                 if not await self._drain_batch(delivery):
                     return  # stopping: the batch stays in the spool, unacked
                 await asyncio.to_thread(self.spool.ack, batch)
