@@ -26,11 +26,9 @@ the test's assertions do not depend on it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,13 +36,13 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Page
 
+from tests.support.dashboard import chromium, text
 from tests.support.live_stack import LiveStack, StackOptions, live_stack
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = os.environ.get("PROMPTPULSE_CHROMIUM", "/usr/bin/chromium")
 WARMUP_SECONDS = float(os.environ.get("PROMPTPULSE_DASHBOARD_WARMUP_SECONDS", "0"))
 METRICS = ["groundedness", "relevance", "coherence", "fluency"]
 DRIFTING, HEALTHY = "variant_1", "variant_0"
@@ -154,16 +152,6 @@ async def violated_windows(stack: LiveStack) -> int:
 
 # -- the browser ------------------------------------------------------------------------------
 
-@contextlib.asynccontextmanager
-async def chromium() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
-        try:
-            yield browser
-        finally:
-            await browser.close()
-
-
 class Shots:
     def __init__(self, folder: Path) -> None:
         self.folders = [folder]
@@ -189,10 +177,6 @@ class Shots:
         data = await page.screenshot(full_page=True, clip=clip)
         for folder in self.folders:
             (folder / f"dashboard-{name}.png").write_bytes(data)
-
-
-async def text(page: Page, selector: str) -> str:
-    return (await page.locator(selector).inner_text()).strip()
 
 
 async def wait_quiet_second(low: int = 8, high: int = 40) -> None:

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_dashboard import chromium
 from tests.integration.test_human_labels import cli, feedback
+from tests.support.dashboard import chromium
 from tests.support.live_stack import StackOptions, live_stack
 
 pytestmark = pytest.mark.integration

@@ -8,19 +8,16 @@ from __future__ import annotations
 import random
 
 import pytest
-from aiohttp import web
 
-from services.aggregator.app import create_app
 from shared.deployments import load_deployment_folder
-from shared.topics import Topics, delete_topics, ensure_topics
-from tests.e2e.test_dashboard import chromium, text
 from tests.integration.test_aggregator_evaluator_scales import (
     READ_KEY,
     custom_scale_messages,
     deployments_with_evaluators,
 )
 from tests.integration.test_aggregator_monitors import minute_base, monitor_settings
-from tests.support.aggregator import CONSUMED, create_topics, produce, wait_caught_up
+from tests.support.aggregator import produce, serving_aggregator, topics_with_alerts, wait_caught_up
+from tests.support.dashboard import chromium, signed_in, text
 
 
 @pytest.mark.timeout(180)
@@ -28,24 +25,11 @@ async def test_custom_evaluators_in_the_dashboard(fresh_database, tmp_path) -> N
     folder = deployments_with_evaluators(tmp_path / "deployments")
     evaluation = load_deployment_folder(folder, check_flow=False).deployments["demo"].evaluation
     settings = monitor_settings(fresh_database, folder, read_key=READ_KEY)
-    topics = await create_topics(settings)
-    await ensure_topics(settings, [Topics.from_settings(settings).alerts])
-    runner = web.AppRunner(create_app(settings))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-    try:
+    async with topics_with_alerts(settings), serving_aggregator(settings) as (_, base):
         await produce(settings, custom_scale_messages(evaluation, minute_base(), random.Random(17)))
         await wait_caught_up(settings)
         async with chromium() as browser:
-            page = await (await browser.new_context(viewport={"width": 1440, "height": 900})).new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            await page.goto(f"{base}/")
-            await page.fill("#read-key", READ_KEY)
-            await page.click("#signin button[type=submit]")
-            await page.wait_for_selector("#deployments tr[data-deployment=demo]")
+            page, errors = await signed_in(browser, base, READ_KEY)
             await page.click("#deployments a[href='#/d/demo']")
             await page.wait_for_selector("#quality-summary tr[data-metric=verdict]", timeout=30_000)
             helpful = "#quality-summary tr[data-metric=helpfulness]"
@@ -62,6 +46,3 @@ async def test_custom_evaluators_in_the_dashboard(fresh_database, tmp_path) -> N
             # The built-in metrics are still there, on 1-5, with no scores in this range.
             assert (await text(page, "#quality-summary tr[data-metric=relevance] [data-field=scale]")).startswith("1–5")
             assert errors == []
-    finally:
-        await runner.cleanup()
-        await delete_topics(settings, [*(getattr(topics, r) for r in CONSUMED), topics.alerts])

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from shared.topics import Topics, delete_topics, ensure_topics
-from tests.e2e.test_dashboard import chromium
 from tests.integration.test_processor_harness import stage
 from tests.integration.test_rejudge_pipeline import (
     READ_KEY,
@@ -23,6 +22,7 @@ from tests.integration.test_rejudge_pipeline import (
     version,
 )
 from tests.support.aggregator import produce, uuid7_at, wait_caught_up
+from tests.support.dashboard import chromium
 
 
 async def test_rejudge_views_show_the_hand_worked_figures(fresh_database: str, tmp_path: Path) -> None:

@@ -14,8 +14,6 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Page
 
-from shared.topics import Topics, delete_topics, ensure_topics
-from tests.e2e.test_dashboard import chromium, text
 from tests.integration.test_aggregator_monitors import minute_base, monitor_settings, step
 from tests.integration.test_evaluator_version_scales import (
     NEW_SCORES,
@@ -26,7 +24,8 @@ from tests.integration.test_evaluator_version_scales import (
     scored,
     write_file,
 )
-from tests.support.aggregator import CONSUMED, create_topics, produce, wait_caught_up
+from tests.support.aggregator import produce, topics_with_alerts, wait_caught_up
+from tests.support.dashboard import chromium, signed_in, text
 
 pytestmark = pytest.mark.integration
 ROW = "#quality-summary tr[data-metric=helpfulness]"
@@ -48,9 +47,7 @@ async def test_the_dashboard_shows_each_version_on_its_own_scale(fresh_database:
     base = minute_base()
     rng = random.Random(29)
     settings = monitor_settings(fresh_database, folder, read_key=READ_KEY)
-    topics = await create_topics(settings)
-    await ensure_topics(settings, [Topics.from_settings(settings).alerts])
-    try:
+    async with topics_with_alerts(settings):
         async with aggregator(settings, step(base, 1)):
             await produce(settings, [scored(base + timedelta(seconds=5), rng, old, variant, score)[0]
                                      for variant, scores in OLD_SCORES.items() for score in scores])
@@ -60,17 +57,9 @@ async def test_the_dashboard_shows_each_version_on_its_own_scale(fresh_database:
             await produce(settings, [scored(base + timedelta(minutes=1, seconds=5), rng, new, variant, score)[0]
                                      for variant, scores in NEW_SCORES.items() for score in scores])
             await wait_caught_up(settings)
-            page = await (await browser.new_context(viewport={"width": 1440, "height": 900})).new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            await page.goto(f"{url}/")
-            await page.fill("#read-key", READ_KEY)
-            await page.click("#signin button[type=submit]")
-            await page.wait_for_selector("#deployments tr[data-deployment=demo]")
+            page, errors = await signed_in(browser, url, READ_KEY)
             only_old = await helpfulness_over(page, url, base, base + timedelta(minutes=1))
             both = await helpfulness_over(page, url, base, base + timedelta(minutes=2))
-    finally:
-        await delete_topics(settings, [*(getattr(topics, r) for r in CONSUMED), topics.alerts])
     # Old: 5, 4, 2, 1 on 1-5 -> average 3.00, 2 of 4 at least 3. New: 9, 7, 3, 2 -> 5.25, 2 of 4 at least 7.
     assert only_old == (f"1–5 · pass ≥ 3 · version {old}", "3.00", "50.0%")
     assert both == (f"0–10 · pass ≥ 7 · version {new} (of 2)", "5.25", "50.0%")

@@ -25,7 +25,6 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from services.aggregator.app import create_app
 from services.aggregator.db.pool import create_pool
 from services.aggregator.monitors.alerts import build_alert
 from services.aggregator.monitors.destinations.dispatcher import Dispatcher
@@ -48,7 +47,8 @@ from tests.integration.test_aggregator_monitors import (
     step,
     write_deployments,
 )
-from tests.support.aggregator import wait_for
+from tests.support.aggregator import serving_aggregator, wait_for
+from tests.support.alertmanager import serving
 
 REPO = Path(__file__).resolve().parents[2]
 READ_KEY, ADMIN_KEY = "read-key-for-destinations-1234", "admin-key-for-destinations-1234"
@@ -100,15 +100,8 @@ async def far_ends(**receivers: Receiver) -> AsyncIterator[str]:
     app.router.add_post("/v2/enqueue", receivers["pagerduty"].handle)
     app.router.add_post("/hook/in", receivers["hook"].handle)
     # No access log: the far end's own log of the URLs it serves is not ours (and holds them).
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serving(app, access_log=None) as base:
+        yield base
 
 
 def set_credentials(monkeypatch: pytest.MonkeyPatch, base: str) -> None:
@@ -360,19 +353,6 @@ async def test_a_silenced_transition_reaches_the_topic_but_no_destination(
     assert key == "rel-avg" and body["silenced"] is True and body["eventId"] == record.alert.event_id
 
 
-@asynccontextmanager
-async def serving_api(settings: Any) -> AsyncIterator[str]:
-    app = create_app(settings)  # the real wiring: ingest, monitors and the query API
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-    finally:
-        await runner.cleanup()
-
-
 async def cli(api: str, *args: str, key: str = READ_KEY) -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTPULSE_") and not k.startswith("PP_IT_")}
     env |= {"PROMPTPULSE_API_URL": api, "PROMPTPULSE_API_READ_KEY": READ_KEY, "PROMPTPULSE_API_ADMIN_KEY": key}
@@ -396,7 +376,7 @@ async def test_a_test_notification_goes_through_the_aggregator_and_the_log_is_re
         (folder / "demo.yaml").write_text(spec.replace("destinations:\n", "destinations:\n- kind: slack\n"
                                                        "  name: unset\n  url_env: PP_IT_NOT_SET\n", 1))
         settings = monitor_settings(fresh_database, folder, read_key=READ_KEY, admin_key=ADMIN_KEY)
-        async with ingested(settings, []), serving_api(settings) as api:
+        async with ingested(settings, []), serving_aggregator(settings) as (_, api):
             answers = {}
             async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as http:
                 for name in ("chat", "team", "pager", "audit", "unset"):

@@ -21,19 +21,17 @@ from uuid import uuid4
 import aiohttp
 import pytest
 import yaml
-from aiohttp import web
 
 from services.aggregator.agreement.stats import Pair, weighted_kappa
 from services.aggregator.api.quality_metrics import QUALITY
 from services.aggregator.api.settings import ApiSection
-from services.aggregator.app import QUERY_API, create_app
+from services.aggregator.app import QUERY_API
 from services.aggregator.db.pool import create_pool
 from services.aggregator.monitors.service import MonitorService
 from shared.deployments import load_deployment_folder
 from shared.events.builders import new_meta
 from shared.events.codec import encode, event_key
 from shared.events.messages import Feedback
-from shared.topics import Topics, delete_topics, ensure_topics
 from tests.integration.test_aggregator_evaluator_versions import outcome
 from tests.integration.test_aggregator_monitors import (
     minute_base,
@@ -41,7 +39,13 @@ from tests.integration.test_aggregator_monitors import (
     step,
     write_deployments,
 )
-from tests.support.aggregator import CONSUMED, Message, create_topics, produce, wait_caught_up
+from tests.support.aggregator import (
+    Message,
+    produce,
+    serving_aggregator,
+    topics_with_alerts,
+    wait_caught_up,
+)
 from tests.support.prometheus_text import value
 
 pytestmark = pytest.mark.integration
@@ -73,16 +77,10 @@ def write_file(folder: Path, scale: str, at_least: float) -> str:
 
 @asynccontextmanager
 async def aggregator(settings: Any, clock: datetime) -> AsyncIterator[str]:
-    app = create_app(settings)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    app[QUERY_API][QUALITY].clock = lambda: clock
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-    finally:
-        await runner.cleanup()
+    """The aggregator served, its Prometheus quality window ending at ``clock``; yields its URL."""
+    async with serving_aggregator(settings) as (app, url):
+        app[QUERY_API][QUALITY].clock = lambda: clock
+        yield url
 
 
 def scored(start: datetime, rng: random.Random, version: str, variant: str, score: float) -> tuple[Message, str]:
@@ -113,10 +111,8 @@ async def test_each_version_is_read_on_its_own_scale(fresh_database: str, tmp_pa
     rng = random.Random(23)
     settings = monitor_settings(fresh_database, folder, read_key=READ_KEY,
                                 api=ApiSection(quality_window_seconds=60, quality_cache_seconds=0))
-    topics = await create_topics(settings)
-    await ensure_topics(settings, [Topics.from_settings(settings).alerts])
     pairs = []
-    try:
+    async with topics_with_alerts(settings):
         # The 1-5 version judges the first minute, and people label its requests.
         async with aggregator(settings, step(base, 1)):
             messages, feedback = [], []
@@ -163,8 +159,6 @@ async def test_each_version_is_read_on_its_own_scale(fresh_database: str, tmp_pa
         finally:
             await service.close()
             await pool.close()
-    finally:
-        await delete_topics(settings, [*(getattr(topics, r) for r in CONSUMED), topics.alerts])
 
     # The new version on 0-10, pass at 7.
     assert current["version"] == new

@@ -44,6 +44,7 @@ from shared.events.messages import (
 from shared.kafka import make_consumer, make_producer
 from shared.settings import KafkaSettings
 from shared.topics import Topics, delete_topics, ensure_topics
+from tests.support.alertmanager import serving
 
 METRICS = ("groundedness", "relevance", "coherence", "fluency")
 CONSUMED = ("inference", "evaluations", "feedback", "spans")
@@ -190,6 +191,17 @@ async def create_topics(settings: AggregatorSettings) -> Topics:
 
 
 @asynccontextmanager
+async def topics_with_alerts(settings: AggregatorSettings) -> AsyncIterator[Topics]:
+    """The consumed topics and the alerts topic of ``settings``' prefix, deleted afterwards."""
+    topics = await create_topics(settings)
+    await ensure_topics(settings, [topics.alerts])
+    try:
+        yield topics
+    finally:
+        await delete_topics(settings, [*(getattr(topics, role) for role in CONSUMED), topics.alerts])
+
+
+@asynccontextmanager
 async def settings_on_own_topics(dsn: str, group: str) -> AsyncIterator[AggregatorSettings]:
     """Settings for one test's aggregator, on consumed topics of its own (deleted afterwards)."""
     made = aggregator_settings(dsn, f"it-{uuid.uuid4().hex[:8]}.", group)
@@ -268,6 +280,15 @@ async def running_aggregator(settings: AggregatorSettings) -> AsyncIterator[web.
         yield runner.app
     finally:
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def serving_aggregator(settings: AggregatorSettings) -> AsyncIterator[tuple[web.Application, str]]:
+    """The aggregator's app, the real wiring (ingest, monitors, query API, dashboard), served on a
+    free loopback port: the app and its base URL."""
+    app = create_app(settings)
+    async with serving(app) as base:
+        yield app, base
 
 
 def ingestor_of(app: web.Application):

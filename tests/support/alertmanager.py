@@ -68,9 +68,9 @@ async def webhook_receiver() -> AsyncIterator[Receiver]:
 
 
 @contextlib.asynccontextmanager
-async def serving(app: web.Application) -> AsyncIterator[str]:
+async def serving(app: web.Application, **runner_options: Any) -> AsyncIterator[str]:
     """``app`` served on a free loopback port; yields its base URL."""
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, **runner_options)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
