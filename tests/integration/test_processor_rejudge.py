@@ -18,7 +18,7 @@ from pathlib import Path
 from services.llmsim.settings import LatencyModel
 from services.processor.rejudge.window import Window, WindowRequest, chosen
 from shared.deployments import load_deployment
-from shared.events.messages import InferenceRequest
+from shared.events.messages import Evaluation, InferenceRequest, InferenceResponse
 from shared.events.rejudge import RejudgeCommand, RejudgeProgress, decode_rejudge, encode_rejudge
 from tests.integration.test_processor_harness import (
     QA,
@@ -55,8 +55,9 @@ def version(folder: Path) -> str:
     return evaluation.evaluator("cites_context").version  # type: ignore[union-attr]
 
 
-def command(rejudge_id: str, evaluator_version: str, start: datetime, end: datetime, sample: int = 0) -> RejudgeCommand:
-    message = RejudgeCommand(rejudge_id=rejudge_id, deployment="shop", evaluator="cites_context",
+def command(rejudge_id: str, evaluator_version: str, start: datetime, end: datetime, sample: int = 0,
+            evaluator: str = "cites_context") -> RejudgeCommand:
+    message = RejudgeCommand(rejudge_id=rejudge_id, deployment="shop", evaluator=evaluator,
                              evaluator_version=evaluator_version, sample=sample)
     message.requested_at.FromDatetime(datetime.now(UTC))
     message.window_start.FromDatetime(start)
@@ -70,31 +71,37 @@ async def send_command(producer: Producer, topic: str, message: RejudgeCommand) 
                                            headers=record.headers)
 
 
+def answered(requests: list[InferenceRequest]) -> list[InferenceRequest | InferenceResponse]:
+    """Each request followed by its response, the answer ANSWER."""
+    return [e for r in requests for e in (r, response_event(r, {"answer": ANSWER}))]
+
+
 async def past_window(st: Stage, ids: list[str]) -> tuple[list[InferenceRequest], datetime, datetime]:
     """The requests ``ids`` with their responses on the inference topic, and a window around them."""
     start = datetime.now(UTC) - timedelta(seconds=1)
     async with Producer(st.kafka) as producer:
         requests = [request_event(request_id, "shop", QA) for request_id in ids]
-        await producer.send(st.topics.inference,
-                            [e for r in requests for e in (r, response_event(r, {"answer": ANSWER}))])
+        await producer.send(st.topics.inference, answered(requests))
     await asyncio.sleep(0.05)
     return requests, start, datetime.now(UTC)
+
+
+async def judged_window(st: Stage, ids: list[str], judged: int) -> tuple[list[Evaluation], datetime, datetime]:
+    """The requests ``ids`` with their responses judged live by a processor, until ``judged``
+    outcomes are out (and a moment more): those outcomes, and a window around the requests."""
+    start = datetime.now(UTC) - timedelta(seconds=1)
+    async with st.processor(), Producer(st.kafka) as producer:
+        await producer.send(st.topics.inference, answered([request_event(i, "shop", QA) for i in ids]))
+        live = evaluations(await read_topic(st.kafka, st.topics.evaluations, lambda rows: len(rows) >= judged,
+                                            linger=2.0))
+    return live, start, datetime.now(UTC)
 
 
 async def test_a_window_is_rejudged_once_under_the_new_version_while_live_traffic_is_judged(tmp_path: Path) -> None:
     async with stage(tmp_path, spec(V1)) as st:
         old = version(st.deployments_dir)
         ids = [f"r-{i:02d}" for i in range(12)]
-        start = datetime.now(UTC) - timedelta(seconds=1)
-        async with st.processor(), Producer(st.kafka) as producer:
-            events = []
-            for request_id in ids:
-                request = request_event(request_id, "shop", QA)
-                events += [request, response_event(request, {"answer": ANSWER})]
-            await producer.send(st.topics.inference, events)
-            live = evaluations(await read_topic(st.kafka, st.topics.evaluations, lambda rows: len(rows) >= 1,
-                                                linger=2.0))
-        end = datetime.now(UTC)
+        live, start, end = await judged_window(st, ids, 1)
         sampled = {e.meta.request_id for e in live}
         assert sampled and sampled < set(ids), "the window needs sampled and unsampled requests"
 
@@ -105,8 +112,7 @@ async def test_a_window_is_rejudged_once_under_the_new_version_while_live_traffi
             await send_command(producer, st.topics.rejudge_commands, command("rj-1", new, start, end))
             # Live traffic meanwhile, after the window.
             later = [request_event(f"live-{i}", "shop", QA) for i in range(6)]
-            await producer.send(st.topics.inference,
-                                [e for r in later for e in (r, response_event(r, {"answer": ANSWER}))])
+            await producer.send(st.topics.inference, answered(later))
             found = evaluations(await read_topic(
                 st.kafka, st.topics.evaluations,
                 lambda rows: sum(1 for e in evaluations(rows) if e.rejudge_id == "rj-1") >= len(ids), within=60,

@@ -6,24 +6,19 @@ from __future__ import annotations
 
 import shutil
 from collections import Counter
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from shared.deployments import load_deployment
-from shared.events.rejudge import RejudgeCommand
 from tests.integration.test_processor_flex_evaluators import QUALITY
 from tests.integration.test_processor_harness import (
-    QA,
     Producer,
     evaluations,
     read_topic,
-    request_event,
-    response_event,
     stage,
 )
 from tests.integration.test_processor_prompty_evaluators import GROUNDED
-from tests.integration.test_processor_rejudge import ANSWER, send_command
+from tests.integration.test_processor_rejudge import command, judged_window, send_command
 
 
 def spec(quality_folder: Path, prompty: Path) -> dict[str, Any]:
@@ -37,14 +32,6 @@ def versions(folder: Path) -> dict[str, str]:
     return {e.name: e.version for e in evaluation.all_evaluators()}
 
 
-def command(rejudge_id: str, evaluator: str, version: str, start: datetime, end: datetime) -> RejudgeCommand:
-    message = RejudgeCommand(rejudge_id=rejudge_id, deployment="shop", evaluator=evaluator, evaluator_version=version)
-    message.requested_at.FromDatetime(datetime.now(UTC))
-    message.window_start.FromDatetime(start)
-    message.window_end.FromDatetime(end)
-    return message
-
-
 async def test_a_window_is_rejudged_under_new_flex_and_prompty_versions(tmp_path: Path) -> None:
     quality = tmp_path / "evaluators" / "quality"
     shutil.copytree(Path(QUALITY["flow"]), quality)
@@ -53,16 +40,7 @@ async def test_a_window_is_rejudged_under_new_flex_and_prompty_versions(tmp_path
     async with stage(tmp_path, spec(quality, prompty)) as st:
         old = versions(st.deployments_dir)
         ids = [f"r-{i:02d}" for i in range(8)]
-        start = datetime.now(UTC) - timedelta(seconds=1)
-        async with st.processor(), Producer(st.kafka) as producer:
-            events = []
-            for request_id in ids:
-                request = request_event(request_id, "shop", QA)
-                events += [request, response_event(request, {"answer": ANSWER})]
-            await producer.send(st.topics.inference, events)
-            live = evaluations(await read_topic(st.kafka, st.topics.evaluations, lambda rows: len(rows) >= 3,
-                                                linger=2.0))
-        end = datetime.now(UTC)
+        live, start, end = await judged_window(st, ids, 3)
         assert {e.meta.request_id for e in live} < set(ids), "the window needs unsampled requests"
 
         # A file of each changes: the flex flow's prompt, the prompty's parameters.
@@ -72,9 +50,9 @@ async def test_a_window_is_rejudged_under_new_flex_and_prompty_versions(tmp_path
         new = versions(st.deployments_dir)
         assert new["quality"] != old["quality"] and new["grounded"] != old["grounded"]
         async with st.processor(), Producer(st.kafka) as producer:
-            await send_command(producer, st.topics.rejudge_commands, command("rj-flex", "quality", new["quality"], start, end))
+            await send_command(producer, st.topics.rejudge_commands, command("rj-flex", new["quality"], start, end, evaluator="quality"))
             await send_command(producer, st.topics.rejudge_commands,
-                               command("rj-prompty", "grounded", new["grounded"], start, end))
+                               command("rj-prompty", new["grounded"], start, end, evaluator="grounded"))
             found = evaluations(await read_topic(
                 st.kafka, st.topics.evaluations,
                 lambda rows: sum(1 for e in evaluations(rows) if e.rejudge_id) >= 3 * len(ids), within=90, linger=2.0))
