@@ -1,4 +1,5 @@
-"""CodeThreads: code evaluators' synchronous calls in worker threads, handed over in batches."""
+"""CodeThreads: code evaluators' synchronous calls in worker threads, handed over in batches
+paced by the event loop (a tick every LINGER_SECONDS while calls are outstanding)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from services.processor.evaluation import code_threads
 from services.processor.evaluation.code_threads import STUCK_SECONDS, CodeThreads
 
 
@@ -113,3 +115,59 @@ async def test_calls_from_two_event_loops_go_back_to_their_own() -> None:
         assert (mine, results) == ("mine", ["other"])
     finally:
         pool.shutdown(wait=True)
+
+
+async def test_calls_that_come_one_at_a_time_share_one_hand_over(
+    pool: CountingPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As on the stream: judge workers make their calls a few loop iterations apart, each waiting
+    # for its own answer. A long beat (0.3 s) so that the test does not depend on the machine's
+    # speed: the calls, made well within it, go to a thread at the first tick, together.
+    monkeypatch.setattr(code_threads, "LINGER_SECONDS", 0.3, raising=False)
+    threads = CodeThreads(pool, 4)
+
+    async def judge(n: int) -> int:
+        return await threads.run(lambda: n * n)
+
+    calls = []
+    for n in range(10):
+        calls.append(asyncio.ensure_future(judge(n)))
+        await asyncio.sleep(0.005)  # a thread that runs each call at once is long done with it
+    assert await asyncio.wait_for(asyncio.gather(*calls), 10) == [n * n for n in range(10)]
+    assert pool.submits == 1  # one wake-up per call before (10)
+
+
+async def test_a_call_whose_caller_gave_up_while_it_lingered_never_runs(
+    pool: CountingPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(code_threads, "LINGER_SECONDS", 0.3, raising=False)
+    threads = CodeThreads(pool, 4)
+    ran: list[str] = []
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):  # as a code evaluator bounds its call
+            await threads.run(lambda: ran.append("late"))
+    assert await asyncio.wait_for(threads.run(lambda: "after"), 5) == "after"  # the next tick ran
+    assert ran == []
+
+
+async def test_calls_queued_behind_a_hung_one_still_run(pool: CountingPool) -> None:
+    # The hung call and the others arrive together, so one thread takes them all and sticks in
+    # the first: the loop's ticks see that it has not moved on and wake another thread, with no
+    # new call or timeout needed to notice it.
+    threads = CodeThreads(pool, 4)
+    release = threading.Event()
+    try:
+        hung = threads.run(lambda: release.wait(10))
+        quick = [threads.run(lambda n=n: n) for n in range(3)]
+        assert await asyncio.wait_for(asyncio.gather(*quick), 3) == [0, 1, 2]
+        assert not hung.done()
+    finally:
+        release.set()
+
+
+async def test_a_pool_shut_down_fails_the_waiting_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = ThreadPoolExecutor(max_workers=1)
+    threads = CodeThreads(pool, 1)
+    pool.shutdown()  # the processor stopping
+    with pytest.raises(RuntimeError):
+        await asyncio.wait_for(threads.run(lambda: "never"), 5)

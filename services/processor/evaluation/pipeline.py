@@ -213,12 +213,27 @@ class JudgeRunner:
         if len(evaluators) == 1:  # the common case; gather would wrap it in a task
             results = [await _run_one(evaluators[0], request)]
         else:
-            results = await asyncio.gather(*(_run_one(evaluator, request) for evaluator in evaluators))
+            results = await _run_all(evaluators, request)
         return [
             outcomes.from_outcome(meta, outcome, evaluator)
             for evaluator, produced in zip(evaluators, results, strict=True)
             for outcome in produced
         ]
+
+
+async def _run_all(evaluators: tuple[Evaluator, ...], request: RequestFields) -> list[list[Outcome]]:
+    """Every evaluator at once, the first in this task and each other in a task of its own: what
+    gather does, less its task for the first and its gathering future (per judged request)."""
+    others = [asyncio.ensure_future(_run_one(evaluator, request)) for evaluator in evaluators[1:]]
+    try:
+        results = [await _run_one(evaluators[0], request)]
+        for task in others:
+            results.append(await task)
+    except BaseException:  # cancelled: the others stop too, as gather's would
+        for task in others:
+            task.cancel()
+        raise
+    return results
 
 
 async def _run_one(evaluator: Evaluator, request: RequestFields) -> list[Outcome]:

@@ -143,7 +143,10 @@ class CodeEvaluator:
         kwargs = {name: request.column(reference) for name, reference in self._inputs.items()}
         try:
             if self._is_async:
-                result = await asyncio.wait_for(self._function(**kwargs), self.timeout)
+                # asyncio.timeout rather than wait_for: the coroutine runs in the judging task,
+                # cancelled there at the deadline, instead of in a task of its own per call.
+                async with asyncio.timeout(self.timeout):
+                    result = await self._function(**kwargs)
             else:
                 call = functools.partial(self._function, **kwargs)
                 try:
