@@ -220,6 +220,26 @@ async def test_variant_headers_follow_allow_forced_variant(stack: Stack) -> None
             "field": header, "code": "UserError"}
 
 
+async def test_a_client_request_id_header_that_does_not_fit_is_400_naming_it(stack: Stack) -> None:
+    # Either header may carry the client's id; each one sent is checked, even beside a valid other
+    # (found by tests/integration/test_api_sweep.py: a valid x-ms-client-request-id let an empty
+    # x-request-id through, against the document).
+    base = {"Authorization": f"Bearer {stack.keys['demo']}"}
+    for headers, field_name in [({"x-request-id": ""}, "x-request-id"),
+                                ({"x-ms-client-request-id": "x" * 200}, "x-ms-client-request-id"),
+                                ({"x-ms-client-request-id": "client-42", "x-request-id": ""}, "x-request-id"),
+                                ({"x-ms-client-request-id": "bad id", "x-request-id": "client-42"},
+                                 "x-ms-client-request-id")]:
+        status, payload, _ = await stack.raw({}, {**base, **headers})
+        error = payload.get("error") or {}
+        assert (status, error.get("type"), error.get("field")) == (400, "invalid_header", field_name), (headers, payload)
+        assert field_name in error["message"]
+    # Both valid: the Azure header's id is the one recorded and echoed.
+    status, payload, headers = await stack.raw({}, {**base, "x-ms-client-request-id": "client-42",
+                                                    "x-request-id": "client-43"})
+    assert status == 200 and headers["x-ms-client-request-id"] == "client-42", payload
+
+
 async def test_wrong_or_missing_key_is_401(stack: Stack) -> None:
     for headers in ({"Authorization": "Bearer pp_not-a-key"}, {"api-key": "pp_not-a-key"}, {},
                     {"Authorization": f"Basic {stack.keys['demo']}"}):

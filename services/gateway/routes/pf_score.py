@@ -130,11 +130,9 @@ async def _score(request: web.Request) -> web.StreamResponse:
     variant = choose_variant(request, runtime, VARIANT_HEADERS)
     streamed_output, _ = streaming_target(runtime.flow, runtime.executor.plan(variant.id, variant.nodes))
     streaming = negotiate_stream(request, streamed_output)
-    client_request_id = (
-        optional_header(request, AZURE_CLIENT_REQUEST_ID_HEADER, CLIENT_REQUEST_ID_PATTERN,
-                        "1-128 visible ASCII characters")
-        or optional_header(request, CLIENT_REQUEST_ID_HEADER, CLIENT_REQUEST_ID_PATTERN,
-                           "1-128 visible ASCII characters")
-    )
+    # Each header sent is checked, the Azure one's id preferred: a valid one never lets an invalid other through.
+    azure_id, own_id = (optional_header(request, name, CLIENT_REQUEST_ID_PATTERN, "1-128 visible ASCII characters")
+                        for name in (AZURE_CLIENT_REQUEST_ID_HEADER, CLIENT_REQUEST_ID_HEADER))
+    client_request_id = azure_id or own_id
     accepted = AcceptedRequest(runtime, variant, body, size, streaming, client_request_id, started, start_time)
     return await run_accepted(request, accepted, PF_REPLY)
