@@ -18,7 +18,7 @@ from shared.topics import TopicError
 def main() -> int:
     # Start-up refused: a missing deployments folder, a topic prefix, a Kafka setting, or a spool
     # folder another gateway holds. A deployment, flow or connection key that does not load costs
-    # only its own deployment (registry.py); FlowError and ConnectionKeyMissingError stay listed
+    # only its own deployment (registry_load.py); FlowError and ConnectionKeyMissingError stay listed
     # so that anything escaping that isolation is still a clear refusal, not a traceback.
     return run_service("gateway", GatewaySettings, serve, quiet_loggers=LLM_CLIENT_LOGGERS, refusals=(
         DeploymentConfigError, FlowError, ConnectionKeyMissingError, TopicError, SpoolError))

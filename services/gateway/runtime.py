@@ -1,4 +1,4 @@
-"""What the gateway serves, as one load of the deployments folder built it (registry.py loads it).
+"""What the gateway serves, as one load of the deployments folder built it (registry_load.py loads it).
 
 A :class:`Registry` holds every :class:`DeploymentRuntime` that serves, stale ones included (a
 deployment whose files no longer load, serving its last good version), and a
