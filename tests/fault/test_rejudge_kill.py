@@ -25,8 +25,8 @@ import pytest
 from shared.events.codec import decode
 from tests.fault.ledger import MB, Ledger, RssSampler, report, steady_load, verify
 from tests.integration.test_processor_harness import read_topic
-from tests.support.aggregator import rollup_snapshot
 from tests.support.live_stack import StackOptions, live_stack
+from tests.support.rollup_recompute import rollup_snapshot
 
 pytestmark = pytest.mark.integration
 

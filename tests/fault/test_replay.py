@@ -25,8 +25,8 @@ from tests.fault.ledger import (
     steady_load,
     verify,
 )
-from tests.support.aggregator import rollup_snapshot
 from tests.support.live_stack import LiveStack, StackOptions, live_stack
+from tests.support.rollup_recompute import rollup_snapshot
 
 pytestmark = pytest.mark.integration
 

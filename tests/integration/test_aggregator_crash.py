@@ -24,10 +24,10 @@ from tests.support.aggregator import (
     aggregator_settings,
     create_topics,
     produce,
-    rollup_mismatches,
     running_aggregator,
     wait_caught_up,
 )
+from tests.support.rollup_recompute import rollup_mismatches
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -27,10 +27,10 @@ from tests.support.aggregator import (
     Message,
     create_topics,
     produce,
-    rollup_mismatches,
     uuid7_at,
     wait_caught_up,
 )
+from tests.support.rollup_recompute import rollup_mismatches
 
 READ_KEY = "read-" + uuid4().hex
 READ = {"Authorization": f"Bearer {READ_KEY}"}

@@ -26,14 +26,13 @@ from tests.support.aggregator import (
     create_topics,
     ingestor_of,
     produce,
-    rollup_mismatches,
-    rollup_snapshot,
     running_aggregator,
     settings_on_own_topics,
     stored_offsets,
     wait_caught_up,
     wait_for,
 )
+from tests.support.rollup_recompute import rollup_mismatches, rollup_snapshot
 
 
 @pytest.fixture

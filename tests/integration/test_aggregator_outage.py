@@ -26,13 +26,13 @@ from tests.support.aggregator import (
     create_topics,
     ingestor_of,
     produce,
-    rollup_mismatches,
     running_aggregator,
     stored_offsets,
     wait_caught_up,
     wait_for,
 )
 from tests.support.pgrelay import PostgresRelay, via
+from tests.support.rollup_recompute import rollup_mismatches
 
 
 async def _request_count(dsn: str) -> int:

@@ -19,11 +19,11 @@ from tests.support.aggregator import (
     create_topics,
     ingestor_of,
     produce,
-    rollup_mismatches,
     running_aggregator,
     wait_caught_up,
     wait_for,
 )
+from tests.support.rollup_recompute import rollup_mismatches
 
 
 @pytest.fixture

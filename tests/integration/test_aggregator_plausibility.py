@@ -30,10 +30,10 @@ from tests.support.aggregator import (
     create_topics,
     ingestor_of,
     produce,
-    rollup_mismatches,
     running_aggregator,
     wait_caught_up,
 )
+from tests.support.rollup_recompute import rollup_mismatches
 
 MAX_LATENCY_MS = 60_000.0  # lowered from the default: the judgement is configurable
 

@@ -42,12 +42,12 @@ from tests.support.aggregator import (
     create_topics,
     ingestor_of,
     produce,
-    rollup_mismatches,
     wait_caught_up,
     wait_for,
 )
 from tests.support.pgrelay import PostgresRelay, via
 from tests.support.prometheus_text import samples as parsed_samples
+from tests.support.rollup_recompute import rollup_mismatches
 
 LOGGER = "services.aggregator.ingest.stall"
 INGEST_LOGGER = "services.aggregator.ingest.consumer"  # the loop's own safety net logs there

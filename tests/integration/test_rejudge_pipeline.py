@@ -43,14 +43,8 @@ from tests.integration.test_processor_harness import (
     write_deployments,
 )
 from tests.integration.test_processor_rejudge import ANSWER, V1, V2, spec, version
-from tests.support.aggregator import (
-    Message,
-    produce,
-    rollup_snapshot,
-    uuid7_at,
-    wait_caught_up,
-    wait_for,
-)
+from tests.support.aggregator import Message, produce, uuid7_at, wait_caught_up, wait_for
+from tests.support.rollup_recompute import rollup_snapshot
 
 REPO = Path(__file__).resolve().parents[2]
 READ_KEY, ADMIN_KEY = "read-" + uuid4().hex, "admin-" + uuid4().hex
