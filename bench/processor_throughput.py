@@ -18,6 +18,10 @@ request, keyed by request id), it measures:
 and the process's resident memory after each phase. Goals, not asserts: (3) and (3b) at >= 80%
 of (2); (4) within 10% of cap / latency.
 
+Phase 3b also prints its code thread's CPU and voluntary context switches per judged request
+(read from /proc): how dearly that thread got the GIL, steadier than the process's CPU on a
+shared machine.
+
 Phases 2 and 3 run ``--rounds`` times, interleaved, and the best run of each is reported (with
 every run listed): on a shared machine other load only ever slows a run down. Each phase also
 reports the process's CPU time per event (every thread, from its first event until its last
@@ -40,6 +44,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -77,6 +82,30 @@ def cpu_seconds() -> float:
     """CPU time of the whole process (every thread: faust's consumer thread, code evaluator threads)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def code_threads_usage() -> tuple[float, int]:
+    """(CPU seconds, voluntary context switches) of the code evaluators' threads so far.
+
+    A thread waiting for the GIL is woken each time the loop's thread lets go of it and goes back
+    to sleep when it loses the race, so its switches count how dearly it got the GIL
+    (docs/processor.md, "Code evaluators on the stream").
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu, switches = 0.0, 0
+    for thread in threading.enumerate():
+        if not thread.name.startswith("code-evaluator") or thread.native_id is None:
+            continue
+        try:
+            with open(f"/proc/self/task/{thread.native_id}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/self/task/{thread.native_id}/status") as status:
+                text = status.read()
+        except OSError:  # the thread just ended
+            continue
+        cpu += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+        switches += int(text.split("\nvoluntary_ctxt_switches:")[1].split()[0])
+    return cpu, switches
 
 
 def peak_rss_mb() -> float:
@@ -253,9 +282,10 @@ def processor_settings(prefix: str, folder: Path, group: str, **section: Any) ->
     )
 
 
-async def processor_path(prefix: str, folder: Path, total: int) -> tuple[float, float, int]:
-    """(events/s, process CPU µs per event, requests judged) of the processor on the topic; the
-    CPU figure runs until every judged request's outcomes are published."""
+async def processor_path(prefix: str, folder: Path, total: int) -> tuple[float, float, int, tuple[float, int]]:
+    """(events/s, process CPU µs per event, requests judged, the code threads' CPU seconds and
+    voluntary switches) of the processor on the topic; the CPU figures run until every judged
+    request's outcomes are published."""
     settings = processor_settings(prefix, folder, f"bench-proc-{uuid.uuid4().hex[:8]}")
     service = ProcessorService(
         settings,
@@ -274,8 +304,9 @@ async def processor_path(prefix: str, folder: Path, total: int) -> tuple[float, 
         await service.runner.drain(60)
         cpu = cpu_seconds() - cpu_first
         judged = service.stats.judge_triggers
+        code_threads = code_threads_usage()  # made at the first call: nothing before the phase
     await delete_topics(settings, [f"{settings.group_id()}-__assignor-__leader"])
-    return total / (last - first), 1e6 * cpu / total, judged
+    return total / (last - first), 1e6 * cpu / total, judged, code_threads
 
 
 def free_port() -> int:
@@ -395,13 +426,16 @@ async def main() -> None:
         runs: dict[str, list[float]] = {k: [] for k in phases}
         cpu: dict[str, list[float]] = {k: [] for k in phases}
         judged: dict[str, int] = {}
+        code_threads: list[tuple[float, int]] = []  # phase 3b's, per round
         for _ in range(args.rounds):
             rate, per_event = await faust_noop(kafka, topics.inference, total)
             runs["noop"].append(rate)
             cpu["noop"].append(per_event)
             for key, deployments in (("routing", "routing"), ("path", "instant"), ("code", "code"),
                                      ("async_code", "async_code")):
-                rate, per_event, judged[key] = await processor_path(prefix, folder / deployments, total)
+                rate, per_event, judged[key], usage = await processor_path(prefix, folder / deployments, total)
+                if key == "code":
+                    code_threads.append(usage)
                 runs[key].append(rate)
                 cpu[key].append(per_event)
         best = {k: max(runs[k]) for k in phases}
@@ -415,6 +449,10 @@ async def main() -> None:
             return (f"CPU {least[key]:.1f} µs/event, {least['noop'] / least[key]:.1%} of the do-nothing agent's rate"
                     f" by CPU; runs: {', '.join(f'{v:.1f}' for v in cpu[key])} µs")
 
+        code_note = "; ".join(
+            f"{1e6 * seconds / judged['code']:.0f} µs CPU, {switches / judged['code']:.1f} voluntary switches"
+            for seconds, switches in code_threads
+        )
         print(f"2. faust agent, doing nothing  {noop:>9,.0f} events/s   ({noop / raw:.1%} of raw; runs: {spread('noop')});"
               f" CPU {least['noop']:.1f} µs/event (runs: {', '.join(f'{v:.1f}' for v in cpu['noop'])})")
         print(f"3a. processor, 0% sampled      {best['routing']:>9,.0f} events/s   ({best['routing'] / noop:.1%} of the"
@@ -423,7 +461,8 @@ async def main() -> None:
               f" agent, goal >= 80%; {judged['path']:,} requests judged per run; runs: {spread('path')}); {cpu_note('path')}")
         print(f"3b. + a code evaluator         {best['code']:>9,.0f} events/s   ({best['code'] / noop:.1%} of the do-nothing"
               f" agent, goal >= 80%; the built-in judge and a code evaluator on {judged['code']:,} requests per run;"
-              f" runs: {spread('code')}); {cpu_note('code')}")
+              f" runs: {spread('code')}); {cpu_note('code')}; the code thread per judged request"
+              f" (runs): {code_note}")
         print(f"3c. + the same, async def      {best['async_code']:>9,.0f} events/s   ({best['async_code'] / noop:.1%}"
               f" of the do-nothing agent; awaited on the loop, no thread; runs: {spread('async_code')});"
               f" {cpu_note('async_code')}")

@@ -171,3 +171,31 @@ async def test_a_pool_shut_down_fails_the_waiting_calls(monkeypatch: pytest.Monk
     pool.shutdown()  # the processor stopping
     with pytest.raises(RuntimeError):
         await asyncio.wait_for(threads.run(lambda: "never"), 5)
+
+
+async def test_a_batch_done_at_once_comes_back_in_the_tick_that_sent_it(
+    pool: CountingPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The tick that wakes a thread waits for it (up to HANDOVER_WAIT_SECONDS) and hands back
+    # what it finished: the answer comes at the first tick (0.3 s), not the second (0.6 s).
+    monkeypatch.setattr(code_threads, "LINGER_SECONDS", 0.3, raising=False)
+    threads = CodeThreads(pool, 4)
+    answer = threads.run(lambda: "at once")
+    await asyncio.sleep(0.45)
+    assert answer.done() and answer.result() == "at once"
+
+
+async def test_a_slow_batch_does_not_hold_the_loop(pool: CountingPool) -> None:
+    # The function waits for the loop itself: were the tick to wait until the batch is done,
+    # the loop could never release it and the function would give up (False).
+    threads = CodeThreads(pool, 4)
+    release = threading.Event()
+
+    async def loop_goes_on() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0.01)
+        release.set()
+
+    going = asyncio.ensure_future(loop_goes_on())
+    assert await asyncio.wait_for(threads.run(lambda: release.wait(5)), 10) is True
+    await going

@@ -2,16 +2,24 @@
 
 What a call costs is not the call but the crossings. In the processor the loop's thread holds
 the GIL nearly all the time and lets go of it only for a moment at each system call (a poll, a
-socket read); a code thread that needs the GIL is woken at each of those moments and often loses
-the race to take it, so every time it needs the GIL it burns CPU in wake-ups (measured with
-``loop.run_in_executor`` and, before this change, here: 3 to 15 voluntary context switches of
-the code thread per call when calls came one at a time; docs/processor.md, "Performance"). So
-the crossings are paced by the loop instead of by the calls: while calls are outstanding, a
-timer on the loop ticks every :data:`LINGER_SECONDS`; at each tick the calls queued since the
-last one go to a thread in one wake-up (or at once when :data:`BATCH_CALLS` are waiting), and
-the results the threads finished since go back to their callers. A thread never wakes the loop
-(no self-pipe write, one GIL take fewer per batch): the next tick collects. A call waits up to
-two ticks longer than its own run; judging happens seconds after the request anyway.
+socket read). A code thread that wants the GIL is woken at each of those moments and nearly
+always loses the race to the loop's thread; CPython asks the holder to let go only after a whole
+``sys.getswitchinterval()`` passes without a release, so it can keep losing until the loop
+idles: measured, 4 to 39 voluntary context switches and 40-340 µs of the code thread's CPU per
+call for a function of ~1 µs (docs/processor.md, "Code evaluators on the stream"). So:
+
+- the crossings are paced by the loop, not by the calls: while calls are outstanding a timer on
+  the loop ticks every :data:`LINGER_SECONDS`; at each tick the calls queued since the last one
+  go to a thread in one wake-up (or at once when :data:`BATCH_CALLS` are waiting) and the results
+  finished since go back to their callers. A thread never wakes the loop (no self-pipe write);
+- a tick that woke a thread while none was running waits for it, up to
+  :data:`HANDOVER_WAIT_SECONDS`, with the GIL released, so the thread takes the GIL at once
+  instead of racing for it; usually the batch is done within it and its results go back in the
+  same tick. A wait that runs out (slow functions, a busy machine) makes ticks go on without
+  waiting for :data:`IMPATIENT_SECONDS`, so the loop loses at most that much in that time.
+
+A call waits up to a tick or two longer than its own run; judging happens seconds after the
+request anyway.
 
 What stays as with ``run_in_executor``: at most the pool's threads run calls, a call cancelled
 (timed out) before it started never runs, an exception is the caller's, and a call that hangs
@@ -37,6 +45,10 @@ STUCK_SECONDS = 0.05
 LINGER_SECONDS = 0.02
 # This many calls waiting go to a thread without waiting for the tick.
 BATCH_CALLS = 64
+# How long a tick that woke a thread waits for it to finish the batch, and, when that was not
+# long enough (slow functions), for how long ticks stop waiting.
+HANDOVER_WAIT_SECONDS = 0.002
+IMPATIENT_SECONDS = 1.0
 
 
 class _LoopCalls:
@@ -71,6 +83,9 @@ class CodeThreads:
         self._draining = 0  # threads draining the queue (under _lock)
         self._last_taken = 0.0  # monotonic time a thread last took a call
         self._loops: dict[asyncio.AbstractEventLoop, _LoopCalls] = {}
+        self._idle = threading.Event()  # set while no thread drains
+        self._idle.set()
+        self._impatient_until = 0.0  # a hand-over wait ran out (slow functions): none until then
 
     def run(self, function: Callable[[], Any]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
@@ -95,6 +110,11 @@ class CodeThreads:
 
     def _tick(self, home: _LoopCalls) -> None:
         home.timer = None
+        if self._waiting and self._dispatch(home) and time.monotonic() >= self._impatient_until:
+            # A thread was woken for this batch while none was running: wait for it here, GIL
+            # released, instead of letting it fight the loop for the GIL (see the module's doc).
+            if not self._idle.wait(HANDOVER_WAIT_SECONDS):
+                self._impatient_until = time.monotonic() + IMPATIENT_SECONDS  # slow functions
         with self._lock:
             finished, home.finished = home.finished, []
         for call, ok, result in finished:
@@ -104,36 +124,41 @@ class CodeThreads:
                 call.future.set_result(result)
             else:
                 call.future.set_exception(result)
-        if self._waiting:
-            self._dispatch(home)
         home.outstanding = [call for call in home.outstanding if not call.future.done()]
         if home.outstanding:
             home.timer = home.loop.call_later(LINGER_SECONDS, self._tick, home)
         elif self._loops.get(home.loop) is home:
             del self._loops[home.loop]  # idle: a closed loop is not kept
 
-    def _dispatch(self, home: _LoopCalls) -> None:
+    def _dispatch(self, home: _LoopCalls) -> bool:
+        """Have a thread take the waiting calls; True if one was woken while none was draining."""
         try:
-            self._ensure_thread()
+            return self._ensure_thread()
         except RuntimeError as exc:  # the pool is shut down (the processor is stopping)
             for call in home.outstanding:
                 if not call.future.done():
                     call.future.set_exception(exc)
+            return False
 
-    def _ensure_thread(self) -> None:
+    def _ensure_thread(self) -> bool:
         with self._lock:
             if self._draining and (
                 self._draining >= self._threads or time.monotonic() - self._last_taken < STUCK_SECONDS
             ):
-                return
+                return False
+            alone = not self._draining
             self._draining += 1
             self._last_taken = time.monotonic()
+            self._idle.clear()
         try:
             self._pool.submit(self._drain)
         except RuntimeError:
             with self._lock:
                 self._draining -= 1
+                if not self._draining:
+                    self._idle.set()
             raise
+        return alone
 
     def _drain(self) -> None:
         waiting = self._waiting
@@ -145,6 +170,8 @@ class CodeThreads:
                     if waiting:  # added after the pop, before this thread said it is leaving
                         continue
                     self._draining -= 1
+                    if not self._draining:
+                        self._idle.set()
                     return
             self._last_taken = time.monotonic()
             if call.future.done():  # cancelled (timed out) before it started: never runs
@@ -157,4 +184,4 @@ class CodeThreads:
                 call.home.finished.append((call, ok, result))
 
 
-__all__ = ["BATCH_CALLS", "LINGER_SECONDS", "STUCK_SECONDS", "CodeThreads"]
+__all__ = ["BATCH_CALLS", "HANDOVER_WAIT_SECONDS", "LINGER_SECONDS", "STUCK_SECONDS", "CodeThreads"]
