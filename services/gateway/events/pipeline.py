@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.gateway.events.delivery import DeliveryBatch, KafkaDelivery
+from services.gateway.events.log_throttle import LogThrottle
 from services.gateway.events.metrics import PublisherMetrics
 from services.gateway.events.settings import PublisherSection
 from services.gateway.events.spool import Spool, SpoolError, SpoolRecord
@@ -37,23 +38,6 @@ class QueuedEvent:
     record: SpoolRecord
     size: int
     token_chunk: bool
-
-
-class _Throttle:
-    """At most one log line per key and interval; says how many were held back."""
-
-    def __init__(self, interval: float = 10.0) -> None:
-        self._interval = interval
-        self._last: dict[str, float] = {}
-        self._held: Counter[str] = Counter()
-
-    def ready(self, key: str) -> int | None:
-        now = time.monotonic()
-        if key not in self._last or now - self._last[key] >= self._interval:
-            self._last[key] = now
-            return self._held.pop(key, 0)
-        self._held[key] += 1
-        return None
 
 
 class EventPipeline:
@@ -84,7 +68,7 @@ class EventPipeline:
         self._progress = asyncio.Event()
         self._sender_task: asyncio.Task[None] | None = None
         self._drainer_task: asyncio.Task[None] | None = None
-        self._throttle = _Throttle()
+        self._throttle = LogThrottle()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
