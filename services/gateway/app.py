@@ -149,12 +149,14 @@ def _telemetry(provider: TracerProvider | None) -> CleanupContext:
             app[TRACER_PROVIDER] = provider
             yield
             return
-        telemetry = setup_telemetry("gateway", app[SETTINGS])
+        # Spans exported from this loop, between requests: no export thread for a request to
+        # wait for (shared/telemetry/loop_exporter.py; docs/gateway.md, "Overhead").
+        telemetry = setup_telemetry("gateway", app[SETTINGS], loop=asyncio.get_running_loop())
         app[TRACER] = telemetry.tracer(TRACER_NAME)
         app[TRACER_PROVIDER] = telemetry.provider
         try:
             yield
-        finally:
+        finally:  # from a thread: the loop exporter's flush runs on this loop meanwhile
             await asyncio.to_thread(shutdown_telemetry, telemetry)
 
     return context

@@ -3,10 +3,12 @@
 See :mod:`shared.telemetry.setup` (what is configured), :mod:`shared.telemetry.propagation`
 (trace context through Kafka headers, messaging spans) and
 :mod:`shared.telemetry.kafka_exporter` (spans to the spans topic, encoded by
-:mod:`shared.telemetry.otlp_wire`).
+:mod:`shared.telemetry.otlp_wire`; :mod:`shared.telemetry.loop_exporter`: the same from the
+service's event loop, no thread).
 """
 
 from shared.telemetry.kafka_exporter import KafkaSpanExporter, encode_traces, trace_key
+from shared.telemetry.loop_exporter import LoopKafkaSpanExporter
 from shared.telemetry.propagation import (
     OutgoingMessage,
     consumer_span,
@@ -15,7 +17,7 @@ from shared.telemetry.propagation import (
     inject_headers,
     producer_span,
 )
-from shared.telemetry.redaction import RedactingSpanExporter, redact_span
+from shared.telemetry.redaction import RedactingSpanExporter, redact_span, redact_spans
 from shared.telemetry.setup import (
     Telemetry,
     make_resource,
@@ -26,6 +28,7 @@ from shared.telemetry.setup import (
 
 __all__ = [
     "KafkaSpanExporter",
+    "LoopKafkaSpanExporter",
     "OutgoingMessage",
     "RedactingSpanExporter",
     "Telemetry",
@@ -38,6 +41,7 @@ __all__ = [
     "otlp_endpoint_configured",
     "producer_span",
     "redact_span",
+    "redact_spans",
     "setup_telemetry",
     "shutdown_telemetry",
     "trace_key",

@@ -160,6 +160,17 @@ def redact_span(span: ReadableSpan) -> ReadableSpan:
     )
 
 
+def redact_spans(spans: Sequence[ReadableSpan]) -> list[ReadableSpan]:
+    """``spans`` with credential-looking values masked (:func:`redact_span` each, unless the
+    batch as a whole is ruled out: the usual case, a few substring searches)."""
+    texts: list[str] = []
+    for span in spans:
+        _span_texts(span, texts)
+    if _ruled_out(_joined(texts)):
+        return list(spans)
+    return [redact_span(s) for s in spans]
+
+
 class RedactingSpanExporter(SpanExporter):
     """Masks credential-looking values, then hands the spans to ``inner``."""
 
@@ -167,12 +178,7 @@ class RedactingSpanExporter(SpanExporter):
         self.inner = inner
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        texts: list[str] = []
-        for span in spans:
-            _span_texts(span, texts)
-        if _ruled_out(_joined(texts)):  # the usual case: a few searches for the whole batch
-            return self.inner.export(list(spans))
-        return self.inner.export([redact_span(s) for s in spans])
+        return self.inner.export(redact_spans(spans))
 
     def shutdown(self, timeout_millis: float = 30000) -> None:
         # BatchSpanProcessor passes its remaining shutdown time only to exporters that take it.

@@ -13,7 +13,10 @@ What it configures:
 - W3C TraceContext as the global propagator (HTTP); Kafka headers use the same format
   (shared.telemetry.propagation);
 - a BatchSpanProcessor feeding :class:`KafkaSpanExporter` (spans topic), unless
-  ``PROMPTPULSE_TELEMETRY__SPANS_TO_KAFKA=false``;
+  ``PROMPTPULSE_TELEMETRY__SPANS_TO_KAFKA=false``; given the service's event ``loop``, a
+  SimpleSpanProcessor feeding :class:`LoopKafkaSpanExporter` instead, which exports from that loop
+  in short slices with no thread of its own (the gateway: a request never waits for an export
+  thread's hold on the GIL; shared/telemetry/loop_exporter.py);
 - a BatchSpanProcessor feeding OTLP/HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or
   ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is set; the exporter reads its other
   ``OTEL_EXPORTER_OTLP_*`` variables itself.
@@ -24,6 +27,7 @@ leave the process in a span.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import uuid
@@ -35,12 +39,13 @@ from opentelemetry import trace
 from opentelemetry.propagate import set_global_textmap
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.trace import Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from shared.settings import ServiceSettings
 from shared.telemetry.kafka_exporter import KafkaSpanExporter
+from shared.telemetry.loop_exporter import LoopKafkaSpanExporter
 from shared.telemetry.redaction import RedactingSpanExporter
 from shared.topics import Topics
 
@@ -62,7 +67,7 @@ class Telemetry:
 
     service_name: str
     provider: TracerProvider
-    kafka_exporter: KafkaSpanExporter | None
+    kafka_exporter: KafkaSpanExporter | LoopKafkaSpanExporter | None
     otlp_enabled: bool
     is_global: bool
     closed: bool = False
@@ -105,22 +110,28 @@ def setup_telemetry(
     spans_to_kafka: bool | None = None,
     span_processors: Sequence[SpanProcessor] = (),
     set_global: bool = True,
+    loop: asyncio.AbstractEventLoop | None = None,
 ) -> Telemetry:
     """Configure tracing for ``service_name`` and return the handle.
 
     ``spans_to_kafka`` overrides ``settings.telemetry.spans_to_kafka``; ``span_processors``
     are added as they are (tests add an in-memory exporter). With ``set_global`` the provider
     becomes OpenTelemetry's global one; the SDK allows that once per process, so a second
-    call gets a working provider that is not global (``is_global`` says which).
+    call gets a working provider that is not global (``is_global`` says which). ``loop``: export
+    the Kafka spans from this running event loop (shut down from another thread then, e.g.
+    ``await asyncio.to_thread(shutdown_telemetry, telemetry)``, so the loop can flush).
     """
     global _current
     provider = TracerProvider(resource=make_resource(service_name, service_version))
-    kafka_exporter = None
+    kafka_exporter: KafkaSpanExporter | LoopKafkaSpanExporter | None = None
     if settings.telemetry.spans_to_kafka if spans_to_kafka is None else spans_to_kafka:
-        kafka_exporter = KafkaSpanExporter(
-            settings, Topics.from_settings(settings).spans, client_id=f"{service_name}-spans"
-        )
-        provider.add_span_processor(BatchSpanProcessor(RedactingSpanExporter(kafka_exporter)))
+        topic, client_id = Topics.from_settings(settings).spans, f"{service_name}-spans"
+        if loop is not None:  # redacts by itself, in its slices
+            kafka_exporter = LoopKafkaSpanExporter(settings, topic, loop, client_id=client_id)
+            provider.add_span_processor(SimpleSpanProcessor(kafka_exporter))
+        else:
+            kafka_exporter = KafkaSpanExporter(settings, topic, client_id=client_id)
+            provider.add_span_processor(BatchSpanProcessor(RedactingSpanExporter(kafka_exporter)))
     otlp = otlp_endpoint_configured()
     if otlp:
         # Imported only when used: it pulls in requests.
