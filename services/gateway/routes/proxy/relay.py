@@ -6,7 +6,7 @@ call's ``{operation} {model}`` span (so the upstream, or an application exportin
 joins the request's trace) and, unless turned off, ``x-promptpulse-variant``.
 
 - A whole answer is read, sent back with the upstream's status, body and rate-limit headers,
-  and recorded. An upstream error (4xx, 5xx) reaches the client the same way: status and body
+  and then recorded (a successful one is written before its response event is built). An upstream error (4xx, 5xx) reaches the client the same way: status and body
   untouched; the response event says ``error`` with a stable type (``llm_rate_limited``,
   ``llm_server_error``, ``llm_request_rejected``).
 - A stream is relayed event by event as each network read completes (streams.py), the judged
@@ -187,11 +187,13 @@ class Exchange:
             return web.Response(status=answer.status, body=body, headers=headers)
         reading = read_answer(call.operation, parsed)
         self.note_span(span, reading.usage, reading.model, reading.choices)
+        response = web.Response(status=answer.status, body=body, headers=headers)
+        await _send_whole(response, self.request)  # the client has its answer before it is recorded
         limit = _text_limit(call)
         finish = reading.choices[0].finish_reason if reading.choices else None
         recorder.respond("ok", llm_calls=self.llm_calls(reading.usage, reading.model, finish),
                          outputs=recorded_outputs(call.operation, reading.choices, limit, reading.embeddings))
-        return web.Response(status=answer.status, body=body, headers=headers)
+        return response
 
     async def _relay_stream(self, span: Span, answer: aiohttp.ClientResponse) -> web.StreamResponse:
         recorder, call, request = self.recorder, self.call, self.request
@@ -235,15 +237,15 @@ class Exchange:
             except ConnectionResetError:
                 pass
             return response
+        try:  # the stream's end reaches the client before the answer is recorded
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the client left after the answer was complete: the outcome stands
         failed = accumulator.final is not None and accumulator.final.get("status") == "failed"
         if failed:
             self._finish_stream(span, accumulator, "error", "llm_server_error", "the upstream's response failed")
         else:
             self._finish_stream(span, accumulator, "ok")
-        try:
-            await response.write_eof()
-        except ConnectionResetError:
-            pass  # the client left after the answer was complete: the outcome stands
         return response
 
     def _finish_stream(self, span: Span, accumulator: StreamAccumulator, status: Any, error_type: str = "",
@@ -268,6 +270,16 @@ def _server_of(upstream: Upstream) -> tuple[str, int | None]:
 def _timeout(total: float, between_bytes: float) -> aiohttp.ClientTimeout:
     # ClientTimeout is frozen: one per pair of settings serves every call.
     return aiohttp.ClientTimeout(total=total, sock_connect=between_bytes, sock_read=between_bytes)
+
+
+async def _send_whole(response: web.Response, request: web.Request) -> None:
+    """Write ``response`` now (aiohttp then finds it sent): recording the answer, the span's end
+    and the middlewares' work no longer delay it (docs/proxy.md, "Throughput and tracing")."""
+    try:
+        await response.prepare(request)
+        await response.write_eof()
+    except ConnectionResetError:
+        pass  # the client left after the answer was complete: the outcome stands
 
 
 async def _bounded_body(answer: aiohttp.ClientResponse) -> bytes:
