@@ -191,7 +191,9 @@ class LoopKafkaSpanExporter(SpanExporter):
 
     async def _started_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
-            options = {"max_request_size": self._max_message_bytes + 65_536}
+            # A drain's slices spread its records over several milliseconds: a linger as long
+            # as the interval puts them in one produce request, not one per slice.
+            options = {"max_request_size": self._max_message_bytes + 65_536, "linger_ms": int(self._interval * 1000)}
             options.update(self._producer_overrides)
             producer = make_producer(self._settings, self._client_id, **options)
             try:

@@ -88,16 +88,38 @@ def key_value(key: str, value: Any) -> bytes:
     return (_field(b"\x0a", key.encode()) if key else b"") + _field(b"\x12", any_value(value))
 
 
+# Most attributes repeat from span to span (method, route, deployment, model, address): their
+# encoded field is kept, keyed with the value's type (True == 1, yet they encode differently).
+# Only short strings, ints and bools (floats: 0.0 == -0.0); cleared when full.
+_KNOWN: dict[tuple[bytes, str, type, Any], bytes] = {}
+_KNOWN_MAX = 4096
+_KNOWN_TEXT_MAX = 256
+
+
 def attributes(tag: bytes, attrs: Mapping[str, Any] | None) -> bytes:
     """Repeated KeyValue fields under ``tag``; an attribute that cannot be encoded is dropped."""
     if not attrs:
         return b""
     parts = []
+    known = _KNOWN
     for key, value in attrs.items():
+        kind = type(value)
+        memo = (kind is str and len(value) <= _KNOWN_TEXT_MAX) or kind is int or kind is bool
+        if memo:
+            found = known.get((tag, key, kind, value))
+            if found is not None:
+                parts.append(found)
+                continue
         try:
-            parts.append(_field(tag, key_value(key, value)))
+            encoded = _field(tag, key_value(key, value))
         except Exception as exc:  # noqa: BLE001 - the reference encoder drops the attribute too
             log.warning("span attribute %s not exported: %s", key, exc)
+            continue
+        parts.append(encoded)
+        if memo:
+            if len(known) >= _KNOWN_MAX:
+                known.clear()
+            known[(tag, key, kind, value)] = encoded
     return b"".join(parts)
 
 

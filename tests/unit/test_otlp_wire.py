@@ -118,3 +118,15 @@ def test_any_attributes_encode_the_same(attributes, start, trace_id) -> None:
     spans = [_span("s", resource, InstrumentationScope("t", "1"), attributes, start=start, trace_id=trace_id,
                    status=Status(StatusCode.ERROR, "failed"))]
     _same(spans)
+
+
+def test_repeated_attributes_encode_the_same_as_their_first_time() -> None:
+    # Repeated attribute fields are kept once encoded (otlp_wire._KNOWN): equal values of other
+    # types (True == 1 == 1.0, 0.0 == -0.0) must still encode as themselves.
+    resource = Resource({"service.name": "gateway"})
+    scope = InstrumentationScope("t", "1")
+    values = [True, 1, "1", 1.0, False, 0, 0.0, -0.0, True, 1, "x" * 300, "x" * 300]
+    for round_ in range(2):
+        spans = [_span(f"s{round_}-{n}", resource, scope, {"promptpulse.value": value, "same": "route"})
+                 for n, value in enumerate(values)]
+        _same(spans)
