@@ -15,22 +15,30 @@ its modes round by round to spread machine noise.
    streaming. Beside requests/s, the CPU time each serving process used per request
    (``/proc/PID/stat``, all its threads: the gateway's span export and Kafka producers
    included): unlike requests/s, it hardly depends on what else the machine runs.
-2. Latency (non-streaming) and time to first token (streaming), direct vs gateway, at 1 client
-   (closed loop) and at 100 clients sharing an offered load of half the slower path's throughput
-   from 1, so that latency is the path's cost, not queueing behind a saturated server. At 1
-   client, "openai" is the same call made directly with the openai client the gateway uses (the
-   floor of any gateway built on it) and "proxy" the same call through the bare proxy (the cost
-   of one more aiohttp hop).
+2. Latency at 1 client (closed loop), non-streaming: measured by wrk (``-c1``, bench/harness.py),
+   as bench/proxy_overhead.py does, so that "added" is the gateway's and not this Python client's
+   (an aiohttp client inflates every hop: it put the bare proxy at +1.1 ms where wrk puts it at
+   +0.35-0.45). Direct, bare proxy ("proxy": the cost of one more aiohttp hop) and gateway, each
+   with the CPU time the serving process used per request.
+3. Time to first token (streaming) at 1 client, and latency and TTFT at 100 clients sharing an
+   offered load of half the slower path's throughput from 1 (so that latency is the path's cost,
+   not queueing behind a saturated server): measured by this Python client, since wrk measures
+   whole responses only (no time to first token) and runs closed loops only (no offered rate).
+   The Python client adds its own cost to every path alike, so compare these rows within the run.
+   At 1 client, "openai" is the same call made directly with the openai client (the floor of any
+   gateway built on it).
 
 Added = gateway minus direct, per percentile. Prints a table; asserts nothing. Usage:
-``.venv/bin/python bench/gateway_overhead.py`` (needs Kafka on 127.0.0.1:9092; ~4 minutes;
-``PP_BENCH_ROUNDS=1`` for a quick look in under 2).
+``.venv/bin/python bench/gateway_overhead.py`` (needs Kafka on 127.0.0.1:9092 and wrk on PATH;
+~4 minutes; ``PP_BENCH_ROUNDS=1`` for a quick look in under 2). To bench another tree's gateway,
+run this file with ``PYTHONPATH`` set to that tree (the gateway is spawned with this environment).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -48,6 +56,7 @@ import harness  # noqa: E402 - bench/harness.py, beside this file
 
 ROUNDS = int(os.environ.get("PP_BENCH_ROUNDS", "3"))
 SECONDS = 2.5
+WRK_SECONDS = 3  # wrk takes whole seconds
 QUESTION = "How does the gateway record a request while it runs the flow?"
 
 
@@ -257,12 +266,55 @@ async def alternate(services: Services, modes: list[str], clients: int, stream: 
     return found
 
 
+WRK_MODES = ["direct", "proxy", "gateway"]
+
+
+def wrk_latency(services: Services) -> dict[str, dict[str, list[float]]]:
+    """Non-streaming latency at 1 client by wrk, modes alternating round by round. Per mode and
+    round: p50, p99 (ms) and the serving process's CPU ms per request."""
+    chat = {"model": "llmsim-chat", "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 40}
+    chat_script = harness.wrk_script(services.work / "chat.lua", chat, services.key)
+    flow_script = harness.wrk_script(services.work / "flow.lua", {"question": QUESTION}, services.key)
+    runs = {"direct": (services.llmsim + "/v1/chat/completions", chat_script),
+            "proxy": (services.proxy + "/v1/chat/completions", chat_script),
+            "gateway": (services.gateway + "/v1/deployments/bench/score", flow_script)}
+    for url, script in runs.values():  # warm connections and first-request paths
+        harness.run_wrk(url, script, 1, 1)
+    found: dict[str, dict[str, list[float]]] = {m: {"p50": [], "p99": [], "cpu": []} for m in WRK_MODES}
+    for round_number in range(ROUNDS):
+        for mode in WRK_MODES if round_number % 2 == 0 else list(reversed(WRK_MODES)):
+            url, script = runs[mode]
+            pid = services.procs[SERVES[mode]].pid
+            before = harness.cpu_seconds([pid])
+            result = harness.run_wrk(url, script, 1, WRK_SECONDS)
+            if result["errors"]:
+                print(f"WARNING: {mode}: {result['errors']:.0f} errors", file=sys.stderr)
+            found[mode]["p50"].append(result["p50"])
+            found[mode]["p99"].append(result["p99"])
+            found[mode]["cpu"].append(1000 * (harness.cpu_seconds([pid]) - before) / max(1.0, result["requests"]))
+    return found
+
+
+def spread(values: list[float]) -> str:
+    """The median over the rounds, and their range when there is more than one."""
+    text = f"{statistics.median(values):.2f}"
+    return text if len(values) == 1 else f"{text} ({min(values):.2f}-{max(values):.2f})"
+
+
 async def main() -> None:
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not on PATH (Debian: apt-get install wrk)")
     with tempfile.TemporaryDirectory(prefix="pp-bench-") as tmp:
         services = Services(Path(tmp))
         await services.start()
         rows: list[tuple[str, ...]] = []
         try:
+            at_one = wrk_latency(services)
+            for p in (50, 99):
+                direct, gateway = (statistics.median(at_one[m][f"p{p}"]) for m in ("direct", "gateway"))
+                rows.append((f"latency p{p} (ms, wrk)", "1", f"{direct:.2f}", "-",
+                             f"{statistics.median(at_one['proxy'][f'p{p}']):.2f}", f"{gateway:.2f}",
+                             f"{gateway - direct:+.2f}"))
             whole = await alternate(services, ["direct", "proxy", "openai-proxy", "gateway"], 100, False)
             streamed = await alternate(services, ["direct", "openai-proxy", "gateway"], 100, True)
             best = {m: max(v["rps"]) for m, v in whole.items()}
@@ -270,7 +322,7 @@ async def main() -> None:
             cpu = {m: statistics.median(v["cpu"]) for m, v in whole.items()}
             cpu_stream = {m: statistics.median(v["cpu"]) for m, v in streamed.items()}
             for clients in (1, 100):
-                for stream in (False, True):
+                for stream in (False, True) if clients > 1 else (True,):
                     capacity = best_stream if stream else best
                     offered = round(min(capacity["direct"], capacity["gateway"]) / 2) if clients > 1 else None
                     modes = ["direct", "openai", "proxy", "gateway"] if clients == 1 else ["direct", "gateway"]
@@ -305,6 +357,16 @@ async def main() -> None:
     print(f"| {'openai pass-through / bare proxy':<32} | {100 * best['openai-proxy'] / best['proxy']:>7.0f}% | "
           f"{'-':>8} | {cpu['openai-proxy'] / cpu['proxy']:>9.1f}x | {'-':>8} |")
     print("(CPU ms/req: median over the rounds of the serving process's CPU time per completed request)")
+    print(f"\n| {'1 client, wrk, per round':<32} | {'p50 ms':>20} | {'p99 ms':>20} | {'CPU ms/req':>20} |")
+    print(f"|{'-' * 34}|{'-' * 22}|{'-' * 22}|{'-' * 22}|")
+    for mode, label in (("direct", "llmsim direct (llmsim's CPU)"), ("proxy", "bare aiohttp proxy"),
+                        ("gateway", "gateway")):
+        print(f"| {label:<32} | {spread(at_one[mode]['p50']):>20} | {spread(at_one[mode]['p99']):>20} | "
+              f"{spread(at_one[mode]['cpu']):>20} |")
+    added = [g - d for g, d in zip(at_one["gateway"]["p50"], at_one["direct"]["p50"], strict=True)]
+    hop = [g - d for g, d in zip(at_one["proxy"]["p50"], at_one["direct"]["p50"], strict=True)]
+    print(f"added p50 per round: gateway {spread(added)} ms, bare proxy {spread(hop)} ms "
+          f"(goal for the gateway: <= 1 ms p50, <= 5 ms p99)")
     print(f"\nRSS: gateway {gateway_rss:.0f} MB now, {gateway_peak:.0f} MB peak; bare proxy {proxy_peak:.0f} MB peak")
 
 
