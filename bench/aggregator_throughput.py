@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import secrets
 import statistics
 import sys
@@ -71,6 +70,7 @@ from tests.support.aggregator import (  # noqa: E402
     ingestor_of,
     produce,
     running_aggregator,
+    sse_events,
     wait_caught_up,
 )
 
@@ -322,21 +322,12 @@ async def _poll_api(http: aiohttp.ClientSession, url: str, arrivals: _Arrivals, 
 
 async def _read_stream(response: aiohttp.ClientResponse, arrivals: _Arrivals, ready: asyncio.Event) -> None:
     minutes: dict[str, int] = {}  # a client replaces its minutes by start (docs/aggregator-api.md)
-    name, data = None, []
-    async for raw in response.content:
-        line = raw.decode().rstrip("\n")
-        if line.startswith("event: "):
-            name = line[7:]
-        elif line.startswith("data: "):
-            data.append(line[6:])
-        elif line == "" and name is not None:
-            event = json.loads("".join(data))
-            if name == "snapshot":
-                minutes = {}
-                ready.set()
-            minutes.update({m["start"]: m["requests"] for m in event.get("minutes", [])})
-            arrivals.observe("sse", sum(minutes.values()), time.perf_counter())
-            name, data = None, []
+    async for name, event in sse_events(response):
+        if name == "snapshot":
+            minutes = {}
+            ready.set()
+        minutes.update({m["start"]: m["requests"] for m in event.get("minutes", [])})
+        arrivals.observe("sse", sum(minutes.values()), time.perf_counter())
 
 
 async def _produce_steadily(settings, factory: EventFactory, arrivals: _Arrivals, seconds: float, rate: int,

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
@@ -65,6 +64,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # tests.support, from a checkout
 
 from shared.kafka import make_admin, make_consumer  # noqa: E402
+from tests.support.aggregator import sse_events  # noqa: E402
 from tests.support.live_stack import LiveStack, StackOptions, live_stack  # noqa: E402
 
 METRICS = ["groundedness", "relevance", "coherence", "fluency"]
@@ -185,21 +185,12 @@ async def follow_stream(stack: LiveStack, phase: Phase, ready: asyncio.Event) ->
         f"{stack.aggregator.url}/v1/stream/metrics?deployment={stack.deployment}", headers=headers,
     ) as resp:
         assert resp.status == 200, await resp.text()
-        name, data = None, []
-        async for raw in resp.content:
-            line = raw.decode().rstrip("\n")
-            if line.startswith("event: "):
-                name = line[7:]
-            elif line.startswith("data: "):
-                data.append(line[6:])
-            elif line == "" and name is not None:
-                event = json.loads("".join(data))
-                if name == "snapshot":
-                    minutes = {}
-                minutes.update({m["start"]: m["responses"] for m in event.get("minutes", [])})
-                phase.counted.append((time.monotonic(), sum(minutes.values())))
-                ready.set()
-                name, data = None, []
+        async for name, event in sse_events(resp):
+            if name == "snapshot":
+                minutes = {}
+            minutes.update({m["start"]: m["responses"] for m in event.get("minutes", [])})
+            phase.counted.append((time.monotonic(), sum(minutes.values())))
+            ready.set()
 
 
 async def poll_scores(stack: LiveStack, phase: Phase, since: datetime, stop: asyncio.Event) -> None:

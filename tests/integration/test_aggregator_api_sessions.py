@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -17,7 +16,7 @@ from yarl import URL
 from services.aggregator.api.wiring import LISTENER_APPLICATION_NAME
 from tests.integration.test_aggregator_api import ADMIN, AVERAGE, READ, READ_KEY, Stack
 from tests.integration.test_aggregator_api import stack as stack_fixture
-from tests.support.aggregator import EventFactory, produce, serving_aggregator, wait_for
+from tests.support.aggregator import EventFactory, produce, serving_aggregator, sse_events, wait_for
 from tests.support.prometheus_text import assert_promtool_clean, value
 
 stack = stack_fixture  # the API tests' aggregator, under the name its tests ask for
@@ -138,26 +137,13 @@ async def test_a_stream_whose_session_check_fails_ends_cleanly(stack: Stack, cap
     assert len(ended) == 1 and "UndefinedTableError" in ended[0]
 
 
-async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, dict]]:
-    name, data = None, []
-    async for raw in response.content:
-        line = raw.decode().rstrip("\n")
-        if line.startswith("event: "):
-            name = line[7:]
-        elif line.startswith("data: "):
-            data.append(line[6:])
-        elif line == "" and name is not None:
-            yield name, json.loads("".join(data))
-            name, data = None, []
-
-
 async def test_a_live_subscriber_sees_new_data_after_it_is_committed(stack: Stack) -> None:
     async with stack.http.post(stack.url + "/v1/session", headers=READ) as response:
         assert response.status == 200
     async with stack.http.get(stack.url + "/v1/stream/metrics?deployment=demo",
                               timeout=aiohttp.ClientTimeout(total=90, sock_read=60)) as response:
         assert response.status == 200 and response.headers["Content-Type"] == "text/event-stream"
-        events = _events(response)
+        events = sse_events(response)
         name, snapshot = await anext(events)
         assert name == "snapshot" and snapshot["deployment"] == "demo"
         assert snapshot["overview"]["requests"] > 0

@@ -9,6 +9,7 @@ code cannot hide itself by being used to check itself.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import random
 import time
@@ -20,6 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 from aiohttp import web
 from aiokafka import TopicPartition
@@ -289,6 +291,21 @@ async def serving_aggregator(settings: AggregatorSettings) -> AsyncIterator[tupl
     app = create_app(settings)
     async with serving(app) as base:
         yield app, base
+
+
+async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, Any]]:
+    """The events of a server-sent event stream (the query API's ``/v1/stream/metrics``), each
+    as its name and its JSON data, until the stream ends."""
+    name, data = None, []
+    async for raw in response.content:
+        line = raw.decode().rstrip("\n")
+        if line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: "):
+            data.append(line[6:])
+        elif line == "" and name is not None:
+            yield name, json.loads("".join(data))
+            name, data = None, []
 
 
 def ingestor_of(app: web.Application):
