@@ -58,9 +58,10 @@ from aiokafka.errors import KafkaError
 from shared.events.headers import event_type
 from shared.kafka import make_consumer
 from shared.sampling import is_sampled
-from tests.support.live_stack import LiveStack, Service
+from tests.support.live_stack import LiveStack
 from tests.support.prometheus_text import total
 from tests.support.rollup_recompute import KEY_WIDTH, RECOMPUTE
+from tests.support.service_process import Service
 
 MB = 2**20
 REQUEST, RESPONSE = "inference.request", "inference.response"
