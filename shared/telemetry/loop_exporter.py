@@ -87,6 +87,7 @@ class LoopKafkaSpanExporter(SpanExporter):
         self._producer: AIOKafkaProducer | None = None
         self._acks: set[asyncio.Future[Any]] = set()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False  # aclose() began: no drain task may start any more
         self._closed = False
         self._failing = False
         self._overflowing = False
@@ -100,7 +101,7 @@ class LoopKafkaSpanExporter(SpanExporter):
         return self._topic
 
     def _start(self) -> None:
-        if self._task is None and not self._closed:
+        if self._task is None and not self._closing:
             self._task = self._loop.create_task(self._run(), name=f"{self._client_id}-drain")
 
     # ---- any thread: the SpanExporter interface
@@ -123,7 +124,7 @@ class LoopKafkaSpanExporter(SpanExporter):
 
     def shutdown(self, timeout_millis: float = 30000) -> None:
         """Flush, then close the producer. Idempotent. From the loop's own thread: ``await aclose()``."""
-        if not self._closed:
+        if not self._closing:
             self._on_loop(self.aclose(), timeout_millis)
 
     def _on_loop(self, work: Any, timeout_millis: float) -> bool:
@@ -148,8 +149,9 @@ class LoopKafkaSpanExporter(SpanExporter):
 
     async def aclose(self) -> None:
         """Stop the periodic drain, publish what is queued, close the producer."""
-        if self._closed:
+        if self._closing:
             return
+        self._closing = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -187,7 +189,11 @@ class LoopKafkaSpanExporter(SpanExporter):
                 await asyncio.sleep(_PAUSE)
                 started = time.perf_counter()
             chunk = [queue.popleft() for _ in range(min(self._chunk, len(queue)))]
-            await self._publish(chunk)
+            try:
+                await self._publish(chunk)
+            except asyncio.CancelledError:  # aclose() stopped this drain: its own flush sends them
+                queue.extendleft(reversed(chunk))  # (a record already sent is upserted, not doubled)
+                raise
 
     async def _started_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
