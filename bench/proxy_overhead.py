@@ -29,7 +29,9 @@ completions; the Responses API (JSON and streamed) at 1 client only, to keep the
 
 The goals are printed pass/fail; nothing is asserted. Usage (needs Kafka on 127.0.0.1:9092,
 wrk on PATH; about 2.5 minutes): ``.venv/bin/python bench/proxy_overhead.py``; ``--quick`` runs
-one round of 1 s per mode (about 40 s) to check that every path works, its figures rougher still. On a shared 2-core
+one round of 1 s per mode (about 40 s) to check that every path works, its figures rougher still;
+``--upstream-ms N`` makes the upstream wait N ms before it answers (a model is never instant: the
+work a proxy does after relaying an answer then overlaps the next call's wait, as it would in use). On a shared 2-core
 machine wrk, the upstream and the proxies compete for the same cores: figures are noisy, and
 with 2 workers the machine has no spare core for the second one.
 """
@@ -69,6 +71,8 @@ GOAL_RSS_MB = 150.0
 
 def run_upstream(port: int) -> None:
     created = int(time.time())
+    # --upstream-ms: the model's time to answer (or to its first chunk); 0 answers at once.
+    delay = float(os.environ.get("PP_BENCH_UPSTREAM_MS", "0")) / 1000
 
     def chunk(delta: dict[str, object], finish: str | None = None) -> bytes:
         return b"data: " + json.dumps({
@@ -106,7 +110,10 @@ def run_upstream(port: int) -> None:
                            typed("response.completed", response=response_object)]
 
     async def responses(request: web.Request) -> web.StreamResponse:
-        if not (await request.json()).get("stream"):
+        streamed = (await request.json()).get("stream")
+        if delay:
+            await asyncio.sleep(delay)
+        if not streamed:
             return web.Response(body=response_whole, content_type="application/json")
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
@@ -117,6 +124,8 @@ def run_upstream(port: int) -> None:
 
     async def chat(request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        if delay:
+            await asyncio.sleep(delay)
         if not body.get("stream"):
             return web.Response(body=whole, content_type="application/json")
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -261,6 +270,10 @@ def report(results: dict[tuple[int, str], dict[str, list[dict[str, float]]]],
     print(f"\nproxy overhead: {os.cpu_count()} CPUs shared by wrk, the upstream, the bare proxy and two gateways "
           f"(and other work: load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}); {ROUNDS} alternating "
           f"rounds of {SECONDS} s per mode; bench took {elapsed:.0f} s. Noisy: compare ratios within this run.")
+    upstream_ms = float(os.environ.get("PP_BENCH_UPSTREAM_MS", "0"))
+    if upstream_ms:
+        print(f"The upstream waits {upstream_ms:g} ms before it answers (--upstream-ms): read the 1-client rows; "
+              f"at 100 clients every path is capped near {100_000 / upstream_ms:.0f} req/s by that wait.")
     errors = sum(r["errors"] for by_mode in results.values() for rounds in by_mode.values() for r in rounds)
     if errors:
         print(f"WARNING: {errors:.0f} non-2xx responses or socket errors during the run")
@@ -317,4 +330,6 @@ if __name__ == "__main__":
     else:
         if "--quick" in sys.argv[1:]:  # a check that every path runs: 1 round of 1 s (~40 s)
             ROUNDS, SECONDS = 1, 1
+        if "--upstream-ms" in sys.argv[1:]:  # read by the upstream process, which inherits it
+            os.environ["PP_BENCH_UPSTREAM_MS"] = str(float(sys.argv[sys.argv.index("--upstream-ms") + 1]))
         asyncio.run(main())
