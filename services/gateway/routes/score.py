@@ -5,7 +5,9 @@ rate limit (429), streaming choice (400), body (413, 400), variant header (403, 
 and client id headers (400), inputs against the flow (400 naming the field), room for the
 request's events (503). Then the request event is published, the flow runs, and the response
 event follows whatever happens: ok, error (502 for the LLM, 500 for another node, 504 past the
-timeout) or cancelled (the client went away).
+timeout) or cancelled (the client went away). A successful answer is written before its
+response event is built (so are a stream's last event and end): recording it, the spans' end
+and the middlewares' work are off the client's wait.
 
 The reply is the flow's outputs plus ``request_id`` and ``variant`` (which win over outputs of
 the same name); streaming is in services/gateway/routes/stream.py. Everything after the
@@ -54,6 +56,7 @@ from services.gateway.routes.common import (
     keeps_texts,
     optional_header,
     read_json,
+    send_whole,
 )
 from services.gateway.routes.errors import ApiError, json_response
 from services.gateway.routes.outcomes import run_crashed, run_failed, run_timed_out
@@ -174,9 +177,8 @@ async def run_accepted(request: web.Request, accepted: AcceptedRequest, reply: R
             if streaming:
                 return await stream_run(request, runtime, variant, inputs, recorder, llm_headers, reply.stream,
                                         headers=reply.headers(accepted))
-            response = await _run_whole(request, runtime, variant, inputs, recorder, llm_headers, reply)
-            response.headers.update(reply.headers(accepted))
-            return response
+            return await _run_whole(request, runtime, variant, inputs, recorder, llm_headers, reply,
+                                    reply.headers(accepted))
         except asyncio.CancelledError:
             recorder.respond("cancelled")  # a no-op when the run already recorded its outcome
             raise
@@ -225,7 +227,7 @@ def usage_header(calls: list[Any]) -> str:
 
 async def _run_whole(
     request: web.Request, runtime: DeploymentRuntime, variant: Variant, inputs: dict[str, Any],
-    recorder: InferenceRecorder, llm_headers: dict[str, str] | None, reply: Reply,
+    recorder: InferenceRecorder, llm_headers: dict[str, str] | None, reply: Reply, headers: Mapping[str, str],
 ) -> web.Response:
     timeout = request.app[SETTINGS].gateway.request_timeout_seconds
     try:
@@ -246,7 +248,9 @@ async def _run_whole(
         recorder.respond("error", llm_calls=result.llm_calls, error_type="invalid_output",
                          error_message=f"the flow's outputs are not JSON: {exc}")
         raise ApiError(500, "invalid_output", "the flow's outputs cannot be sent as JSON") from None
-    recorder.respond("ok", llm_calls=result.llm_calls, outputs=result.outputs)
+    response.headers.update(headers)
     # Token usage rides in a header: the body's fields are the flow's outputs (any name).
     response.headers[USAGE_HEADER] = usage_header(result.llm_calls)
+    await send_whole(response, request)  # the client has its answer before it is recorded
+    recorder.respond("ok", llm_calls=result.llm_calls, outputs=result.outputs)
     return response

@@ -134,9 +134,6 @@ async def _finish(
                          time_to_first_token_ms=result.time_to_first_token_ms)
         error = ApiError(500, "invalid_output", "the flow's outputs cannot be sent as JSON")
         return await _fail(request, response, error, form)
-    # Recorded before the last write: the client's success implies the event is on its way.
-    recorder.respond("ok", llm_calls=result.llm_calls, outputs=result.outputs,
-                     time_to_first_token_ms=result.time_to_first_token_ms)
     fresh = response is None  # nothing was streamed (an empty answer, or no streamable output)
     if response is None:
         response = web.StreamResponse(headers={**SSE_HEADERS, **headers})
@@ -148,6 +145,9 @@ async def _finish(
         await response.write_eof()
     except ConnectionResetError:
         pass  # the client left after the run completed: the outcome stands
+    # Recorded after the last write, as a whole answer is (routes/score.py): off the client's wait.
+    recorder.respond("ok", llm_calls=result.llm_calls, outputs=result.outputs,
+                     time_to_first_token_ms=result.time_to_first_token_ms)
     return response
 
 

@@ -31,7 +31,7 @@ from multidict import CIMultiDictProxy
 from opentelemetry.trace import Span, SpanKind
 
 from services.gateway.appkeys import LLM_SESSION, SETTINGS, TRACER
-from services.gateway.routes.common import VARIANT_HEADER
+from services.gateway.routes.common import VARIANT_HEADER, send_whole
 from services.gateway.routes.errors import ApiError, error_body
 from services.gateway.routes.proxy.call import ProxyCall
 from services.gateway.routes.proxy.mapping import Choice, Usage, read_answer, recorded_outputs
@@ -188,7 +188,7 @@ class Exchange:
         reading = read_answer(call.operation, parsed)
         self.note_span(span, reading.usage, reading.model, reading.choices)
         response = web.Response(status=answer.status, body=body, headers=headers)
-        await _send_whole(response, self.request)  # the client has its answer before it is recorded
+        await send_whole(response, self.request)  # the client has its answer before it is recorded
         limit = _text_limit(call)
         finish = reading.choices[0].finish_reason if reading.choices else None
         recorder.respond("ok", llm_calls=self.llm_calls(reading.usage, reading.model, finish),
@@ -270,16 +270,6 @@ def _server_of(upstream: Upstream) -> tuple[str, int | None]:
 def _timeout(total: float, between_bytes: float) -> aiohttp.ClientTimeout:
     # ClientTimeout is frozen: one per pair of settings serves every call.
     return aiohttp.ClientTimeout(total=total, sock_connect=between_bytes, sock_read=between_bytes)
-
-
-async def _send_whole(response: web.Response, request: web.Request) -> None:
-    """Write ``response`` now (aiohttp then finds it sent): recording the answer, the span's end
-    and the middlewares' work no longer delay it (docs/proxy.md, "Throughput and tracing")."""
-    try:
-        await response.prepare(request)
-        await response.write_eof()
-    except ConnectionResetError:
-        pass  # the client left after the answer was complete: the outcome stands
 
 
 async def _bounded_body(answer: aiohttp.ClientResponse) -> bytes:

@@ -1,0 +1,82 @@
+"""A flow's answer reaches the client before the gateway records it (services/gateway/routes/
+score.py and stream.py): building and publishing the response event, ending the spans and the
+middlewares' bookkeeping are off the client's wait, as for the proxy
+(test_gateway_proxy_answer_first.py).
+
+How it is seen: the client reads in a thread of its own, and the gateway's ``respond`` (which
+builds the response event) holds the event loop until that client has the whole answer, or 5 s.
+Had the answer been written after ``respond``, the client could not have it then. The events are
+still recorded (real Kafka), each request's request and response event once, with the outputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.gateway.routes.recording import InferenceRecorder
+from shared.events.messages import InferenceStatus
+from shared.settings import ServiceSettings
+from tests.support.gateway_stack import (
+    events_by_request,
+    kafka_for,
+    llmsim_server,
+    read_topic,
+    running_gateway,
+    write_deployments,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.timeout(120)
+async def test_the_client_has_the_flows_whole_answer_before_the_response_event_is_built(
+    settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    received = threading.Event()
+    seen_before_recording: list[bool] = []
+    original = InferenceRecorder.respond
+
+    def respond(self: InferenceRecorder, status: Any, **kwargs: Any) -> Any:
+        if status == "ok":
+            seen_before_recording.append(received.wait(timeout=5))  # holds the loop meanwhile
+        return original(self, status, **kwargs)
+
+    monkeypatch.setattr(InferenceRecorder, "respond", respond)
+    kafka = kafka_for(settings.kafka.bootstrap_servers)
+    async with llmsim_server() as sim:
+        folder = tmp_path / "deployments"
+        keys = write_deployments(folder, sim.url)
+        async with running_gateway(folder, kafka, tmp_path / "spool") as gateway:
+
+            def call(stream: bool) -> tuple[str, bytes]:
+                request = urllib.request.Request(
+                    f"{gateway.url}/v1/deployments/chat/score?stream={str(stream).lower()}",
+                    data=json.dumps({"question": "Which comes first?"}).encode(), method="POST",
+                    headers={"Authorization": f"Bearer {keys.plain['chat']}", "Content-Type": "application/json"})
+                with urllib.request.urlopen(request, timeout=30) as answer:
+                    data = answer.read()  # to the end: the whole body, or the stream's done event
+                    received.set()
+                    return answer.headers["x-request-id"], data
+
+            ids = []
+            for stream in (False, True):
+                received.clear()
+                request_id, data = await asyncio.to_thread(call, stream)
+                ids.append(request_id)
+                assert (b"event: done" in data) if stream else json.loads(data)["answer"]
+            await gateway.publisher.wait_delivered()
+            records = await read_topic(kafka, gateway.topics.inference, 4)
+    assert seen_before_recording == [True, True]  # JSON, then streamed
+    by_request = events_by_request(records)
+    assert set(by_request) == set(ids)
+    for request_id in ids:
+        _request, response = by_request[request_id]
+        assert response.status == InferenceStatus.INFERENCE_STATUS_OK
+        assert response.outputs.fields["answer"].string_value
