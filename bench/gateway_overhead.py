@@ -17,9 +17,9 @@ its modes round by round to spread machine noise.
    included): unlike requests/s, it hardly depends on what else the machine runs.
 2. Latency at 1 client (closed loop), non-streaming: measured by wrk (``-c1``, bench/harness.py),
    as bench/proxy_overhead.py does, so that "added" is the gateway's and not this Python client's
-   (an aiohttp client inflates every hop: it put the bare proxy at +1.1 ms where wrk puts it at
-   +0.35-0.45). Direct, bare proxy ("proxy": the cost of one more aiohttp hop) and gateway, each
-   with the CPU time the serving process used per request.
+   (a C client's own cost is small and steady). Direct, bare proxy ("proxy": the cost of one more
+   aiohttp hop; in front of llmsim wrk too puts it at about +1.1 ms, docs/gateway.md) and gateway,
+   each with the CPU time the serving process used per request.
 3. Time to first token (streaming) at 1 client, and latency and TTFT at 100 clients sharing an
    offered load of half the slower path's throughput from 1 (so that latency is the path's cost,
    not queueing behind a saturated server): measured by this Python client, since wrk measures
