@@ -30,6 +30,7 @@ from tests.support.gateway_stack import (
     read_topic,
     running_gateway,
     write_deployments,
+    write_proxy_deployment,
 )
 
 pytestmark = pytest.mark.integration
@@ -80,3 +81,51 @@ async def test_the_client_has_the_flows_whole_answer_before_the_response_event_i
         _request, response = by_request[request_id]
         assert response.status == InferenceStatus.INFERENCE_STATUS_OK
         assert response.outputs.fields["answer"].string_value
+
+
+@pytest.mark.timeout(120)
+async def test_a_whole_answer_cancelled_mid_write_is_still_recorded_ok(
+    settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The answer is written before it is recorded: a handler cancelled during that write (the
+    server stopping, say) must still record the completed run as ok, as it did when recording came
+    first, not as cancelled (which would keep a finished answer from being judged). Flows and the
+    proxy share ``send_whole``; here it writes the answer and then the handler is cancelled."""
+    from services.gateway.routes import score
+    from services.gateway.routes.common import send_whole
+    from services.gateway.routes.proxy import relay
+
+    async def cancelled_after_the_write(response: Any, request: Any) -> None:
+        await send_whole(response, request)
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(score, "send_whole", cancelled_after_the_write)
+    monkeypatch.setattr(relay, "send_whole", cancelled_after_the_write)
+    kafka = kafka_for(settings.kafka.bootstrap_servers)
+    async with llmsim_server() as sim:
+        folder = tmp_path / "deployments"
+        keys = write_deployments(folder, sim.url)
+        proxy_key = write_proxy_deployment(folder, "proxy")
+        async with running_gateway(folder, kafka, tmp_path / "spool") as gateway:
+
+            def call(path: str, body: dict[str, Any], key: str) -> None:
+                request = urllib.request.Request(
+                    gateway.url + path, data=json.dumps(body).encode(), method="POST",
+                    headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as answer:
+                        answer.read()
+                except OSError:
+                    pass  # the connection may close under the cancelled handler: the record is what counts
+
+            await asyncio.to_thread(call, "/v1/deployments/chat/score", {"question": "Which comes first?"},
+                                    keys.plain["chat"])
+            await asyncio.to_thread(call, "/v1/chat/completions", {
+                "model": "sim", "messages": [{"role": "user", "content": "Which comes first?"}]}, proxy_key)
+            await gateway.publisher.wait_delivered()
+            records = await read_topic(kafka, gateway.topics.inference, 4)
+    by_request = events_by_request(records)
+    assert len(by_request) == 2
+    for events in by_request.values():
+        assert [type(event).__name__ for event in events][-1] == "InferenceResponse"
+        assert events[-1].status == InferenceStatus.INFERENCE_STATUS_OK

@@ -251,6 +251,8 @@ async def _run_whole(
     response.headers.update(headers)
     # Token usage rides in a header: the body's fields are the flow's outputs (any name).
     response.headers[USAGE_HEADER] = usage_header(result.llm_calls)
-    await send_whole(response, request)  # the client has its answer before it is recorded
-    recorder.respond("ok", llm_calls=result.llm_calls, outputs=result.outputs)
+    try:
+        await send_whole(response, request)  # the client has its answer before it is recorded
+    finally:  # even if cancelled mid-write: the run completed, so its outcome is ok, not cancelled
+        recorder.respond("ok", llm_calls=result.llm_calls, outputs=result.outputs)
     return response

@@ -145,9 +145,11 @@ async def _finish(
         await response.write_eof()
     except ConnectionResetError:
         pass  # the client left after the run completed: the outcome stands
-    # Recorded after the last write, as a whole answer is (routes/score.py): off the client's wait.
-    recorder.respond("ok", llm_calls=result.llm_calls, outputs=result.outputs,
-                     time_to_first_token_ms=result.time_to_first_token_ms)
+    finally:
+        # Recorded after the last write, as a whole answer is (routes/score.py): off the client's
+        # wait; and recorded even if cancelled mid-write, since the run completed.
+        recorder.respond("ok", llm_calls=result.llm_calls, outputs=result.outputs,
+                         time_to_first_token_ms=result.time_to_first_token_ms)
     return response
 
 

@@ -188,11 +188,13 @@ class Exchange:
         reading = read_answer(call.operation, parsed)
         self.note_span(span, reading.usage, reading.model, reading.choices)
         response = web.Response(status=answer.status, body=body, headers=headers)
-        await send_whole(response, self.request)  # the client has its answer before it is recorded
-        limit = _text_limit(call)
-        finish = reading.choices[0].finish_reason if reading.choices else None
-        recorder.respond("ok", llm_calls=self.llm_calls(reading.usage, reading.model, finish),
-                         outputs=recorded_outputs(call.operation, reading.choices, limit, reading.embeddings))
+        try:
+            await send_whole(response, self.request)  # the client has its answer before it is recorded
+        finally:  # even if cancelled mid-write: the answer was complete, so its outcome is ok
+            limit = _text_limit(call)
+            finish = reading.choices[0].finish_reason if reading.choices else None
+            recorder.respond("ok", llm_calls=self.llm_calls(reading.usage, reading.model, finish),
+                             outputs=recorded_outputs(call.operation, reading.choices, limit, reading.embeddings))
         return response
 
     async def _relay_stream(self, span: Span, answer: aiohttp.ClientResponse) -> web.StreamResponse:
@@ -241,11 +243,12 @@ class Exchange:
             await response.write_eof()
         except ConnectionResetError:
             pass  # the client left after the answer was complete: the outcome stands
-        failed = accumulator.final is not None and accumulator.final.get("status") == "failed"
-        if failed:
-            self._finish_stream(span, accumulator, "error", "llm_server_error", "the upstream's response failed")
-        else:
-            self._finish_stream(span, accumulator, "ok")
+        finally:  # even if cancelled mid-write: the upstream's answer was complete
+            failed = accumulator.final is not None and accumulator.final.get("status") == "failed"
+            if failed:
+                self._finish_stream(span, accumulator, "error", "llm_server_error", "the upstream's response failed")
+            else:
+                self._finish_stream(span, accumulator, "ok")
         return response
 
     def _finish_stream(self, span: Span, accumulator: StreamAccumulator, status: Any, error_type: str = "",
