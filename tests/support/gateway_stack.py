@@ -331,7 +331,8 @@ async def running_gateway(
     spans = InMemorySpanExporter()
     telemetry = None
     if spans_to_kafka:
-        telemetry = setup_telemetry("gateway", settings, spans_to_kafka=True,
+        # On this loop, as the gateway sets it up (its loop exporter, not the thread one).
+        telemetry = setup_telemetry("gateway", settings, spans_to_kafka=True, loop=asyncio.get_running_loop(),
                                     span_processors=[SimpleSpanProcessor(spans)], set_global=False)
         provider = telemetry.provider
     else:
