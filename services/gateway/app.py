@@ -33,6 +33,7 @@ from services.gateway.appkeys import (
     PUBLISHER,
     RATE_LIMITER,
     SETTINGS,
+    SPAN_EXPORTER,
     TRACER,
     TRACER_PROVIDER,
 )
@@ -55,7 +56,7 @@ from shared.deployments import DeploymentConfigError
 from shared.logs import quiet_malformed_requests
 from shared.plausibility import Plausibility
 from shared.prometheus import PROMETHEUS
-from shared.telemetry import setup_telemetry, shutdown_telemetry
+from shared.telemetry import LoopKafkaSpanExporter, setup_telemetry, shutdown_telemetry
 from shared.topics import Topics
 from shared.upstream import upstream_session
 
@@ -154,6 +155,8 @@ def _telemetry(provider: TracerProvider | None) -> CleanupContext:
         telemetry = setup_telemetry("gateway", app[SETTINGS], loop=asyncio.get_running_loop())
         app[TRACER] = telemetry.tracer(TRACER_NAME)
         app[TRACER_PROVIDER] = telemetry.provider
+        if isinstance(telemetry.kafka_exporter, LoopKafkaSpanExporter):  # its counts go on /metrics
+            app[SPAN_EXPORTER] = telemetry.kafka_exporter
         try:
             yield
         finally:  # from a thread: the loop exporter's flush runs on this loop meanwhile

@@ -18,6 +18,7 @@ from services.gateway.registry import Deployments
 from services.gateway.routes.metrics import GatewayMetrics
 from services.gateway.settings import GatewaySettings
 from shared.plausibility import Plausibility
+from shared.telemetry import LoopKafkaSpanExporter
 
 SETTINGS = web.AppKey("settings", GatewaySettings)
 DEPLOYMENTS = web.AppKey("deployments", Deployments)
@@ -27,6 +28,8 @@ TRACER_PROVIDER = web.AppKey("tracer_provider", TracerProvider)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 PLAUSIBILITY = web.AppKey("plausibility", Plausibility)
+# Set when the gateway exports its own spans to Kafka (not with a provider given by a test).
+SPAN_EXPORTER = web.AppKey("span_exporter", LoopKafkaSpanExporter)
 # The one client session for every LLM call: proxy deployments' upstreams (routes/proxy/relay.py)
 # and flows' llm nodes (shared/flow/llm_http.py).
 LLM_SESSION = web.AppKey("llm_session", aiohttp.ClientSession)

@@ -214,6 +214,8 @@ async def test_the_gateway_exports_every_span_under_concurrent_load(
                                 await resp.read()
 
                     await asyncio.gather(*(client() for _ in range(clients)))
+                    async with session.get(f"http://{host}:{port}/metrics") as resp:
+                        scraped = await resp.text()
             finally:
                 await runner.cleanup()
         ended = _ids(memory.get_finished_spans())
@@ -223,3 +225,4 @@ async def test_the_gateway_exports_every_span_under_concurrent_load(
         await delete_topics(kafka, [topics.inference, topics.tokens, topics.feedback, topics.spans])
     exported = _exported(records)
     assert len(exported) == len(ended) and sorted(exported) == sorted(ended)  # every span, once
+    assert "promptpulse_gateway_spans_dropped_total 0.0" in scraped

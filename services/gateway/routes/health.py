@@ -12,7 +12,7 @@ from functools import partial
 
 from aiohttp import web
 
-from services.gateway.appkeys import DEPLOYMENTS, METRICS, PUBLISHER, SETTINGS
+from services.gateway.appkeys import DEPLOYMENTS, METRICS, PUBLISHER, SETTINGS, SPAN_EXPORTER
 from services.gateway.events.metrics import PREFIX
 from services.gateway.routes.errors import json_response
 from services.gateway.worker_metrics import every_worker
@@ -47,7 +47,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def collect_metrics(app: web.Application, out: Families) -> None:
-    """The gateway's series at scrape time: requests, deployments, the event publisher."""
+    """The gateway's series at scrape time: requests, deployments, the event publisher, span export."""
     deployments = app[DEPLOYMENTS]
     app[METRICS].collect(out)
     loaded = len(deployments.current.serving) if deployments.loaded else 0
@@ -62,6 +62,12 @@ def collect_metrics(app: web.Application, out: Families) -> None:
     reloads.add(deployments.reloads_ok, result="ok")
     reloads.add(deployments.reloads_failed, result="failed")
     app[PUBLISHER].collect_metrics(out)
+    # Written as 0 without an exporter too, so an alert rule sees the series exist.
+    spans = app.get(SPAN_EXPORTER)
+    out.counter("spans_dropped_total", "Spans never published to Kafka: the export queue was full, the broker "
+                "away, or the span larger than a message.").add(spans.dropped_spans if spans else 0)
+    out.counter("span_messages_lost_total", "Span messages sent to Kafka and not acknowledged.").add(
+        spans.lost_messages if spans else 0)
 
 
 def service_metrics(app: web.Application) -> ServiceMetrics:
