@@ -1,16 +1,18 @@
-"""LoopKafkaSpanExporter's shutdown: a drain stopped mid-publish loses no span (the broker path
-is tests/integration/test_gateway_span_export.py; here publishing is replaced, a pure unit)."""
+"""LoopKafkaSpanExporter's shutdown (a drain stopped mid-publish loses no span), its queue bound,
+a chunk that cannot be published, the producer's restart backoff (the broker path is
+tests/integration/test_gateway_span_export.py; here publishing or the producer is replaced, a pure unit)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext
 
 from shared.settings import ServiceSettings
-from shared.telemetry import LoopKafkaSpanExporter
+from shared.telemetry import LoopKafkaSpanExporter, loop_exporter
 
 
 def _spans(count: int) -> list[ReadableSpan]:
@@ -48,3 +50,55 @@ async def test_export_never_blocks_and_drops_past_the_bound() -> None:
     assert exporter.dropped_spans == 3
     exporter._publish = lambda spans: asyncio.sleep(0)  # type: ignore[method-assign,assignment,return-value]
     await exporter.aclose()
+
+
+async def test_a_chunk_that_cannot_be_published_is_counted_and_the_drain_goes_on() -> None:
+    exporter = LoopKafkaSpanExporter(ServiceSettings(), "spans", asyncio.get_running_loop(), client_id="t",
+                                     interval=0.01, chunk_spans=4)
+    published: list[str] = []
+    calls = 0
+
+    async def publish(spans: list[ReadableSpan]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ValueError("a span redaction cannot handle")
+        published.extend(s.name for s in spans)
+
+    exporter._publish = publish  # type: ignore[method-assign]
+    exporter.export(_spans(10))
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if len(published) == 6:
+            break
+    exporter.export(_spans(2))  # later spans: the drain still runs
+    await asyncio.sleep(0.1)
+    assert exporter.dropped_spans == 4  # the failed chunk, counted
+    assert len(published) == 8
+    await exporter.aclose()
+
+
+class _AbsentBroker:
+    starts = 0
+
+    async def start(self) -> None:
+        _AbsentBroker.starts += 1
+        raise ConnectionError("no broker")
+
+    async def stop(self) -> None:
+        pass
+
+
+async def test_the_producer_is_not_restarted_per_chunk_while_the_broker_is_away(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(loop_exporter, "make_producer", lambda *args, **kwargs: _AbsentBroker())
+    _AbsentBroker.starts = 0
+    exporter = LoopKafkaSpanExporter(ServiceSettings(), "spans", asyncio.get_running_loop(), client_id="t",
+                                     interval=0.01, chunk_spans=6)
+    exporter.export(_spans(600))
+    await asyncio.sleep(0.3)  # many drain intervals, well within the backoff
+    assert _AbsentBroker.starts == 1
+    assert exporter.dropped_spans == 6  # the chunk that met the failure; the rest wait
+    await exporter.aclose()  # still backing off: what waits is counted, not lost silently
+    assert exporter.dropped_spans == 600

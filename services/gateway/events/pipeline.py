@@ -24,10 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.gateway.events.delivery import DeliveryBatch, KafkaDelivery
-from services.gateway.events.log_throttle import LogThrottle
 from services.gateway.events.metrics import PublisherMetrics
 from services.gateway.events.settings import PublisherSection
 from services.gateway.events.spool import Spool, SpoolError, SpoolRecord
+from shared.log_throttle import LogThrottle
 from shared.retry import Backoff, pause
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
-"""Keeping a warning that repeats per event (the event pipeline's dropped token chunks, its failed
-sends) from flooding the log."""
+"""Keeping a warning that repeats per event (the gateway event pipeline's dropped token chunks, its failed
+sends, the span exporter's full queue) from flooding the log."""
 
 from __future__ import annotations
 
