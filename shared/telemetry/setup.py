@@ -21,8 +21,8 @@ What it configures:
   ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is set; the exporter reads its other
   ``OTEL_EXPORTER_OTLP_*`` variables itself.
 
-Both exporters sit behind :class:`RedactingSpanExporter`, so credential-looking values never
-leave the process in a span.
+Credential-looking values never leave the process in a span: the batch exporters sit behind
+:class:`RedactingSpanExporter`; the loop exporter redacts each chunk itself, in its slices.
 """
 
 from __future__ import annotations
