@@ -4,6 +4,8 @@ how a request's several evaluators run together (concurrently, stopped together)
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,43 @@ async def test_an_async_code_evaluator_that_hangs_times_out(tmp_path: Path, thre
 
     evaluator = _evaluator(tmp_path, check, threads, timeout=0.1)
     [outcome] = await asyncio.wait_for(evaluator.evaluate(_request()), 5)
+    assert isinstance(outcome, Failed)
+    assert outcome.error_type == EvaluationErrorType.EVALUATION_ERROR_TYPE_TIMEOUT
+
+
+@pytest.mark.parametrize(
+    ("takes", "limit"),
+    [(0.0, 0.005), (0.0, 0.015), (0.09, 0.1)],
+    ids=["returns-at-once-5ms", "returns-at-once-15ms", "90ms-of-100ms"],
+)
+async def test_a_code_function_that_returns_within_its_timeout_is_scored(
+    tmp_path: Path, threads: CodeThreads, takes: float, limit: float
+) -> None:
+    # Calls are handed to threads and back at a 20 ms tick: that wait is not the function's,
+    # so a timeout shorter than a tick, or one the tick's lag would overrun, is still met.
+    def check(answer: str) -> float:
+        if takes:
+            time.sleep(takes)
+        return 1.0
+
+    evaluator = _evaluator(tmp_path, check, threads, timeout=limit)
+    for _ in range(5):
+        outcomes = await asyncio.wait_for(evaluator.evaluate(_request()), 5)
+        assert outcomes == [Scored("check", 1.0, "", "")]
+
+
+async def test_a_code_function_that_hangs_times_out(tmp_path: Path, threads: CodeThreads) -> None:
+    release = threading.Event()
+
+    def check(answer: str) -> float:
+        release.wait(30)
+        return 1.0
+
+    evaluator = _evaluator(tmp_path, check, threads, timeout=0.05)
+    try:
+        [outcome] = await asyncio.wait_for(evaluator.evaluate(_request()), 5)
+    finally:
+        release.set()
     assert isinstance(outcome, Failed)
     assert outcome.error_type == EvaluationErrorType.EVALUATION_ERROR_TYPE_TIMEOUT
 

@@ -199,3 +199,35 @@ async def test_a_slow_batch_does_not_hold_the_loop(pool: CountingPool) -> None:
     going = asyncio.ensure_future(loop_goes_on())
     assert await asyncio.wait_for(threads.run(lambda: release.wait(5)), 10) is True
     await going
+
+
+async def test_a_result_finished_before_the_deadline_is_the_callers_even_before_the_tick(
+    pool: CountingPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The thread starts it at once (a batch of one) but no tick comes to hand the result back
+    # before the deadline: the caller takes it from the thread, not a timeout.
+    monkeypatch.setattr(code_threads, "BATCH_CALLS", 1, raising=False)
+    monkeypatch.setattr(code_threads, "LINGER_SECONDS", 10.0, raising=False)
+    monkeypatch.setattr(code_threads, "SLACK_SECONDS", 0.0, raising=False)
+    threads = CodeThreads(pool, 4)
+    assert await asyncio.wait_for(threads.call(lambda: 42, 0.1), 5) == 42
+
+
+async def test_a_call_that_ran_longer_than_its_timeout_times_out(pool: CountingPool) -> None:
+    # Finished within the slack the batching allows, but its own run was over the timeout.
+    threads = CodeThreads(pool, 4)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(threads.call(lambda: time.sleep(0.03), 0.01), 5)
+
+
+async def test_a_hung_call_times_out_and_the_calls_behind_it_still_return(pool: CountingPool) -> None:
+    threads = CodeThreads(pool, 4)
+    release = threading.Event()
+    hung = asyncio.ensure_future(threads.call(lambda: release.wait(30), 0.05))
+    behind = [asyncio.ensure_future(threads.call(lambda n=n: n, 5)) for n in range(5)]
+    try:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(hung, 5)
+        assert await asyncio.wait_for(asyncio.gather(*behind), 5) == list(range(5))
+    finally:
+        release.set()

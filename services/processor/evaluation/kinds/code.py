@@ -148,16 +148,8 @@ class CodeEvaluator:
                 async with asyncio.timeout(self.timeout):
                     result = await self._function(**kwargs)
             else:
-                call = functools.partial(self._function, **kwargs)
-                try:
-                    # asyncio.timeout rather than wait_for: the same for a plain future (cancelled
-                    # at the deadline, so a call not yet started never runs) without wait_for's
-                    # extra waiter future and callbacks per call.
-                    async with asyncio.timeout(self.timeout):
-                        result = await self._threads.run(call)
-                except TimeoutError:
-                    self._threads.unstick()
-                    raise
+                # Bounded there: the function's run by the timeout, its batched hand-overs apart.
+                result = await self._threads.call(functools.partial(self._function, **kwargs), self.timeout)
         except TimeoutError:
             return [Failed(self.name, TIMEOUT, f"the code evaluator did not return within {self.timeout:g}s")]
         except asyncio.CancelledError:
