@@ -221,9 +221,9 @@ class LoopKafkaSpanExporter(SpanExporter):
         slice per few loop iterations while spans arrive on every one; the queue reached its
         bound and dropped ~44% of the spans at 20 clients. Scaled by the backlog (one
         ``slice_seconds`` per ``_BACKLOG_STEP`` spans waiting), the drain's share of the loop
-        grows with the load until it matches the rate spans are made (the queue levelled off
-        near 3,000 spans at 100 concurrent clients, none dropped), while one client's few
-        spans keep the short slice its latency was tuned with.
+        grows with the load until it matches the rate spans are made (30 clients: the queue
+        peaked at 318 spans, none dropped; docs/gateway.md), while one client's few spans keep
+        the short slice its latency was tuned with.
         """
         return self._slice * max(1.0, len(self._queue) / _BACKLOG_STEP)
 
