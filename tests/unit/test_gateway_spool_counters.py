@@ -73,3 +73,39 @@ async def test_spooled_copies_of_events_the_producer_delivered_after_all_are_cou
     metrics.collect(scrape, {})
     samples = {sample.name: sample.value for family in scrape for sample in family.samples}
     assert samples["promptpulse_gateway_events_spool_skipped_total"] == 5
+
+
+class AckFailsOnce(Spool):
+    """A spool whose first ack fails (a disk error): the drainer retries the same batch."""
+
+    acks = 0
+
+    def ack(self, batch: object) -> None:
+        self.acks += 1
+        if self.acks == 1:
+            raise OSError("disk error")
+        super().ack(batch)  # type: ignore[arg-type]
+
+
+async def test_a_skipped_copy_whose_ack_failed_is_counted_once_when_retried(tmp_path: Path) -> None:
+    # The drainer's first ack of the skipped copies fails and it reads them again: they are still
+    # skipped (the producer delivered them), counted once, and none is sent from the spool.
+    section = PublisherSection(spool_dir=tmp_path / "spool", batch_linger_ms=0, retry_initial_seconds=0.01)
+    spool = AckFailsOnce(section.spool_dir, section.spool_max_bytes, section.spool_segment_bytes)
+    spool.open()
+    producer = HeldByTheProducer()
+    metrics = PublisherMetrics()
+    pipeline = EventPipeline(section, spool, producer, metrics)  # type: ignore[arg-type]
+    pipeline.start()
+    for n in range(5):
+        record = SpoolRecord("inference", f"req-{n}".encode(), f"event {n}".encode())
+        pipeline.enqueue(QueuedEvent(record, len(record.value), token_chunk=False))
+    async with asyncio.timeout(10):
+        await pipeline.wait(lambda: metrics.events_spooled == 5)
+        producer.released.set()
+        await pipeline.wait(pipeline.delivered)
+    await pipeline.close(1.0)
+
+    assert spool.acks == 2  # the retry happened
+    assert (metrics.events_sent_direct, metrics.events_spooled) == (5, 5)
+    assert (metrics.events_sent_from_spool, metrics.events_spool_skipped) == (0, 5)

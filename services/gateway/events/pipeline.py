@@ -270,14 +270,17 @@ class EventPipeline:
                     await self._spool_signal.wait()
                     continue
                 delivery = DeliveryBatch(batch.records)
+                skipped: Counter[bytes] = Counter()
                 for i, record in enumerate(batch.records):
-                    if delivered_anyway[record.value]:
-                        delivered_anyway[record.value] -= 1
+                    if delivered_anyway[record.value] > skipped[record.value]:
+                        skipped[record.value] += 1
                         delivery.acked[i] = True
-                        self.metrics.events_spool_skipped += 1
                 if not await self._drain_batch(delivery):
                     return  # stopping: the batch stays in the spool, unacked
                 await asyncio.to_thread(self.spool.ack, batch)
+                # Counted (and forgotten) only once acked: a failed ack reads the batch again.
+                delivered_anyway.subtract(skipped)
+                self.metrics.events_spool_skipped += skipped.total()
                 if batch.corrupt_records:
                     log.error("skipped damaged records in the event spool",
                               extra={"regions": batch.corrupt_records, "bytes": batch.corrupt_bytes})
