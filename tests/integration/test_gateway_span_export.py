@@ -16,7 +16,6 @@ from unittest.mock import patch
 
 import aiohttp
 import pytest
-import yaml
 from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import TracerProvider
@@ -26,7 +25,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from services.gateway import app as gateway_app
 from services.gateway.app import create_app, start_gateway
 from services.gateway.appkeys import TRACER_PROVIDER
-from shared.apikeys import new_api_key_record
 from shared.settings import ServiceSettings, TelemetrySettings
 from shared.telemetry import LoopKafkaSpanExporter, make_resource, setup_telemetry
 from shared.telemetry import setup as telemetry_setup
@@ -39,6 +37,7 @@ from tests.support.gateway_stack import (
     llmsim_server,
     read_topic,
     write_deployments,
+    write_proxy_deployment,
 )
 
 pytestmark = pytest.mark.integration
@@ -81,10 +80,7 @@ async def test_the_gateway_exports_every_span_from_its_loop_and_flushes_at_shutd
         async with llmsim_server() as sim, LlmTap(sim.url) as tap:
             folder = tmp_path / "deployments"
             write_deployments(folder, tap.url)
-            key, record = new_api_key_record("proxy-key")
-            (folder / "proxy.yaml").write_text(yaml.safe_dump({
-                "name": "proxy", "type": "proxy", "proxy": {"connection": "llmsim"},
-                "api_keys": [record.model_dump(mode="json", exclude_none=True)]}, sort_keys=False))
+            key = write_proxy_deployment(folder, "proxy")
             gateway = gateway_settings(folder, kafka, tmp_path / "spool").model_copy(
                 update={"telemetry": TelemetrySettings(spans_to_kafka=True)})
             app = create_app(gateway, handle_sighup=False)
@@ -190,10 +186,7 @@ async def test_the_gateway_exports_every_span_under_concurrent_load(
         async with llmsim_server() as sim:
             folder = tmp_path / "deployments"
             write_deployments(folder, sim.url)
-            key, record = new_api_key_record("proxy-key")
-            (folder / "proxy.yaml").write_text(yaml.safe_dump({
-                "name": "proxy", "type": "proxy", "proxy": {"connection": "llmsim"},
-                "api_keys": [record.model_dump(mode="json", exclude_none=True)]}, sort_keys=False))
+            key = write_proxy_deployment(folder, "proxy")
             gateway = gateway_settings(folder, kafka, tmp_path / "spool").model_copy(
                 update={"telemetry": TelemetrySettings(spans_to_kafka=True)})
             app = create_app(gateway, handle_sighup=False)

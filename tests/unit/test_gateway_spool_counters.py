@@ -47,11 +47,8 @@ class HeldByTheProducer:
         return True
 
 
-async def test_spooled_copies_of_events_the_producer_delivered_after_all_are_counted_as_skipped(
-    tmp_path: Path,
-) -> None:
-    section = PublisherSection(spool_dir=tmp_path / "spool", batch_linger_ms=0)
-    spool = Spool(section.spool_dir, section.spool_max_bytes, section.spool_segment_bytes)
+def five_events_held(section: PublisherSection, spool: Spool) -> tuple[HeldByTheProducer, PublisherMetrics, EventPipeline]:
+    """A started pipeline on ``spool`` with five events queued, their direct batch held by the producer."""
     spool.open()
     producer = HeldByTheProducer()
     metrics = PublisherMetrics()
@@ -60,6 +57,15 @@ async def test_spooled_copies_of_events_the_producer_delivered_after_all_are_cou
     for n in range(5):
         record = SpoolRecord("inference", f"req-{n}".encode(), f"event {n}".encode())
         pipeline.enqueue(QueuedEvent(record, len(record.value), token_chunk=False))
+    return producer, metrics, pipeline
+
+
+async def test_spooled_copies_of_events_the_producer_delivered_after_all_are_counted_as_skipped(
+    tmp_path: Path,
+) -> None:
+    section = PublisherSection(spool_dir=tmp_path / "spool", batch_linger_ms=0)
+    spool = Spool(section.spool_dir, section.spool_max_bytes, section.spool_segment_bytes)
+    producer, metrics, pipeline = five_events_held(section, spool)
     async with asyncio.timeout(10):
         await pipeline.wait(lambda: metrics.events_spooled == 5)  # timed out: spooled, still in flight
         producer.released.set()  # the broker is back: the producer delivers them
@@ -92,14 +98,7 @@ async def test_a_skipped_copy_whose_ack_failed_is_counted_once_when_retried(tmp_
     # skipped (the producer delivered them), counted once, and none is sent from the spool.
     section = PublisherSection(spool_dir=tmp_path / "spool", batch_linger_ms=0, retry_initial_seconds=0.01)
     spool = AckFailsOnce(section.spool_dir, section.spool_max_bytes, section.spool_segment_bytes)
-    spool.open()
-    producer = HeldByTheProducer()
-    metrics = PublisherMetrics()
-    pipeline = EventPipeline(section, spool, producer, metrics)  # type: ignore[arg-type]
-    pipeline.start()
-    for n in range(5):
-        record = SpoolRecord("inference", f"req-{n}".encode(), f"event {n}".encode())
-        pipeline.enqueue(QueuedEvent(record, len(record.value), token_chunk=False))
+    producer, metrics, pipeline = five_events_held(section, spool)
     async with asyncio.timeout(10):
         await pipeline.wait(lambda: metrics.events_spooled == 5)
         producer.released.set()
