@@ -274,12 +274,14 @@ CPU_METERS: dict[str, Callable[[int], float]] = {
 
 def wrk_cpu_per_request(pid: int, url: str, script: Path, clients: int, seconds: int,
                         label: str) -> dict[str, float]:
-    """One wrk run against the process ``pid``: CPU ms per request by each of CPU_METERS."""
+    """One wrk run against the process ``pid``: CPU ms per request by each of CPU_METERS, and
+    wrk's ``p50`` and ``p99`` latency (ms)."""
     before = {name: meter(pid) for name, meter in CPU_METERS.items()}
     found = run_wrk(url, script, clients, seconds)
     if found["errors"]:
         print(f"WARNING: {label}: {found['errors']:.0f} errors", file=sys.stderr)
-    return {name: 1000 * (meter(pid) - before[name]) / found["requests"] for name, meter in CPU_METERS.items()}
+    per_request = {name: 1000 * (meter(pid) - before[name]) / found["requests"] for name, meter in CPU_METERS.items()}
+    return {**per_request, "p50": found["p50"], "p99": found["p99"]}
 
 
 def paired_ratio(new: list[float], old: list[float]) -> str:

@@ -131,6 +131,13 @@ def measure(gateways: Gateways, modes: list[str], kinds: list[str], args: argpar
     print("of which the event loop's thread (the rest: span export, Kafka client threads):")
     for kind in kinds:
         print(f"| {kind} | " + " | ".join(f"{statistics.median(ms['main', m, kind]):.3f}" for m in modes) + " |")
+    # Wall-clock: noise on a shared machine, but the two gateways ran seconds apart in each round.
+    print("wrk's p50 latency (ms; at 1 client the gateway's critical path shows here), new/old paired:")
+    for kind in kinds:
+        cells = [f"{statistics.median(ms['p50', m, kind]):.3f}" for m in modes]
+        if "old" in modes:
+            cells.append(harness.paired_ratio(ms[("p50", "new", kind)], ms[("p50", "old", kind)]))
+        print(f"| {kind} | " + " | ".join(cells) + " |")
 
 
 def profile(gateways: Gateways, args: argparse.Namespace) -> None:

@@ -147,3 +147,52 @@ async def test_a_whole_answer_cancelled_mid_write_is_still_recorded_ok(
     for events in by_request.values():
         assert type(events[-1]).__name__ == "InferenceResponse"
         assert events[-1].status == InferenceStatus.INFERENCE_STATUS_OK
+
+
+@pytest.mark.timeout(120)
+async def test_a_proxied_calls_request_event_is_built_after_the_upstream_has_the_call(
+    settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The proxy builds and publishes its request event while the upstream answers, not before the
+    upstream is called (InferenceRecorder.publish_request_soon): by the time the event is built the
+    request's body is on the wire. The first call opens the connection (its event may be built
+    during the connect), so the two calls after it are the ones checked. Each call still has its
+    request event first, then its response."""
+    import aiohttp
+
+    bodies_written: list[int] = []  # one entry per upstream body aiohttp finished writing
+    written_when_built: list[int] = []
+    write_bytes = aiohttp.ClientRequest.write_bytes
+
+    async def counted_write_bytes(self: Any, *args: Any, **kwargs: Any) -> None:
+        await write_bytes(self, *args, **kwargs)
+        bodies_written.append(1)
+
+    original = InferenceRecorder.request_event
+
+    def request_event(self: InferenceRecorder, *args: Any, **kwargs: Any) -> Any:
+        written_when_built.append(len(bodies_written))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(aiohttp.ClientRequest, "write_bytes", counted_write_bytes)
+    monkeypatch.setattr(InferenceRecorder, "request_event", request_event)
+    kafka = kafka_for(settings.kafka.bootstrap_servers)
+    async with llmsim_server() as sim:
+        folder = tmp_path / "deployments"
+        write_deployments(folder, sim.url)
+        key = write_proxy_deployment(folder, "proxy")
+        async with running_gateway(folder, kafka, tmp_path / "spool") as gateway:
+            ids = []
+            for stream in (False, False, True):
+                path, body = proxy_call(stream)
+                request_id, data = await asyncio.to_thread(post, gateway.url + path, body, key)
+                ids.append(request_id)
+                assert whole("proxy", stream, data)
+            await gateway.publisher.wait_delivered()
+            records = await read_topic(kafka, gateway.topics.inference, 6)
+    assert written_when_built[1:] == [2, 3]  # the second call's body (of 2 so far) was written before its event was built
+    by_request = events_by_request(records)
+    assert set(by_request) == set(ids)
+    for request_id in ids:
+        assert [type(e).__name__ for e in by_request[request_id]] == ["InferenceRequest", "InferenceResponse"]
+        assert by_request[request_id][0].inputs.fields["question"].string_value == QUESTION
