@@ -7,7 +7,8 @@ their write) are promoted and counted towards full collections, each of which wa
 the process holds, imports included. Measured on the aggregator's decode (bench and
 docs/aggregator.md, "Performance"): about a tenth of its CPU per event; in the gateway, full
 collections of the ~120,000 objects start-up makes paused every request in flight for ~80 ms
-(docs/gateway.md, "Overhead"). Called by the aggregator and the gateway once started.
+(docs/gateway.md, "Overhead"). Called by the aggregator, the gateway and the processor once
+started.
 
 So, once a service has started: the objects alive then (modules, settings, compiled regexes)
 are moved out of the collector's sight with ``gc.freeze()``, and young collections run every

@@ -43,6 +43,7 @@ from services.processor.rejudge.agent import RejudgeAgent
 from services.processor.settings import ProcessorSettings
 from services.processor.stall import StallWatch, faust_diagnostics
 from services.processor.stats import ProcessorStats
+from shared import gctuning
 from shared.deployments import Connection, Deployment, load_connections, load_deployment_folder
 from shared.kafka import make_producer
 from shared.topics import Topics, ensure_topics
@@ -188,6 +189,9 @@ class ProcessorService:
             asyncio.create_task(self._every(1.0, self._expire), name="expire"),
             asyncio.create_task(self._every(self.stalls.interval, self.stalls.check), name="stall-check"),
         ]
+        # As the gateway and the aggregator do: faust allocates several objects per event, and
+        # with the default thresholds full collections walk everything start-up made.
+        gctuning.tune_for_throughput()
         self.state = "running"
         log.info("processor %s running; ops on %s:%s", self.settings.group_id(), self.section.host, self.ops.port)
 
