@@ -17,8 +17,9 @@ from shared.flow.errors import (
     NodeExecutionError,
 )
 from shared.flow.executor import FlowExecutor
-from shared.flow.loader import FLOW_FILE, flow_connections, load_flow
+from shared.flow.loader import flow_connections, load_flow
 from shared.flow.model import Flow, FlowInput, FlowOutput, Node
+from shared.flow.node_loader import FLOW_FILE
 from shared.flow.plan import select_variants
 from shared.flow.result import FlowResult, LlmCall, NodeRun
 from shared.flow.streaming import FlowStream

@@ -32,7 +32,8 @@ def load_flex_flow(path: Path, name: str | None = None, connections: Collection[
     ``connections`` is unused here: init values (which name connections) are the deployment's,
     resolved per variant by the executor (flex_init.py).
     """
-    from shared.flow.loader import _Yaml12Loader, missing_module_reason
+    from shared.flow.loader import _Yaml12Loader
+    from shared.flow.node_loader import missing_module_reason
 
     folder = path.parent if path.is_file() else path
     name = name or folder.resolve().name

@@ -1,49 +1,30 @@
 """Load and validate a flow folder written in prompt flow's ``flow.dag.yaml`` format.
 
 Every problem found is collected and raised together as one :class:`FlowError`, each naming the
-flow, the node and the field, so one start-up shows everything to fix.
+flow, the node and the field, so one start-up shows everything to fix. The nodes themselves
+(each node's source, template, tool, connection) are read by node_loader.py.
 """
 
 from __future__ import annotations
 
 import re
 import weakref
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import yaml
-from jinja2 import TemplateSyntaxError
 
-from shared.flow import llm_params, package_tools
 from shared.flow.errors import FlowError, FlowProblem
 from shared.flow.graph import find_cycle
 from shared.flow.includes import FIELD as INCLUDES_FIELD
 from shared.flow.includes import build_snapshot, include_sources, keep_while, remove_snapshot
 from shared.flow.inputs import convert_default
-from shared.flow.model import (
-    MISSING,
-    NODE_TYPES,
-    VALUE_TYPES,
-    Activate,
-    Flow,
-    FlowInput,
-    FlowOutput,
-    LlmSettings,
-    Node,
-    NodeVariants,
-)
+from shared.flow.model import MISSING, VALUE_TYPES, Flow, FlowInput, FlowOutput
 from shared.flow.modules import FlowModules
-from shared.flow.python_inputs import typed_inputs
-from shared.flow.python_node import MissingModuleError, ToolLoadError, flow_modules, load_tool
+from shared.flow.node_loader import FLOW_FILE, NodeLoader
+from shared.flow.python_node import flow_modules
 from shared.flow.references import Reference, ReferenceSyntaxError, parse_value
-from shared.flow.requirements import DEFAULT_REQUIREMENTS, INSTALL_COMMAND, requirements_file
-from shared.flow.template import compile_template
-
-FLOW_FILE = "flow.dag.yaml"
-PACKAGE_TOOL = "\0package_tool"  # set on the llm spec a package tool becomes; no YAML key can be it
-# Names end up inside ${node.output} references, which split at dots and brackets.
-_NAME = re.compile(r"^[^\s.${}\[\]'\"]+$")
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -60,20 +41,6 @@ _Yaml12Loader.yaml_implicit_resolvers = {
 _Yaml12Loader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
-
-
-def missing_module_reason(exc: MissingModuleError, folder: Path) -> str:
-    """Why a Python node's module did not import, and how to fix it: the requirements file that
-    should list it (requirements.py: the one flow.dag.yaml names, else requirements.txt) and the
-    command that installs it."""
-    if exc.module.partition(".")[0] == "promptflow":
-        # `flows install` never installs prompt flow's packages: installing would not help.
-        return (f"module {exc.module!r} is not one PromptPulse's stand-in for prompt flow provides "
-                "(docs/flows.md lists what it provides)")
-    requirements = requirements_file(folder) or folder / DEFAULT_REQUIREMENTS
-    listed = "" if requirements.is_file() else " (that file does not exist yet)"
-    return (f"module {exc.module!r} is not installed: list its package in {requirements}{listed} "
-            f"and run `{INSTALL_COMMAND}`")
 
 
 def load_flow(path: Path | str, *, name: str | None = None, connections: Collection[str] | None = None) -> Flow:
@@ -94,7 +61,9 @@ def load_flow(path: Path | str, *, name: str | None = None, connections: Collect
     return _FlowLoader(folder, name or folder.resolve().name, connections).load()
 
 
-class _FlowLoader:
+class _FlowLoader(NodeLoader):
+    """One load of a flow folder: the file as a whole here, its nodes in NodeLoader (node_loader.py)."""
+
     def __init__(self, folder: Path, name: str, connections: Collection[str] | None) -> None:
         self.folder = folder
         self.root = folder  # where node files are read: the folder, or its snapshot with the includes
@@ -240,216 +209,6 @@ class _FlowLoader:
             return None
         return parsed
 
-    # ---- nodes
-
-    def _nodes(self, raw: Any) -> tuple[tuple[str, ...], dict[str, Node], list[str]]:
-        order: list[str] = []
-        nodes: dict[str, Node] = {}
-        wants_variants: list[str] = []
-        if not isinstance(raw, list) or not raw:
-            self.problem(None, "nodes", "must be a non-empty list of nodes")
-            return (), nodes, wants_variants
-        for index, spec in enumerate(raw):
-            if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"]:
-                self.problem(None, f"nodes[{index}].name", "every node needs a name")
-                continue
-            name = spec["name"]
-            if not _NAME.match(name):
-                self.problem(name, "name", "may not contain spaces, dots, brackets, quotes or ${}")
-                continue
-            if name in order:
-                self.problem(name, "name", "another node has the same name")
-                continue
-            order.append(name)
-            if spec.get("use_variants"):
-                wants_variants.append(name)
-                continue
-            node = self._node(spec, name, None, "")
-            if node is not None:
-                nodes[name] = node
-        return tuple(order), nodes, wants_variants
-
-    def _node_variants(self, raw: Any, wants: list[str]) -> dict[str, NodeVariants]:
-        groups: dict[str, NodeVariants] = {}
-        mapping = self._mapping(raw, None, "node_variants") or {}
-        for name in wants:
-            if name not in mapping:
-                self.problem(name, "use_variants", "the node uses variants but node_variants has no entry for it")
-        for name, spec in mapping.items():
-            where = f"node_variants.{name}"
-            if name not in wants:
-                self.problem(name, where, "no node of this name sets use_variants: true")
-                continue
-            if not isinstance(spec, dict) or not isinstance(spec.get("variants"), dict) or not spec["variants"]:
-                self.problem(name, f"{where}.variants", "must map variant ids to {node: ...}")
-                continue
-            default = spec.get("default_variant_id")
-            if default not in spec["variants"]:
-                self.problem(name, f"{where}.default_variant_id",
-                             f"{default!r} is not one of the variants ({', '.join(map(str, spec['variants']))})")
-            variants: dict[str, Node] = {}
-            for variant_id, variant in spec["variants"].items():
-                vwhere = f"variants.{variant_id}"
-                if not isinstance(variant, dict) or not isinstance(variant.get("node"), dict):
-                    self.problem(name, f"{vwhere}.node", "must be a mapping with the variant's node definition")
-                    continue
-                node = self._node(variant["node"], name, str(variant_id), f"{vwhere}.")
-                if node is not None:
-                    variants[str(variant_id)] = node
-            if default in variants:
-                groups[name] = NodeVariants(default_variant_id=str(default), variants=variants)
-        return groups
-
-    def _node(self, spec: dict[str, Any], name: str, variant_id: str | None, prefix: str) -> Node | None:
-        if package_tools.is_package_source(spec):
-            return self._package_node(spec, name, variant_id, prefix)
-        before = len(self.problems)
-        kind = spec.get("type")
-        if kind not in NODE_TYPES:
-            self.problem(name, f"{prefix}type", f"{kind!r} is not a supported node type ({', '.join(NODE_TYPES)})")
-            return None
-        if spec.get("skip"):
-            self.problem(name, f"{prefix}skip", "the deprecated skip config is not supported; use activate")
-        aggregation = spec.get("aggregation", False)
-        if not isinstance(aggregation, bool):
-            self.problem(name, f"{prefix}aggregation", f"must be true or false, not {aggregation!r}")
-        source = self._source(spec.get("source"), name, prefix, ".py" if kind == "python" else None)
-        raw_inputs = self._mapping(spec.get("inputs"), name, f"{prefix}inputs")
-        inputs: dict[str, Any] = {}
-        for key, value in (raw_inputs or {}).items():
-            try:
-                inputs[str(key)] = parse_value(value)
-            except ReferenceSyntaxError as exc:
-                self.problem(name, f"{prefix}inputs.{key}", str(exc))
-        activate = self._activate(spec.get("activate"), name, prefix)
-        if source is None or len(self.problems) > before:
-            return None
-        common = {"name": name, "type": kind, "source": source, "activate": activate, "variant_id": variant_id,
-                  "aggregation": aggregation}
-        if kind == "python":
-            return self._python_node(common, inputs, prefix)
-        embedding = spec.get("api") == "embedding" and PACKAGE_TOOL in spec
-        template = None if embedding else self._template(source, name, prefix)
-        if template is None and not embedding:
-            return None
-        if kind == "prompt":
-            return Node(inputs=inputs, template=template, **common)
-        return self._llm_node(common, spec, inputs, template, prefix)
-
-    def _package_node(self, spec: dict[str, Any], name: str, variant_id: str | None, prefix: str) -> Node | None:
-        """A promptflow-tools tool that calls a model (package_tools.py), as an llm node."""
-        source = spec["source"]
-        api = package_tools.tool_api(source.get("tool"))
-        if api is None:
-            self.problem(name, f"{prefix}source.tool", package_tools.unsupported_reason(source.get("tool")))
-            return None
-        raw_inputs = dict(self._mapping(spec.get("inputs"), name, f"{prefix}inputs") or {})
-        connection = spec.get("connection") or raw_inputs.pop("connection", None)
-        raw_inputs.pop("connection", None)
-        as_llm = {**spec, "type": "llm", "api": api, "connection": connection, "inputs": raw_inputs,
-                  PACKAGE_TOOL: source.get("tool")}
-        if api == "embedding":  # no template (the node's ``input`` is embedded): the flow file stands in
-            as_llm["source"] = {"type": "code", "path": FLOW_FILE}
-        else:
-            as_llm["source"] = {"type": "code", "path": source.get("path")}
-        return self._node(as_llm, name, variant_id, prefix)
-
-    def _source(self, raw: Any, name: str, prefix: str, suffix: str | None) -> Path | None:
-        if not isinstance(raw, dict) or raw.get("type") != "code" or not isinstance(raw.get("path"), str):
-            kind = raw.get("type") if isinstance(raw, dict) else None
-            reason = (f"source type {kind!r} (a built-in tool package) is not supported; use type: code"
-                      if kind else "must be {type: code, path: <file in the flow folder>}")
-            self.problem(name, f"{prefix}source", reason)
-            return None
-        path = self.root / raw["path"]
-        if not path.is_file():
-            where = f"{self.folder} nor in its {INCLUDES_FIELD}" if self.root != self.folder else str(self.folder)
-            self.problem(name, f"{prefix}source.path", f"{raw['path']!r} does not exist in {where}")
-            return None
-        if suffix is not None and path.suffix != suffix:
-            self.problem(name, f"{prefix}source.path", f"{raw['path']!r} is not a {suffix} file")
-            return None
-        return path
-
-    def _activate(self, raw: Any, name: str, prefix: str) -> Activate | None:
-        if raw is None:
-            return None
-        where = f"{prefix}activate"
-        if not isinstance(raw, dict) or "when" not in raw or "is" not in raw:
-            self.problem(name, where, "must be {when: ${...}, is: <value>}")
-            return None
-        when = self._reference(raw["when"], name, f"{where}.when")
-        return Activate(when=when, is_value=raw["is"]) if when is not None else None
-
-    def _template(self, source: Path, name: str, prefix: str) -> Any:
-        try:
-            return compile_template(source.read_text(encoding="utf-8"))
-        except TemplateSyntaxError as exc:
-            self.problem(name, f"{prefix}source.path", f"template error on line {exc.lineno}: {exc.message}")
-        except (OSError, UnicodeDecodeError) as exc:
-            self.problem(name, f"{prefix}source.path", f"cannot be read: {exc}")
-        return None
-
-    def _python_node(self, common: dict[str, Any], inputs: dict[str, Any], prefix: str) -> Node | None:
-        name = common["name"]
-        try:
-            tool = load_tool(common["source"], self.modules)
-        except MissingModuleError as exc:
-            self.problem(name, f"{prefix}source.path", missing_module_reason(exc, self.folder))
-            return None
-        except ToolLoadError as exc:
-            self.problem(name, f"{prefix}source.path", str(exc))
-            return None
-        function = getattr(tool.function, "__name__", "the tool")
-        connections, problems = typed_inputs(tool, inputs, self.connections, self._connection_type)
-        for key, reason in problems:
-            self.problem(name, f"{prefix}inputs.{key}", reason)
-        if not tool.accepts_any:
-            for key in inputs:
-                if key not in tool.parameters:
-                    self.problem(name, f"{prefix}inputs.{key}", f"{function}() has no parameter {key!r}")
-        missing = [p for p, has_default in tool.parameters.items() if not has_default and p not in inputs]
-        if missing:
-            self.problem(name, f"{prefix}inputs", f"{function}() needs {', '.join(map(repr, missing))}")
-        return Node(inputs=inputs, tool=tool, connections=connections, **common)
-
-    def _connection_type(self, connection: str) -> str | None:
-        """The connections.yaml type of a connection, when the loader was given the connections."""
-        if isinstance(self.connections, Mapping):
-            return getattr(self.connections.get(connection), "type", None)
-        return None
-
-    def _llm_node(
-        self, common: dict[str, Any], spec: dict[str, Any], inputs: dict[str, Any], template: Any, prefix: str
-    ) -> Node | None:
-        name = common["name"]
-        api = spec.get("api")
-        # "embedding" only comes from the embedding package tool (_package_node), never from YAML.
-        if api not in ("chat", "completion") and not (api == "embedding" and PACKAGE_TOOL in spec):
-            reason = "is required: chat or completion" if api is None else f"{api!r} is not supported (chat, completion)"
-            self.problem(name, f"{prefix}api", reason)
-        connection = spec.get("connection")
-        if not isinstance(connection, str) or not connection.strip():
-            self.problem(name, f"{prefix}connection", "an llm node needs a connection name")
-        elif self.connections is not None and connection not in self.connections:
-            known = ", ".join(sorted(self.connections)) or "none"
-            self.problem(name, f"{prefix}connection", f"{connection!r} is not a known connection (known: {known})")
-        elif self._connection_type(connection) == "custom":
-            self.problem(name, f"{prefix}connection", f"{connection!r} is a custom connection, not an LLM endpoint")
-        raw_params, variables = llm_params.split_inputs(inputs)
-        params, bad = llm_params.convert_literals(raw_params, api if api == "completion" else "chat")
-        for key, reason in bad.items():
-            self.problem(name, f"{prefix}inputs.{key}", reason)
-        model = params.pop("model", None)
-        deployment = params.pop("deployment_name", None)
-        if model is None and deployment is None:
-            self.problem(name, f"{prefix}inputs", "an llm node needs inputs.model or inputs.deployment_name")
-        if bad or api not in ("chat", "completion", "embedding") or not isinstance(connection, str):
-            return None
-        settings = LlmSettings(model=model, deployment_name=deployment, params=params, connection=connection.strip(),
-                               api=api)
-        return Node(inputs=variables, template=template, llm=settings, **common)
-
     # ---- whole-flow checks
 
     def _check_references(self, flow: Flow) -> None:
@@ -502,4 +261,3 @@ def flow_connections(flow: Flow) -> set[str]:
         for node in flow.all_nodes(name)
         if node.llm is not None
     }
-
