@@ -112,7 +112,7 @@ async def test_a_refused_record_after_a_failed_attempt_does_not_leave_consumptio
     dsn = agg.database_url.get_secret_value()
     factory = EventFactory(seed=43)
     now = datetime.now(UTC)
-    original, armed, victims = decode_module._feedback, [], []
+    original, armed, victims = decode_module.feedback_row, [], []
 
     def corrupting(event, common):
         row = original(event, common)
@@ -122,7 +122,7 @@ async def test_a_refused_record_after_a_failed_attempt_does_not_leave_consumptio
             return row._replace(rating=2**40)  # does not fit an integer: Postgres refuses it
         return row
 
-    monkeypatch.setattr(decode_module, "_feedback", corrupting)
+    monkeypatch.setattr(decode_module, "feedback_row", corrupting)
     await produce(agg, [m for i in range(10) for m in factory.request(now - timedelta(seconds=i), feedback=True)])
     async with running_aggregator(agg) as app:
         ingestor = ingestor_of(app)

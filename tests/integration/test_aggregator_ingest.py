@@ -145,7 +145,7 @@ async def test_a_record_postgres_refuses_is_isolated_and_dead_lettered(agg, monk
     messages = [m for i in range(30) for m in factory.request(now - timedelta(seconds=i), feedback=True)]
     await produce(settings, messages)
     poisoned_comment = "poison-me"
-    original = decode_module._feedback
+    original = decode_module.feedback_row
     victims: list[str] = []
 
     def corrupting(event, common):
@@ -156,7 +156,7 @@ async def test_a_record_postgres_refuses_is_isolated_and_dead_lettered(agg, monk
             return row._replace(rating=2**40, comment=poisoned_comment)  # does not fit an integer
         return row
 
-    monkeypatch.setattr(decode_module, "_feedback", corrupting)
+    monkeypatch.setattr(decode_module, "feedback_row", corrupting)
     async with running_aggregator(settings):
         await wait_caught_up(settings)
 

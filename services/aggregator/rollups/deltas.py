@@ -123,7 +123,7 @@ def _evaluation(acc: _Accumulator, row: EvaluationRow) -> None:
     outcome = row.outcome
     if outcome == "scored":
         score = row.score
-        assert score is not None  # decode.py gives every scored row its score
+        assert score is not None  # event_rows.py gives every scored row its score
         value = row.value if row.value is not None else float(score)  # no value: the score is it
         own[_E_SCORED] += 1
         own[_E_SUM] += value
@@ -146,7 +146,7 @@ def _evaluation(acc: _Accumulator, row: EvaluationRow) -> None:
         judge = acc.values(t.JUDGE_TOKENS, (*key, row.judge_model))
         calls, prompt, completion, latency = _JUDGE_SUMS
         judge[calls] += 1
-        # decode.py sets these with judge_model (None only without a judge call)
+        # event_rows.py sets these with judge_model (None only without a judge call)
         judge[prompt] += row.judge_prompt_tokens or 0
         judge[completion] += row.judge_completion_tokens or 0
         judge[latency] += row.judge_latency_ms or 0.0
