@@ -42,6 +42,7 @@ from shared.deployments.errors import (
     DeploymentConfigError,
     Problem,
 )
+from shared.deployments.evaluation import ColumnMapping, Evaluation, Judge
 from shared.deployments.evaluators import EvaluatorConfig, PassRule, Scale
 from shared.deployments.folder import (
     BrokenDeployment,
@@ -58,14 +59,7 @@ from shared.deployments.loader import (
     save_api_keys_file,
 )
 from shared.deployments.monitors import Monitor, Notification, format_duration, parse_duration
-from shared.deployments.schema import (
-    ColumnMapping,
-    Deployment,
-    Evaluation,
-    Judge,
-    Redaction,
-    Variant,
-)
+from shared.deployments.schema import Deployment, Redaction, Variant
 
 __all__ = [
     "CONNECTIONS_FILE",

@@ -1,4 +1,4 @@
-"""The vocabulary and base model of the deployment schema (shared/deployments/schema.py).
+"""The vocabulary and base model of the deployment schema (shared/deployments/schema.py, evaluation.py, proxy.py).
 
 Every schema model derives from :class:`ConfigModel`: unknown keys are errors, and rules that
 tie fields together live in ``problems()``, which returns (location, message) pairs so the

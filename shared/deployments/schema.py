@@ -1,40 +1,46 @@
 """The deployment schema: one YAML file per deployment, read by every service.
 
-The gateway reads the flow, variants, keys and redaction; the processor the ``evaluation``
-section and the column mapping; the aggregator the initial ``monitors`` (monitors.py). Field-local
+The gateway reads the flow, variants, keys and redaction (and a proxy's ``proxy`` section,
+proxy.py); the processor the ``evaluation`` section and the column mapping (evaluation.py); the
+aggregator the initial ``monitors`` (monitors.py). Field-local
 rules are pydantic constraints; rules that tie fields together live in each model's
 ``problems()`` (see base.py). docs/deployments.md describes every field.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, PrivateAttr, ValidationInfo, field_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator
 
 from shared.apikeys import ApiKeyRecord
 from shared.deployments.base import (
     BASE_DIR,
     COLUMNS,
-    CONNECTION_NAME_PATTERN,
     DEFAULT_VARIANT_ID,
     FIELD_NAME_PATTERN,
     METRIC_COLUMNS,
     NAME_PATTERN,
     VARIANT_ID_PATTERN,
-    Column,
     ConfigModel,
-    Count,
-    Metric,
     Number,
 )
 from shared.deployments.destinations import Destination
 from shared.deployments.errors import Loc
+
+# "X as X": the names the gateway and the processor import from here, defined since in
+# evaluation.py and proxy.py, stay importable from here.
+from shared.deployments.evaluation import ColumnMapping
+from shared.deployments.evaluation import Evaluation as Evaluation
+from shared.deployments.evaluation import Fields as Fields
 from shared.deployments.evaluators import EvaluatorConfig
 from shared.deployments.monitors import Monitor
+from shared.deployments.proxy import NO_CONTEXT as NO_CONTEXT
+from shared.deployments.proxy import PROXY_COLUMNS
+from shared.deployments.proxy import SYSTEM_MESSAGE as SYSTEM_MESSAGE
+from shared.deployments.proxy import Proxy as Proxy
 
 
 def _relative_to(value: Path | None, info: ValidationInfo) -> Path | None:
@@ -97,54 +103,6 @@ class Variant(ConfigModel):
         return {node: self.id for node, ids in node_variants.items() if self.id in set(ids)}
 
 
-def _column_reference(value: Any) -> Any:
-    # Accept prompt flow's reference syntax too: ${inputs.question} means inputs.question.
-    if isinstance(value, str) and value.startswith("${") and value.endswith("}"):
-        return value[2:-1].strip()
-    return value
-
-
-ColumnReference = Annotated[
-    str,
-    BeforeValidator(_column_reference),
-    Field(pattern=r"^(inputs|outputs)\.[A-Za-z_][A-Za-z0-9_]*$"),
-]
-
-
-class Fields(Protocol):
-    """A request's inputs or outputs, read by name: a dict, or a view that converts only the
-    fields asked for (the processor's StructFields)."""
-
-    def get(self, name: str, /) -> Any: ...
-
-
-class ColumnMapping(ConfigModel):
-    """Which flow input or output plays each role the judges know."""
-
-    question: ColumnReference | None = None
-    answer: ColumnReference | None = None
-    context: ColumnReference | None = None
-    ground_truth: ColumnReference | None = None
-
-    def source(self, column: Column) -> tuple[Literal["inputs", "outputs"], str] | None:
-        """``("inputs", "question")`` for a mapped column, None for an unmapped one."""
-        if column not in COLUMNS:
-            raise ValueError(f"{column!r} is not one of {', '.join(COLUMNS)}")
-        reference = getattr(self, column)
-        if reference is None:
-            return None
-        side, _, name = reference.partition(".")
-        return ("inputs" if side == "inputs" else "outputs"), name
-
-    def value(self, column: Column, inputs: Fields, outputs: Fields) -> Any:
-        """The column's value in one request, or None when unmapped or absent."""
-        where = self.source(column)
-        if where is None:
-            return None
-        side, name = where
-        return (inputs if side == "inputs" else outputs).get(name)
-
-
 FieldName = Annotated[str, Field(pattern=FIELD_NAME_PATTERN)]
 
 
@@ -153,99 +111,6 @@ class Redaction(ConfigModel):
 
     inputs: list[FieldName] = Field(default_factory=list)
     outputs: list[FieldName] = Field(default_factory=list)
-
-
-class Judge(ConfigModel):
-    """The LLM that scores sampled requests."""
-
-    connection: str = Field(pattern=CONNECTION_NAME_PATTERN)
-    model: str = Field(min_length=1, max_length=200)
-    token_budget_per_hour: Count | None = Field(1_000_000, ge=1)
-    combined_call: bool = False
-
-
-class Evaluation(ConfigModel):
-    """What the processor judges for this deployment: built-in metrics (``metrics``, the short
-    form of ``evaluators`` entries of kind builtin) and the deployment's own evaluators."""
-
-    metrics: list[Metric] = Field(default_factory=list)
-    evaluators: list[EvaluatorConfig] = Field(default_factory=list)
-    sampling_rate: Number = Field(0.10, ge=0, le=1)
-    judge: Judge
-
-    _builtins: list[EvaluatorConfig] = PrivateAttr(default_factory=list)
-
-    def _complete(self) -> None:
-        self._builtins = [EvaluatorConfig(name=metric, kind="builtin") for metric in self.metrics]
-        if self.judge.combined_call:
-            for evaluator in self.all_evaluators():
-                evaluator.set_combined()
-
-    def all_evaluators(self) -> list[EvaluatorConfig]:
-        """Every evaluator: the ``metrics`` short forms first, then ``evaluators`` in order."""
-        return [*self._builtins, *self.evaluators]
-
-    def evaluator(self, name: str) -> EvaluatorConfig | None:
-        return next((e for e in self.all_evaluators() if e.name == name), None)
-
-    def metric_names(self) -> list[str]:
-        """Every metric judged: each evaluator's name, or ``<evaluator>.<output>`` of a flow."""
-        return [metric for evaluator in self.all_evaluators() for metric in evaluator.metrics()]
-
-    def evaluator_of(self, metric: str) -> EvaluatorConfig | None:
-        """The evaluator that emits ``metric``."""
-        return next((e for e in self.all_evaluators() if metric in e.metrics()), None)
-
-    def problems(self) -> list[tuple[Loc, str]]:
-        found: list[tuple[Loc, str]] = []
-        if not self.metrics and not self.evaluators:
-            found.append((("metrics",), "needs at least 1 item(s) here or in evaluators"))
-        seen: set[str] = set()
-        for index, metric in enumerate(self.metrics):
-            if metric in seen:
-                found.append((("metrics", index), f"{metric} is listed twice"))
-            seen.add(metric)
-        for index, evaluator in enumerate(self.evaluators):
-            if evaluator.name in seen:
-                found.append((("evaluators", index, "name"), f"{evaluator.name} is listed twice"))
-            seen.add(evaluator.name)
-        return found
-
-
-PROXY_COLUMNS = ColumnMapping(question="inputs.question", answer="outputs.answer", context="inputs.context")
-SYSTEM_MESSAGE = "system_message"
-NO_CONTEXT = "none"
-BODY_FIELD_PATTERN = r"^body(\.[A-Za-z_][A-Za-z0-9_-]{0,127}){1,8}$"
-
-
-class Proxy(ConfigModel):
-    """A ``type: proxy`` deployment: OpenAI-compatible calls passed through to one connection."""
-
-    connection: str = Field(pattern=CONNECTION_NAME_PATTERN)
-    context: str = Field(
-        SYSTEM_MESSAGE,
-        description="Where the judged context comes from: system_message (chat's system/developer "
-        "messages, the Responses API's instructions), none, or body.<field>[.<field>...] (a field "
-        "of the request body, e.g. body.metadata.context).",
-    )
-    max_body_bytes: Count = Field(20 * 1024 * 1024, ge=1024, le=200 * 1024 * 1024)
-    recorded_text_max_chars: Count = Field(16_384, ge=64, le=1_000_000)
-    stream_usage: bool = Field(
-        True,
-        description="Ask the upstream for usage on streamed chat and completion calls "
-        "(stream_options.include_usage) when the client did not; the client never sees that chunk.",
-    )
-
-    @field_validator("context")
-    @classmethod
-    def _context_source(cls, value: str) -> str:
-        if value in (SYSTEM_MESSAGE, NO_CONTEXT) or re.match(BODY_FIELD_PATTERN, value):
-            return value
-        raise ValueError(f"{value!r} is not system_message, none or body.<field>[.<field>...]")
-
-    def context_path(self) -> tuple[str, ...] | None:
-        """The body field path of ``context: body.a.b`` (("a", "b")), None for the other choices."""
-        return tuple(self.context.split(".")[1:]) if self.context.startswith("body.") else None
 
 
 class Deployment(ConfigModel):
