@@ -6,11 +6,12 @@
   work overlapping Postgres work: the decode yields to the event loop every 50 records, so
   the write's next statement goes out as soon as Postgres answers the last one).
   Batches are written strictly one after another, in order.
-- Positions come from Postgres, not Kafka: on assignment every partition is paused until its
-  stored offset is read and sought to (the beginning when none is stored). Kafka commits are
-  best effort, only so that lag tools see progress. That includes the first assignment, which
-  aiokafka makes inside ``consumer.start()`` (it waits for it): the listener then works on the
-  consumer being started, or the partitions would start from Kafka's committed offsets.
+- Positions come from Postgres, not Kafka (positioning.py): on assignment every partition is
+  paused until its stored offset is read and sought to (the beginning when none is stored).
+  Kafka commits are best effort, only so that lag tools see progress. That includes the first
+  assignment, which aiokafka makes inside ``consumer.start()`` (it waits for it): the listener
+  then works on the consumer being started, or the partitions would start from Kafka's
+  committed offsets.
 - Postgres away: the batch being written is retried (store.py) and every partition is paused,
   so at most two batches are held (the one being written and the next one) plus aiokafka's
   bounded fetch buffers; the loop keeps polling so the group does not evict this member. When
@@ -39,10 +40,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import IllegalStateError, KafkaError
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from services.aggregator.ingest.decode import RecordDecoder, SamplingPolicy
+from services.aggregator.ingest.positioning import PartitionPositioning, Rebalance
 from services.aggregator.ingest.stall import IntakeHold, intake_watched
 from services.aggregator.ingest.store import BatchStore, IngestStats
 from services.aggregator.retention import PartitionCache
@@ -58,19 +60,9 @@ _IDLE_POLL_MS = 500  # how often an idle loop wakes up to notice stop()
 _PAUSED_POLL_MS = 100
 
 
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, ingestor: Ingestor) -> None:
-        self._ingestor = ingestor
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._ingestor.partitions_revoked(set(revoked))
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._ingestor.partitions_assigned(set(assigned))
-
-
-class Ingestor:
-    """Owns one consumer; ``run()`` until ``stop()``."""
+class Ingestor(PartitionPositioning):
+    """Owns one consumer; ``run()`` until ``stop()``. Positioning and pausing its partitions:
+    PartitionPositioning (positioning.py)."""
 
     def __init__(
         self,
@@ -211,7 +203,7 @@ class Ingestor:
                 client_id="promptpulse-aggregator",
                 max_poll_records=self._section.batch_max_records,
             )
-            consumer.subscribe(topics=list(self.topics), listener=_Rebalance(self))
+            consumer.subscribe(topics=list(self.topics), listener=Rebalance(self))
             self._starting = consumer
             try:
                 await consumer.start()
@@ -254,133 +246,6 @@ class Ingestor:
             log.info("consumption %s", "paused until Postgres is back" if outage else "resumed")
         self._outage = outage
         self._sync_pause()
-
-    # -- rebalance ---------------------------------------------------------------------------
-
-    async def partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        # Let the batch in flight commit first: not needed for correctness (a new owner's
-        # copy of the same rows is deduplicated), only to spare it re-reading them.
-        try:
-            await asyncio.wait_for(self._store.in_flight.acquire(), self._section.revoke_wait_seconds)
-            self._store.in_flight.release()
-        except TimeoutError:
-            log.warning("partitions revoked while a batch is still uncommitted")
-        self._unpositioned -= revoked
-        for tp in revoked:
-            self._intake.pop(tp, None)
-
-    @property
-    def _member(self) -> AIOKafkaConsumer | None:
-        """The consumer the rebalance listener works on: the running one, or the one being
-        started (aiokafka's ``start()`` waits for the first assignment, so that assignment's
-        partitions must be positioned from Postgres right there, like every later one)."""
-        return self._consumer or self._starting
-
-    async def partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        if self._member is None:
-            return
-        self._assignments += 1
-        self._unpositioned |= assigned
-        for tp in assigned:
-            self._intake.pop(tp, None)  # taken in anew from where positioning puts it
-        self._sync_pause()
-        await self._position()
-
-    async def _position(self) -> None:
-        """Seek unpositioned partitions to their stored offsets; leaves them paused when
-        Postgres cannot be read (the loop tries again)."""
-        with self._waiting_on_purpose():  # the loop takes nothing in meanwhile: held
-            async with self._positioning:
-                consumer = self._member
-                if consumer is None:
-                    return
-                self._unpositioned &= consumer.assignment()
-                wanted = sorted(self._unpositioned)
-                if not wanted:
-                    self._sync_pause()
-                    return
-                generation = self._assignments
-                try:
-                    positioned = await self._seek_stored(consumer, wanted, generation)
-                finally:
-                    self._sync_pause()
-                if positioned:
-                    log.info("positioned %d partitions from stored offsets", positioned)
-
-    async def _seek_stored(self, consumer: AIOKafkaConsumer, wanted: list[TopicPartition], generation: int) -> int:
-        """How many of ``wanted`` were positioned; the others stay in ``_unpositioned``."""
-        try:
-            async with self._pool.acquire(timeout=5) as conn:
-                rows = await conn.fetch(
-                    "SELECT topic, kafka_partition, next_offset FROM consumer_offsets "
-                    "WHERE consumer_group = $1",
-                    self._group,
-                )
-        except Exception as exc:
-            self._store.database_down(exc)
-            return 0
-        self._store.database_up()
-        stored = {TopicPartition(r["topic"], r["kafka_partition"]): r["next_offset"] for r in rows}
-        positioned = 0
-        for tp in wanted:
-            if self._assignments != generation:
-                # Reassigned meanwhile: these offsets may predate the revocation's last commit,
-                # and the new assignment's listener (waiting for the lock) positions its own.
-                log.info("assignment changed while positioning: left to the new assignment")
-                break
-            if tp not in consumer.assignment():
-                continue
-            if tp in stored:
-                consumer.seek(tp, stored[tp])
-                self._intake[tp] = (stored[tp], 0)
-            else:
-                try:
-                    done = await consumer.seek_to_beginning(tp)
-                except KafkaError as exc:
-                    log.warning("cannot seek %s to its beginning yet: %r", tp, exc)
-                    break
-                # False: the assignment ended or the reset timed out; position it again later.
-                if not done or self._assignments != generation:
-                    continue
-                try:
-                    self._intake[tp] = (await consumer.position(tp), 0)  # known once reset
-                except IllegalStateError:
-                    continue  # no longer assigned: position it again if it comes back
-            self._unpositioned.discard(tp)
-            positioned += 1
-        return positioned
-
-    def _sync_pause(self) -> None:
-        """Paused: every partition during an outage, else the unpositioned ones."""
-        consumer = self._member
-        if consumer is None:
-            return
-        assigned = consumer.assignment()
-        wanted = assigned if self._outage else (self._unpositioned & assigned)
-        paused = consumer.paused()
-        if wanted - paused:
-            consumer.pause(*sorted(wanted - paused))
-        if (paused & assigned) - wanted:
-            consumer.resume(*sorted((paused & assigned) - wanted))
-
-    def _resume_unexplained_pauses(self) -> None:
-        """Safety net: a partition paused although it is positioned, no batch waits for
-        Postgres and none is being written would never be read again. Say so, and resume."""
-        consumer = self._consumer
-        if consumer is None or self._positioning.locked():
-            return  # positioning resumes what it positioned when it is done
-        if self._outage and self._writing is None:
-            log.warning("consumption paused for an outage with no batch waiting: resuming it")
-            self._set_outage(False)
-            return
-        if self._outage:
-            return
-        assigned = consumer.assignment()
-        stray = (consumer.paused() & assigned) - self._unpositioned
-        if stray:
-            log.warning("resuming %d partitions paused for no reason: %s", len(stray),
-                        ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(stray)))
-            consumer.resume(*sorted(stray))
 
     # -- fetching ----------------------------------------------------------------------------
 
