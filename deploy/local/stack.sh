@@ -23,7 +23,7 @@ declare -A HEALTH=(
 # The demo (docs/demo.md): llmsim degrades variant_1's answers 3 minutes after it starts, and a
 # traffic generator asks the demo deployment 4 questions a second. Both can be changed:
 # PROMPTPULSE_LLMSIM__DRIFT_SCHEDULE (a JSON list of steps, '[]' for no drift), PROMPTPULSE_DEMO__*
-# (the generator's settings, services/demo/traffic.py), PROMPTPULSE_DEMO_TRAFFIC=off (no generator).
+# (the generator's settings, services/demo/settings.py), PROMPTPULSE_DEMO_TRAFFIC=off (no generator).
 DEMO_DRIFT='[{"variant": "variant_1", "level": 0.7, "after_seconds": 180}]'
 export PROMPTPULSE_LLMSIM__DRIFT_SCHEDULE="${PROMPTPULSE_LLMSIM__DRIFT_SCHEDULE:-$DEMO_DRIFT}"
 TRAFFIC_PID="$RUN_DIR/traffic.pid"

@@ -16,14 +16,14 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from services.demo.traffic import (
+from services.demo.settings import (
     DemoSettings,
     NoApiKey,
-    TrafficGenerator,
     TrafficSection,
     key_source,
     proxy_key_source,
 )
+from services.demo.traffic import TrafficGenerator
 from shared.settings import SettingsError, load_settings
 
 # flag -> TrafficSection field

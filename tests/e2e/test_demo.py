@@ -29,7 +29,8 @@ from aiohttp import web
 from aiokafka import TopicPartition
 
 from services.demo.dataset import QUESTIONS
-from services.demo.traffic import Counts, KeySource, TrafficGenerator, TrafficSection
+from services.demo.settings import KeySource, TrafficSection
+from services.demo.traffic import Counts, TrafficGenerator
 from services.llmsim import tokens
 from services.llmsim.answers import compose_answer, degrade
 from services.llmsim.judge import judge, read_judge_request

@@ -384,7 +384,8 @@ async def test_openapi_lists_every_proxy_route_the_gateway_serves(stack: Stack) 
 
 
 async def test_the_demo_traffic_generator_asks_part_of_its_questions_through_the_proxy(stack: Stack) -> None:
-    from services.demo.traffic import KeySource, TrafficGenerator, TrafficSection
+    from services.demo.settings import KeySource, TrafficSection
+    from services.demo.traffic import TrafficGenerator
 
     lines: list[str] = []
     traffic = TrafficGenerator(
