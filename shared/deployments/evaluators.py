@@ -7,18 +7,15 @@ docs/evaluation.md how each kind runs.
 An evaluator's **version** is a short hash of its content: the prompt text, the scale, the pass
 rule, the code file's bytes and function, every file of a flow folder. Its optional ``label`` is
 a human name for one version; the label -> version record is the deployment's lock file
-(lock.py), and a changed content under a recorded label is a load error.
+(lock.py), and a changed content under a recorded label is a load error. The content is read
+and hashed by evaluator_version.py.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from jinja2 import TemplateSyntaxError, meta
-from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BeforeValidator, Field, PrivateAttr, ValidationInfo, field_validator
 
 from shared.deployments.base import (
@@ -32,6 +29,7 @@ from shared.deployments.base import (
     Number,
 )
 from shared.deployments.errors import Loc
+from shared.deployments.evaluator_version import EvaluatorContent, content_version
 from shared.deployments.scales import (
     BUILTIN_SCALE,
     FLOAT_SCALE,
@@ -45,16 +43,12 @@ from shared.deployments.scales import (
 EVALUATOR_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 METRIC_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$"
 LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,62}$"
-VERSION_CHARS = 12
-_JINJA = SandboxedEnvironment()
 
 EvaluatorKind = Literal["builtin", "rubric", "code", "flow", "flex", "prompty"]
 AVAILABLE_KINDS = frozenset({"builtin", "rubric", "code", "flow", "flex", "prompty"})
 # Kinds whose metrics are `<name>.<output>` (flex and prompty only when `outputs` lists them).
 OUTPUT_KINDS = frozenset({"flow", "flex", "prompty"})
 DEFAULT_CODE_TIMEOUT_SECONDS = 5.0
-MAX_FLOW_FILES = 500
-MAX_EVALUATOR_FILE_BYTES = 5_000_000
 
 
 def _evaluator_reference(value: Any) -> Any:
@@ -235,99 +229,15 @@ class EvaluatorConfig(ConfigModel):
             # judge.prompt_version), so their history continues across the upgrade.
             self._version = BUILTIN_PROMPT_VERSIONS.get(self.name, "")
             return
-        content = self._content()
-        self._version = content_version(content) if content is not None else ""
+        read = EvaluatorContent.read(self)
+        self._version = read.version
+        self._content_problems = read.problems
+        self._prompt_text, self._prompt_variables = read.prompt_text, read.prompt_variables
 
     def set_combined(self) -> None:
         """A built-in judged in one call with others: its prompt, hence its version, differs."""
         if self.kind == "builtin" and self._version and not self._version.endswith(COMBINED_SUFFIX):
             self._version += COMBINED_SUFFIX
-
-    def _content(self) -> dict[str, Any] | None:
-        content: dict[str, Any] = {"kind": self.kind}
-        if self.scale is not None:
-            content["scale"] = self.scale.canonical()
-        if self.pass_ is not None:
-            content["pass"] = self.pass_.canonical()
-        if self.kind == "rubric":
-            if self.prompt_file is not None:
-                text = self._read(self.prompt_file, ("prompt_file",))
-                if text is None:
-                    return None
-                try:
-                    content["prompt"] = text.decode("utf-8")
-                except UnicodeDecodeError:
-                    self._content_problems.append((("prompt_file",), "is not UTF-8 text"))
-                    return None
-            else:
-                content["prompt"] = self.prompt or ""
-            self._prompt_text = content["prompt"]
-            self._read_variables(("prompt_file",) if self.prompt_file is not None else ("prompt",))
-        elif self.kind == "code" and self.code_path is not None:
-            data = self._read(self.code_path, ("code",))
-            if data is None:
-                return None
-            content["code"] = hashlib.sha256(data).hexdigest()
-            content["function"] = self.code_function
-        elif self.kind == "prompty" and self.prompty is not None:
-            data = self._read(self.prompty, ("prompty",))
-            if data is None:
-                return None
-            content["prompty"] = hashlib.sha256(data).hexdigest()
-            if self.outputs:
-                content["outputs"] = {k: v.model_dump(mode="json", exclude_none=True, by_alias=True)
-                                      for k, v in self.outputs.items()}
-        elif self.kind in OUTPUT_KINDS and self.flow is not None:
-            files = self._flow_files(self.flow)
-            if files is None:
-                return None
-            content["flow"] = files
-            if self.outputs:
-                content["outputs"] = {k: v.model_dump(mode="json", exclude_none=True, by_alias=True)
-                                      for k, v in self.outputs.items()}
-            if self.init:
-                # What the entry is built with changes what it scores (a threshold, the judge model).
-                content["init"] = self.init
-        return content
-
-    def _read_variables(self, loc: Loc) -> None:
-        # Parsed, never rendered, here: the processor renders it in the flow runtime's sandbox.
-        try:
-            self._prompt_variables = frozenset(meta.find_undeclared_variables(_JINJA.parse(self._prompt_text)))
-        except TemplateSyntaxError as exc:
-            self._content_problems.append((loc, f"is not a valid Jinja2 template: {exc.message} (line {exc.lineno})"))
-            return
-        if not self._prompt_variables:
-            self._content_problems.append((loc, "reads no input: name the judged texts, e.g. {{ answer }}"))
-
-    def _read(self, path: Path, loc: Loc) -> bytes | None:
-        try:
-            if path.stat().st_size > MAX_EVALUATOR_FILE_BYTES:
-                self._content_problems.append((loc, f"{path.name} is larger than {MAX_EVALUATOR_FILE_BYTES} bytes"))
-                return None
-            return path.read_bytes()
-        except OSError as exc:
-            self._content_problems.append((loc, f"cannot read {path}: {exc.strerror or exc}"))
-            return None
-
-    def _flow_files(self, folder: Path) -> dict[str, str] | None:
-        if not folder.is_dir():
-            self._content_problems.append((("flow",), f"{folder} is not a folder"))
-            return None
-        files: dict[str, str] = {}
-        for path in sorted(folder.rglob("*")):
-            relative = path.relative_to(folder)
-            # Caches and hidden files are not the flow's content (a run writes __pycache__).
-            if any(part.startswith(".") or part == "__pycache__" for part in relative.parts) or not path.is_file():
-                continue
-            if len(files) >= MAX_FLOW_FILES:
-                self._content_problems.append((("flow",), f"more than {MAX_FLOW_FILES} files in {folder}"))
-                return None
-            data = self._read(path, ("flow",))
-            if data is None:
-                return None
-            files[relative.as_posix()] = hashlib.sha256(data).hexdigest()
-        return files
 
     def problems(self) -> list[tuple[Loc, str]]:
         found: list[tuple[Loc, str]] = list(self._content_problems)
@@ -376,12 +286,6 @@ class EvaluatorConfig(ConfigModel):
             if output.pass_ is not None:
                 found += [(("outputs", name, "pass", *loc), msg) for loc, msg in output.pass_.scale_problems(scale)]
         return found
-
-
-def content_version(content: dict[str, Any]) -> str:
-    """The first VERSION_CHARS hex digits of the SHA-256 of ``content`` as canonical JSON."""
-    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:VERSION_CHARS]
 
 
 __all__ = [
