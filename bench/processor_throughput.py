@@ -76,6 +76,8 @@ from shared.topics import Topics, delete_topics, ensure_topics  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLING_RATE = 0.10
+# A phase that has not read its events by then has failed (its process is ended).
+PHASE_SECONDS = 600.0
 
 
 def rss_mb() -> float:
@@ -301,10 +303,13 @@ async def processor_path(prefix: str, folder: Path, total: int) -> tuple[float, 
     )
     async with service:
         first = last = cpu_first = 0.0
+        give_up = time.monotonic() + PHASE_SECONDS
         while service.stats.events < total:
             if service.stats.events and not first:
                 first = time.perf_counter()
                 cpu_first = cpu_seconds()
+            if time.monotonic() > give_up:  # a run stuck (seen once, not reproduced) fails, not hangs
+                raise RuntimeError(f"read {service.stats.events:,} of {total:,} events in {PHASE_SECONDS:g}s")
             await asyncio.sleep(0.02)
         last = time.perf_counter()
         await service.runner.drain(60)
@@ -401,7 +406,11 @@ async def phase_in_own_process(key: str, prefix: str, partitions: int, folder: P
         sys.executable, __file__, "--phase", key, "--prefix", prefix, "--partitions", str(partitions),
         "--folder", str(folder), "--events", str(total), stdout=asyncio.subprocess.PIPE,
     )
-    out, _ = await process.communicate()
+    try:
+        out, _ = await asyncio.wait_for(process.communicate(), PHASE_SECONDS + 120)
+    except TimeoutError:
+        process.kill()
+        raise RuntimeError(f"phase {key} did not finish") from None
     if process.returncode != 0:
         raise RuntimeError(f"phase {key} failed (exit code {process.returncode})")
     return json.loads(out.decode().strip().splitlines()[-1])
