@@ -15,10 +15,9 @@ as it is for the aggregator to dead-letter with its reason.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Literal
 
@@ -87,8 +86,6 @@ class InferenceRecorder:
             variant=variant, run_id=run_id, traceparent=traceparent,
         )
         self.reservation: Reservation | None = None
-        # publish_request_soon's event builder and its smaller fallback, until published
-        self._pending_request: tuple[Callable[[], InferenceRequest], Callable[[str], InferenceRequest]] | None = None
         self._coalescer: TokenCoalescer | None = None
         self._output = ""
         self._redact_chunks = False
@@ -107,39 +104,6 @@ class InferenceRecorder:
         """Raises EventTooLarge or PublisherClosed (nothing published then)."""
         self.reservation = reservation
         self.publisher.publish(event, reservation=reservation)
-
-    def publish_request_soon(
-        self, build: Callable[[], InferenceRequest], reservation: Reservation,
-        too_large: Callable[[str], InferenceRequest],
-    ) -> None:
-        """Build and publish the request event two turns of the loop from now, within ``reservation``
-        (taken already, so a 503 still comes before the upstream is called). A call started right
-        after this writes its body in the next turn (aiohttp writes it from a task), so the event
-        is built while the upstream answers instead of on the client's wait. Whatever this request
-        publishes next (a token chunk, the response) publishes it first if it is still pending:
-        the request event always comes first. ``too_large(reason)``: the smaller event to publish
-        when the built one is over ``max_event_bytes`` (it can no longer be refused with a 413).
-        """
-        self.reservation = reservation
-        self._pending_request = (build, too_large)
-        loop = asyncio.get_running_loop()
-        loop.call_soon(loop.call_soon, self.flush_request)
-
-    def flush_request(self) -> None:
-        """Publish the request event :meth:`publish_request_soon` deferred (once; never raises)."""
-        pending, self._pending_request = self._pending_request, None
-        if pending is None:
-            return
-        build, too_large = pending
-        try:
-            try:
-                self.publisher.publish(build(), reservation=self.reservation)
-            except EventTooLarge as exc:
-                self.publisher.publish(too_large(str(exc)), reservation=self.reservation)
-        except PublisherError as exc:  # closed under us (shutdown past its timeout), or still too large
-            log.error("request event not published", extra={"request_id": self.meta.request_id, "error": str(exc)})
-        except Exception:  # a bug: it runs from the loop's queue or in respond(), which never raise
-            log.exception("request event not built", extra={"request_id": self.meta.request_id})
 
     # ---- token chunks
 
@@ -163,8 +127,6 @@ class InferenceRecorder:
     def _publish_chunk(self, chunk: Any) -> None:
         if chunk is None:
             return
-        if self._pending_request is not None:
-            self.flush_request()
         event = chunk.to_event(self.meta, self._output)
         if self._redact_chunks:
             event.text = ""
@@ -189,8 +151,6 @@ class InferenceRecorder:
         if self.responded:
             return
         self.responded = True
-        if self._pending_request is not None:
-            self.flush_request()
         calls, left_out = self._plausible_calls(llm_calls)
         if left_out:
             error_message = "; ".join(filter(None, (error_message, left_out)))

@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from aiohttp import web
 
@@ -33,11 +32,10 @@ from services.gateway.routes.proxy.call import accept_call
 from services.gateway.routes.proxy.mapping import recorded_inputs
 from services.gateway.routes.proxy.relay import Exchange
 from services.gateway.routes.recording import InferenceRecorder
-from services.gateway.routes.score import reserve_room
+from services.gateway.routes.score import publish_request, reserve_room
 from services.gateway.tracing import trace_header
 from shared.events.builders import new_event_id
 from shared.events.errors import InvalidEventError
-from shared.events.messages import InferenceRequest
 from shared.upstream import CHAT, COMPLETIONS, EMBEDDINGS, OPERATIONS, RESPONSES
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -82,31 +80,19 @@ async def proxy_call(request: web.Request, operation: str) -> web.StreamResponse
         start_time=start_time, started=started, variant=call.variant.id, run_id="", traceparent=traceparent,
         plausibility=request.app[PLAUSIBILITY],
     )
+    # Recorded inputs stay within the score routes' body limit, which always fits one event.
+    inputs = recorded_inputs(operation, call.model, call.client_body, proxy, settings.gateway.max_body_bytes)
     client_id = request.headers.get(CLIENT_REQUEST_ID_HEADER, "")
     client_id = client_id if CLIENT_REQUEST_ID_PATTERN.match(client_id) else ""  # an app's own ids are not ours to refuse
-    max_bytes = settings.gateway.max_body_bytes
-
-    def request_event() -> InferenceRequest:
-        # Recorded inputs stay within the score routes' body limit, which always fits one event.
-        inputs = recorded_inputs(operation, call.model, call.client_body, proxy, max_bytes)
-        try:
-            return recorder.request_event(inputs, client_request_id=client_id, streaming=call.streaming)
-        except InvalidEventError as exc:  # e.g. an integer beyond 2**53 somewhere in the body
-            return without_body(f"the request body cannot be recorded: {exc}", inputs)
-
-    def without_body(reason: str, inputs: dict[str, Any] | None = None) -> InferenceRequest:
-        inputs = inputs if inputs is not None else recorded_inputs(operation, call.model, call.client_body, proxy,
-                                                                   max_bytes)
+    try:
+        event = recorder.request_event(inputs, client_request_id=client_id, streaming=call.streaming)
+    except InvalidEventError as exc:  # e.g. an integer beyond 2**53 somewhere in the body
         inputs.pop("request", None)
-        inputs["request_not_recorded"] = reason
-        return recorder.request_event(inputs, client_request_id=client_id, streaming=call.streaming)
-
-    # Room for the events now (503 before the upstream is paid for); the request event itself is
-    # built while the upstream answers (recording.InferenceRecorder.publish_request_soon). The
-    # recorded body is at most max_body_bytes.
-    reservation = reserve_room(publisher, min(call.size, max_bytes))
+        inputs["request_not_recorded"] = f"the request body cannot be recorded: {exc}"
+        event = recorder.request_event(inputs, client_request_id=client_id, streaming=call.streaming)
+    reservation = reserve_room(publisher, event.ByteSize())
     with reservation:
-        recorder.publish_request_soon(request_event, reservation, without_body)
+        publish_request(recorder, event, reservation)
         metrics = request.app[METRICS]
         metrics.in_flight += 1
         try:
