@@ -142,6 +142,19 @@ class ProcessorService:
         async def _before_shutdown(sender: faust.App, **kwargs: Any) -> None:
             await self._drain_and_commit()
 
+        # mode keeps receivers in storage shared by every app (keyed by sender) and never drops
+        # them: left connected, they would keep this service and its faust app alive after stop().
+        self._receivers: list[tuple[Any, Callable[..., Any]]] = [
+            (app.on_partitions_revoked, _revoked),
+            (app.on_partitions_assigned, _assigned),
+            (app.on_before_shutdown, _before_shutdown),
+        ]
+
+    def _disconnect_signals(self) -> None:
+        for signal, receiver in self._receivers:
+            signal.disconnect(receiver)
+        self._receivers = []
+
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -224,6 +237,7 @@ class ProcessorService:
                 await self.ops.stop()
             log.info("shutdown: judge clients and ops listener closed")
             shutil.rmtree(self._datadir, ignore_errors=True)
+            self._disconnect_signals()  # last: faust's stop above still sends before_shutdown
             self.state = "stopped"
 
     async def __aenter__(self) -> ProcessorService:

@@ -84,8 +84,9 @@ class RejudgeAgent:
         """Every re-judge's latest progress, read from the start of the compacted topic to its end."""
         consumer = make_consumer(self._settings, group_id=None, client_id=f"{self._group}-rejudge-state",
                                  enable_auto_commit=False, auto_offset_reset="earliest")
-        await consumer.start()
         try:
+            # Started inside the try: a stop that cancels this during start() still closes it.
+            await consumer.start()
             tps = await topic_partitions(consumer, self._topics.rejudge_progress)
             consumer.assign(tps)
             ends = await consumer.end_offsets(tps)
@@ -116,8 +117,8 @@ class RejudgeAgent:
         await self._load_progress()
         consumer = make_consumer(self._settings, self._topics.rejudge_commands, group_id=f"{self._group}-rejudge",
                                  client_id=f"{self._group}-rejudge", auto_offset_reset="earliest")
-        await consumer.start()
         try:
+            await consumer.start()  # inside the try, as in _load_progress
             while True:
                 batches = await consumer.getmany(timeout_ms=1000, max_records=1)
                 for tp, records in batches.items():
