@@ -15,7 +15,7 @@ request, keyed by request id), it measures:
    calls in flight against the concurrency cap, and judge throughput against Little's law
    (cap / latency);
 
-and the process's resident memory after each phase. Goals, not asserts: (3) and (3b) at >= 80%
+and the resident memory of each phase's process at its end. Goals, not asserts: (3) and (3b) at >= 80%
 of (2); (4) within 10% of cap / latency.
 
 Phases 2 and 3 run ``--rounds`` times, interleaved, each run in a fresh Python process of its
@@ -423,12 +423,12 @@ async def run_phase(args: argparse.Namespace) -> None:
     topic = Topics.from_prefix(args.prefix).inference
     if args.phase == "noop":
         rate, per_event = await faust_noop(kafka, topic, args.events)
-        result = {"rate": rate, "cpu": per_event, "judged": 0, "code_threads": [0.0, 0]}
+        result = {"rate": rate, "cpu": per_event, "judged": 0, "code_threads": [0.0, 0], "rss": rss_mb()}
     else:
         rate, per_event, judged, code_threads = await processor_path(
             args.prefix, Path(args.folder) / PHASE_FOLDERS[args.phase], args.events
         )
-        result = {"rate": rate, "cpu": per_event, "judged": judged, "code_threads": list(code_threads)}
+        result = {"rate": rate, "cpu": per_event, "judged": judged, "code_threads": list(code_threads), "rss": rss_mb()}
     print(json.dumps(result))
 
 
@@ -480,7 +480,8 @@ async def main() -> None:
         phases = ("noop", "routing", "path", "code", "async_code")
         runs: dict[str, list[float]] = {k: [] for k in phases}
         cpu: dict[str, list[float]] = {k: [] for k in phases}
-        judged: dict[str, int] = {}
+        judged: dict[str, int] = {}  # the same every run: sampling is by request id
+        rss: dict[str, list[float]] = {k: [] for k in phases}  # each phase's process, at its end
         code_threads: list[list[float]] = []  # phase 3b's code thread: CPU seconds, switches, per round
         for _ in range(args.rounds):
             for key in phases:
@@ -488,6 +489,7 @@ async def main() -> None:
                 runs[key].append(result["rate"])
                 cpu[key].append(result["cpu"])
                 judged[key] = result["judged"]
+                rss[key].append(result["rss"])
                 if key == "code":
                     code_threads.append(result["code_threads"])
         best = {k: max(runs[k]) for k in phases}
@@ -523,7 +525,8 @@ async def main() -> None:
         print(f"3c. + the same, async def      {best['async_code']:>9,.0f} events/s   ({best['async_code'] / noop:.1%}"
               f" of the do-nothing agent; awaited on the loop, no thread; runs: {spread('async_code')});"
               f" {cpu_note('async_code')}")
-        print(f"  RSS {rss_mb():.0f} MB")
+        print("  RSS of each phase's process at its end (largest of the rounds): "
+              + ", ".join(f"{key} {max(rss[key]):.0f} MB" for key in phases))
 
         async with slow_llmsim(args.judge_seconds) as url:
             write_deployments(folder / "slow", url)
