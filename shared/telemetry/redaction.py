@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Status
 
 from shared.logs import _SECRET_PATTERNS, redact
+from shared.telemetry.otlp_wire import plain
 
 
 def _combined(patterns: Iterable[re.Pattern[str]]) -> re.Pattern[str] | None:
@@ -99,7 +100,7 @@ def _texts(attributes: Any, out: list[str]) -> None:
     """Append the strings of an attribute mapping (the values :func:`_clean` would redact)."""
     if not attributes:
         return
-    for value in attributes.values():
+    for value in plain(attributes).values():
         if isinstance(value, str):
             out.append(value)
         elif isinstance(value, tuple | list) and value and isinstance(value[0], str):
