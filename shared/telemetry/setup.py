@@ -14,7 +14,7 @@ What it configures:
   (shared.telemetry.propagation);
 - a BatchSpanProcessor feeding :class:`KafkaSpanExporter` (spans topic), unless
   ``PROMPTPULSE_TELEMETRY__SPANS_TO_KAFKA=false``; given the service's event ``loop``, a
-  SimpleSpanProcessor feeding :class:`LoopKafkaSpanExporter` instead, which exports from that loop
+  :class:`LoopSpanProcessor` feeding :class:`LoopKafkaSpanExporter` instead, which exports from that loop
   in short slices with no thread of its own (the gateway: a request never waits for an export
   thread's hold on the GIL; shared/telemetry/loop_exporter.py);
 - a BatchSpanProcessor feeding OTLP/HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or
@@ -39,13 +39,13 @@ from opentelemetry import trace
 from opentelemetry.propagate import set_global_textmap
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from shared.settings import ServiceSettings
 from shared.telemetry.kafka_exporter import KafkaSpanExporter
-from shared.telemetry.loop_exporter import LoopKafkaSpanExporter
+from shared.telemetry.loop_exporter import LoopKafkaSpanExporter, LoopSpanProcessor
 from shared.telemetry.redaction import RedactingSpanExporter
 from shared.topics import Topics
 
@@ -128,7 +128,7 @@ def setup_telemetry(
         topic, client_id = Topics.from_settings(settings).spans, f"{service_name}-spans"
         if loop is not None:  # redacts by itself, in its slices
             kafka_exporter = LoopKafkaSpanExporter(settings, topic, loop, client_id=client_id)
-            provider.add_span_processor(SimpleSpanProcessor(kafka_exporter))
+            provider.add_span_processor(LoopSpanProcessor(kafka_exporter))
         else:
             kafka_exporter = KafkaSpanExporter(settings, topic, client_id=client_id)
             provider.add_span_processor(BatchSpanProcessor(RedactingSpanExporter(kafka_exporter)))

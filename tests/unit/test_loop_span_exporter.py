@@ -102,3 +102,39 @@ async def test_the_producer_is_not_restarted_per_chunk_while_the_broker_is_away(
     assert exporter.dropped_spans == 6  # the chunk that met the failure; the rest wait
     await exporter.aclose()  # still backing off: what waits is counted, not lost silently
     assert exporter.dropped_spans == 600
+
+
+def test_the_loop_span_processor_queues_sampled_spans_only_and_never_raises(caplog: pytest.LogCaptureFixture) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    class Queue:
+        def __init__(self) -> None:
+            self.spans: list[ReadableSpan] = []
+            self.broken = False
+
+        def export(self, spans: Any) -> None:
+            if self.broken:
+                raise RuntimeError("queue broken")
+            self.spans.extend(spans)
+
+        def shutdown(self) -> None:
+            pass
+
+    queue = Queue()
+    processor = loop_exporter.LoopSpanProcessor(queue)  # type: ignore[arg-type]
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(processor)
+    with provider.get_tracer("t").start_as_current_span("kept", attributes={"a": 1}):
+        pass
+    assert [(s.name, dict(s.attributes or {})) for s in queue.spans] == [("kept", {"a": 1})]
+    unsampled = TracerProvider(sampler=ALWAYS_OFF, shutdown_on_exit=False)
+    unsampled.add_span_processor(processor)
+    with unsampled.get_tracer("t").start_as_current_span("dropped"):
+        pass
+    processor.on_end(ReadableSpan(name="not sampled", context=SpanContext(1, 2, is_remote=False)))
+    assert len(queue.spans) == 1
+    queue.broken = True
+    with provider.get_tracer("t").start_as_current_span("lost"):
+        pass  # ending it must not raise into the code that ends it
+    assert "span not exported" in caplog.text
