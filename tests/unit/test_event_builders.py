@@ -87,6 +87,21 @@ def test_now_timestamp_is_now_to_the_microsecond() -> None:
     assert before - timedelta(milliseconds=1) <= stamp.ToDatetime(tzinfo=UTC) <= after
 
 
+def test_new_event_id_holds_the_time_and_74_random_bits() -> None:
+    import time
+
+    before = time.time_ns() // 1_000_000
+    values = [uuid.UUID(new_event_id()).int for _ in range(2000)]
+    after = time.time_ns() // 1_000_000
+    assert all(before <= value >> 80 <= after for value in values)  # unix ms: ids sort by time
+    random_bits = (1 << 76) - 1 & ~(0b11 << 62)  # rand_a (bits 64-75) and rand_b (0-61)
+    varied = 0
+    for value in values:
+        varied |= value ^ values[0]
+    assert varied & random_bits == random_bits  # each random bit takes both values
+    assert varied & ~random_bits & ((1 << 80) - 1) == 0  # version and variant never vary
+
+
 def test_new_event_id_is_a_uuid7_in_canonical_text() -> None:
     for _ in range(1000):
         text = new_event_id()
