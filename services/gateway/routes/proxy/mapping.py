@@ -109,6 +109,11 @@ def bounded(value: Any, max_chars: int) -> Any:
     return value
 
 
+# json.dumps with any non-default option builds an encoder per call; one made once measures every
+# request's recorded body (the same text: ensure_ascii off, default separators).
+_MEASURE = json.JSONEncoder(ensure_ascii=False)
+
+
 def recorded_inputs(api: str, model: str, body: dict[str, Any], proxy: Proxy, max_bytes: int) -> dict[str, Any]:
     """The request event's inputs; ``request`` is left out when, cut, it still exceeds ``max_bytes``."""
     limit = proxy.recorded_text_max_chars
@@ -117,7 +122,7 @@ def recorded_inputs(api: str, model: str, body: dict[str, Any], proxy: Proxy, ma
         if text is not None:
             inputs[name] = bounded(text, limit)
     request = bounded(body, limit)
-    if len(json.dumps(request, ensure_ascii=False)) <= max_bytes:
+    if len(_MEASURE.encode(request)) <= max_bytes:
         inputs["request"] = request
     else:
         inputs["request_not_recorded"] = f"the request body is larger than {max_bytes} bytes even with texts cut"
