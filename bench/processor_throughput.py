@@ -4,7 +4,9 @@ In one run, on one pre-loaded topic of small inference events (a request and a r
 request, keyed by request id), it measures:
 
 1. a raw aiokafka consumer reading every event (no group, no decoding): the broker's ceiling;
-2. a faust agent that does nothing with each event: faust's own per-event cost;
+2. a faust agent that does nothing with each event: faust's own per-event cost, on faust's default
+   event loop (asyncio's: the issue's baseline) and on uvloop (2u: the loop the processor runs on
+   unless ``PROMPTPULSE_EVENT_LOOP=asyncio``, shared/eventloop.py);
 3. the processor's sample-and-join path (10% sampling; the judge is an in-process stub that
    answers at once, so judging costs no HTTP and the figure is the stream path's), and beside
    it the same at 0% sampling (3a, routing only), which splits the cost between reading every
@@ -16,7 +18,9 @@ request, keyed by request id), it measures:
    (cap / latency);
 
 and the resident memory of each phase's process at its end. Goals, not asserts: (3) and (3b) at >= 80%
-of (2); (4) within 10% of cap / latency.
+of (2); (4) within 10% of cap / latency. Phases 3-4 run on the processor's configured event loop
+(as the service would), and each of phases 3 is also given as a ratio to 2u, the do-nothing agent
+on that same loop.
 
 Phases 2 and 3 run ``--rounds`` times, interleaved, each run in a fresh Python process of its
 own (as a processor runs: one service per process), each round starting one phase later than
@@ -68,6 +72,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 from services.processor.app import ProcessorService  # noqa: E402
 from services.processor.settings import ProcessorSection, ProcessorSettings  # noqa: E402
 from shared.deployments import load_connections, load_deployments  # noqa: E402
+from shared.eventloop import EventLoopName, use_event_loop  # noqa: E402
 from shared.events.builders import dict_to_struct, new_meta, next_meta  # noqa: E402
 from shared.events.codec import encode  # noqa: E402
 from shared.events.messages import InferenceRequest, InferenceResponse  # noqa: E402
@@ -397,6 +402,18 @@ async def slow_judge(prefix: str, folder: Path, seconds: float, window: float, c
 
 
 PHASE_FOLDERS = {"routing": "routing", "path": "instant", "code": "code", "async_code": "async_code"}
+# The do-nothing agent on faust's default loop (asyncio's, the issue's baseline) and on uvloop.
+NOOP_LOOPS: dict[str, EventLoopName] = {"noop": "asyncio", "noop_uvloop": "uvloop"}
+
+
+def event_loop_for(argv: list[str]) -> EventLoopName:
+    """The loop this process runs on: a do-nothing phase's own, else the processor's (its settings:
+    uvloop unless ``PROMPTPULSE_EVENT_LOOP=asyncio``), as ``python -m services.processor`` would."""
+    if "--phase" in argv and argv.index("--phase") + 1 < len(argv):
+        phase = argv[argv.index("--phase") + 1]
+        if phase in NOOP_LOOPS:
+            return NOOP_LOOPS[phase]
+    return load_settings(ProcessorSettings).event_loop
 
 
 async def phase_in_own_process(key: str, prefix: str, partitions: int, folder: Path, total: int) -> dict[str, Any]:
@@ -422,7 +439,7 @@ async def run_phase(args: argparse.Namespace) -> None:
     logging.getLogger("services.processor").setLevel(logging.ERROR)
     kafka = KafkaSettings(topic_prefix=args.prefix, partitions=args.partitions)
     topic = Topics.from_prefix(args.prefix).inference
-    if args.phase == "noop":
+    if args.phase in NOOP_LOOPS:
         rate, per_event = await faust_noop(kafka, topic, args.events)
         result = {"rate": rate, "cpu": per_event, "judged": 0, "code_threads": [0.0, 0], "rss": rss_mb()}
     else:
@@ -444,7 +461,7 @@ async def main() -> None:
     parser.add_argument("--short", action="store_true",
                         help="a quick check that every phase runs: 20,000 events, one round, a 5 s phase 4")
     # A phase measured in a process of its own (phase_in_own_process starts these).
-    parser.add_argument("--phase", choices=["noop", *PHASE_FOLDERS], help=argparse.SUPPRESS)
+    parser.add_argument("--phase", choices=[*NOOP_LOOPS, *PHASE_FOLDERS], help=argparse.SUPPRESS)
     parser.add_argument("--prefix", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -478,7 +495,7 @@ async def main() -> None:
         # Interleaved rounds, best of each: other load on the machine only ever slows a run
         # down, so the best run is the closest to the code's own cost. CPU per event (the whole
         # process's, every thread) is the steadier figure on a shared machine: the lowest is kept.
-        phases = ("noop", "routing", "path", "code", "async_code")
+        phases = ("noop", "noop_uvloop", "routing", "path", "code", "async_code")
         runs: dict[str, list[float]] = {k: [] for k in phases}
         cpu: dict[str, list[float]] = {k: [] for k in phases}
         judged: dict[str, int] = {}  # the same every run: sampling is by request id
@@ -499,6 +516,8 @@ async def main() -> None:
         best = {k: max(runs[k]) for k in phases}
         least = {k: min(cpu[k]) for k in phases}
         noop = best["noop"]
+        loop = event_loop_for([])
+        same_loop = "noop_uvloop" if loop == "uvloop" else "noop"
 
         def spread(key: str) -> str:
             return ", ".join(f"{v:,.0f}" for v in runs[key])
@@ -508,16 +527,23 @@ async def main() -> None:
             # most): the median of those pairs is the figure least moved by one disturbed run.
             paired_rate = statistics.median(r / n for r, n in zip(runs[key], runs["noop"], strict=True))
             paired_cpu = statistics.median(n / c for c, n in zip(cpu[key], cpu["noop"], strict=True))
+            same_rate = statistics.median(r / n for r, n in zip(runs[key], runs[same_loop], strict=True))
+            same_cpu = statistics.median(n / c for c, n in zip(cpu[key], cpu[same_loop], strict=True))
             return (f"CPU {least[key]:.1f} µs/event, {least['noop'] / least[key]:.1%} of the do-nothing agent's rate"
                     f" by CPU; runs: {', '.join(f'{v:.1f}' for v in cpu[key])} µs; median of the rounds' paired"
-                    f" ratios: {paired_rate:.1%} by rate, {paired_cpu:.1%} by CPU")
+                    f" ratios: {paired_rate:.1%} by rate, {paired_cpu:.1%} by CPU; against the do-nothing agent on"
+                    f" {loop} too (2u): {same_rate:.1%} by rate, {same_cpu:.1%} by CPU")
 
         code_note = "; ".join(
             f"{1e6 * seconds / judged['code']:.0f} µs CPU, {switches / judged['code']:.1f} voluntary switches"
             for seconds, switches in code_threads
         )
-        print(f"2. faust agent, doing nothing  {noop:>9,.0f} events/s   ({noop / raw:.1%} of raw; runs: {spread('noop')});"
-              f" CPU {least['noop']:.1f} µs/event (runs: {', '.join(f'{v:.1f}' for v in cpu['noop'])})")
+        print(f"2. faust agent, doing nothing  {noop:>9,.0f} events/s   ({noop / raw:.1%} of raw; faust's default loop,"
+              f" asyncio's; runs: {spread('noop')}); CPU {least['noop']:.1f} µs/event"
+              f" (runs: {', '.join(f'{v:.1f}' for v in cpu['noop'])})")
+        print(f"2u. the same on uvloop         {best['noop_uvloop']:>9,.0f} events/s   ({best['noop_uvloop'] / noop:.1%} of"
+              f" 2; runs: {spread('noop_uvloop')}); CPU {least['noop_uvloop']:.1f} µs/event"
+              f" (runs: {', '.join(f'{v:.1f}' for v in cpu['noop_uvloop'])}); phases 3-4 run on {loop}")
         print(f"3a. processor, 0% sampled      {best['routing']:>9,.0f} events/s   ({best['routing'] / noop:.1%} of the"
               f" do-nothing agent; routing every event; runs: {spread('routing')}); {cpu_note('routing')}")
         print(f"3. processor sample-and-join   {best['path']:>9,.0f} events/s   ({best['path'] / noop:.1%} of the do-nothing"
@@ -550,4 +576,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    use_event_loop(event_loop_for(sys.argv))
     asyncio.run(main())

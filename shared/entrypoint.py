@@ -1,7 +1,7 @@
 """The start of every service's ``python -m services.NAME`` (and ``promptpulse NAME``).
 
-Settings from the environment, the project's logs, the chatty libraries turned down, then the
-service runs. A start-up the service refuses (invalid settings, a bad deployment file, a topic
+Settings from the environment, the project's logs, the chatty libraries turned down, the event
+loop chosen (uvloop unless configured otherwise, shared/eventloop.py), then the service runs. A start-up the service refuses (invalid settings, a bad deployment file, a topic
 prefix that does not match) ends with exit status 2 and the problem on stderr (each bad field or
 file named), never a traceback: an operator reads it, and a supervisor can tell it from a crash.
 """
@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
+from shared.eventloop import use_event_loop
 from shared.logs import setup_logging
 from shared.settings import ServiceSettings, SettingsError, load_settings
 
@@ -46,6 +47,8 @@ def run_service(
     quiet = max(logging.WARNING, logging.getLogger().level)
     for logger in quiet_loggers:
         logging.getLogger(logger).setLevel(quiet)
+    use_event_loop(settings.event_loop)
+    logging.getLogger(__name__).debug("%s starts on the %s event loop", name, settings.event_loop)
     refused: tuple[type[Exception], ...] = (SettingsError, *refusals)
     try:
         status = serve(settings)

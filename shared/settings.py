@@ -136,6 +136,10 @@ class ServiceSettings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     plausibility: PlausibilitySettings = Field(default_factory=PlausibilitySettings)
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop",
+        description="The event loop the service runs on (shared/eventloop.py): uvloop, or asyncio's own.",
+    )
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import subprocess
@@ -11,9 +12,36 @@ from pathlib import Path
 import pytest
 
 from shared.entrypoint import EXIT_INTERRUPTED, EXIT_REFUSED, run_service
+from shared.eventloop import loop_name
 from shared.settings import ServiceSettings
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _keep_the_event_loop_policy() -> object:
+    """run_service chooses the process's event loop; the tests after these keep pytest's."""
+    policy = asyncio.get_event_loop_policy()
+    yield
+    asyncio.set_event_loop_policy(policy)
+
+
+async def _running_loop_name() -> str:
+    return loop_name(asyncio.get_running_loop())
+
+
+def test_services_run_on_uvloop_unless_told_asyncio(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROMPTPULSE_TELEMETRY__LOG_LEVEL", "ERROR")
+    ran_on: list[str] = []
+    # asyncio.run, as the processor and the gateway's workers call it; aiohttp's web.run_app
+    # makes its loop through the same policy.
+    assert run_service("svc", ServiceSettings, lambda s: ran_on.append(asyncio.run(_running_loop_name()))) == 0
+    monkeypatch.setenv("PROMPTPULSE_EVENT_LOOP", "asyncio")
+    assert run_service("svc", ServiceSettings, lambda s: ran_on.append(asyncio.run(_running_loop_name()))) == 0
+    assert ran_on == ["uvloop", "asyncio"]
+    monkeypatch.setenv("PROMPTPULSE_EVENT_LOOP", "trio")
+    assert run_service("svc", ServiceSettings, lambda s: ran_on.append("served")) == EXIT_REFUSED
+    assert ran_on == ["uvloop", "asyncio"]
 
 
 def test_serve_gets_the_settings_and_its_status_is_the_exit_status(monkeypatch: pytest.MonkeyPatch) -> None:
