@@ -1,9 +1,10 @@
 """The start of every service's ``python -m services.NAME`` (and ``promptpulse NAME``).
 
 Settings from the environment, the project's logs, the chatty libraries turned down, the event
-loop chosen (uvloop unless configured otherwise, shared/eventloop.py), then the service runs. A start-up the service refuses (invalid settings, a bad deployment file, a topic
-prefix that does not match) ends with exit status 2 and the problem on stderr (each bad field or
-file named), never a traceback: an operator reads it, and a supervisor can tell it from a crash.
+loop chosen (uvloop unless configured otherwise, shared/eventloop.py), then the service runs. A
+start-up the service refuses (invalid settings, a bad deployment file, a topic prefix that does
+not match) ends with exit status 2 and the problem on stderr (each bad field or file named), never
+a traceback: an operator reads it, and a supervisor can tell it from a crash.
 """
 
 from __future__ import annotations

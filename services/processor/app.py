@@ -163,11 +163,14 @@ class ProcessorService:
             self.settings,
             [self.topics.inference, self.topics.evaluations, self.topics.deadletter_processor],
         )
-        self._producer = make_producer(
-            self.settings, client_id=f"{self.settings.group_id()}-out", linger_ms=self.section.publish_linger_ms
-        )
+        # The producer keeps the project's short linger: the publisher gathers evaluations itself
+        # (publish_linger_ms), so that every partition's batch falls due at once.
+        self._producer = make_producer(self.settings, client_id=f"{self.settings.group_id()}-out")
         await self._producer.start()
-        publisher = Publisher(self._producer, self.topics.evaluations, self.topics.deadletter_processor)
+        publisher = Publisher(
+            self._producer, self.topics.evaluations, self.topics.deadletter_processor,
+            gather_seconds=self.section.publish_linger_ms / 1000,
+        )
         self.runner = JudgeRunner(self.section, publisher, self.stats, self._release, self.judge_calls)
         self.intake = Intake(
             self.judging, self.runner, publisher, self.stats,

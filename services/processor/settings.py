@@ -163,9 +163,10 @@ class ProcessorSection(BaseModel):
         50,
         ge=0,
         le=5_000,
-        description="How long the evaluations producer waits to fill a batch. Outcomes trickle out "
-        "one request at a time; without lingering each becomes its own produce request, which "
-        "costs more CPU than the judging around it. 50 ms is nothing next to a judge call.",
+        description="How long judged requests' evaluations gather before they go to the producer "
+        "together (services/processor/publisher.py). Outcomes trickle out one request at a time; "
+        "without gathering each becomes its own produce request, which costs more CPU than the "
+        "judging around it. 50 ms is nothing next to a judge call. 0 hands each over at once.",
     )
     stream_buffer_maxsize: int = Field(
         4096,

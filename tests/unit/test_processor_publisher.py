@@ -69,3 +69,74 @@ async def test_a_failed_publish_leaves_no_delivery_error_unretrieved() -> None:
         assert reported == []  # asyncio reports "Future exception was never retrieved" otherwise
     finally:
         loop.set_exception_handler(previous)
+
+
+class CountingProducer(PendingProducer):
+    """Records, per record sent, how many loop turns had passed: one turn means one hand-over."""
+
+    def __init__(self, refuse: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        super().__init__()
+        self.turns: list[int] = []
+        self.turn = 0
+        self.refuse = refuse
+
+    async def send(self, topic: str, *, value: bytes | None, key: bytes | None, headers: Any) -> asyncio.Future[Any]:
+        if key is not None and key.decode() in self.refuse:
+            raise BrokerDown(f"cannot send {key.decode()}")
+        self.turns.append(self.turn)
+        return await super().send(topic, value=value, key=key, headers=headers)
+
+    async def count_turns(self) -> None:
+        while True:
+            await asyncio.sleep(0)
+            self.turn += 1
+
+
+def _request_evaluations(request_id: str, count: int) -> list[Evaluation]:
+    meta = new_meta(request_id=request_id, deployment="shop", request_start_time=datetime.now(UTC))
+    internal = EvaluationErrorType.EVALUATION_ERROR_TYPE_INTERNAL
+    return [outcomes.error(meta, f"metric_{n}", internal, "x") for n in range(count)]
+
+
+async def test_gathered_publishes_go_to_the_producer_together_and_each_waits_for_its_own_acks() -> None:
+    producer = CountingProducer()
+    turns = asyncio.create_task(producer.count_turns())
+    publisher = Publisher(producer, "ev", "dl", gather_seconds=0.05)
+    first = asyncio.create_task(publisher.publish_evaluations(_request_evaluations("r-1", 2)))
+    await asyncio.sleep(0.02)
+    second = asyncio.create_task(publisher.publish_evaluations(_request_evaluations("r-2", 1)))
+    await asyncio.sleep(0.01)
+    assert producer.deliveries == []  # still gathering
+    for _ in range(200):
+        if len(producer.deliveries) == 3:
+            break
+        await asyncio.sleep(0.005)
+    assert len(producer.deliveries) == 3 and len(set(producer.turns)) == 1  # one hand-over, one turn
+    producer.deliveries[2].set_result(None)  # r-2's
+    await asyncio.wait_for(second, 1)
+    await asyncio.sleep(0)
+    assert not first.done()  # r-1's are not acknowledged yet
+    for delivery in producer.deliveries[:2]:
+        delivery.set_result(None)
+    await asyncio.wait_for(first, 1)
+    turns.cancel()
+
+
+async def test_a_gathered_publish_fails_alone_and_a_cancelled_one_is_never_sent() -> None:
+    producer = CountingProducer(refuse={"r-bad"})
+    publisher = Publisher(producer, "ev", "dl", gather_seconds=0.01)
+    bad = asyncio.create_task(publisher.publish_evaluations(_request_evaluations("r-bad", 1)))
+    cancelled = asyncio.create_task(publisher.publish_evaluations(_request_evaluations("r-gone", 1)))
+    good = asyncio.create_task(publisher.publish_evaluations(_request_evaluations("r-good", 1)))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    with pytest.raises(BrokerDown, match="r-bad"):
+        await asyncio.wait_for(bad, 1)
+    for _ in range(200):
+        if producer.deliveries:
+            break
+        await asyncio.sleep(0.005)
+    assert len(producer.deliveries) == 1  # r-good's only: r-gone was cancelled before the hand-over
+    producer.deliveries[0].set_result(None)
+    await asyncio.wait_for(good, 1)
+    assert cancelled.cancelled()
