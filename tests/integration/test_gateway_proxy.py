@@ -359,6 +359,30 @@ async def test_keys_and_body_limit(stack: Stack) -> None:
     assert stack.tap.exchanges == []
 
 
+async def test_a_chunked_body_is_held_to_the_limit_and_a_non_json_body_names_its_declared_type(stack: Stack) -> None:
+    url, auth = f"{stack.gateway.url}/v1/chat/completions", {"Authorization": f"Bearer {stack.keys['proxy-small']}"}
+
+    async def chunks(body: bytes) -> AsyncIterator[bytes]:  # no Content-Length: sent chunked
+        for start in range(0, len(body), 500):
+            yield body[start:start + 500]
+
+    small = json.dumps({"model": "llmsim-chat", "messages": [{"role": "user", "content": QUESTION}]}).encode()
+    large = json.dumps({"model": "llmsim-chat", "messages": [{"role": "user", "content": "x" * 4096}]}).encode()
+    async with stack.gateway.session.post(url, data=chunks(small), headers=auth) as resp:
+        assert resp.status == 200 and resp.request_info.headers.get("Transfer-Encoding") == "chunked"
+        assert (await resp.json())["choices"][0]["message"]["content"]
+    async with stack.gateway.session.post(url, data=chunks(large), headers=auth) as resp:
+        assert resp.status == 413 and (await resp.json())["error"]["type"] == "body_too_large"
+    form = {**auth, "Content-Type": "application/x-www-form-urlencoded"}
+    async with stack.gateway.session.post(url, data=b"model=llmsim-chat", headers=form) as resp:
+        error = (await resp.json())["error"]
+        assert resp.status == 400 and error["type"] == "invalid_json"
+        assert "(sent as application/x-www-form-urlencoded; send application/json)" in error["message"]
+    async with stack.gateway.session.post(url, data=b"{", headers={**auth, "Content-Type": "application/json"}) as resp:
+        assert resp.status == 400 and "sent as" not in (await resp.json())["error"]["message"]
+    assert len(stack.tap.exchanges) == 1  # only the small body went upstream
+
+
 async def test_a_proxy_deployment_s_key_authenticates_otlp_export(stack: Stack) -> None:
     # An application behind the proxy exports its own spans with the same key .
     for key, status in ((stack.keys["proxy"], 200), ("not-a-key", 401)):

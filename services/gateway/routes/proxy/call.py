@@ -51,22 +51,30 @@ class ProxyCall:
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The raw body within ``limit`` bytes (413 past it). The app's client_max_size is for the
     score routes; a proxy deployment has its own limit (images make large bodies)."""
-    too_large = ApiError(413, "body_too_large", f"the body is larger than this deployment's limit of {limit} bytes "
-                         "(proxy.max_body_bytes)")
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
+    length = request.content_length
+    if length is not None:
+        if length > limit:
+            raise _too_large(limit)
+        # The HTTP parser stops the stream at Content-Length: read to its end at once.
+        return await request.content.read()
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_any():
+    async for chunk in request.content.iter_any():  # chunked: counted as it comes
         size += len(chunk)
         if size > limit:
-            raise too_large
+            raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def parse_body(raw: bytes, sent_as: str = "") -> dict[str, Any]:
-    """The body as a JSON object (400 otherwise); ``sent_as``: common.sent_as, for the message."""
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "body_too_large", f"the body is larger than this deployment's limit of {limit} bytes "
+                    "(proxy.max_body_bytes)")
+
+
+def parse_body(raw: bytes, request: web.Request | None = None) -> dict[str, Any]:
+    """The body as a JSON object (400 otherwise); ``request``: its declared type is named in the
+    message when the body is not JSON (common.sent_as, looked at only then)."""
     if not raw.strip():
         raise ApiError(400, "invalid_json", "the body is empty: send a JSON object")
     try:
@@ -74,7 +82,8 @@ def parse_body(raw: bytes, sent_as: str = "") -> dict[str, Any]:
     except RecursionError:
         raise ApiError(400, "invalid_json", "the body is nested too deeply") from None
     except ValueError as exc:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON{sent_as}: {exc}") from None
+        declared = sent_as(request) if request is not None else ""
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON{declared}: {exc}") from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", f"the body must be a JSON object, not {type(body).__name__}")
     # Strict UTF-8 cannot carry a surrogate: only a \u escape makes one, so most bodies skip the walk.
@@ -89,7 +98,7 @@ async def accept_call(request: web.Request, operation: str, path_model: str | No
     proxy = runtime.deployment.proxy
     assert proxy is not None  # a proxy runtime's deployment has its proxy section
     raw = await read_body(request, proxy.max_body_bytes)
-    body = parse_body(raw, sent_as(request))
+    body = parse_body(raw, request)
     variant = choose_variant(request, runtime, (VARIANT_HEADER,))
     client_model = path_model if path_model is not None else body.get("model")
     if not isinstance(client_model, str) or not client_model.strip():
