@@ -1,5 +1,6 @@
 """The OTLP assembler over real PostgreSQL: a call that went through the proxy and is exported by
-the application is counted once, whichever of the two span sets is stored first.
+the application is counted once, whichever of the two span sets is stored first; a trace
+exported with two deployments' keys is counted once under each.
 
 Spans are stored as the aggregator stores them (decode_spans rows), the application's as the
 gateway's OTLP route re-cuts them (restamp) and the proxy's server span as the gateway's own
@@ -8,6 +9,8 @@ tracer makes it (a child of the application's HTTP span, stamped with its reques
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -27,8 +30,9 @@ from services.aggregator.ingest.spans import decode_spans
 from services.aggregator.otlp.assembler import Assembler
 from services.aggregator.retention import ensure_partitions
 from services.gateway.otlp.restamp import per_trace_records
+from shared.events.codec import decode
 from shared.topics import Topics
-from tests.support.otlp_apps import App, export_bytes, proxied_chat
+from tests.support.otlp_apps import App, current_chat, export_bytes, proxied_chat
 
 pytestmark = pytest.mark.integration
 
@@ -51,14 +55,17 @@ async def pool(fresh_database: str) -> AsyncIterator[asyncpg.Pool]:
 async def store(pool: asyncpg.Pool, value: bytes) -> None:
     rows = decode_spans(value)
     placeholders = ", ".join(f"${i}" for i in range(1, 18))
-    await pool.executemany(f"INSERT INTO spans ({_COLUMNS}) VALUES ({placeholders})", rows)
+    # a re-sent span is dropped, as the ingest's writer drops it (services/aggregator/ingest/rows.py)
+    await pool.executemany(f"INSERT INTO spans ({_COLUMNS}) VALUES ({placeholders}) ON CONFLICT DO NOTHING", rows)
 
 
-async def store_app_export(pool: asyncpg.Pool, app: App, spans: list[ReadableSpan] | None = None) -> None:
+async def store_app_export(
+    pool: asyncpg.Pool, app: App, spans: list[ReadableSpan] | None = None, *, deployment: str = DEPLOYMENT
+) -> None:
     """The application's spans (or ``spans`` of them), as POST /v1/traces publishes them for the deployment."""
     records = per_trace_records(
         ExportTraceServiceRequest.FromString(export_bytes(app.spans() if spans is None else spans)),
-        deployment=DEPLOYMENT,
+        deployment=deployment,
         variant_of=lambda resource: "",
         keeps_texts=lambda trace_id: True,
         max_record_bytes=1 << 20,
@@ -211,3 +218,88 @@ async def test_a_span_committed_after_its_trace_was_assembled_still_joins_the_re
     assert await app_span_requests(pool, trace_id) == {request_id}
     await passes.run_pass()
     assert passes.stats.traces == 2  # and once only
+
+
+# A trace crossing two services, each exporting with its own deployment's key: the storefront's
+# chat under its server span, and the planner's chat under the planner's server span, a child
+# of the storefront's call to it (so the planner's part has a parent it never sees: it is
+# decided once the trace settles).
+PLANNER = "planner"
+
+
+def two_services_trace() -> tuple[App, App, str]:
+    storefront, planner = App(service="storefront"), App(service="planner")
+    with storefront.tracer.start_as_current_span("POST /order", kind=SpanKind.SERVER):
+        current_chat(storefront)
+        with storefront.tracer.start_as_current_span("call planner", kind=SpanKind.CLIENT) as call:
+            with planner.tracer.start_as_current_span("POST /plan", kind=SpanKind.SERVER):
+                current_chat(planner, answer="Two days by road.")
+    trace_id = format(call.context.trace_id, "032x")
+    return storefront, planner, trace_id
+
+
+async def derived_by_deployment(pool: asyncpg.Pool, trace_id: str) -> dict[str, int]:
+    rows = await pool.fetch(
+        "SELECT deployment, count(*) AS n FROM otlp_requests WHERE trace_id = $1 GROUP BY deployment", trace_id
+    )
+    return {row["deployment"]: row["n"] for row in rows}
+
+
+async def outbox_deployments(pool: asyncpg.Pool) -> list[str]:
+    """The deployment of every event waiting in the outbox (request and response per request)."""
+    rows = await pool.fetch("SELECT value, headers::text AS headers FROM otlp_outbox ORDER BY id")
+    return sorted(
+        decode(row["value"], [(k, base64.b64decode(v)) for k, v in json.loads(row["headers"])]).meta.deployment
+        for row in rows
+    )
+
+
+async def test_a_trace_exported_with_two_deployments_keys_is_one_request_under_each(pool) -> None:
+    storefront, planner, trace_id = two_services_trace()
+    await store_app_export(pool, storefront)
+    await store_app_export(pool, planner, deployment=PLANNER)
+    passes = assembler(pool, settle_seconds=0)
+    await passes.run_pass()
+    assert await derived_by_deployment(pool, trace_id) == {DEPLOYMENT: 1, PLANNER: 1}
+    assert await outbox_deployments(pool) == [DEPLOYMENT, DEPLOYMENT, PLANNER, PLANNER]
+    # each request holds its own deployment's spans only
+    for deployment in (DEPLOYMENT, PLANNER):
+        tied = await pool.fetch(
+            "SELECT DISTINCT request_id FROM spans WHERE trace_id = $1 AND deployment = $2 AND name LIKE 'chat %'",
+            trace_id,
+            deployment,
+        )
+        [request] = await pool.fetch(
+            "SELECT request_id FROM otlp_requests WHERE trace_id = $1 AND deployment = $2", trace_id, deployment
+        )
+        assert [row["request_id"] for row in tied] == [request["request_id"]]
+    # both parts sent again: nothing new is derived or queued, and neither waits any more
+    await store_app_export(pool, storefront)
+    await store_app_export(pool, planner, deployment=PLANNER)
+    await passes.run_pass()
+    await passes.run_pass()
+    assert passes.stats.derived == 2
+    assert await derived_by_deployment(pool, trace_id) == {DEPLOYMENT: 1, PLANNER: 1}
+    assert await pool.fetchval("SELECT count(*) FROM otlp_outbox") == 4
+    assert await pool.fetchval("SELECT count(*) FROM otlp_pending") == 0
+    assert passes.stats.traces == 2  # read once per deployment, not again every pass
+
+
+async def test_an_assembler_restart_between_two_deployments_parts_counts_each_once(pool) -> None:
+    storefront, planner, trace_id = two_services_trace()
+    await store_app_export(pool, storefront)
+    await assembler(pool, settle_seconds=0).run_pass()
+    assert await derived_by_deployment(pool, trace_id) == {DEPLOYMENT: 1}
+    await store_app_export(pool, planner, deployment=PLANNER)
+    restarted = assembler(pool, settle_seconds=0)  # a new process: its cursor starts an hour back
+    await restarted.run_pass()
+    assert await derived_by_deployment(pool, trace_id) == {DEPLOYMENT: 1, PLANNER: 1}
+    assert restarted.stats.derived == 1  # the planner's; the storefront's was derived before
+    # and again after another restart, with both parts re-sent
+    await store_app_export(pool, storefront)
+    await store_app_export(pool, planner, deployment=PLANNER)
+    again = assembler(pool, settle_seconds=0)
+    await again.run_pass()
+    assert again.stats.derived == 0
+    assert await derived_by_deployment(pool, trace_id) == {DEPLOYMENT: 1, PLANNER: 1}
+    assert await outbox_deployments(pool) == [DEPLOYMENT, DEPLOYMENT, PLANNER, PLANNER]

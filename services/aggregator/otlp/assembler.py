@@ -8,7 +8,8 @@ whole trace is at hand. One pass, every ``interval`` seconds, by one replica at 
 
 1. traces with OTLP spans stored since the last pass (looking 30 s further back for late
    commits) join ``otlp_pending``, unless assembled already with as many spans
-   (``otlp_assembled``);
+   (``otlp_assembled``); once per deployment whose key sent spans of the trace, each assembled
+   from its own spans under its own deployment;
 2. each pending trace's spans are read and its root GenAI operations found
    (shared/otlp_ingest/genai.py). A root whose chain of parents is not known yet waits until
    the trace has been quiet for ``settle_seconds``, then is decided with what is known;
@@ -65,21 +66,23 @@ _LOOKBACK = timedelta(seconds=30)
 _PENDING_BATCH = 200
 _OUTBOX_BATCH = 200
 
-# A trace already assembled (otlp_assembled) comes back only with more received spans than were
-# read then: the lookback finds it again every pass for 30 s, and most often nothing is new.
+# Each (trace, deployment) is assembled on its own: a trace exported with two deployments' keys
+# holds the calls of both. One already assembled (otlp_assembled) comes back only with more
+# received spans than were read then: the lookback finds it again every pass for 30 s, and most
+# often nothing is new.
 _NEW_TRACES = """
 INSERT INTO otlp_pending (trace_id, deployment, last_ingested)
 SELECT recent.trace_id, recent.deployment, recent.last_ingested
-FROM (SELECT trace_id, min(deployment) AS deployment, max(ingested_at) AS last_ingested
+FROM (SELECT trace_id, deployment, max(ingested_at) AS last_ingested
       FROM spans
       WHERE attributes ? 'promptpulse.ingest' AND ingested_at > $1 AND deployment IS NOT NULL
-      GROUP BY trace_id) AS recent
-LEFT JOIN otlp_assembled AS done ON done.trace_id = recent.trace_id
+      GROUP BY trace_id, deployment) AS recent
+LEFT JOIN otlp_assembled AS done ON done.trace_id = recent.trace_id AND done.deployment = recent.deployment
 WHERE done.trace_id IS NULL
    OR done.received < (SELECT count(*) FROM spans
-                       WHERE trace_id = recent.trace_id AND deployment = done.deployment
+                       WHERE trace_id = recent.trace_id AND deployment = recent.deployment
                          AND attributes ? 'promptpulse.ingest')
-ON CONFLICT (trace_id) DO UPDATE SET last_ingested = greatest(otlp_pending.last_ingested, EXCLUDED.last_ingested)
+ON CONFLICT (trace_id, deployment) DO UPDATE SET last_ingested = greatest(otlp_pending.last_ingested, EXCLUDED.last_ingested)
 """
 
 # The trace's spans received over OTLP for the deployment (``received``), and, in the same read
@@ -267,11 +270,14 @@ class Assembler:
             # A span stored later brings it back (step 1 of a later pass looks back 30 s and
             # compares the trace's received spans with the count read here).
             await conn.execute(
-                "DELETE FROM otlp_pending WHERE trace_id = $1 AND last_ingested <= $2", trace_id, seen_until
+                "DELETE FROM otlp_pending WHERE trace_id = $1 AND deployment = $2 AND last_ingested <= $3",
+                trace_id,
+                deployment,
+                seen_until,
             )
             await conn.execute(
                 "INSERT INTO otlp_assembled (trace_id, deployment, received) VALUES ($1, $2, $3)"
-                " ON CONFLICT (trace_id) DO UPDATE SET deployment = EXCLUDED.deployment,"
+                " ON CONFLICT (trace_id, deployment) DO UPDATE SET"
                 " received = EXCLUDED.received, assembled_at = now()",
                 trace_id,
                 deployment,
