@@ -66,7 +66,11 @@ class Publisher:
             self._gathered.append((events, sent))
             if self._hand_over is None:
                 self._hand_over = loop.call_later(self._gather_seconds, self._start_hand_over)
-            deliveries = await sent  # cancelled here: its events are not handed over
+            try:
+                deliveries = await sent  # cancelled here: its events are not handed over
+            except asyncio.CancelledError:
+                _handed_over_unwaited(sent)  # unless cancelled in its hand-over's own turn
+                raise
         else:
             deliveries = await self._send(events)
         # One after the other rather than gather: the broker acknowledges a batch at once, so
@@ -154,6 +158,15 @@ class Publisher:
             self.deadletter_topic, value=value_bytes, key=key_bytes, headers=kept
         )
         await delivery
+
+
+def _handed_over_unwaited(sent: asyncio.Future[list[Awaitable[Any]]]) -> None:
+    """A publish cancelled after its hand-over sent its records, before it ran again: the
+    records go to the broker anyway, and a failure of theirs (or of the send) is seen."""
+    if sent.done() and not sent.cancelled() and sent.exception() is None:
+        for delivery in sent.result():
+            if isinstance(delivery, asyncio.Future):
+                delivery.add_done_callback(_seen)
 
 
 def _seen(delivery: asyncio.Future[Any]) -> None:

@@ -140,3 +140,45 @@ async def test_a_gathered_publish_fails_alone_and_a_cancelled_one_is_never_sent(
     producer.deliveries[0].set_result(None)
     await asyncio.wait_for(good, 1)
     assert cancelled.cancelled()
+
+
+class CancellingProducer(PendingProducer):
+    """Cancels ``victim`` while sending ``at``'s records: after the victim's own records went to
+    the producer in the same hand-over, before the victim's task runs again."""
+
+    def __init__(self, at: str) -> None:
+        super().__init__()
+        self.at = at
+        self.victim: asyncio.Task[None] | None = None
+
+    async def send(self, topic: str, *, value: bytes | None, key: bytes | None, headers: Any) -> asyncio.Future[Any]:
+        if key is not None and key.decode() == self.at and self.victim is not None:
+            self.victim.cancel()
+        return await super().send(topic, value=value, key=key, headers=headers)
+
+
+async def test_a_publish_cancelled_in_the_turn_of_its_hand_over_leaves_no_delivery_error_unretrieved() -> None:
+    loop = asyncio.get_running_loop()
+    reported: list[str] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context["message"]))
+    try:
+        producer = CancellingProducer(at="r-later")
+        publisher = Publisher(producer, "ev", "dl", gather_seconds=0.01)
+        victim = asyncio.create_task(publisher.publish_evaluations(_request_evaluations("r-first", 2)))
+        later = asyncio.create_task(publisher.publish_evaluations(_request_evaluations("r-later", 1)))
+        producer.victim = victim
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(victim, 1)
+        assert len(producer.deliveries) == 3  # r-first's two were handed over before the cancel
+        for delivery in producer.deliveries[:2]:
+            delivery.set_exception(BrokerDown("r-first's"))  # nobody waits for these any more
+        producer.deliveries[2].set_result(None)
+        await asyncio.wait_for(later, 1)
+        await asyncio.sleep(0)
+        producer.deliveries.clear()
+        del victim
+        gc.collect()
+        assert reported == []  # asyncio reports "Future exception was never retrieved" otherwise
+    finally:
+        loop.set_exception_handler(previous)
