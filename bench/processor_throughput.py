@@ -18,9 +18,9 @@ request, keyed by request id), it measures:
    (cap / latency);
 
 and the resident memory of each phase's process at its end. Goals, not asserts: (3) and (3b) at >= 80%
-of (2); (4) within 10% of cap / latency. Phases 3-4 run on the processor's configured event loop
-(as the service would), and each of phases 3 is also given as a ratio to 2u, the do-nothing agent
-on that same loop.
+of the do-nothing agent on the loop the processor runs on (2u on uvloop, the default); (4) within
+10% of cap / latency. Phases 3-4 run on the processor's configured event loop (as the service
+would); each of phases 3 is also given against 2, faust as it ships, never as the goal's figure.
 
 Phases 2 and 3 run ``--rounds`` times, interleaved, each run in a fresh Python process of its
 own (as a processor runs: one service per process), each round starting one phase later than
@@ -198,22 +198,26 @@ async def main() -> None:
         least = {k: min(cpu[k]) for k in phases}
         noop = best["noop"]
         loop = event_loop_for([])
-        same_loop = "noop_uvloop" if loop == "uvloop" else "noop"
+        # The goal is judged against the do-nothing agent on the loop the processor runs on: the
+        # processor's own cost next to faust's. Against faust as it ships (asyncio's loop, the
+        # issue's baseline) is printed too, never as the goal's figure.
+        same = "noop_uvloop" if loop == "uvloop" else "noop"
+        base = best[same]
 
         def spread(key: str) -> str:
             return ", ".join(f"{v:,.0f}" for v in runs[key])
 
-        def cpu_note(key: str) -> str:
+        def paired(key: str, baseline: str) -> str:
             # Each round's phase against that round's do-nothing agent (run minutes apart at
             # most): the median of those pairs is the figure least moved by one disturbed run.
-            paired_rate = statistics.median(r / n for r, n in zip(runs[key], runs["noop"], strict=True))
-            paired_cpu = statistics.median(n / c for c, n in zip(cpu[key], cpu["noop"], strict=True))
-            same_rate = statistics.median(r / n for r, n in zip(runs[key], runs[same_loop], strict=True))
-            same_cpu = statistics.median(n / c for c, n in zip(cpu[key], cpu[same_loop], strict=True))
-            return (f"CPU {least[key]:.1f} µs/event, {least['noop'] / least[key]:.1%} of the do-nothing agent's rate"
-                    f" by CPU; runs: {', '.join(f'{v:.1f}' for v in cpu[key])} µs; median of the rounds' paired"
-                    f" ratios: {paired_rate:.1%} by rate, {paired_cpu:.1%} by CPU; against the do-nothing agent on"
-                    f" {loop} too (2u): {same_rate:.1%} by rate, {same_cpu:.1%} by CPU")
+            rate = statistics.median(r / n for r, n in zip(runs[key], runs[baseline], strict=True))
+            by_cpu = statistics.median(n / c for c, n in zip(cpu[key], cpu[baseline], strict=True))
+            return f"{rate:.1%} by rate, {by_cpu:.1%} by CPU"
+
+        def cpu_note(key: str) -> str:
+            return (f"CPU {least[key]:.1f} µs/event (runs: {', '.join(f'{v:.1f}' for v in cpu[key])}); median of the"
+                    f" rounds' paired ratios to the do-nothing agent on {loop}: {paired(key, same)}"
+                    + ("" if same == "noop" else f"; to faust on its default loop (2): {paired(key, 'noop')}"))
 
         code_note = "; ".join(
             f"{1e6 * seconds / judged['code']:.0f} µs CPU, {switches / judged['code']:.1f} voluntary switches"
@@ -224,16 +228,17 @@ async def main() -> None:
               f" (runs: {', '.join(f'{v:.1f}' for v in cpu['noop'])})")
         print(f"2u. the same on uvloop         {best['noop_uvloop']:>9,.0f} events/s   ({best['noop_uvloop'] / noop:.1%} of"
               f" 2; runs: {spread('noop_uvloop')}); CPU {least['noop_uvloop']:.1f} µs/event"
-              f" (runs: {', '.join(f'{v:.1f}' for v in cpu['noop_uvloop'])}); phases 3-4 run on {loop}")
-        print(f"3a. processor, 0% sampled      {best['routing']:>9,.0f} events/s   ({best['routing'] / noop:.1%} of the"
+              f" (runs: {', '.join(f'{v:.1f}' for v in cpu['noop_uvloop'])}); phases 3-4 run on {loop}, so 3-3c"
+              f" are given against {'2u' if same == 'noop_uvloop' else '2'}")
+        print(f"3a. processor, 0% sampled      {best['routing']:>9,.0f} events/s   ({best['routing'] / base:.1%} of the"
               f" do-nothing agent; routing every event; runs: {spread('routing')}); {cpu_note('routing')}")
-        print(f"3. processor sample-and-join   {best['path']:>9,.0f} events/s   ({best['path'] / noop:.1%} of the do-nothing"
+        print(f"3. processor sample-and-join   {best['path']:>9,.0f} events/s   ({best['path'] / base:.1%} of the do-nothing"
               f" agent, goal >= 80%; {judged['path']:,} requests judged per run; runs: {spread('path')}); {cpu_note('path')}")
-        print(f"3b. + a code evaluator         {best['code']:>9,.0f} events/s   ({best['code'] / noop:.1%} of the do-nothing"
+        print(f"3b. + a code evaluator         {best['code']:>9,.0f} events/s   ({best['code'] / base:.1%} of the do-nothing"
               f" agent, goal >= 80%; the built-in judge and a code evaluator on {judged['code']:,} requests per run;"
               f" runs: {spread('code')}); {cpu_note('code')}; the code thread per judged request"
               f" (runs): {code_note}")
-        print(f"3c. + the same, async def      {best['async_code']:>9,.0f} events/s   ({best['async_code'] / noop:.1%}"
+        print(f"3c. + the same, async def      {best['async_code']:>9,.0f} events/s   ({best['async_code'] / base:.1%}"
               f" of the do-nothing agent; awaited on the loop, no thread; runs: {spread('async_code')});"
               f" {cpu_note('async_code')}")
         print("  RSS of each phase's process at its end (largest of the rounds): "

@@ -30,7 +30,7 @@ def use_event_loop(name: EventLoopName) -> None:
 
 
 def loop_name(loop: asyncio.AbstractEventLoop) -> str:
-    """``uvloop`` or ``asyncio``: which of the two ``loop`` is (for logs and /metrics)."""
+    """``uvloop`` or ``asyncio``: which of the two ``loop`` is (what tests/unit/test_entrypoint.py checks)."""
     return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
 
 
