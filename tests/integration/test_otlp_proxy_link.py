@@ -303,3 +303,38 @@ async def test_an_assembler_restart_between_two_deployments_parts_counts_each_on
     assert again.stats.derived == 0
     assert await derived_by_deployment(pool, trace_id) == {DEPLOYMENT: 1, PLANNER: 1}
     assert await outbox_deployments(pool) == [DEPLOYMENT, DEPLOYMENT, PLANNER, PLANNER]
+
+
+@pytest.mark.parametrize("assembled_before_0018", [False, True])
+async def test_a_late_span_joins_a_trace_whose_spans_read_before_started_on_another_day(
+    pool, assembled_before_0018: bool
+) -> None:
+    # The check for spans stored since a trace was assembled counts only the day partitions
+    # between the start times of the spans read then and of the recent ones: the root, read
+    # before and stored long ago, started yesterday; the new span must still be seen as new.
+    # A row written before migration 0018 has no range: its count is not bounded.
+    app = App(service="parcel-support")
+    with app.tracer.start_as_current_span("chat gpt-4o-mini") as chat:
+        chat.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini"})
+        with app.tracer.start_as_current_span("moderate answer"):
+            pass
+        with app.tracer.start_as_current_span("translate answer"):
+            pass
+    moderate, translate, root = app.spans()
+    trace_id = format(root.context.trace_id, "032x")
+    await store_app_export(pool, app, [root])
+    await pool.execute(
+        "UPDATE spans SET start_time = start_time - interval '1 day', ingested_at = now() - interval '2 hours'"
+        " WHERE trace_id = $1",
+        trace_id,
+    )
+    await store_app_export(pool, app, [moderate])
+    passes = assembler(pool, settle_seconds=3600)
+    await passes.run_pass()  # finds the trace by its recent span, reads both
+    [request_id] = await derived(pool, trace_id)
+    if assembled_before_0018:
+        await pool.execute("UPDATE otlp_assembled SET first_start = NULL, last_start = NULL")
+    await store_app_export(pool, app, [translate])
+    await passes.run_pass()
+    assert passes.stats.traces == 2 and passes.stats.derived == 1
+    assert await app_span_requests(pool, trace_id) == {request_id}

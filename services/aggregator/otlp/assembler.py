@@ -69,11 +69,17 @@ _OUTBOX_BATCH = 200
 # Each (trace, deployment) is assembled on its own: a trace exported with two deployments' keys
 # holds the calls of both. One already assembled (otlp_assembled) comes back only with more
 # received spans than were read then: the lookback finds it again every pass for 30 s, and most
-# often nothing is new.
+# often nothing is new. The count looks only between the first and last start time of the spans
+# read then and of the recent ones, so only the day partitions of spans in that range are probed
+# (not every day's, for every trace, every pass). It holds every span read and every span found
+# by the lookback, so it misses only a span the lookback cannot see either (one stored after the
+# read by an ingest transaction that began before the lookback's start); rows written before
+# migration 0018 have no range and count every partition.
 _NEW_TRACES = """
 INSERT INTO otlp_pending (trace_id, deployment, last_ingested)
 SELECT recent.trace_id, recent.deployment, recent.last_ingested
-FROM (SELECT trace_id, deployment, max(ingested_at) AS last_ingested
+FROM (SELECT trace_id, deployment, max(ingested_at) AS last_ingested,
+             min(start_time) AS first_start, max(start_time) AS last_start
       FROM spans
       WHERE attributes ? 'promptpulse.ingest' AND ingested_at > $1 AND deployment IS NOT NULL
       GROUP BY trace_id, deployment) AS recent
@@ -81,7 +87,9 @@ LEFT JOIN otlp_assembled AS done ON done.trace_id = recent.trace_id AND done.dep
 WHERE done.trace_id IS NULL
    OR done.received < (SELECT count(*) FROM spans
                        WHERE trace_id = recent.trace_id AND deployment = recent.deployment
-                         AND attributes ? 'promptpulse.ingest')
+                         AND attributes ? 'promptpulse.ingest'
+                         AND start_time >= least(coalesce(done.first_start, '-infinity'), recent.first_start)
+                         AND start_time <= greatest(coalesce(done.last_start, 'infinity'), recent.last_start))
 ON CONFLICT (trace_id, deployment) DO UPDATE SET last_ingested = greatest(otlp_pending.last_ingested, EXCLUDED.last_ingested)
 """
 
@@ -275,13 +283,17 @@ class Assembler:
                 deployment,
                 seen_until,
             )
+            starts = [row["start_time"] for row in rows if row["received"]]
             await conn.execute(
-                "INSERT INTO otlp_assembled (trace_id, deployment, received) VALUES ($1, $2, $3)"
-                " ON CONFLICT (trace_id, deployment) DO UPDATE SET"
-                " received = EXCLUDED.received, assembled_at = now()",
+                "INSERT INTO otlp_assembled (trace_id, deployment, received, first_start, last_start)"
+                " VALUES ($1, $2, $3, $4, $5)"
+                " ON CONFLICT (trace_id, deployment) DO UPDATE SET received = EXCLUDED.received,"
+                " first_start = EXCLUDED.first_start, last_start = EXCLUDED.last_start, assembled_at = now()",
                 trace_id,
                 deployment,
                 len(spans),
+                min(starts, default=None),
+                max(starts, default=None),
             )
 
     async def publish(self) -> None:
