@@ -6,6 +6,7 @@ publisher an in-memory list; everything between them is the real code.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import namedtuple
 from datetime import UTC, datetime
@@ -153,3 +154,48 @@ async def test_a_combined_reply_missing_a_metric_gives_that_metric_an_error() ->
     assert by_metric["fluency"].WhichOneof("outcome") == "error"
     assert "fluency" in by_metric["fluency"].error.message
     assert by_metric["relevance"].scored.score == 4
+
+
+class HeldPublisher(Publisher):
+    """Acknowledges a publish only when the test says so (a broker taking its time)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting: list[asyncio.Future[None]] = []
+
+    async def publish_evaluations(self, events: list[Any]) -> None:
+        acknowledged = asyncio.get_running_loop().create_future()
+        self.waiting.append(acknowledged)
+        await acknowledged
+        await super().publish_evaluations(events)
+
+
+async def test_a_worker_judges_its_next_job_while_the_broker_acknowledges_the_last() -> None:
+    reply = json.dumps({m: {"score": 4, "reason": "ok"} for m in METRICS})
+    inputs = {"q": "How long for a refund?", "ctx": "Refunds within thirty days."}
+    runner, job, judge, _, stats, released = setup([reply, reply], combined=True, inputs=inputs)
+    publisher = HeldPublisher()
+    # One worker, one place under the cap: the second job is judged only if the first one's
+    # delivery does not hold the worker.
+    runner = JudgeRunner(ProcessorSection(judge_concurrency=1), publisher, stats, released.extend, runner.judge_calls)
+    runner.start()
+    try:
+        runner.submit(job)
+        runner.submit(job)
+        for _ in range(200):
+            if len(judge.requests) == 2:
+                break
+            await asyncio.sleep(0.005)
+        assert len(judge.requests) == 2 and len(publisher.waiting) == 1  # the second waits for room
+        assert released == [] and runner.jobs_running == 2
+        publisher.waiting[0].set_result(None)
+        for _ in range(200):
+            if len(publisher.waiting) == 2:
+                break
+            await asyncio.sleep(0.005)
+        assert len(released) == 2  # the first job's holds, released once acknowledged
+        publisher.waiting[1].set_result(None)
+        assert await runner.drain(1.0)
+        assert len(released) == 4 and runner.jobs_running == 0 and len(publisher.events) == 2 * len(METRICS)
+    finally:
+        await runner.stop()
