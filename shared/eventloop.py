@@ -3,7 +3,7 @@
 Why uvloop: each service spends much of its CPU in the loop's own machinery (callbacks,
 futures, socket reads and writes: faust's per-event path, aiohttp's per-request path), which
 uvloop runs in C on libuv. Measured on the processor's stream, fresh processes, paired
-(docs/processor.md, "uvloop"): a do-nothing faust agent ~31% less CPU per event, sample-and-join
+(docs/processor.md, "Session 9"): a do-nothing faust agent ~31% less CPU per event, sample-and-join
 ~20% less. Nothing in the services depends on which loop runs them; ``asyncio`` stays selectable
 for a platform uvloop does not support and for telling a loop problem from ours.
 

@@ -7,7 +7,7 @@ Evaluations are gathered for ``gather_seconds`` and handed to the producer toget
 requests finish one at a time, and aiokafka lingers each partition's batch from its own first
 record, so their batches fell due at staggered times and went out one partition per produce
 request (measured: 725 requests for 3,026 evaluations over 6 partitions, ~4 records each, the
-requests' socket writes ~4% of the processor's CPU; docs/processor.md, "Gathered publishing").
+requests' socket writes ~4% of the processor's CPU; docs/processor.md, "Session 9").
 Handed over in one loop turn to a producer that does not linger (services/processor/app.py),
 every partition's batch is there when the sender next runs: one request per node per gathering.
 """
