@@ -72,12 +72,13 @@ async def test_two_workers_share_the_partitions_and_judge_each_request_once(tmp_
 async def test_a_worker_joining_mid_stream_loses_nothing(tmp_path: Path) -> None:
     async with stage(tmp_path, {"shop": {}}, partitions=6) as st:
         # Judging must outlast the second worker's join: 300 calls of 1.5 s at the first worker's
-        # concurrency take several seconds, so partitions move with events still unfinished
-        # (at 300 ms the first worker could finish everything while a loaded machine was still
-        # rebalancing, and the second then had nothing to take over).
+        # concurrency of 32 take about 14 s, so partitions move with events still unfinished (at
+        # 300 ms, and once at 64 calls in flight in a loaded CI run, the first worker could finish
+        # everything while the group was still rebalancing, and the second then had nothing to
+        # take over).
         await st.sim.control("POST", "/control/latency", {"ttft_ms": 1500})
         ids = [f"req-{i}" for i in range(300)]
-        async with st.processor() as first:
+        async with st.processor(judge_concurrency=32) as first:
             async with Producer(st.kafka) as producer:
                 await producer.send(st.topics.inference, _pairs(ids))
             await wait_for(lambda: first.runner.calls_in_flight > 0, 30, "judging to start")

@@ -32,6 +32,7 @@ from services.aggregator.app import create_app
 from shared.events.builders import dict_to_struct, new_meta
 from shared.events.codec import encode, event_key
 from shared.events.messages import Evaluation, InferenceRequest
+from shared.sampling import is_sampled
 from shared.settings import KafkaSettings
 from shared.topics import Topics, delete_topics, ensure_topics
 from tests.integration.test_aggregator_monitors import monitor_settings
@@ -224,8 +225,11 @@ async def test_a_window_rejudged_end_to_end_once_per_version_live_rollups_unchan
             # re-judge reads on for records up to request_ttl_seconds past the window's end.
             async with st.processor(request_ttl_seconds=3600), Producer(st.kafka) as producer:
                 later = []
-                for i in range(5):  # live traffic while the re-judge runs
-                    meta = new_meta(request_id=f"live-{i}-{uuid4().hex[:6]}", deployment="shop",
+                # Live traffic while the re-judge runs, each request in the sample (five random
+                # ids at a rate of 0.5 all missed it once in 32 runs).
+                live_ids = [i for i in (f"live-{uuid4().hex[:10]}" for _ in range(200)) if is_sampled(i, 0.5)][:5]
+                for request_id in live_ids:
+                    meta = new_meta(request_id=request_id, deployment="shop",
                                     request_start_time=datetime.now(UTC))
                     request = InferenceRequest(meta=meta, inputs=dict_to_struct(QA))
                     later += [request, response_event(request, {"answer": ANSWER})]

@@ -170,32 +170,36 @@ class HeldPublisher(Publisher):
         await super().publish_evaluations(events)
 
 
-async def test_a_worker_judges_its_next_job_while_the_broker_acknowledges_the_last() -> None:
+async def test_a_job_is_judged_while_another_waits_for_the_broker_at_a_cap_of_one() -> None:
     reply = json.dumps({m: {"score": 4, "reason": "ok"} for m in METRICS})
     inputs = {"q": "How long for a refund?", "ctx": "Refunds within thirty days."}
-    runner, job, judge, _, stats, released = setup([reply, reply], combined=True, inputs=inputs)
+    runner, job, judge, _, stats, released = setup([reply, reply, reply], combined=True, inputs=inputs)
     publisher = HeldPublisher()
-    # One worker, one place under the cap: the second job is judged only if the first one's
-    # delivery does not hold the worker.
+    # One place under the cap: the second job is judged while the first waits for the broker only
+    # if a worker waiting for the broker does not hold the cap's only place.
     runner = JudgeRunner(ProcessorSection(judge_concurrency=1), publisher, stats, released.extend, runner.judge_calls)
     runner.start()
     try:
-        runner.submit(job)
-        runner.submit(job)
+        for _ in range(3):
+            runner.submit(job)
         for _ in range(200):
             if len(judge.requests) == 2:
                 break
             await asyncio.sleep(0.005)
-        assert len(judge.requests) == 2 and len(publisher.waiting) == 1  # the second waits for room
-        assert released == [] and runner.jobs_running == 2
+        await asyncio.sleep(0.05)
+        # Two judged, both waiting for the broker; the third waits for a worker.
+        assert len(judge.requests) == 2 and len(publisher.waiting) == 2
+        assert released == [] and runner.jobs_running == 2 and runner.queued == 1
+        assert runner.calls_in_flight == 0  # waiting for the broker holds no place under the cap
         publisher.waiting[0].set_result(None)
         for _ in range(200):
-            if len(publisher.waiting) == 2:
+            if len(publisher.waiting) == 3:
                 break
             await asyncio.sleep(0.005)
-        assert len(released) == 2  # the first job's holds, released once acknowledged
-        publisher.waiting[1].set_result(None)
+        assert len(released) == 2 and len(judge.requests) == 3  # the first job's holds, once acknowledged
+        for waiting in publisher.waiting[1:]:
+            waiting.set_result(None)
         assert await runner.drain(1.0)
-        assert len(released) == 4 and runner.jobs_running == 0 and len(publisher.events) == 2 * len(METRICS)
+        assert len(released) == 6 and runner.jobs_running == 0 and len(publisher.events) == 3 * len(METRICS)
     finally:
         await runner.stop()
