@@ -22,6 +22,8 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from services.gateway.appkeys import REQUEST_ID, SERVER_SPAN, TRACER
+from shared.events.builders import new_event_id
+from shared.telemetry.sampling import SAMPLING_KEY, RequestRatioSampler
 
 # /v1/traces: OTLP ingest; tracing it would add our spans to every span an application sends.
 UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/metrics/worker", "/v1/traces"})
@@ -53,6 +55,9 @@ async def server_span(request: web.Request, handler: Callable[[web.Request], Awa
         return await handler(request)
     tracer: Tracer = request.app[TRACER]
     route = _route(request)
+    # The request id is made before the span starts, so that a sampler can decide by it
+    # (shared/telemetry/sampling.py: the judged requests keep their traces).
+    request_id = request[REQUEST_ID] = new_event_id()
     attributes: dict[str, Any] = {
         "http.request.method": request.method,
         "url.path": request.path,
@@ -69,6 +74,8 @@ async def server_span(request: web.Request, handler: Callable[[web.Request], Awa
     agent = request.headers.get("User-Agent")
     if agent:
         attributes["user_agent.original"] = agent[:256]
+    if isinstance(getattr(tracer, "sampler", None), RequestRatioSampler):
+        attributes[SAMPLING_KEY] = request_id  # read and removed by the sampler
     name = f"{request.method} {route}" if route else request.method
     with tracer.start_as_current_span(
         name, context=incoming_context(request), kind=SpanKind.SERVER, attributes=attributes,

@@ -47,6 +47,7 @@ from shared.settings import ServiceSettings
 from shared.telemetry.kafka_exporter import KafkaSpanExporter
 from shared.telemetry.loop_exporter import LoopKafkaSpanExporter, LoopSpanProcessor
 from shared.telemetry.redaction import RedactingSpanExporter
+from shared.telemetry.sampling import sampler_from_env
 from shared.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,8 @@ def setup_telemetry(
     ``await asyncio.to_thread(shutdown_telemetry, telemetry)``, so the loop can flush).
     """
     global _current
-    provider = TracerProvider(resource=make_resource(service_name, service_version))
+    # sampler None: the SDK reads OTEL_TRACES_SAMPLER itself; ours (by request id) it does not know.
+    provider = TracerProvider(resource=make_resource(service_name, service_version), sampler=sampler_from_env())
     kafka_exporter: KafkaSpanExporter | LoopKafkaSpanExporter | None = None
     if settings.telemetry.spans_to_kafka if spans_to_kafka is None else spans_to_kafka:
         topic, client_id = Topics.from_settings(settings).spans, f"{service_name}-spans"

@@ -5,7 +5,9 @@ requests out, yet every request is still recorded once (its request and response
 its trace id), counted in the metrics, and chosen for judging as before (by its request id, never by its
 trace flags); only its spans are gone. A request
 whose application sent a sampled ``traceparent`` keeps its spans (parent-based), which the
-proxy+OTLP link needs (docs/otlp.md).
+proxy+OTLP link needs (docs/otlp.md). PromptPulse's own ``promptpulse_request_ratio`` samples by
+request id with the processor's hash (shared/telemetry/sampling.py): the judged requests keep
+their traces.
 
 Real Kafka: events on the inference topic, spans through the Kafka span exporter on the spans topic.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,11 +27,14 @@ import openai
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from services.gateway.appkeys import METRICS, PUBLISHER
 from shared.events.messages import InferenceRequest, InferenceResponse, InferenceStatus
+from shared.sampling import is_sampled
 from shared.settings import ServiceSettings
 from shared.telemetry import Telemetry, setup_telemetry, shutdown_telemetry
+from shared.telemetry.sampling import SAMPLING_KEY
 from tests.support.gateway_stack import (
     LlmTap,
     events_by_request,
@@ -57,8 +63,9 @@ class SampledGateway:
     memory: InMemorySpanExporter
 
 
-@pytest.fixture(params=[("parentbased_traceidratio", "0"), ("parentbased_always_off", None)],
-                ids=["ratio_0", "always_off"])
+@pytest.fixture(params=[("parentbased_traceidratio", "0"), ("parentbased_always_off", None),
+                        ("promptpulse_request_ratio", "0")],
+                ids=["ratio_0", "always_off", "request_ratio_0"])
 def sampler_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     name, argument = request.param
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", name)
@@ -72,6 +79,12 @@ def sampler_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
 @pytest.fixture
 async def sampled_gateway(settings: ServiceSettings, tmp_path: Path, sampler_env: str) -> AsyncIterator[
         tuple[SampledGateway, Any]]:
+    async with _gateway(settings, tmp_path) as found:
+        yield found
+
+
+@asynccontextmanager
+async def _gateway(settings: ServiceSettings, tmp_path: Path) -> AsyncIterator[tuple[SampledGateway, Any]]:
     async with llmsim_server() as sim, LlmTap(sim.url) as tap:
         folder = tmp_path / "deployments"
         flow_keys = write_deployments(folder, tap.url)
@@ -104,7 +117,8 @@ def _trace_id(traceparent: str) -> str:
 async def test_sampled_out_requests_are_recorded_counted_and_judged_without_spans(
         sampled_gateway: tuple[SampledGateway, Any]) -> None:
     gateway, (app, kafka, topics) = sampled_gateway
-    assert os.environ["OTEL_TRACES_SAMPLER"].startswith("parentbased_")
+    assert os.environ["OTEL_TRACES_SAMPLER"] in ("parentbased_traceidratio", "parentbased_always_off",
+                                                 "promptpulse_request_ratio")
     async with openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=gateway.key, max_retries=0) as client:
         plain = await client.chat.completions.with_raw_response.create(model="llmsim-chat", messages=MESSAGES)
         streamed = await client.chat.completions.with_raw_response.create(model="llmsim-chat", messages=MESSAGES,
@@ -163,5 +177,37 @@ def test_the_sampler_is_the_environments(sampler_env: str, settings: ServiceSett
         description = telemetry.provider.sampler.get_description()
     finally:
         shutdown_telemetry(telemetry)
+    if sampler_env == "promptpulse_request_ratio":
+        assert description == "PromptPulseRequestRatio{0.0}"
+        return
     expected = "AlwaysOffSampler" if sampler_env == "parentbased_always_off" else "TraceIdRatioBased{0.0}"
     assert description.startswith("ParentBased{root:" + expected)
+
+
+async def test_by_request_id_every_judged_request_keeps_its_trace(
+        settings: ServiceSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "promptpulse_request_ratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.5")
+    async with _gateway(settings, tmp_path) as (gateway, (app, kafka, topics)):
+        async with openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=gateway.key, max_retries=0) as client:
+            answers = [await client.chat.completions.with_raw_response.create(model="llmsim-chat", messages=MESSAGES)
+                       for _ in range(16)]
+        ids = [answer.headers["x-request-id"] for answer in answers]
+        await app[PUBLISHER].wait_delivered()
+        by_request = events_by_request(await read_topic(kafka, topics.inference, 2 * len(ids)))
+        assert set(by_request) == set(ids)  # every request recorded, traced or not
+        spans = gateway.memory.get_finished_spans()
+    in_sample = {i for i in ids if is_sampled(i, 0.5)}
+    assert in_sample and in_sample != set(ids), "16 ids should fall on both sides of 0.5"
+    servers = {s.attributes["promptpulse.request_id"]: s for s in spans if s.kind is SpanKind.SERVER}
+    assert set(servers) == in_sample  # traced exactly when the request id is in the ratio
+    # Whatever a deployment judges at a rate up to the ratio is among them (the sample only grows with the rate).
+    assert {i for i in ids if is_sampled(i, 0.25)} <= set(servers)
+    for request_id, server in servers.items():
+        assert SAMPLING_KEY not in server.attributes  # the sampler's input, never stored
+        children = [s for s in spans if s.parent is not None and s.parent.span_id == server.context.span_id]
+        assert [c.kind for c in children] == [SpanKind.CLIENT]  # the upstream call followed its parent
+        assert _sampled(by_request[request_id][0].meta.traceparent)  # what the processor's judge span follows
+    for request_id in set(ids) - in_sample:
+        assert not _sampled(by_request[request_id][0].meta.traceparent)
+    assert len(spans) == 2 * len(in_sample)

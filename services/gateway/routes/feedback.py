@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.gateway.appkeys import PUBLISHER, REQUEST_ID, SERVER_SPAN
+from services.gateway.appkeys import PUBLISHER, SERVER_SPAN
 from services.gateway.events import PublisherClosed, PublisherError, PublisherFull
 from services.gateway.routes.common import (
     RUN_HEADER,
@@ -27,7 +27,7 @@ from services.gateway.routes.common import (
 from services.gateway.routes.errors import ApiError, json_response
 from services.gateway.tracing import trace_header
 from shared.deployments.schema import Evaluation
-from shared.events.builders import new_event_id, new_meta
+from shared.events.builders import new_meta
 from shared.events.messages import Feedback
 from shared.plausibility import FEEDBACK_RATING
 
@@ -125,7 +125,6 @@ def _number(value: Any) -> bool:
 
 
 async def feedback(request: web.Request) -> web.Response:
-    request[REQUEST_ID] = new_event_id()
     runtime = find_any_deployment(request)  # a proxy deployment's answers are rated too
     authorize(request, runtime)
     body, _ = await read_json(request)

@@ -32,7 +32,6 @@ from typing import Any
 
 from aiohttp import web
 
-from services.gateway.appkeys import REQUEST_ID
 from services.gateway.routes.common import (
     CLIENT_REQUEST_ID_HEADER,
     CLIENT_REQUEST_ID_PATTERN,
@@ -48,7 +47,6 @@ from services.gateway.routes.stream import StreamFormat
 from services.gateway.routes.variants import choose_variant
 from shared import sse
 from shared.deployments import Variant
-from shared.events.builders import new_event_id
 from shared.flow import FlowResult
 from shared.flow.streaming import streaming_target
 
@@ -124,7 +122,6 @@ async def score(request: web.Request) -> web.StreamResponse:
 async def _score(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     start_time = datetime.now(UTC)
-    request[REQUEST_ID] = new_event_id()
     runtime, _ = authorize_by_key(request)
     body, size = await read_json(request)
     variant = choose_variant(request, runtime, VARIANT_HEADERS)

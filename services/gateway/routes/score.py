@@ -66,7 +66,6 @@ from services.gateway.routes.variants import choose_variant
 from services.gateway.tracing import trace_header
 from shared import sse
 from shared.deployments import Variant
-from shared.events.builders import new_event_id
 from shared.events.errors import InvalidEventError
 from shared.events.messages import InferenceRequest
 from shared.flow import FlowInputError, FlowResult, NodeExecutionError
@@ -94,7 +93,6 @@ def wants_stream(request: web.Request) -> bool:
 async def score(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     start_time = datetime.now(UTC)
-    request[REQUEST_ID] = new_event_id()
     runtime = find_deployment(request)
     authorize(request, runtime)
     streaming = wants_stream(request)

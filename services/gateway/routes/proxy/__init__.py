@@ -34,7 +34,6 @@ from services.gateway.routes.proxy.relay import Exchange
 from services.gateway.routes.recording import InferenceRecorder
 from services.gateway.routes.score import publish_request, reserve_room
 from services.gateway.tracing import trace_header
-from shared.events.builders import new_event_id
 from shared.events.errors import InvalidEventError
 from shared.upstream import CHAT, COMPLETIONS, EMBEDDINGS, OPERATIONS, RESPONSES
 
@@ -63,7 +62,7 @@ def _handler(operation: str) -> Handler:
 async def proxy_call(request: web.Request, operation: str) -> web.StreamResponse:
     started = time.perf_counter()
     start_time = datetime.now(UTC)
-    request_id = request[REQUEST_ID] = new_event_id()
+    request_id = request[REQUEST_ID]  # made by the server span's middleware (tracing.py)
     call = await accept_call(request, operation, request.match_info.get("model_deployment"))
     runtime, proxy = call.runtime, call.runtime.deployment.proxy
     assert proxy is not None
