@@ -21,6 +21,7 @@ import asyncio
 import copy
 import time
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 from opentelemetry import trace
@@ -166,18 +167,9 @@ class _Run:
     # ---- the run
 
     async def execute(self) -> FlowResult:
-        attributes: dict[str, AttributeValue] = {
-            telemetry.OPERATION: "invoke_workflow",
-            telemetry.WORKFLOW_NAME: self.flow.name,
-            telemetry.FLOW_VARIANT: self.variant or DEFAULT_VARIANT,
-            telemetry.STREAMED: self.deltas is not None,
-        }
         tracer = self.executor.tracer
         try:
-            with tracer.start_as_current_span(
-                f"invoke_workflow {self.flow.name}", attributes=attributes,
-                record_exception=False, set_status_on_exception=False,
-            ) as span:
+            with self._span(tracer) as span:
                 self.started = time.perf_counter()
                 try:
                     await self._schedule()
@@ -198,6 +190,21 @@ class _Run:
         finally:
             if self.deltas is not None:
                 self.deltas.put_nowait(END)
+
+    def _span(self, tracer: trace.Tracer) -> AbstractContextManager[trace.Span]:
+        """The run's ``invoke_workflow`` span; none under a span its trace does not record."""
+        if telemetry.unrecorded_child(tracer):
+            return telemetry.UNRECORDED
+        attributes: dict[str, AttributeValue] = {
+            telemetry.OPERATION: "invoke_workflow",
+            telemetry.WORKFLOW_NAME: self.flow.name,
+            telemetry.FLOW_VARIANT: self.variant or DEFAULT_VARIANT,
+            telemetry.STREAMED: self.deltas is not None,
+        }
+        return tracer.start_as_current_span(
+            f"invoke_workflow {self.flow.name}", attributes=attributes,
+            record_exception=False, set_status_on_exception=False,
+        )
 
     async def _schedule(self) -> None:
         pending = list(self.plan.order)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,26 +82,10 @@ async def model_call(
 ) -> tuple[Any, LlmCall]:
     """One call of ``api`` (chat, the legacy text completions, embeddings) with ``payload`` (its
     messages, prompt or input): (its result, its usage record) in a ``{operation} {model}`` span."""
-    provider = "azure.ai.openai" if is_azure(client) else "openai"
-    attributes = {
-        telemetry.OPERATION: api.operation,
-        telemetry.PROVIDER: provider,
-        telemetry.SYSTEM: provider,
-        telemetry.REQUEST_MODEL: model,
-        telemetry.NODE_NAME: node,
-        telemetry.STREAMED: stream,
-        **telemetry.request_attributes(dict(params)),
-        **telemetry.server_attributes(client),
-    }
-    if node_variant:
-        attributes[telemetry.NODE_VARIANT] = node_variant
     request: dict[str, Any] = {"model": model, **payload, **params}
     if extra_headers:
         request["extra_headers"] = dict(extra_headers)
-    with tracer.start_as_current_span(
-        f"{api.operation} {model}", kind=SpanKind.CLIENT, attributes=attributes, record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
+    with _call_span(api, client, model, node, params, tracer, stream, node_variant) as span:
         started = time.perf_counter()
         try:
             if stream:
@@ -133,17 +118,44 @@ async def model_call(
             finish_reason=outcome["finish_reason"],
             streamed=stream,
         )
-        span.set_attribute(telemetry.RESPONSE_MODEL, call.model)
-        if outcome.get("id"):
-            span.set_attribute(telemetry.RESPONSE_ID, outcome["id"])
-        if call.finish_reason:
-            span.set_attribute(telemetry.FINISH_REASONS, [call.finish_reason])
-        if usage is not None:
-            span.set_attribute(telemetry.INPUT_TOKENS, call.prompt_tokens)
-            span.set_attribute(telemetry.OUTPUT_TOKENS, call.completion_tokens)
-        if call.time_to_first_chunk_ms is not None:
-            span.set_attribute(telemetry.TIME_TO_FIRST_CHUNK, round(call.time_to_first_chunk_ms, 3))
+        if span.is_recording():
+            # Set at once: the SDK takes its lock once, not per value.
+            answered: dict[str, Any] = {telemetry.RESPONSE_MODEL: call.model}
+            if outcome.get("id"):
+                answered[telemetry.RESPONSE_ID] = outcome["id"]
+            if call.finish_reason:
+                answered[telemetry.FINISH_REASONS] = [call.finish_reason]
+            if usage is not None:
+                answered[telemetry.INPUT_TOKENS] = call.prompt_tokens
+                answered[telemetry.OUTPUT_TOKENS] = call.completion_tokens
+            if call.time_to_first_chunk_ms is not None:
+                answered[telemetry.TIME_TO_FIRST_CHUNK] = round(call.time_to_first_chunk_ms, 3)
+            span.set_attributes(answered)
         return text, call
+
+
+def _call_span(api: Api, client: Any, model: str, node: str, params: Mapping[str, Any], tracer: trace.Tracer,
+               stream: bool, node_variant: str | None) -> AbstractContextManager[trace.Span]:
+    """The call's ``{operation} {model}`` CLIENT span; none under a span its trace does not record."""
+    if telemetry.unrecorded_child(tracer):
+        return telemetry.UNRECORDED
+    provider = "azure.ai.openai" if is_azure(client) else "openai"
+    attributes = {
+        telemetry.OPERATION: api.operation,
+        telemetry.PROVIDER: provider,
+        telemetry.SYSTEM: provider,
+        telemetry.REQUEST_MODEL: model,
+        telemetry.NODE_NAME: node,
+        telemetry.STREAMED: stream,
+        **telemetry.request_attributes(dict(params)),
+        **telemetry.server_attributes(client),
+    }
+    if node_variant:
+        attributes[telemetry.NODE_VARIANT] = node_variant
+    return tracer.start_as_current_span(
+        f"{api.operation} {model}", kind=SpanKind.CLIENT, attributes=attributes, record_exception=False,
+        set_status_on_exception=False,
+    )
 
 
 async def _whole(api: Api, client: Any, request: dict[str, Any]) -> tuple[Any, dict[str, Any]]:

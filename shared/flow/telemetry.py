@@ -9,10 +9,12 @@ receives a client's configuration, so no key can reach a span.
 from __future__ import annotations
 
 import re
+from contextlib import nullcontext
+from functools import lru_cache
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 
 TRACER_NAME = "promptpulse.gateway.flow"
 
@@ -52,6 +54,44 @@ REQUEST_PARAMS = {
 
 def get_tracer(provider: trace.TracerProvider | None = None) -> trace.Tracer:
     return trace.get_tracer(TRACER_NAME, tracer_provider=provider)
+
+
+# What a span skipped by ``unrecorded_child`` is to the code inside it: every call a no-op.
+UNRECORDED: nullcontext[trace.Span] = nullcontext(trace.INVALID_SPAN)
+
+
+def unrecorded_child(tracer: trace.Tracer) -> bool:
+    """Whether a span ``tracer`` would start now is certain not to record: the current span is a
+    valid span that its trace does not sample, and the tracer's sampler follows the parent's
+    decision (the SDK's ``ParentBased``: the default, and every ``OTEL_TRACES_SAMPLER=parentbased_*``).
+
+    Such a span is a NonRecordingSpan that nothing reads (flows send no traceparent upstream; the
+    events carry the server span's), so the callers skip it and the attributes they would build
+    for it: at one client each skipped span was ~35-60 us of the request's path (docs/gateway.md,
+    "Session 10"). Any other sampler (a custom one may record a child of an unsampled span), or no
+    current span (the processor, library use), and the span is started as before.
+    """
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid or context.trace_flags.sampled:
+        return False
+    return _drops_unsampled_children(getattr(tracer, "sampler", None))
+
+
+_UNSAMPLED_PARENT = trace.set_span_in_context(NonRecordingSpan(SpanContext(
+    trace_id=1, span_id=1, is_remote=False, trace_flags=TraceFlags(TraceFlags.DEFAULT))))
+
+
+@lru_cache(maxsize=16)
+def _drops_unsampled_children(sampler: Any) -> bool:
+    """Asked once per sampler: a ParentBased sampler whose delegate for unsampled local parents
+    drops the span (ALWAYS_OFF unless built otherwise in code)."""
+    try:
+        from opentelemetry.sdk.trace.sampling import Decision, ParentBased
+    except ImportError:  # pragma: no cover - the SDK is a dependency; without it, no skipping
+        return False
+    if not isinstance(sampler, ParentBased):
+        return False
+    return sampler.should_sample(_UNSAMPLED_PARENT, 1, "probe").decision is Decision.DROP
 
 
 def request_attributes(params: dict[str, Any]) -> dict[str, Any]:
