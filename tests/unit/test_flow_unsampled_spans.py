@@ -128,3 +128,18 @@ async def test_a_sampler_not_based_on_the_parent_gets_every_span() -> None:
 def test_no_current_span_starts_a_root_span_as_before() -> None:
     provider, _ = recorder(ParentBased(ALWAYS_ON))
     assert not unrecorded_child(provider.get_tracer("flows"))  # the processor: no server span
+
+
+async def test_the_request_ratio_sampler_skips_the_spans_of_an_unsampled_request_only() -> None:
+    from shared.telemetry.sampling import SAMPLING_KEY, RequestRatioSampler
+
+    for rate, recorded in ((0.0, False), (1.0, True)):
+        provider, exporter = recorder(RequestRatioSampler(rate))
+        executor = FlowExecutor(load_flow(STANDARD_FLOW), {"open_ai_connection": FakeChatClient("It is.")},
+                                tracer_provider=provider)
+        gateway = provider.get_tracer("gateway")
+        with gateway.start_as_current_span("POST /score", attributes={SAMPLING_KEY: "0190aaaa"}) as server:
+            assert server.is_recording() is recorded
+            assert unrecorded_child(executor.tracer) is not recorded
+            await executor.run({"context": CONTEXT}, variant="variant_1")
+        assert names(exporter.get_finished_spans()) == (SPAN_NAMES | {"POST /score"} if recorded else set())
