@@ -105,10 +105,20 @@ def next_meta(meta: EventMeta) -> EventMeta:
     """The same request context as ``meta`` with a fresh event id and time: the header for the
     next event about the same request (e.g. the response after the request)."""
     follow_up = EventMeta()
-    follow_up.CopyFrom(meta)
-    follow_up.event_id = new_event_id()
-    follow_up.event_time.CopyFrom(now_timestamp())
+    fill_next_meta(follow_up, meta)
     return follow_up
+
+
+def fill_next_meta(target: EventMeta, meta: EventMeta) -> None:
+    """Make ``target`` (an event's own ``meta``) what :func:`next_meta` returns, in place: an
+    event built with ``meta=next_meta(...)`` copies the header twice (the processor makes one
+    per evaluation, docs/processor.md "Session 10")."""
+    target.CopyFrom(meta)
+    target.event_id = new_event_id()
+    micros = time.time_ns() // 1000  # now_timestamp's, set on the field rather than copied in
+    stamp = target.event_time
+    stamp.seconds = micros // 1_000_000
+    stamp.nanos = micros % 1_000_000 * 1000
 
 
 def dict_to_struct(mapping: Mapping[str, Any]) -> Struct:

@@ -109,3 +109,30 @@ def test_new_event_id_is_a_uuid7_in_canonical_text() -> None:
         assert str(parsed) == text
         assert parsed.version == 7
         assert parsed.variant == uuid.RFC_4122
+
+
+@pytest.mark.parametrize("now_ns", [1_700_000_000_123_456_789, 1_700_000_000_000_000_000, 1_700_000_001_000_999])
+def test_fill_next_meta_writes_the_bytes_next_meta_did(monkeypatch: pytest.MonkeyPatch, now_ns: int) -> None:
+    # The processor fills each evaluation's meta in place (fill_next_meta) instead of building it
+    # apart and copying it in; the event on the wire must not change. Same clock, same random bytes:
+    from shared.events import builders
+    from shared.events.messages import Evaluation, EventMeta
+
+    monkeypatch.setattr(builders.time, "time_ns", lambda: now_ns)
+    monkeypatch.setattr(builders.os, "urandom", lambda n: bytes(range(n)))
+    request = builders.new_meta(
+        request_id="r1", deployment="shop", request_start_time=datetime(2026, 12, 7, 6, 0, tzinfo=UTC),
+        variant="b", run_id="run-1", traceparent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        tracestate="k=v",
+    )
+    request.event_time.nanos = 999  # the response's own time, which the evaluation's replaces
+    before = EventMeta()  # what next_meta did before it was written in terms of fill_next_meta
+    before.CopyFrom(request)
+    before.event_id = new_event_id()
+    before.event_time.CopyFrom(now_timestamp())
+    built = Evaluation(meta=before, metric="relevance", evaluator="relevance", evaluator_version="v1")
+    filled = Evaluation(metric="relevance", evaluator="relevance", evaluator_version="v1")
+    builders.fill_next_meta(filled.meta, request)
+
+    assert filled.SerializeToString(deterministic=True) == built.SerializeToString(deterministic=True)
+    assert builders.next_meta(request) == before

@@ -21,7 +21,7 @@ from services.processor.evaluation.protocol import (
     Outcome,
     Scored,
 )
-from shared.events.builders import next_meta
+from shared.events.builders import fill_next_meta
 from shared.events.messages import Evaluation, EvaluationErrorType, EventMeta, JudgeCall
 
 MAX_MESSAGE_CHARS = 500
@@ -42,7 +42,8 @@ def _judge(usage: JudgeUsage | None) -> JudgeCall | None:
 
 
 def _event(meta: EventMeta, metric: str, evaluator: str, version: str, usage: JudgeUsage | None) -> Evaluation:
-    event = Evaluation(meta=next_meta(meta), metric=metric, evaluator=evaluator, evaluator_version=version)
+    event = Evaluation(metric=metric, evaluator=evaluator, evaluator_version=version)
+    fill_next_meta(event.meta, meta)  # in place: meta=next_meta(meta) copied the header twice
     judge = _judge(usage)
     if judge is not None:
         event.judge.CopyFrom(judge)
