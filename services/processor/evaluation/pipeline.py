@@ -230,8 +230,11 @@ class JudgeRunner:
 
 async def _run_all(evaluators: tuple[Evaluator, ...], request: RequestFields) -> list[list[Outcome]]:
     """Every evaluator at once, the first in this task and each other in a task of its own: what
-    gather does, less its task for the first and its gathering future (per judged request)."""
-    others = [asyncio.ensure_future(_run_one(evaluator, request)) for evaluator in evaluators[1:]]
+    gather does, less its task for the first and its gathering future (per judged request). The
+    loop's create_task, not ensure_future: the same task without ensure_future's checks (3.9 ->
+    3.0 µs per task, docs/processor.md "Session 10")."""
+    loop = asyncio.get_running_loop()
+    others = [loop.create_task(_run_one(evaluator, request)) for evaluator in evaluators[1:]]
     try:
         results = [await _run_one(evaluators[0], request)]
         for task in others:
