@@ -147,8 +147,10 @@ async def keep_busy(producer: PartitionProducer, ingestor: Ingestor, partition: 
     tp = TopicPartition(producer.topic, partition)
     while not stop.is_set():
         position = ingestor.intake_positions().get(tp, (None, 0))[0] or 0
-        if producer.ends.get(partition, 0) - position < 1000:
-            await producer.send(partition, 500)  # 1,000 records: a second or more of batches
+        # Refilled well before it runs low: in a loaded CI run a backlog kept at 1,000 records ran
+        # dry once, the loop idled, its safety net resumed the stalled partition and healthz read 200.
+        if producer.ends.get(partition, 0) - position < 4000:
+            await producer.send(partition, 1500)  # 3,000 records: a few seconds of batches
         await asyncio.sleep(0.02)
 
 
