@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -57,9 +58,10 @@ class Upstream:
             return f"{self.base_url}/openai/responses?api-version={version}"
         return f"{self.base_url}/openai/deployments/{quote(model, safe='')}/{operation}?api-version={version}"
 
-    @property
+    @cached_property
     def server(self) -> tuple[str, int | None]:
-        """(host, port) for the span's server.address and server.port."""
+        """(host, port) for the span's server.address and server.port: a URL parse, made once
+        (every recorded call span reads it, the proxy's and the flows')."""
         parts = urlsplit(self.base_url)
         return parts.hostname or "", parts.port
 

@@ -61,8 +61,14 @@ def timestamp(moment: datetime | None = None) -> Timestamp:
 def now_timestamp() -> Timestamp:
     """Now as a Timestamp, to the microsecond like ``timestamp(datetime.now(UTC))``, read from
     the clock directly: FromDatetime's calendar arithmetic is most of an event header's cost."""
+    seconds, nanos = _now()
+    return Timestamp(seconds=seconds, nanos=nanos)
+
+
+def _now() -> tuple[int, int]:
+    """(seconds, nanos) of now, to the microsecond."""
     micros = time.time_ns() // 1000
-    return Timestamp(seconds=micros // 1_000_000, nanos=micros % 1_000_000 * 1000)
+    return micros // 1_000_000, micros % 1_000_000 * 1000
 
 
 def to_datetime(stamp: Timestamp) -> datetime:
@@ -115,10 +121,8 @@ def fill_next_meta(target: EventMeta, meta: EventMeta) -> None:
     per evaluation, docs/processor.md "Session 10")."""
     target.CopyFrom(meta)
     target.event_id = new_event_id()
-    micros = time.time_ns() // 1000  # now_timestamp's, set on the field rather than copied in
     stamp = target.event_time
-    stamp.seconds = micros // 1_000_000
-    stamp.nanos = micros % 1_000_000 * 1000
+    stamp.seconds, stamp.nanos = _now()  # now_timestamp's, set on the field rather than copied in
 
 
 def dict_to_struct(mapping: Mapping[str, Any]) -> Struct:

@@ -121,7 +121,6 @@ class LlmEndpoint:
         self._owns_session = session is None
         self._closed = False
         self._headers = {"Content-Type": "application/json", "Accept": "application/json", **upstream.auth_headers}
-        self._server = upstream.server  # parsed once: each recorded call's span reads it
 
     def __repr__(self) -> str:
         return f"LlmEndpoint(connection={self.upstream.connection!r}, kind={self.upstream.kind!r})"
@@ -132,7 +131,7 @@ class LlmEndpoint:
 
     @property
     def server(self) -> tuple[str, int | None]:
-        return self._server
+        return self.upstream.server
 
     @property
     def session(self) -> aiohttp.ClientSession | None:

@@ -41,7 +41,6 @@ from services.gateway.tracing import trace_header
 from shared import sse
 from shared.flow import LlmCall
 from shared.flow import telemetry as otel
-from shared.upstream import Upstream
 
 _FORWARDED_PREFIXES = ("x-ratelimit-", "openai-", "retry-after", "x-ms-")
 UPSTREAM_REQUEST_ID = "x-upstream-request-id"
@@ -127,7 +126,7 @@ class Exchange:
         call, request = self.call, self.request
         upstream = call.runtime.upstream
         settings = request.app[SETTINGS].gateway
-        host, port = _server_of(upstream)
+        host, port = upstream.server
         attributes: dict[str, Any] = {
             otel.OPERATION: call.operation_name, otel.PROVIDER: "azure.ai.openai" if upstream.is_azure else "openai",
             otel.SYSTEM: "openai", otel.REQUEST_MODEL: call.model, otel.STREAMED: call.streaming,
@@ -261,12 +260,6 @@ class Exchange:
         self.recorder.respond(status, llm_calls=self.llm_calls(accumulator.usage, accumulator.model, finish),
                               outputs=outputs, error_type=error_type, error_message=message,
                               time_to_first_token_ms=self.ttft_ms)
-
-
-@functools.lru_cache(maxsize=64)
-def _server_of(upstream: Upstream) -> tuple[str, int | None]:
-    """``upstream.server`` (a URL parse) once per upstream, not per call."""
-    return upstream.server
 
 
 @functools.lru_cache(maxsize=16)
