@@ -30,6 +30,9 @@ from shared.sampling import is_sampled
 
 log = logging.getLogger(__name__)
 
+# The dead-letter reason of a record the intake itself failed on (every other reason is the codec's).
+PROCESSOR_ERROR = "processor-error"
+
 
 class Intake:
     def __init__(
@@ -59,7 +62,23 @@ class Intake:
         self, tp: TP, offset: int, key: bytes | None, value: bytes | None, headers: HeadersArg
     ) -> Awaitable[None] | None:
         """Process one record; returns an awaitable only when the stream must wait (full judge
-        queue). ``tp`` is faust's TP (``.topic``, ``.partition``)."""
+        queue). ``tp`` is faust's TP (``.topic``, ``.partition``). Never raises: a record this
+        code fails on (a bug, not bad input, which is dead-lettered by its reason below) is
+        dead-lettered as ``processor-error``, so it is kept and counted, and the consumer's loop,
+        which calls this directly (faust_app.py), goes on."""
+        try:
+            return self._handle(tp, offset, key, value, headers)
+        except Exception as exc:
+            count = self.stats.dead_letters[PROCESSOR_ERROR]
+            if count % 1000 == 0:  # a traceback for the first and every 1000th, not a flood
+                log.exception("the intake failed on %s[%d]@%d (%d so far); dead-lettering it",
+                              tp.topic, tp.partition, offset, count + 1)
+            self._dead_letter(tp, self.watermarks.get(tp), offset, key, value, headers, PROCESSOR_ERROR, repr(exc))
+            return None
+
+    def _handle(
+        self, tp: TP, offset: int, key: bytes | None, value: bytes | None, headers: HeadersArg
+    ) -> Awaitable[None] | None:
         mark = self.watermarks.get(tp)
         if not mark.see(offset):
             self.stats.redelivered += 1

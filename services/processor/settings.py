@@ -168,13 +168,6 @@ class ProcessorSection(BaseModel):
         "without gathering each becomes its own produce request, which costs more CPU than the "
         "judging around it. 50 ms is nothing next to a judge call. 0 hands each over at once.",
     )
-    stream_buffer_maxsize: int = Field(
-        4096,
-        ge=1,
-        le=1_000_000,
-        description="faust's per-partition read-ahead buffer (events fetched but not yet "
-        "processed).",
-    )
     code_evaluator_threads: int = Field(
         4,
         ge=1,

@@ -131,6 +131,29 @@ async def test_an_undecodable_sampled_record_is_dead_lettered_and_holds_until_se
     assert intake.stats.dead_letters == {"malformed-body": 1}
 
 
+class BrokenRunner(FakeRunner):
+    def submit(self, job: Any) -> None:
+        raise RuntimeError("a bug in the hand-over")
+
+
+async def test_a_record_the_intake_fails_on_is_dead_lettered_not_raised() -> None:
+    # The consumer's loop calls handle directly (faust_app.py): an exception would stop the
+    # fetcher and crash the worker on every restart at the same record.
+    intake, _, publisher = make_intake()
+    intake.runner = BrokenRunner()  # type: ignore[assignment]
+    request, response = pair("r1")
+    assert feed(intake, 0, "r1", request) is None
+    assert feed(intake, 1, "r1", response) is None  # the response's hand-over raises
+    await intake.drain_dead_letters(1)
+    (letter,) = publisher.letters
+    assert letter["reason"] == "processor-error" and letter["offset"] == 1
+    assert "a bug in the hand-over" in letter["detail"]
+    assert intake.stats.dead_letters == {"processor-error": 1}
+    # Only the dead letter is released; the response still holds its own offset, so the
+    # committed offset stays before it (as a job whose judging failed would keep it).
+    assert intake.watermarks.get(P0).commit_point() == 0
+
+
 async def test_other_event_types_are_ignored_without_decoding() -> None:
     intake, runner, publisher = make_intake()
     intake.handle(P0, 0, b"r1", b"not even protobuf", [("pp-event-type", b"token.chunk"), ("pp-deployment", b"shop")])
