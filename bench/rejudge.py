@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from processor_throughput import load_topic, processor_settings, slow_llmsim, write_deployments
+from processor_phases import load_topic, processor_settings, slow_llmsim, write_deployments
 
 from services.processor.app import ProcessorService
 from services.processor.evaluation.judge.calls import LIVE, REJUDGE
