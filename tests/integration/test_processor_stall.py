@@ -21,6 +21,7 @@ import pytest
 from faust.types import TP
 
 from services.processor.app import ProcessorService
+from services.processor.evaluation.pipeline import WORKERS_PER_PLACE
 from shared.events.codec import encode, event_key
 from shared.kafka import make_producer
 from shared.settings import KafkaSettings
@@ -188,8 +189,9 @@ async def test_a_caught_up_idle_worker_stays_healthy_past_stall_seconds(tmp_path
 
 @pytest.mark.timeout(120)
 async def test_intake_held_back_by_judging_is_not_a_stall(tmp_path: Path) -> None:
-    # The judge never answers (llmsim's hang fault): one call in flight, one job queued, and the
-    # stream waits for room, with records waiting behind it. Back-pressure by design.
+    # The judge never answers (llmsim's hang fault): one call in flight, every other worker
+    # waiting for its place, one job queued, and the stream waits for room, with records waiting
+    # behind it. Back-pressure by design.
     deployments = {"shop": {"model": "llmsim-judge+fault=hang"}}
     async with stage(tmp_path, deployments, partitions=1) as st:
         topic = st.topics.inference
@@ -198,7 +200,9 @@ async def test_intake_held_back_by_judging_is_not_a_stall(tmp_path: Path) -> Non
             judge_timeout_seconds=60, shutdown_drain_seconds=0.5,
         )
         async with st.processor(**settings) as service, PartitionProducer(st.kafka) as producer:
-            await producer.pairs(topic, 0, "slow", 5)
+            # Enough for every worker (one in the call, the rest waiting for the place), the
+            # queued job, and some: the stream then waits for room.
+            await producer.pairs(topic, 0, "slow", WORKERS_PER_PLACE + 4)
             assert service.runner is not None
             await wait_for(lambda: service.runner.intake_waiting == 1, 30, "the stream waiting for the judge queue")
             target = service.stalls.checks + 12  # 3 x stall_seconds of looks

@@ -22,7 +22,7 @@ from services.processor.evaluation.judge.budget import TokenBudget
 from services.processor.evaluation.judge.calls import JudgeCalls, JudgeTarget
 from services.processor.evaluation.judge.client import JudgeClient
 from services.processor.evaluation.kinds.builtin.evaluator import BuiltinJudges
-from services.processor.evaluation.pipeline import Hold, JudgeJob, JudgeRunner
+from services.processor.evaluation.pipeline import WORKERS_PER_PLACE, Hold, JudgeJob, JudgeRunner
 from services.processor.evaluation.setup import DeploymentEvaluation
 from services.processor.settings import ProcessorSection
 from services.processor.stats import ProcessorStats
@@ -171,35 +171,39 @@ class HeldPublisher(Publisher):
 
 
 async def test_a_job_is_judged_while_another_waits_for_the_broker_at_a_cap_of_one() -> None:
+    workers = WORKERS_PER_PLACE  # at a cap of one
+    assert workers >= 2  # with one, no job is judged while another waits for the broker
+    jobs = workers + 1
     reply = json.dumps({m: {"score": 4, "reason": "ok"} for m in METRICS})
     inputs = {"q": "How long for a refund?", "ctx": "Refunds within thirty days."}
-    runner, job, judge, _, stats, released = setup([reply, reply, reply], combined=True, inputs=inputs)
+    runner, job, judge, _, stats, released = setup([reply] * jobs, combined=True, inputs=inputs)
     publisher = HeldPublisher()
-    # One place under the cap: the second job is judged while the first waits for the broker only
+    # One place under the cap: the next job is judged while the first waits for the broker only
     # if a worker waiting for the broker does not hold the cap's only place.
     runner = JudgeRunner(ProcessorSection(judge_concurrency=1), publisher, stats, released.extend, runner.judge_calls)
     runner.start()
     try:
-        for _ in range(3):
+        for _ in range(jobs):
             runner.submit(job)
         for _ in range(200):
-            if len(judge.requests) == 2:
+            if len(judge.requests) == workers:
                 break
             await asyncio.sleep(0.005)
         await asyncio.sleep(0.05)
-        # Two judged, both waiting for the broker; the third waits for a worker.
-        assert len(judge.requests) == 2 and len(publisher.waiting) == 2
-        assert released == [] and runner.jobs_running == 2 and runner.queued == 1
+        # Every worker's job judged, all waiting for the broker; the last job waits for a worker.
+        assert len(judge.requests) == workers and len(publisher.waiting) == workers
+        assert released == [] and runner.jobs_running == workers and runner.queued == 1
         assert runner.calls_in_flight == 0  # waiting for the broker holds no place under the cap
         publisher.waiting[0].set_result(None)
         for _ in range(200):
-            if len(publisher.waiting) == 3:
+            if len(publisher.waiting) == jobs:
                 break
             await asyncio.sleep(0.005)
-        assert len(released) == 2 and len(judge.requests) == 3  # the first job's holds, once acknowledged
+        assert len(released) == 2 and len(judge.requests) == jobs  # the first job's holds, once acknowledged
         for waiting in publisher.waiting[1:]:
             waiting.set_result(None)
         assert await runner.drain(1.0)
-        assert len(released) == 6 and runner.jobs_running == 0 and len(publisher.events) == 3 * len(METRICS)
+        assert len(released) == 2 * jobs and runner.jobs_running == 0
+        assert len(publisher.events) == jobs * len(METRICS)
     finally:
         await runner.stop()

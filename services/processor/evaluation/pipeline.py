@@ -51,7 +51,12 @@ log = logging.getLogger(__name__)
 
 # Workers per place under the judge cap: a worker waiting for the broker's acknowledgement leaves
 # its place to another (a delivery task per job did the same at ~14% more CPU per streamed event).
-WORKERS_PER_PLACE = 2
+# Eight, not two: every job also waits for the publisher's gathering (50 ms) and a sync code
+# evaluator's job for its thread's tick (20 ms), judge call or not, so at the stream's own pace
+# (~6,000 judged requests/s with an instant judge) some 400 jobs are between judge and broker;
+# with two per place the stream waited for room in the queue 45-63% of the time (docs/processor.md,
+# "Session 11"). An idle worker costs a task waiting on the queue, nothing per event.
+WORKERS_PER_PLACE = 8
 
 INTERNAL = EvaluationErrorType.EVALUATION_ERROR_TYPE_INTERNAL
 _OK = InferenceStatus.INFERENCE_STATUS_OK
