@@ -84,6 +84,14 @@ class ProcessorApp(faust.App):
             self.sensors.remove(self.monitor)
         return dependencies
 
+    def on_rebalance_start(self) -> None:
+        super().on_rebalance_start()
+        if not self._rebalancing_sensor_state:
+            # No sensor is attached (above), so none recorded the rebalance's start, and faust
+            # reads the empty record as lost: "Missing sensor state" twice per rebalance, a
+            # WARNING at every start of every worker. A record of no sensors is the true one.
+            self._rebalancing_sensor_state = {"sensors": 0}
+
     def _new_consumer(self) -> ConsumerT:
         # What faust.App makes (the transport's consumer with the app's callbacks), of our class.
         return IntakeConsumer(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+
+import pytest
 
 from services.processor.faust_app import IntakeConsumer, build_faust_app
 from services.processor.settings import ProcessorSettings
@@ -27,3 +30,14 @@ def test_the_intake_topic_reaches_the_handler_through_the_consumer_not_an_agent(
     assert isinstance(app.consumer, IntakeConsumer)
     assert [topic.get_topic_name() for topic in app.topics] == ["inference"]  # still subscribed
     assert app.intake_topic == "inference" and app.intake_handler is handler
+
+
+def test_a_rebalance_logs_no_missing_sensor_state(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    app = build_faust_app(load_settings(ProcessorSettings), "inference", lambda *record: None, tmp_path)
+    list(app.on_init_dependencies())  # the Monitor removed, as at the first start
+    with caplog.at_level(logging.WARNING):
+        app.on_rebalance_start()
+        app.on_rebalance_return()
+        app.on_rebalance_end()
+    assert not [r for r in caplog.records if "sensor state" in r.getMessage()]
+    assert app.rebalancing is False and app.rebalancing_count == 1  # faust's own bookkeeping ran
