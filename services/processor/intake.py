@@ -66,8 +66,35 @@ class Intake:
         code fails on (a bug, not bad input, which is dead-lettered by its reason below) is
         dead-lettered as ``processor-error``, so it is kept and counted, and the consumer's loop,
         which calls this directly (faust_app.py), goes on."""
+        # The body in the try, not a call from it: a frame less on the path every event takes.
         try:
-            return self._handle(tp, offset, key, value, headers)
+            mark = self.watermarks.get(tp)
+            if not mark.see(offset):
+                self.stats.redelivered += 1
+                return None
+            stats = self.stats
+            stats.events += 1
+            route = read_route(key, headers)
+            if not route.readable or route.kind is None or route.deployment is None or route.request_id is None:
+                # Only the body can tell what this is; decoding it also validates it.
+                return self._sampled(tp, mark, offset, key, value, headers, None, route.traceparent)
+            if route.kind != REQUEST and route.kind != RESPONSE:
+                stats.ignored += 1  # not ours to judge (and never decoded)
+                return None
+            judging = self.judging.get(route.deployment)
+            if judging is None:
+                stats.unjudged_deployment += 1
+                if route.deployment not in self._unknown_deployments and len(self._unknown_deployments) < 1000:
+                    self._unknown_deployments.add(route.deployment)
+                    log.info("deployment %r has no evaluation section here; its events are skipped", route.deployment)
+                return None
+            if not judging.sampled(key):  # type: ignore[arg-type]  # a readable route has a UTF-8 key
+                run_id = peek_run_id(value)
+                if run_id == "":
+                    stats.unsampled += 1
+                    return None
+                # A batch run (judged in full), or a body whose front does not parse: decode it.
+            return self._sampled(tp, mark, offset, key, value, headers, judging, route.traceparent)
         except Exception as exc:
             count = self.stats.dead_letters[PROCESSOR_ERROR]
             if count % 1000 == 0:  # a traceback for the first and every 1000th, not a flood
@@ -75,37 +102,6 @@ class Intake:
                               tp.topic, tp.partition, offset, count + 1)
             self._dead_letter(tp, self.watermarks.get(tp), offset, key, value, headers, PROCESSOR_ERROR, repr(exc))
             return None
-
-    def _handle(
-        self, tp: TP, offset: int, key: bytes | None, value: bytes | None, headers: HeadersArg
-    ) -> Awaitable[None] | None:
-        mark = self.watermarks.get(tp)
-        if not mark.see(offset):
-            self.stats.redelivered += 1
-            return None
-        stats = self.stats
-        stats.events += 1
-        route = read_route(key, headers)
-        if not route.readable or route.kind is None or route.deployment is None or route.request_id is None:
-            # Only the body can tell what this is; decoding it also validates it.
-            return self._sampled(tp, mark, offset, key, value, headers, None, route.traceparent)
-        if route.kind != REQUEST and route.kind != RESPONSE:
-            stats.ignored += 1  # not ours to judge (and never decoded)
-            return None
-        judging = self.judging.get(route.deployment)
-        if judging is None:
-            stats.unjudged_deployment += 1
-            if route.deployment not in self._unknown_deployments and len(self._unknown_deployments) < 1000:
-                self._unknown_deployments.add(route.deployment)
-                log.info("deployment %r has no evaluation section here; its events are skipped", route.deployment)
-            return None
-        if not judging.sampled(key):  # type: ignore[arg-type]  # a readable route has a UTF-8 key
-            run_id = peek_run_id(value)
-            if run_id == "":
-                stats.unsampled += 1
-                return None
-            # A batch run (judged in full), or a body whose front does not parse: decode it.
-        return self._sampled(tp, mark, offset, key, value, headers, judging, route.traceparent)
 
     def _sampled(
         self,
